@@ -1,0 +1,286 @@
+"""Four popular claims about ``Module.parameters()``, each tested on real models.
+
+A widely read explanation of ``parameters()`` claims that
+
+1. it yields only tensors with ``requires_grad=True``;
+2. ``list(model.parameters())`` creates a full copy of the parameters in memory and can
+   exhaust RAM on huge models;
+3. the iterator is memory-efficient where the list is not;
+4. it recurses into nested submodules.
+
+:func:`run_claims` measures each on a materialized model (GPT-2 by default, real storage
+filled with zeros so its pages are resident), on a huge model's structure (DeepSeek-V3 on
+``meta``) and on nested chains, and returns a :class:`Verdict` per claim: the verdict is
+computed from the evidence measured in this run, never written in advance.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import psutil
+import torch
+from torch import nn
+
+import pyparams
+from pyparams.bench.measure import measure_memory, synchronize
+from pyparams.bench.zoo import DEFAULT_MEMORY_CAP_BYTES, ZooCache, build_chain
+
+__all__ = ["CLAIMS", "Verdict", "format_verdicts", "run_claims"]
+
+CLAIMS: tuple[str, ...] = (
+    "parameters() yields only tensors with requires_grad=True",
+    "list(model.parameters()) creates a full copy of the parameters in memory and can "
+    "exhaust RAM on huge models",
+    "the parameters() iterator is memory-efficient where the list is not",
+    "parameters() recurses into nested submodules",
+)
+
+
+@dataclass
+class Verdict:
+    """The outcome of testing one claim: verdict, a one-line reason, and the evidence."""
+
+    number: int
+    claim: str
+    verdict: str  # TRUE, FALSE, MISLEADING, MIXED
+    reason: str
+    evidence: list[str] = field(default_factory=list)
+    data: dict[str, object] = field(default_factory=dict)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _own_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """Every unique parameter object held in any ``_parameters`` dict of the tree.
+
+    An explicit-stack walk over the raw dicts, independent of both ``parameters()`` and
+    pyparams, so counts can be checked against it.
+    """
+    seen_modules: set[int] = set()
+    seen: dict[int, nn.Parameter] = {}
+    stack = [module]
+    while stack:
+        mod = stack.pop()
+        if id(mod) in seen_modules:
+            continue
+        seen_modules.add(id(mod))
+        for param in mod._parameters.values():
+            if param is not None:
+                seen.setdefault(id(param), param)
+        stack.extend(child for child in mod._modules.values() if child is not None)
+    return list(seen.values())
+
+
+def _combine(per_device: list[tuple[str, str]]) -> tuple[str, str]:
+    verdicts = {v for v, _ in per_device}
+    if len(verdicts) == 1:
+        return per_device[0]
+    return "MIXED", "; ".join(f"{v}: {r}" for v, r in per_device)
+
+
+def _claim1(label: str, model: nn.Module) -> tuple[str, str, list[str], dict[str, object]]:
+    params = list(model.parameters())
+    frozen = params[: len(params) // 2]
+    saved = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        for p in frozen:
+            p.requires_grad_(False)
+        yielded = list(model.parameters())
+        yielded_frozen = sum(not p.requires_grad for p in yielded)
+        trainable = list(pyparams.trainable_parameters(model))
+        all_trainable = all(p.requires_grad for p in trainable)
+    finally:
+        for p, flag in zip(params, saved):
+            p.requires_grad_(flag)
+    evidence = [
+        f"{label}: froze {len(frozen)} of {len(params)} parameter tensors; model.parameters() "
+        f"then yielded {len(yielded)}, {yielded_frozen} of them with requires_grad=False",
+        f"{label}: pyparams.trainable_parameters(model) yielded {len(trainable)}"
+        f"{', all with requires_grad=True' if all_trainable else ', SOME FROZEN'}",
+    ]
+    data = {"frozen_set": len(frozen), "yielded": len(yielded), "yielded_frozen": yielded_frozen,
+            "pyparams_trainable": len(trainable)}
+    if yielded_frozen > 0:
+        return "FALSE", "parameters() yields frozen tensors too; filter on requires_grad", evidence, data
+    return "TRUE", "no frozen tensor was yielded", evidence, data
+
+
+def _rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def _cuda_allocated(device: str) -> int | None:
+    if not device.startswith("cuda"):
+        return None
+    synchronize(device)
+    return torch.cuda.memory_allocated()
+
+
+def _claim2(label: str, model: nn.Module, device: str) -> tuple[str, str, list[str], dict[str, object]]:
+    own = _own_parameters(model)
+    own_ids = {id(p) for p in own}
+    own_ptrs = {p.untyped_storage().data_ptr() for p in own}
+    storage = sum(p.numel() * p.element_size() for p in own)
+    rss0, cuda0 = _rss(), _cuda_allocated(device)
+    held = list(model.parameters())
+    rss_list, cuda1 = _rss() - rss0, _cuda_allocated(device)
+    same_objects = sum(id(p) in own_ids for p in held)
+    duplicated = sum(p.untyped_storage().nbytes() for p in held
+                     if p.untyped_storage().data_ptr() not in own_ptrs)
+    list_bytes = sys.getsizeof(held)
+    rss1, cuda2 = _rss(), _cuda_allocated(device)
+    copies = [p.detach().clone() for p in held]
+    rss_copy, cuda3 = _rss() - rss1, _cuda_allocated(device)
+    del copies
+    evidence = [
+        f"{label}: {same_objects} of {len(held)} list items are the model's own Parameter "
+        f"objects (is); {duplicated} bytes of tensor storage duplicated (data pointers)",
+        f"{label}: holding the list: RSS {_bytes(rss_list)}, list object {_bytes(list_bytes)} "
+        f"for {_bytes(storage)} of parameters; an actual copy (clone) costs RSS "
+        f"{_bytes(rss_copy)}",
+    ]
+    data: dict[str, object] = {"items": len(held), "same_objects": same_objects,
+                               "duplicated_bytes": duplicated, "rss_delta_list": rss_list,
+                               "rss_delta_copy": rss_copy, "list_bytes": list_bytes,
+                               "storage_bytes": storage}
+    if cuda0 is not None and cuda1 is not None and cuda2 is not None and cuda3 is not None:
+        data.update(cuda_delta_list=cuda1 - cuda0, cuda_delta_copy=cuda3 - cuda2)
+        evidence.append(f"{label}: CUDA memory_allocated delta: list {_bytes(cuda1 - cuda0)}, "
+                        f"clone {_bytes(cuda3 - cuda2)}")
+    no_copy = (same_objects == len(held) == len(own) and duplicated == 0
+               and (cuda0 is None or data["cuda_delta_list"] == 0))
+    if no_copy:
+        return ("FALSE", "the list holds references to the same tensors, 8 bytes each; "
+                "nothing is copied", evidence, data)
+    return "TRUE", "the list did not hold the model's own tensors", evidence, data
+
+
+def _claim3(label: str, model: nn.Module, device: str) -> tuple[str, str, list[str], dict[str, object]]:
+    storage = sum(p.numel() * p.element_size() for p in _own_parameters(model))
+    gen = measure_memory(lambda: deque(model.parameters(), maxlen=0), device).tracemalloc_peak
+    lst = measure_memory(lambda: list(model.parameters()), device).tracemalloc_peak
+    native = measure_memory(lambda: deque(pyparams.parameters(model), maxlen=0),
+                            device).tracemalloc_peak
+    evidence = [
+        f"{label}: tracemalloc peak: iterating model.parameters() {_bytes(gen)}, "
+        f"list(model.parameters()) {_bytes(lst)}, iterating pyparams.parameters() "
+        f"{_bytes(native)}; tensor storage {_bytes(storage)}",
+    ]
+    data = {"generator_peak": gen, "list_peak": lst, "pyparams_peak": native,
+            "storage_bytes": storage}
+    if gen >= lst / 2:
+        return ("FALSE", "torch's generator is not meaningfully lighter than the list: it keeps "
+                "sets of every module and parameter seen", evidence, data)
+    if storage and lst < storage / 100:
+        return ("MISLEADING", "the generator is lighter, but the list costs references only, "
+                "a vanishing fraction of the tensors", evidence, data)
+    return "TRUE", "the list costs a substantial fraction of the tensors", evidence, data
+
+
+def _claim4(label: str, model: nn.Module) -> tuple[str, str, list[str], dict[str, object]]:
+    walked = len(_own_parameters(model))
+    recursive = len(list(model.parameters()))
+    shallow = len(list(model.parameters(recurse=False)))
+    evidence = [f"{label}: parameters() yielded {recursive}, parameters(recurse=False) {shallow}; "
+                f"a walk over every submodule's _parameters finds {walked}"]
+    data = {"recursive": recursive, "shallow": shallow, "walked": walked}
+    if recursive == walked and recursive > shallow:
+        return "TRUE", "it walks every nested submodule", evidence, data
+    return "FALSE", "parameters() missed nested parameters", evidence, data
+
+
+def _chain_evidence(depths: Sequence[int]) -> tuple[list[str], dict[str, object]]:
+    lines, data = [], {}
+    for depth in depths:
+        chain = build_chain(depth)
+        try:
+            torch_count: object = len(list(chain.parameters()))
+        except RecursionError:
+            torch_count = "RecursionError"
+        try:
+            native: object = len(list(pyparams.parameters(chain)))
+        except Exception as exc:  # reported as evidence, never hidden
+            native = type(exc).__name__
+        data[f"chain_{depth}"] = {"torch": torch_count, "pyparams": native}
+        lines.append(f"chain of {depth} nested modules: model.parameters() -> {torch_count}, "
+                     f"pyparams.parameters() -> {native}")
+    return lines, data
+
+
+def run_claims(
+    model: str = "gpt2",
+    devices: Sequence[str] = ("cpu",),
+    huge_model: str | None = "deepseek-v3",
+    chain_depths: Sequence[int] = (3, 300, 5000),
+    memory_cap_bytes: int = DEFAULT_MEMORY_CAP_BYTES,
+) -> list[Verdict]:
+    """Test the four claims on ``model`` materialized on each device (not ``meta``).
+
+    ``huge_model`` (on ``meta``, structure only) adds what the list would cost for a model
+    too large to hold; ``chain_depths`` adds nested-chain counts to claim 4.
+    """
+    cache = ZooCache(memory_cap_bytes)
+    per_claim: list[list[tuple[str, str, list[str], dict[str, object]]]] = [[], [], [], []]
+    for device in devices:
+        if device == "meta":
+            raise ValueError("claims need real storage: use cpu or cuda, not meta")
+        built = cache.get(model, device)
+        if built.device == "meta":
+            raise ValueError(f"{model!r} is over the memory cap; claims need it materialized")
+        with torch.no_grad():
+            for p in built.module.parameters():
+                p.zero_()  # make the pages resident, so RSS counts the model
+        label = f"{model} [{device}]"
+        per_claim[0].append(_claim1(label, built.module))
+        per_claim[1].append(_claim2(label, built.module, device))
+        per_claim[2].append(_claim3(label, built.module, device))
+        per_claim[3].append(_claim4(label, built.module))
+    extra: list[list[str]] = [[], [], [], []]
+    extra_data: list[dict[str, object]] = [{}, {}, {}, {}]
+    if huge_model is not None:
+        huge = cache.get(huge_model, "meta")
+        held = list(huge.module.parameters())
+        size = huge.structure.storage_bytes
+        extra[1].append(f"{huge_model} [meta]: list(model.parameters()) is a "
+                        f"{_bytes(sys.getsizeof(held))} list of {len(held)} references, for "
+                        f"{_bytes(size)} of fp32 parameters")
+        extra_data[1] = {"huge_list_bytes": sys.getsizeof(held), "huge_storage_bytes": size}
+        del held
+        gen = measure_memory(lambda: deque(huge.module.parameters(), maxlen=0), "meta")
+        lst = measure_memory(lambda: list(huge.module.parameters()), "meta")
+        extra[2].append(f"{huge_model} [meta]: tracemalloc peak: iterating "
+                        f"{_bytes(gen.tracemalloc_peak)}, list {_bytes(lst.tracemalloc_peak)}")
+        extra_data[2] = {"huge_generator_peak": gen.tracemalloc_peak,
+                         "huge_list_peak": lst.tracemalloc_peak}
+    chain_lines, chain_data = _chain_evidence(chain_depths)
+    extra[3].extend(chain_lines)
+    extra_data[3] = chain_data
+    verdicts = []
+    for index, outcomes in enumerate(per_claim):
+        verdict, reason = _combine([(v, r) for v, r, _, _ in outcomes])
+        evidence = [line for _, _, lines, _ in outcomes for line in lines] + extra[index]
+        data = {label: d for label, (_, _, _, d) in zip(devices, outcomes)} | extra_data[index]
+        verdicts.append(Verdict(index + 1, CLAIMS[index], verdict, reason, evidence, data))
+    return verdicts
+
+
+def format_verdicts(verdicts: Sequence[Verdict]) -> str:
+    """Plain text: each claim, its verdict with the reason, and the evidence lines."""
+    lines = []
+    for v in verdicts:
+        lines.append(f'Claim {v.number}: "{v.claim}"')
+        lines.append(f"  Verdict: {v.verdict} - {v.reason}")
+        lines.extend(f"    - {line}" for line in v.evidence)
+    return "\n".join(lines)

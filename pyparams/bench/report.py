@@ -1,0 +1,301 @@
+"""Turning a :class:`~pyparams.bench.runner.RunResult` into a table, files and plots.
+
+``write_outputs`` writes ``results.json`` (machine, versions, options and every raw
+sample), ``results.csv`` (one row per case and contender), ``speedup.png``,
+``scaling.png``, ``memory.png`` (matplotlib, Agg backend) and ``report.md`` embedding them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyparams.bench.claims import Verdict, format_verdicts
+from pyparams.bench.contenders import BASELINE, CONTENDERS
+from pyparams.bench.measure import CaseResult
+from pyparams.bench.runner import RunResult
+from pyparams.bench.stats import summarize
+
+__all__ = [
+    "OUTPUT_FILES",
+    "format_bytes",
+    "format_ns",
+    "format_table",
+    "rows",
+    "targets",
+    "to_json",
+    "write_outputs",
+]
+
+OUTPUT_FILES: tuple[str, ...] = (
+    "results.json", "results.csv", "speedup.png", "scaling.png", "memory.png", "report.md",
+)
+_COLUMNS: tuple[str, ...] = (
+    "model", "device", "#params", "#modules", "contender", "median", "spread", "ns/param",
+    "x list", "x torch", "1st item", "tracemalloc",
+)
+
+
+def format_ns(ns: float | None) -> str:
+    """``1234.0`` -> ``'1.23 us'``; ``None`` -> ``'-'``."""
+    if ns is None:
+        return "-"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:.3g} {unit}"
+    return f"{ns:.3g} ns"
+
+
+def format_bytes(n: float | None) -> str:
+    """``2048`` -> ``'2.0 KiB'``; ``None`` -> ``'-'``."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
+
+
+def rows(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
+    """One flat record per case and contender (the CSV rows, the table's source)."""
+    out: list[dict[str, object]] = []
+    for case in cases:
+        for name, result in case.contenders.items():
+            summary = summarize(result.samples_ns) if result.ok and result.samples_ns else None
+            ttf = summarize(result.ttf_samples_ns).median if result.ttf_samples_ns else None
+            counterpart = CONTENDERS[name].counterpart if name in CONTENDERS else None
+            memory = result.memory
+            out.append({
+                "model": case.model, "family": case.family, "size": case.size,
+                "device": case.device, "requested_device": case.requested_device,
+                "n_param_tensors": case.n_param_tensors, "n_params": case.n_params,
+                "n_modules": case.n_modules, "contender": name, "ok": result.ok,
+                "error": result.error or "", "rounds": len(result.samples_ns),
+                "loops": result.loops,
+                "median_ns": summary.median if summary else None,
+                "q1_ns": summary.q1 if summary else None,
+                "q3_ns": summary.q3 if summary else None,
+                "rel_spread": summary.rel_spread if summary else None,
+                "ns_per_param": (summary.median / case.n_param_tensors
+                                 if summary and case.n_param_tensors else None),
+                "speedup_vs_list": case.speedup(name, BASELINE),
+                "speedup_vs_torch": case.speedup(name, counterpart) if counterpart else None,
+                "ttf_median_ns": ttf,
+                "tracemalloc_peak": memory.tracemalloc_peak if memory else None,
+                "rss_delta": memory.rss_delta if memory else None,
+                "cuda_allocated_delta": memory.cuda_allocated_delta if memory else None,
+                "cuda_peak_delta": memory.cuda_peak_delta if memory else None,
+            })
+    return out
+
+
+def _cells(row: dict[str, object], first: bool) -> list[str]:
+    def num(key: str) -> float | None:
+        value = row[key]
+        return float(value) if isinstance(value, (int, float)) else None
+
+    device = str(row["device"])
+    if row["requested_device"] != row["device"]:
+        device += "*"
+    error = str(row["error"])
+    median = format_ns(num("median_ns")) if row["ok"] else error.split(":")[0]
+    spread = num("rel_spread")
+    per_param = num("ns_per_param")
+    head = [str(row["model"]), device, str(row["n_param_tensors"]), str(row["n_modules"])]
+    return (head if first else ["", "", "", ""]) + [
+        str(row["contender"]), median, "-" if spread is None else f"+-{100 * spread:.1f}%",
+        "-" if per_param is None else f"{per_param:.1f}",
+        _ratio(num("speedup_vs_list")), _ratio(num("speedup_vs_torch")),
+        format_ns(num("ttf_median_ns")), format_bytes(num("tracemalloc_peak")),
+    ]
+
+
+def format_table(cases: Sequence[CaseResult], markdown: bool = False) -> str:
+    """The results table: one row per contender, the model columns on each case's first row.
+
+    ``spread`` is the IQR over the median; ``x list`` the median per-round speedup over
+    ``list(m.parameters())``; ``x torch`` over the torch contender doing the same job.
+    A ``*`` after the device marks an architecture moved to ``meta`` by the memory cap.
+    """
+    table: list[list[str]] = []
+    separators: list[int] = []
+    previous = None
+    for row in rows(cases):
+        key = (row["model"], row["device"])
+        if key != previous and previous is not None:
+            separators.append(len(table))
+        table.append(_cells(row, key != previous))
+        previous = key
+    if markdown:
+        lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in table]
+        return "\n".join(lines)
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(_COLUMNS)]
+    rule = "  ".join("-" * w for w in widths)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 5 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    lines = [line(_COLUMNS), rule]
+    for index, cells in enumerate(table):
+        if index in separators:
+            lines.append("")
+        lines.append(line(cells))
+    if any(r["requested_device"] != r["device"] for r in rows(cases)):
+        lines.append("* over the memory cap: structure timed on meta")
+    return "\n".join(lines)
+
+
+def _find(cases: Sequence[CaseResult], model: str) -> list[CaseResult]:
+    return [c for c in cases if c.model == model]
+
+
+def targets(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
+    """DESIGN.md's performance targets, measured in this run (never asserted).
+
+    Each row: target, cases used, contender, worst measured value, goal, whether it was met.
+    Only targets whose cases ran appear.
+    """
+    out: list[dict[str, object]] = []
+
+    def add(label: str, chosen: Sequence[CaseResult], contender: str, goal: float) -> None:
+        values = [c.speedup(contender) for c in chosen]
+        measured = [v for v in values if v is not None]
+        if measured:
+            worst = min(measured)
+            out.append({"target": label, "cases": [f"{c.model}[{c.device}]" for c in chosen],
+                        "contender": contender, "measured": worst, "goal": goal,
+                        "met": worst >= goal, "kind": "speedup vs list(m.parameters())"})
+
+    archs = [c for c in cases if c.family == "arch"]
+    for contender in ("pyparams.list", "pyparams.parameter_list"):
+        add("real architectures >= 20x", archs, contender, 20.0)
+        add("300-deep chain >= 100x", _find(cases, "depth-300"), contender, 100.0)
+        widths = [c for c in cases if c.family == "width" and (c.size or 0) >= 10000]
+        add("wide (>= 10,000 siblings) >= 10x", widths, contender, 10.0)
+        moe = _find(cases, "moe-32x64") or [c for c in cases if c.family == "experts"
+                                             and (c.size or 0) >= 64]
+        add("unfused MoE >= 10x", moe, contender, 10.0)
+    ratios = []
+    for case in cases:
+        torch_gen, native = case.contenders.get("torch.parameters"), case.contenders.get(
+            "pyparams.parameters")
+        if torch_gen and native and torch_gen.memory and native.memory and \
+                torch_gen.memory.tracemalloc_peak > 0:
+            ratios.append(native.memory.tracemalloc_peak / torch_gen.memory.tracemalloc_peak)
+    if ratios:
+        worst = max(ratios)
+        out.append({"target": "lazy iteration tracemalloc peak <= 1/4 of torch's generator",
+                    "cases": [f"{len(ratios)} cases"], "contender": "pyparams.parameters",
+                    "measured": worst, "goal": 0.25, "met": worst <= 0.25,
+                    "kind": "peak ratio pyparams/torch (worst case)"})
+    return out
+
+
+def to_json(run: RunResult) -> dict[str, object]:
+    """Everything in the run, raw samples included, as JSON-ready data."""
+    return {
+        "machine": run.machine,
+        "options": run.options,
+        "settings": run.settings,
+        "wall_seconds": run.wall_seconds,
+        "cases": [dataclasses.asdict(case) for case in run.cases],
+        "summary": rows(run.cases),
+        "fits": [dataclasses.asdict(fit) for fit in run.fits],
+        "targets": targets(run.cases),
+        "claims": [dataclasses.asdict(v) for v in run.claims if isinstance(v, Verdict)],
+    }
+
+
+def _write_csv(path: Path, records: list[dict[str, object]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else ["model"])
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def _fits_markdown(run: RunResult) -> str:
+    lines = ["| family | device | contender | points | log-log exponent | R^2 | ns per module |",
+             "|---|---|---|---|---|---|---|"]
+    for fit in run.fits:
+        if fit.exponent is None:
+            continue
+        lines.append(f"| {fit.family} | {fit.device} | {fit.contender} | {len(fit.sizes)} | "
+                     f"{fit.exponent:.2f} | {fit.r2:.3f} | {fit.ns_per_module:.1f} |")
+    return "\n".join(lines)
+
+
+def _targets_markdown(run: RunResult) -> str:
+    lines = ["| target | contender | measured (worst case) | goal | met |", "|---|---|---|---|---|"]
+    for t in targets(run.cases):
+        measured, goal = float(t["measured"]), float(t["goal"])  # type: ignore[arg-type]
+        fmt = "{:.2f}" if goal < 1 else "{:.1f}x"
+        lines.append(f"| {t['target']} ({', '.join(t['cases'])}) | {t['contender']} | "  # type: ignore[arg-type]
+                     f"{fmt.format(measured)} | {fmt.format(goal)} | "
+                     f"{'yes' if t['met'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
+    m = run.machine
+    parts = [
+        "# pyparams benchmark report",
+        "",
+        f"Command: `{' '.join(str(a) for a in m.get('argv', []))}`  ",  # type: ignore[union-attr]
+        f"Machine: {m['platform']}, {m['cpu_count']} CPUs, "
+        f"{format_bytes(float(m['memory_bytes']))} RAM; CUDA device: {m['cuda_device']}  ",  # type: ignore[arg-type]
+        f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
+        f"pyparams {m['pyparams']}; {m['timestamp']}; wall time {run.wall_seconds:.0f} s",
+        "",
+        "Every figure below was measured in this run. Each contender's output is checked "
+        "against torch's (same objects, order and names) before it is timed; samples are "
+        "interleaved (A B C, C B A, ...) with the GC paused; medians are quoted, spread is "
+        "IQR/median, speedups are medians of per-round ratios.",
+        "",
+        "## Results",
+        "",
+        format_table(run.cases, markdown=True),
+        "",
+        "## Targets (measured, not asserted)",
+        "",
+        _targets_markdown(run),
+        "",
+        "## Plots",
+        "",
+        *[f"![{name}]({name})\n" for name in plots],
+        "## Scaling fits",
+        "",
+        "Exponent: slope of log(time) against log(size); ns per module: least-squares slope "
+        "of time against module count.",
+        "",
+        _fits_markdown(run),
+    ]
+    verdicts = [v for v in run.claims if isinstance(v, Verdict)]
+    if verdicts:
+        parts += ["", "## Claims about `parameters()`, tested", "", "```",
+                  format_verdicts(verdicts), "```"]
+    return "\n".join(parts) + "\n"
+
+
+def write_outputs(run: RunResult, out: Path) -> list[Path]:
+    """Write every output file into ``out`` (created if needed); returns their paths."""
+    from pyparams.bench import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(to_json(run), indent=1, default=str))
+    _write_csv(out / "results.csv", rows(run.cases))
+    plots.speedup_plot(run.cases, out / "speedup.png")
+    plots.scaling_plot(run.cases, run.fits, out / "scaling.png")
+    plots.memory_plot(run.cases, out / "memory.png")
+    (out / "report.md").write_text(
+        _report_markdown(run, ["speedup.png", "scaling.png", "memory.png"]))
+    return [out / name for name in OUTPUT_FILES]

@@ -1,0 +1,178 @@
+"""The ``pyparams`` command line: ``pyparams bench`` and ``pyparams claims``.
+
+``python -m pyparams ...`` and the ``pyparams`` console script share :func:`main`.
+
+    pyparams bench                 # default zoo on every device present, < 3 min on 2 cores
+    pyparams bench --quick         # < 1 min
+    pyparams bench --models gpt2,depth --devices cpu --out /tmp/bench
+    pyparams bench --list          # the zoo and the contenders
+    pyparams claims                # test four popular claims about parameters()
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def _names(values: Sequence[str] | None) -> list[str] | None:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``; ``None`` stays ``None``."""
+    if values is None:
+        return None
+    return [name for value in values for name in value.split(",") if name]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with the ``bench`` and ``claims`` subcommands."""
+    parser = argparse.ArgumentParser(prog="pyparams", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="{bench,claims}")
+
+    bench = sub.add_parser("bench", help="benchmark pyparams against torch on the model zoo")
+    preset = bench.add_mutually_exclusive_group()
+    preset.add_argument("--quick", dest="preset", action="store_const", const="quick",
+                        help="a small zoo and fewer rounds (under a minute)")
+    preset.add_argument("--full", dest="preset", action="store_const", const="full",
+                        help="every model and size, more rounds")
+    bench.set_defaults(preset="default")
+    bench.add_argument("--models", nargs="+", metavar="NAME",
+                       help="zoo models or families (arch, depth, width, experts, frozen); "
+                            "comma or space separated")
+    bench.add_argument("--devices", nargs="+", metavar="DEV",
+                       help="cpu, cuda, meta (default: cpu, and cuda when available)")
+    bench.add_argument("--contenders", nargs="+", metavar="NAME",
+                       help="contenders to run (torch.list, the baseline, is always added)")
+    bench.add_argument("--repeat", type=int, metavar="N", help="interleaved rounds per case")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR",
+                       help="where to write results.json/.csv, the plots and report.md "
+                            "(default: bench-results)")
+    bench.add_argument("--memory-cap-gb", type=float, default=4.0, metavar="GB",
+                       help="architectures whose fp32 weights exceed this run on meta (default 4)")
+    bench.add_argument("--no-claims", dest="claims", action="store_false",
+                       help="skip the claims section of the report")
+    bench.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="no progress bar")
+    bench.add_argument("--list", action="store_true", help="print the zoo and the contenders")
+
+    claims = sub.add_parser("claims", help="test four popular claims about parameters()")
+    claims.add_argument("--model", default="gpt2", help="zoo model to test on (default gpt2)")
+    claims.add_argument("--devices", nargs="+", metavar="DEV",
+                        help="cpu and/or cuda (default: cpu, and cuda when available)")
+    claims.add_argument("--out", type=Path, metavar="DIR",
+                        help="also write claims.json and claims.md here")
+    return parser
+
+
+def _print_list() -> None:
+    from pyparams.bench.contenders import CONTENDERS
+    from pyparams.bench.zoo import ZOO
+
+    print("Models (name, family, presets, description):")
+    width = max(len(name) for name in ZOO)
+    for entry in ZOO.values():
+        presets = ",".join(p for p in ("quick", "default", "full") if p in entry.presets) or "-"
+        print(f"  {entry.name:<{width}}  {entry.family:<8} {presets:<20} {entry.description}")
+    print("\nContenders (name, what runs):")
+    width = max(len(name) for name in CONTENDERS)
+    for contender in CONTENDERS.values():
+        print(f"  {contender.name:<{width}}  {contender.code}")
+
+
+def _error(command: str, message: str) -> int:
+    print(f"pyparams {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pyparams.bench.report import format_table, targets, write_outputs
+    from pyparams.bench.runner import BenchOptions, run_bench
+
+    if args.list:
+        _print_list()
+        return 0
+    if args.repeat is not None and args.repeat < 1:
+        return _error("bench", f"--repeat must be at least 1, got {args.repeat}")
+    if args.memory_cap_gb <= 0:
+        return _error("bench", f"--memory-cap-gb must be positive, got {args.memory_cap_gb}")
+    options = BenchOptions(
+        preset=args.preset, models=_names(args.models), devices=_names(args.devices),
+        contenders=_names(args.contenders), repeat=args.repeat,
+        memory_cap_bytes=int(args.memory_cap_gb * 2**30), claims=args.claims,
+        progress=args.progress,
+    )
+    try:  # validate everything before building a single model
+        options.entries()
+        options.device_list()
+        options.contender_list()
+    except (KeyError, ValueError) as exc:
+        return _error("bench", exc.args[0] if exc.args else str(exc))
+    run = run_bench(options)
+    print(format_table(run.cases))
+    print()
+    for t in targets(run.cases):
+        goal, measured = float(t["goal"]), float(t["measured"])  # type: ignore[arg-type]
+        shown = f"{measured:.2f} (goal <= {goal:.2f})" if goal < 1 else \
+            f"{measured:.1f}x (goal >= {goal:.0f}x)"
+        print(f"target {'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['contender']} "
+              f"worst {shown}")
+    if run.claims:
+        from pyparams.bench.claims import format_verdicts
+
+        print()
+        print(format_verdicts(run.claims))  # type: ignore[arg-type]
+    paths = write_outputs(run, args.out)
+    print(f"\nwrote {', '.join(p.name for p in paths)} to {args.out} "
+          f"({run.wall_seconds:.0f} s)")
+    return 0
+
+
+def _claims(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    import torch
+
+    from pyparams.bench.claims import format_verdicts, run_claims
+    from pyparams.bench.zoo import ZOO
+
+    devices = _names(args.devices) or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    if args.model not in ZOO:
+        return _error("claims", f"unknown model {args.model!r}; choose from: {', '.join(ZOO)}")
+    for device in devices:
+        if device not in ("cpu", "cuda"):
+            return _error("claims", f"unknown device {device!r}; claims run on cpu or cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            return _error("claims", "device 'cuda' was asked for but CUDA is not available here")
+    start = time.perf_counter()
+    try:
+        verdicts = run_claims(model=args.model, devices=devices)
+    except ValueError as exc:
+        return _error("claims", str(exc))
+    text = format_verdicts(verdicts)
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "claims.json").write_text(
+            json.dumps([dataclasses.asdict(v) for v in verdicts], indent=1, default=str))
+        (args.out / "claims.md").write_text(f"```\n{text}\n```\n")
+    print(f"\n({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad options)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse reports usage errors by exiting
+        return int(exc.code or 0)
+    if args.command == "bench":
+        return _bench(args)
+    if args.command == "claims":
+        return _claims(args)
+    parser.print_help(sys.stderr)
+    return 2
