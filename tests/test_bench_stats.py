@@ -1,0 +1,251 @@
+"""The harness' statistics and measuring machinery, on synthetic data and toy modules."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from pyparams.bench import stats
+from pyparams.bench.contenders import (
+    CONTENDERS,
+    Contender,
+    ContenderMismatch,
+    Reference,
+    check,
+    resolve_contenders,
+    torch_reference,
+)
+from pyparams.bench.measure import Settings, measure_case, measure_memory
+from pyparams.bench.zoo import BuiltModel, ZooEntry, build_chain, measure_structure
+
+samples = st.lists(st.floats(min_value=1e-3, max_value=1e9, allow_nan=False), min_size=1,
+                   max_size=60)
+
+
+@given(samples)
+@settings(max_examples=200, deadline=None)
+def test_summary_agrees_with_numpy(values: list[float]) -> None:
+    summary = stats.summarize(values)
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    assert summary.median == pytest.approx(med, rel=1e-9)
+    assert summary.q1 == pytest.approx(q1, rel=1e-9)
+    assert summary.q3 == pytest.approx(q3, rel=1e-9)
+    assert summary.iqr == pytest.approx(q3 - q1, rel=1e-9, abs=1e-9)
+    assert summary.minimum <= summary.q1 <= summary.median <= summary.q3 <= summary.maximum
+    assert summary.n == len(values)
+
+
+def test_summary_of_known_values() -> None:
+    summary = stats.summarize([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert (summary.median, summary.q1, summary.q3) == (3.0, 2.0, 4.0)
+    assert summary.rel_spread == pytest.approx(2.0 / 3.0)
+    assert stats.median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    assert stats.summarize([7.0]).iqr == 0.0
+
+
+def test_empty_samples_are_rejected() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        stats.summarize([])
+
+
+def test_paired_ratios_are_per_round() -> None:
+    assert stats.paired_ratios([10.0, 30.0, 8.0], [2.0, 3.0, 4.0]) == [5.0, 10.0, 2.0]
+    with pytest.raises(ValueError, match="equal length"):
+        stats.paired_ratios([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="non-positive"):
+        stats.paired_ratios([1.0], [0.0])
+
+
+def test_paired_ratio_survives_drift() -> None:
+    """A machine slowing 10x across rounds leaves the per-round ratio intact."""
+    drift = [1.0, 2.0, 5.0, 10.0, 10.0]
+    slow = [3000.0 * d for d in drift]
+    fast = [100.0 * d for d in drift]
+    assert stats.median(stats.paired_ratios(slow, fast)) == pytest.approx(30.0)
+
+
+def test_linear_fit_recovers_a_line() -> None:
+    fit = stats.linear_fit([1, 2, 3, 4], [7, 9, 11, 13])
+    assert fit.slope == pytest.approx(2.0)
+    assert fit.intercept == pytest.approx(5.0)
+    assert fit.r2 == pytest.approx(1.0)
+    assert stats.cost_per_module([100, 200, 400], [1100.0, 2100.0, 4100.0]) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="distinct"):
+        stats.linear_fit([2, 2], [1, 3])
+
+
+@pytest.mark.parametrize("exponent", [0.5, 1.0, 2.0])
+def test_loglog_fit_recovers_exponent(exponent: float) -> None:
+    xs = [10, 30, 100, 300, 1000]
+    fit = stats.loglog_fit(xs, [3.0 * x**exponent for x in xs])
+    assert fit.exponent == pytest.approx(exponent)
+    assert fit.prefactor == pytest.approx(3.0)
+    assert fit.r2 == pytest.approx(1.0)
+
+
+def test_loglog_fit_of_noisy_data_has_r2_below_one() -> None:
+    xs = [10, 100, 1000, 10000]
+    fit = stats.loglog_fit(xs, [x * f for x, f in zip(xs, [1.0, 1.5, 0.7, 1.2])])
+    assert 0.9 < fit.exponent < 1.1
+    assert fit.r2 < 1.0
+    with pytest.raises(ValueError, match="positive"):
+        stats.loglog_fit([1, 2], [0.0, 1.0])
+
+
+# ----------------------------------------------------------------- contenders, check
+
+
+def _model() -> nn.Module:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 2)))
+    model[0].bias.requires_grad_(False)
+    return model
+
+
+def _contender(name: str, kind: str, produce_fn) -> Contender:  # type: ignore[no-untyped-def]
+    def bind(module: nn.Module, ref: Reference):  # type: ignore[no-untyped-def]
+        return (lambda: list(produce_fn(module))), (lambda: produce_fn(module))
+
+    return Contender(name, "test", "test", kind, True, None, bind)
+
+
+def test_every_registered_contender_matches_torch() -> None:
+    model = _model()
+    reference = torch_reference(model)
+    assert reference.recursion_limit is None
+    for contender in CONTENDERS.values():
+        n = check(contender, model, reference)
+        assert n == len(reference.expected(contender.kind))
+    assert len(reference.trainable) == len(reference.parameters) - 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "produce", "message"),
+    [
+        ("parameters", lambda m: list(m.parameters())[::-1], "not the object"),
+        ("parameters", lambda m: [nn.Parameter(p.detach().clone()) for p in m.parameters()],
+         "not the object"),
+        ("parameters", lambda m: list(m.parameters())[:-1], "yielded 3 items"),
+        ("named", lambda m: [(n.upper(), p) for n, p in m.named_parameters()], "'0.WEIGHT'"),
+        ("trainable", lambda m: list(m.parameters()), "yielded 4 items"),
+    ],
+    ids=["reversed", "copies", "missing", "names", "unfiltered"],
+)
+def test_check_rejects_wrong_output(kind: str, produce, message: str) -> None:  # type: ignore[no-untyped-def]
+    model = _model()
+    with pytest.raises(ContenderMismatch, match=message):
+        check(_contender("wrong", kind, produce), model, torch_reference(model))
+
+
+def test_reference_for_a_chain_deeper_than_torch_recursion() -> None:
+    chain = build_chain(1500)
+    with pytest.raises(RecursionError):
+        list(chain.parameters())
+    reference = torch_reference(chain, depth_hint=1500)
+    assert reference.recursion_limit is not None
+    assert len(reference.parameters) == 1500
+    assert reference.named[-1][0] == ".".join(["inner"] * 1499 + ["weight"])
+
+
+def test_resolve_contenders_adds_the_baseline_and_names_unknown() -> None:
+    assert [c.name for c in resolve_contenders(["floor"])] == ["torch.list", "floor"]
+    with pytest.raises(KeyError, match="'nope'"):
+        resolve_contenders(["floor", "nope"])
+
+
+# ------------------------------------------------------------------------ measuring
+
+
+def _built(module: nn.Module) -> BuiltModel:
+    entry = ZooEntry("toy", "arch", "toy model", build=lambda: module)
+    return BuiltModel(entry, module, "cpu", "cpu", measure_structure(module), 0.0)
+
+
+def test_measure_case_interleaves_and_keeps_raw_samples() -> None:
+    model = _model()
+    calls: list[str] = []
+
+    def recording(name: str) -> Contender:
+        def bind(module: nn.Module, ref: Reference):  # type: ignore[no-untyped-def]
+            def run() -> list[nn.Parameter]:
+                calls.append(name)
+                return list(module.parameters())
+
+            return run, lambda: list(module.parameters())
+
+        return Contender(name, "test", "test", "parameters", False, None, bind)
+
+    settings_ = Settings(repeat=4, min_repeat=4, warmup=0, min_sample_s=0.0, max_case_s=60.0,
+                         ttf_repeat=3, max_loops=1)
+    result = measure_case(_built(model), [recording("A"), recording("B")], settings_,
+                          memory=False)
+    # first run and calibration, then 4 interleaved rounds: A B, B A, A B, B A
+    assert calls[-8:] == ["A", "B", "B", "A", "A", "B", "B", "A"]
+    assert result.rounds == 4
+    for name in ("A", "B"):
+        assert len(result.contenders[name].samples_ns) == 4
+        assert len(result.contenders[name].ttf_samples_ns) == 3
+        assert all(s > 0 for s in result.contenders[name].samples_ns)
+    assert result.n_param_tensors == 4
+    assert result.speedup("A", over="B") is not None
+
+
+def test_wrong_contender_is_never_timed() -> None:
+    model = _model()
+    wrong = _contender("wrong", "parameters", lambda m: list(m.parameters())[::-1])
+    result = measure_case(_built(model), [CONTENDERS["torch.list"], wrong],
+                          Settings(repeat=3, min_repeat=3, min_sample_s=0.0001), memory=False)
+    assert not result.contenders["wrong"].ok
+    assert result.contenders["wrong"].error.startswith("WRONG OUTPUT")
+    assert result.contenders["wrong"].samples_ns == []
+    assert result.contenders["torch.list"].ok
+    assert len(result.contenders["torch.list"].samples_ns) == 3
+
+
+def test_torch_recursion_error_is_recorded_on_deep_chains() -> None:
+    chain = build_chain(1200)
+    result = measure_case(_built(chain), [CONTENDERS["torch.list"], CONTENDERS["floor"]],
+                          Settings(repeat=3, min_repeat=3, min_sample_s=0.0001), memory=False)
+    assert result.contenders["torch.list"].error.startswith("RecursionError")
+    assert result.contenders["floor"].ok
+    assert result.reference_recursion_limit is not None
+    assert result.speedup("floor") is None
+
+
+def test_time_budget_caps_rounds_at_min_repeat() -> None:
+    model = _model()
+    result = measure_case(_built(model), [CONTENDERS["torch.list"]],
+                          Settings(repeat=50, min_repeat=3, min_sample_s=0.001, max_case_s=1e-6),
+                          memory=False)
+    assert result.rounds == 3
+    assert len(result.contenders["torch.list"].samples_ns) == 3
+
+
+def test_tracemalloc_peak_sees_a_transient_allocation() -> None:
+    size = 4 * 1024 * 1024
+    use = measure_memory(lambda: len(bytearray(size)), "cpu")
+    assert size <= use.tracemalloc_peak < 2 * size
+    assert use.cuda_allocated_delta is None
+
+
+@pytest.mark.needs_cuda
+def test_cuda_memory_deltas_see_a_tensor() -> None:
+    size = 1024 * 1024
+    use = measure_memory(lambda: torch.empty(size, dtype=torch.uint8, device="cuda"), "cuda")
+    assert use.cuda_allocated_delta is not None and use.cuda_allocated_delta >= size
+    assert use.cuda_peak_delta is not None and use.cuda_peak_delta >= size
+
+
+def test_structure_counts_shared_parameters_once() -> None:
+    shared = nn.Linear(2, 2)
+    model = nn.Sequential(shared, shared, nn.Linear(2, 3, bias=False))
+    structure = measure_structure(model)
+    assert structure.n_param_tensors == len(list(model.parameters())) == 3
+    assert structure.n_modules == len(list(model.modules())) == 3
+    assert structure.n_params == sum(p.numel() for p in model.parameters())
+    assert math.isclose(structure.storage_bytes, 4 * structure.n_params)

@@ -1,0 +1,112 @@
+"""``pyparams claims``: each verdict follows from evidence measured on a real model."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from pyparams.bench.claims import CLAIMS, Verdict, format_verdicts, run_claims
+from pyparams.bench.zoo import ZooCache
+from common_utils import cpu_and_cuda
+
+MODEL = "gpt2"  # 124M parameters: large enough that a copy is unmistakable in RSS
+CHAINS = (3, 50, 1500)
+
+
+@pytest.fixture(scope="module", params=cpu_and_cuda())
+def verdicts(request: pytest.FixtureRequest) -> tuple[str, list[Verdict]]:
+    device = request.param
+    return device, run_claims(model=MODEL, devices=[device], huge_model="mixtral-8x7b",
+                              chain_depths=CHAINS)
+
+
+@pytest.fixture(scope="module")
+def n_tensors() -> int:
+    """How many parameter tensors the model has, counted by torch on a separate build."""
+    return len(list(ZooCache().get(MODEL, "meta").module.parameters()))
+
+
+def test_four_claims_in_order(verdicts: tuple[str, list[Verdict]]) -> None:
+    _, found = verdicts
+    assert [v.number for v in found] == [1, 2, 3, 4]
+    assert [v.claim for v in found] == list(CLAIMS)
+    text = format_verdicts(found)
+    for v in found:
+        assert f"Claim {v.number}:" in text and f"Verdict: {v.verdict}" in text
+        assert v.evidence and all(line in text for line in v.evidence)
+
+
+def test_claim1_frozen_parameters_are_yielded(verdicts: tuple[str, list[Verdict]],
+                                              n_tensors: int) -> None:
+    device, found = verdicts
+    claim = found[0]
+    data = claim.data[device]
+    assert claim.verdict == "FALSE"
+    assert data["frozen_set"] == n_tensors // 2
+    assert data["yielded"] == n_tensors
+    assert data["yielded_frozen"] == n_tensors // 2
+    assert data["pyparams_trainable"] == n_tensors - n_tensors // 2
+
+
+def test_claim2_the_list_copies_nothing(verdicts: tuple[str, list[Verdict]],
+                                        n_tensors: int) -> None:
+    device, found = verdicts
+    claim = found[1]
+    data = claim.data[device]
+    assert claim.verdict == "FALSE"
+    assert data["items"] == data["same_objects"] == n_tensors
+    assert data["duplicated_bytes"] == 0
+    assert data["list_bytes"] == sys.getsizeof([None] * n_tensors)
+    storage = data["storage_bytes"]
+    if device == "cpu":
+        # the control: a real copy shows up in RSS, the list does not
+        assert data["rss_delta_copy"] > storage // 2
+        assert data["rss_delta_list"] < storage // 100
+    else:
+        assert data["cuda_delta_list"] == 0
+        assert data["cuda_delta_copy"] >= storage
+    huge = claim.data["huge_storage_bytes"]
+    assert claim.data["huge_list_bytes"] < huge / 1e6
+
+
+def test_claim3_verdict_follows_from_the_peaks(verdicts: tuple[str, list[Verdict]]) -> None:
+    device, found = verdicts
+    claim = found[2]
+    data = claim.data[device]
+    for key in ("generator_peak", "list_peak", "pyparams_peak"):
+        assert data[key] > 0
+    assert data["list_peak"] >= sys.getsizeof([None] * found[1].data[device]["items"])
+    if data["generator_peak"] >= data["list_peak"] / 2:
+        assert claim.verdict == "FALSE"
+    elif data["list_peak"] < data["storage_bytes"] / 100:
+        assert claim.verdict == "MISLEADING"
+    else:
+        assert claim.verdict == "TRUE"
+
+
+def test_claim4_recursion_into_nested_modules(verdicts: tuple[str, list[Verdict]],
+                                              n_tensors: int) -> None:
+    device, found = verdicts
+    claim = found[3]
+    assert claim.verdict == "TRUE"
+    assert claim.data[device]["recursive"] == n_tensors
+    assert claim.data[device]["shallow"] < n_tensors
+    assert claim.data["chain_3"] == {"torch": 3, "pyparams": 3}
+    assert claim.data["chain_50"] == {"torch": 50, "pyparams": 50}
+    assert claim.data["chain_1500"] == {"torch": "RecursionError", "pyparams": 1500}
+
+
+def test_claims_refuse_meta() -> None:
+    with pytest.raises(ValueError, match="meta"):
+        run_claims(model="gpt2-tiny", devices=["meta"], huge_model=None, chain_depths=())
+
+
+def test_claims_leave_requires_grad_as_found() -> None:
+    cache = ZooCache()
+    verdicts = run_claims(model="gpt2-tiny", devices=["cpu"], huge_model=None, chain_depths=(2,))
+    assert verdicts[0].verdict == "FALSE"
+    model = cache.get("gpt2-tiny", "cpu").module
+    assert all(p.requires_grad for p in model.parameters())
+    assert torch.is_grad_enabled()

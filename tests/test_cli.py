@@ -1,0 +1,170 @@
+"""``pyparams bench`` / ``pyparams claims`` end to end: table, files, JSON, bad options."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyparams.bench.contenders import CONTENDERS
+from pyparams.bench.report import OUTPUT_FILES
+from pyparams.bench.zoo import ZOO, preset_entries
+from pyparams.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """``main(argv)`` with stdout and stderr captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
+    """One ``pyparams bench --quick`` run shared by the tests below."""
+    out = tmp_path_factory.mktemp("bench-quick")
+    code, stdout, _ = run_cli("bench", "--quick", "--devices", "cpu", "--out", str(out),
+                              "--no-progress")
+    return code, stdout, out
+
+
+@pytest.fixture(scope="module")
+def quick_json(quick_run: tuple[int, str, Path]) -> dict:  # type: ignore[type-arg]
+    return json.loads((quick_run[2] / "results.json").read_text())
+
+
+def test_quick_run_prints_the_table(quick_run: tuple[int, str, Path]) -> None:
+    code, stdout, _ = quick_run
+    assert code == 0
+    header = stdout.splitlines()[0].split()
+    for column in ("model", "device", "#params", "#modules", "contender", "median", "spread",
+                   "ns/param", "tracemalloc"):
+        assert column in header
+    for entry in preset_entries("quick"):
+        assert f"\n{entry.name} " in stdout
+    for name in CONTENDERS:
+        assert f" {name} " in stdout
+    assert "Claim 1:" in stdout and "Claim 4:" in stdout
+
+
+def test_quick_run_writes_every_file(quick_run: tuple[int, str, Path]) -> None:
+    _, _, out = quick_run
+    for name in OUTPUT_FILES:
+        assert (out / name).stat().st_size > 0, name
+    for name in ("speedup.png", "scaling.png", "memory.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    report = (out / "report.md").read_text()
+    for name in ("speedup.png", "scaling.png", "memory.png"):
+        assert f"]({name})" in report
+    assert "## Claims" in report and "| model | device |" in report
+
+
+def test_json_has_machine_and_every_raw_sample(quick_json: dict) -> None:  # type: ignore[type-arg]
+    machine = quick_json["machine"]
+    for key in ("platform", "cpu_count", "python", "torch", "cuda_device", "pyparams"):
+        assert key in machine
+    assert [c["model"] for c in quick_json["cases"]] == [e.name for e in preset_entries("quick")]
+    for case in quick_json["cases"]:
+        assert set(case["contenders"]) == set(CONTENDERS)
+        assert case["n_param_tensors"] > 0 and case["n_modules"] > 0
+        for name, result in case["contenders"].items():
+            if result["ok"]:
+                assert len(result["samples_ns"]) == case["rounds"] >= 5, (case["model"], name)
+                assert all(s > 0 for s in result["samples_ns"])
+                assert len(result["ttf_samples_ns"]) == quick_json["settings"]["ttf_repeat"]
+                assert result["memory"]["tracemalloc_peak"] >= 0
+            else:  # only torch may fail, and only by recursion on deep chains
+                assert name.startswith("torch."), (case["model"], name, result["error"])
+                assert result["error"].startswith("RecursionError")
+                assert case["n_modules"] >= 1000
+    assert len(quick_json["claims"]) == 4
+    assert {f["family"] for f in quick_json["fits"]} == {"depth", "width", "experts"}
+
+
+def test_csv_has_one_row_per_case_and_contender(quick_run: tuple[int, str, Path],
+                                                quick_json: dict) -> None:  # type: ignore[type-arg]
+    with (quick_run[2] / "results.csv").open() as handle:
+        records = list(csv.DictReader(handle))
+    assert len(records) == len(quick_json["cases"]) * len(CONTENDERS)
+    assert {r["contender"] for r in records} == set(CONTENDERS)
+    baseline = [r for r in records if r["contender"] == "torch.list" and r["ok"] == "True"]
+    assert baseline and all(float(r["speedup_vs_list"]) == 1.0 for r in baseline)
+
+
+def test_tiny_zoo_with_chosen_contenders(tmp_path: Path) -> None:
+    code, stdout, _ = run_cli("bench", "--models", "gpt2-tiny,depth-30", "--devices", "cpu",
+                              "--contenders", "pyparams.parameters", "--repeat", "3",
+                              "--no-claims", "--no-progress", "--out", str(tmp_path))
+    assert code == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [c["model"] for c in data["cases"]] == ["gpt2-tiny", "depth-30"]
+    for case in data["cases"]:
+        assert set(case["contenders"]) == {"torch.list", "pyparams.parameters"}
+        assert all(len(r["samples_ns"]) == 3 for r in case["contenders"].values())
+    assert data["claims"] == []
+    assert "gpt2-tiny" in stdout and "Claim" not in stdout
+
+
+def test_list_prints_zoo_and_contenders() -> None:
+    code, stdout, _ = run_cli("bench", "--list")
+    assert code == 0
+    for name in (*ZOO, *CONTENDERS):
+        assert f"  {name} " in stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--models", "gpt2,not-a-model"], "unknown model 'not-a-model'"),
+        (["--devices", "tpu"], "unknown device 'tpu'"),
+        (["--contenders", "pyparams.nope"], "unknown contender 'pyparams.nope'"),
+        (["--repeat", "0"], "--repeat must be at least 1"),
+        (["--quick", "--full"], "not allowed with argument"),
+        (["--repeat", "many"], "invalid int value"),
+    ],
+)
+def test_bad_options_are_rejected(argv: list[str], needle: str, tmp_path: Path) -> None:
+    code, stdout, stderr = run_cli("bench", *argv, "--out", str(tmp_path / "out"))
+    assert code != 0
+    assert needle in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_is_rejected_without_cuda() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    code, _, stderr = run_cli("bench", "--devices", "cuda")
+    assert code != 0 and "CUDA is not available" in stderr
+
+
+def test_claims_command(tmp_path: Path) -> None:
+    code, stdout, _ = run_cli("claims", "--model", "gpt2-tiny", "--devices", "cpu",
+                              "--out", str(tmp_path))
+    assert code == 0
+    verdicts = json.loads((tmp_path / "claims.json").read_text())
+    assert [v["number"] for v in verdicts] == [1, 2, 3, 4]
+    for v in verdicts:
+        assert f"Verdict: {v['verdict']}" in stdout
+    code, _, stderr = run_cli("claims", "--model", "nope")
+    assert code != 0 and "unknown model 'nope'" in stderr
+
+
+def test_python_dash_m_entry_point() -> None:
+    proc = subprocess.run([sys.executable, "-m", "pyparams", "bench", "--list"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "torch.list" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "pyparams", "bench", "--models", "zzz"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "unknown model 'zzz'" in proc.stderr
