@@ -1,0 +1,36 @@
+"""The first suite: torch's reference and pyparams, side by side, on four shapes.
+
+- a GPT-2-XL-shaped model (48 blocks, width 64);
+- a chain of 300 nested modules;
+- 20,000 sibling ``Linear`` modules;
+- an unfused mixture of experts, 32 layers x 64 experts.
+
+Targets (measured here, never asserted): >= 20x over ``list(model.parameters())`` on the
+real architecture, >= 100x on the chain, >= 10x on the siblings and the MoE; tracemalloc
+peak of a full lazy iteration <= 1/4 of torch's generator (see ``extra_info``).
+
+    pytest benchmarks/test_parameters.py --benchmark-group-by=group
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from conftest import DEVICES, run_contender
+
+from pyparams.bench.zoo import ZooCache
+
+MODELS = ("gpt2-xl-tiny", "depth-300", "width-20000", "moe-32x64")
+CONTENDERS = ("torch.list", "torch.parameters", "pyparams.parameters", "pyparams.list",
+              "pyparams.parameter_list")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("contender", CONTENDERS)
+@pytest.mark.parametrize("model", MODELS)
+def test_parameters(benchmark: Callable[..., object], zoo_cache: ZooCache, model: str,
+                    contender: str, device: str) -> None:
+    built = zoo_cache.get(model, device)
+    benchmark.group = f"{model}[{built.device}]"  # type: ignore[attr-defined]
+    run_contender(benchmark, contender, built.module, built.device)
