@@ -46,7 +46,7 @@ def _style(name: str) -> dict[str, object]:
 def select_cases(cases: Sequence[CaseResult]) -> list[CaseResult]:
     """Architectures, plus the largest member of each scaling family where torch still ran."""
     chosen = [c for c in cases if c.family == "arch"]
-    for family in ("depth", "width", "experts", "frozen"):
+    for family in ("depth", "width", "experts", "frozen", "moe"):
         members = [c for c in cases if c.family == family and c.median_ns(BASELINE) is not None]
         if members:
             chosen.append(max(members, key=lambda c: (c.size or 0, c.n_modules)))
@@ -157,7 +157,8 @@ def scaling_plot(cases: Sequence[CaseResult], fits: Sequence[Fit], path: Path) -
         ax.set_yscale("log")
         ax.set_xlabel(xlabels[family])
         ax.set_ylabel("median time per call (us)")
-        ax.set_title(family)
+        ax.set_title(f"{family} (dashed: torch, solid: pyparams, dotted: floor)",
+                     fontsize="medium")
         ax.grid(which="both", alpha=0.3)
         ax.legend(fontsize="x-small")
     fig.tight_layout()

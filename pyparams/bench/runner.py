@@ -49,8 +49,8 @@ FITTED_FAMILIES: tuple[str, ...] = ("depth", "width", "experts")
 _PRESET_SETTINGS: dict[str, Settings] = {
     "quick": Settings(repeat=7, min_repeat=5, warmup=1, min_sample_s=0.001, max_case_s=0.6,
                       ttf_repeat=5),
-    "default": Settings(repeat=15, min_repeat=5, warmup=2, min_sample_s=0.002, max_case_s=2.5,
-                        ttf_repeat=7),
+    "default": Settings(repeat=21, min_repeat=7, warmup=2, min_sample_s=0.005, max_case_s=4.0,
+                        ttf_repeat=9),
     "full": Settings(repeat=31, min_repeat=11, warmup=3, min_sample_s=0.005, max_case_s=15.0,
                      ttf_repeat=15),
 }

@@ -10,7 +10,8 @@ Structure is what the walker sees, so a huge model is built on the ``meta`` devi
 - ``width-N``: N sibling ``nn.Linear(2, 2)`` in one ``ModuleList``;
 - ``experts-E``: 8 layers of an unfused mixture of E experts (gate/up/down ``Linear``);
 - ``frozen-P``: a GPT-2-XL-shaped model (48 blocks, tiny widths) with P% of its
-  parameters frozen, the fine-tuning case where only a few parameters train.
+  parameters frozen, the fine-tuning case where only a few parameters train;
+- ``moe-32x64``: 32 layers x 64 unfused experts (a single shape, family ``moe``).
 
 Built models are cached per ``(name, device)`` within a run (:class:`ZooCache`).
 
@@ -50,7 +51,7 @@ __all__ = [
 DEFAULT_MEMORY_CAP_BYTES: int = 4 * 1024**3
 ARCH_FAMILY = "arch"
 SCALING_FAMILIES: tuple[str, ...] = ("depth", "width", "experts", "frozen")
-FAMILIES: tuple[str, ...] = (ARCH_FAMILY, *SCALING_FAMILIES)
+FAMILIES: tuple[str, ...] = (ARCH_FAMILY, *SCALING_FAMILIES, "moe")
 PRESETS: tuple[str, ...] = ("quick", "default", "full")
 
 
@@ -287,7 +288,7 @@ for _n, _p in [(8, {_Q, _D, _F}), (16, {_D, _F}), (32, {_Q, _D, _F}), (64, {_D, 
 for _n in (0, 50, 99):
     _SCALING.append((f"frozen-{_n}", "frozen", f"GPT-2-XL shape (width 64), {_n}% frozen",
                      _frozen_builder(_n), float(_n), frozenset({_Q, _D, _F})))
-_SCALING.append(("moe-32x64", "experts", "32 layers x 64 unfused experts",
+_SCALING.append(("moe-32x64", "moe", "32 layers x 64 unfused experts",
                  lambda: UnfusedMoE(32, 64), 64.0, frozenset({_D, _F})))
 
 ZOO: dict[str, ZooEntry] = {
