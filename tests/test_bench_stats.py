@@ -234,6 +234,7 @@ def test_tracemalloc_peak_sees_a_transient_allocation() -> None:
 
 
 @pytest.mark.needs_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 def test_cuda_memory_deltas_see_a_tensor() -> None:
     size = 1024 * 1024
     use = measure_memory(lambda: torch.empty(size, dtype=torch.uint8, device="cuda"), "cuda")

@@ -18,6 +18,8 @@ CHAINS = (3, 50, 1500)
 @pytest.fixture(scope="module", params=cpu_and_cuda())
 def verdicts(request: pytest.FixtureRequest) -> tuple[str, list[Verdict]]:
     device = request.param
+    if device == "cuda" and not torch.cuda.is_available():  # also skipped by the marker
+        pytest.skip("CUDA is not available")
     return device, run_claims(model=MODEL, devices=[device], huge_model="mixtral-8x7b",
                               chain_depths=CHAINS)
 
