@@ -87,7 +87,7 @@ def _error(command: str, message: str) -> int:
     return 2
 
 
-def _bench(args: argparse.Namespace) -> int:
+def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from pyparams.bench.report import format_table, targets, write_outputs
     from pyparams.bench.runner import BenchOptions, run_bench
 
@@ -102,7 +102,7 @@ def _bench(args: argparse.Namespace) -> int:
         preset=args.preset, models=_names(args.models), devices=_names(args.devices),
         contenders=_names(args.contenders), repeat=args.repeat,
         memory_cap_bytes=int(args.memory_cap_gb * 2**30), claims=args.claims,
-        progress=args.progress,
+        progress=args.progress, command=" ".join(["pyparams", *argv]),
     )
     try:  # validate everything before building a single model
         options.entries()
@@ -166,12 +166,13 @@ def _claims(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad options)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse reports usage errors by exiting
         return int(exc.code or 0)
     if args.command == "bench":
-        return _bench(args)
+        return _bench(args, argv)
     if args.command == "claims":
         return _claims(args)
     parser.print_help(sys.stderr)

@@ -250,7 +250,7 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
     parts = [
         "# pyparams benchmark report",
         "",
-        f"Command: `{' '.join(str(a) for a in m.get('argv', []))}`  ",  # type: ignore[union-attr]
+        f"Command: `{run.options.get('command', 'pyparams bench')}`  ",
         f"Machine: {m['platform']}, {m['cpu_count']} CPUs, "
         f"{format_bytes(float(m['memory_bytes']))} RAM; CUDA device: {m['cuda_device']}  ",  # type: ignore[arg-type]
         f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "

@@ -73,6 +73,7 @@ class BenchOptions:
     memory_cap_bytes: int = DEFAULT_MEMORY_CAP_BYTES
     claims: bool = True
     progress: bool = True
+    command: str = "pyparams bench"  # the command line, as the report shows it
 
     def settings(self) -> Settings:
         """The measuring settings of the preset, with ``repeat`` overridden if given."""
@@ -214,6 +215,7 @@ def run_bench(options: BenchOptions) -> RunResult:
     return RunResult(
         machine=machine_info(),
         options={
+            "command": options.command,
             "preset": options.preset,
             "models": [e.name for e in entries],
             "devices": devices,
