@@ -88,7 +88,7 @@ def _error(command: str, message: str) -> int:
 
 
 def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from pyparams.bench.report import format_table, targets, write_outputs
+    from pyparams.bench.report import format_fits, format_table, targets, write_outputs
     from pyparams.bench.runner import BenchOptions, run_bench
 
     if args.list:
@@ -113,6 +113,9 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     run = run_bench(options)
     print(format_table(run.cases))
     print()
+    fits = format_fits(run)
+    if fits:
+        print(fits)
     for t in targets(run.cases):
         goal, measured = float(t["goal"]), float(t["measured"])  # type: ignore[arg-type]
         shown = f"{measured:.2f} (goal <= {goal:.2f})" if goal < 1 else \

@@ -2,7 +2,8 @@
 
 - ``speedup.png``: speedup over ``list(m.parameters())`` per model, one bar per contender;
 - ``scaling.png``: median time against depth / width / experts (log-log, one line per
-  contender, its fitted exponent in the legend) and against the frozen fraction;
+  contender, its fitted exponent in the legend) and against the frozen fraction (the
+  ``requires_grad`` contenders only);
 - ``memory.png``: tracemalloc peak of one run per model and contender.
 """
 
@@ -27,13 +28,11 @@ _BAR_CONTENDERS = ("pyparams.parameters", "pyparams.list", "pyparams.parameter_l
                    "pyparams.trainable", "floor")
 _MEMORY_CONTENDERS = ("torch.parameters", "torch.list", "pyparams.parameters",
                       "pyparams.parameter_list", "floor")
-_SCALING_CONTENDERS = ("torch.parameters", "torch.list", "pyparams.parameters", "pyparams.list",
-                       "pyparams.parameter_list", "floor")
-_FROZEN_CONTENDERS = ("torch.list", "torch.trainable", "pyparams.trainable",
-                      "pyparams.trainable_list", "floor")
+_FOCUS_CONTENDERS = ("torch.list", "torch.trainable", "pyparams.trainable",
+                     "pyparams.trainable_list", "floor")
 _COLORS = {"parameters": "tab:blue", "list": "tab:orange", "parameter_list": "tab:green",
            "trainable": "tab:red", "trainable_list": "tab:purple", "named": "tab:brown",
-           "floor": "tab:gray"}
+           "floor": "tab:gray"}  # one colour per job; torch dashed, pyparams solid
 
 
 def _style(name: str) -> dict[str, object]:
@@ -123,7 +122,7 @@ def scaling_plot(cases: Sequence[CaseResult], fits: Sequence[Fit], path: Path) -
     """Median time against family size: log-log for depth/width/experts, log-y for frozen."""
     families = [f for f in ("depth", "width", "experts", "frozen")
                 if any(c.family == f for c in cases)]
-    fig = Figure(figsize=(12, 9 if len(families) > 2 else 4.5))
+    fig = Figure(figsize=(14, 11 if len(families) > 2 else 5.5))
     if not families:
         _empty(fig, "no scaling family in this run")
         fig.savefig(path, dpi=110)
@@ -138,9 +137,9 @@ def scaling_plot(cases: Sequence[CaseResult], fits: Sequence[Fit], path: Path) -
         for device in devices:
             members = sorted((c for c in cases if c.family == family and c.device == device),
                              key=lambda c: c.size or 0)
-            wanted = _FROZEN_CONTENDERS if family == "frozen" else _SCALING_CONTENDERS
-            present = {n for c in members for n in c.contenders}
-            for name in (n for n in wanted if n in present):
+            present = list(dict.fromkeys(n for c in members for n in c.contenders))
+            for name in present if family != "frozen" else [
+                    n for n in _FOCUS_CONTENDERS if n in present]:
                 pts = [(c.size, c.median_ns(name)) for c in members]
                 pts = [(x, y) for x, y in pts if x is not None and y is not None]
                 if not pts:
@@ -160,6 +159,6 @@ def scaling_plot(cases: Sequence[CaseResult], fits: Sequence[Fit], path: Path) -
         ax.set_title(f"{family} (dashed: torch, solid: pyparams, dotted: floor)",
                      fontsize="medium")
         ax.grid(which="both", alpha=0.3)
-        ax.legend(fontsize="x-small")
+        ax.legend(fontsize="x-small", ncol=2 if family != "frozen" else 1)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -22,6 +22,7 @@ from pyparams.bench.stats import summarize
 __all__ = [
     "OUTPUT_FILES",
     "format_bytes",
+    "format_fits",
     "format_ns",
     "format_table",
     "rows",
@@ -221,6 +222,22 @@ def _write_csv(path: Path, records: list[dict[str, object]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else ["model"])
         writer.writeheader()
         writer.writerows(records)
+
+
+def format_fits(run: RunResult, contenders: Sequence[str] = ("torch.list", "pyparams.list")) -> str:
+    """One line per scaling family and device: exponent and cost per module per contender."""
+    lines = []
+    keys = list(dict.fromkeys((f.family, f.device) for f in run.fits))
+    for family, device in keys:
+        parts = []
+        for fit in run.fits:
+            if (fit.family, fit.device) == (family, device) and fit.contender in contenders \
+                    and fit.exponent is not None and fit.ns_per_module is not None:
+                parts.append(f"{fit.contender} slope {fit.exponent:.2f}, "
+                             f"{format_ns(fit.ns_per_module)}/module")
+        if parts:
+            lines.append(f"fit {family} [{device}]: " + "; ".join(parts))
+    return "\n".join(lines)
 
 
 def _fits_markdown(run: RunResult) -> str:
