@@ -17,9 +17,9 @@ from pyparams.bench.contenders import CONTENDERS, check, torch_reference
 from pyparams.bench.measure import measure_memory, synchronize
 from pyparams.bench.zoo import ZooCache
 
-__all__ = ["DEVICES", "run_contender"]
+__all__: list[str] = []  # fixtures and hooks only; nothing to import from here
 
-DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda))
+RunContender = Callable[[Callable[..., object], str, nn.Module, str], None]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,8 +46,14 @@ def zoo_cache() -> ZooCache:
     return ZooCache()
 
 
-def run_contender(benchmark: Callable[..., object], name: str, module: nn.Module,
-                  device: str) -> None:
+@pytest.fixture(scope="session")
+def run_contender() -> RunContender:
+    """The function that checks, measures and times one contender (see below)."""
+    return _run_contender
+
+
+def _run_contender(benchmark: Callable[..., object], name: str, module: nn.Module,
+                   device: str) -> None:
     """Check ``name`` against torch, record memory in ``extra_info``, then time it."""
     contender = CONTENDERS[name]
     reference = torch_reference(module)
@@ -66,6 +72,14 @@ def run_contender(benchmark: Callable[..., object], name: str, module: nn.Module
                 tracemalloc_peak=memory.tracemalloc_peak, rss_delta=memory.rss_delta,
                 cuda_allocated_delta=memory.cuda_allocated_delta,
                 cuda_peak_delta=memory.cuda_peak_delta)
+    if contender.counterpart is not None:
+        torch_run, _ = CONTENDERS[contender.counterpart].bind(module, reference)
+        try:
+            torch_peak: int | None = measure_memory(torch_run, device).tracemalloc_peak
+        except RecursionError:  # torch cannot walk this deep
+            torch_peak = None
+        info.update(torch_tracemalloc_peak=torch_peak,
+                    tracemalloc_ratio=memory.tracemalloc_peak / torch_peak if torch_peak else None)
 
     def timed() -> object:
         out = run()

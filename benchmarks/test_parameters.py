@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import DEVICES, run_contender
 
 from pyparams.bench.zoo import ZooCache
+
+DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda))
 
 MODELS = ("gpt2-xl-tiny", "depth-300", "width-20000", "moe-32x64")
 CONTENDERS = ("torch.list", "torch.parameters", "pyparams.parameters", "pyparams.list",
@@ -29,8 +30,9 @@ CONTENDERS = ("torch.list", "torch.parameters", "pyparams.parameters", "pyparams
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("contender", CONTENDERS)
 @pytest.mark.parametrize("model", MODELS)
-def test_parameters(benchmark: Callable[..., object], zoo_cache: ZooCache, model: str,
-                    contender: str, device: str) -> None:
+def test_parameters(benchmark: Callable[..., object], zoo_cache: ZooCache,
+                    run_contender: Callable[..., None], model: str, contender: str,
+                    device: str) -> None:
     built = zoo_cache.get(model, device)
     benchmark.group = f"{model}[{built.device}]"  # type: ignore[attr-defined]
     run_contender(benchmark, contender, built.module, built.device)

@@ -12,13 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import DEVICES, run_contender
 
 from pyparams.bench.contenders import CONTENDERS
 from pyparams.bench.zoo import ZOO, ZooCache
 
+DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda))
+
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``zoo_model`` over the models of ``--zoo-preset``."""
     if "zoo_model" in metafunc.fixturenames:
         preset = metafunc.config.getoption("--zoo-preset")
         names = [name for name, entry in ZOO.items() if preset in entry.presets]
@@ -27,8 +29,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("contender", list(CONTENDERS))
-def test_zoo(benchmark: Callable[..., object], zoo_cache: ZooCache, zoo_model: str,
-             contender: str, device: str) -> None:
+def test_zoo(benchmark: Callable[..., object], zoo_cache: ZooCache,
+             run_contender: Callable[..., None], zoo_model: str, contender: str,
+             device: str) -> None:
     built = zoo_cache.get(zoo_model, device)
     if built.device != device and device != "cpu":
         pytest.skip(f"{zoo_model} is over the memory cap: timed on meta in the cpu row")
