@@ -112,7 +112,7 @@ def _cells(row: dict[str, object], first: bool) -> list[str]:
     per_param = num("ns_per_param")
     head = [str(row["model"]), device, str(row["n_param_tensors"]), str(row["n_modules"])]
     return (head if first else ["", "", "", ""]) + [
-        str(row["contender"]), median, "-" if spread is None else f"+-{100 * spread:.1f}%",
+        str(row["contender"]), median, "-" if spread is None else f"{100 * spread:.1f}%",
         "-" if per_param is None else f"{per_param:.1f}",
         _ratio(num("speedup_vs_list")), _ratio(num("speedup_vs_torch")),
         format_ns(num("ttf_median_ns")), format_bytes(num("tracemalloc_peak")),
@@ -122,8 +122,11 @@ def _cells(row: dict[str, object], first: bool) -> list[str]:
 def format_table(cases: Sequence[CaseResult], markdown: bool = False) -> str:
     """The results table: one row per contender, the model columns on each case's first row.
 
-    ``spread`` is the IQR over the median; ``x list`` the median per-round speedup over
-    ``list(m.parameters())``; ``x torch`` over the torch contender doing the same job.
+    ``median`` is per call; ``spread`` the interquartile range over the median;
+    ``ns/param`` the median over the number of parameter tensors in the model; ``x list``
+    the median per-round speedup over ``list(m.parameters())``; ``x torch`` the same over
+    the torch contender doing the same job; ``1st item`` the median time to the first
+    item; ``tracemalloc`` the peak of one full run.
     A ``*`` after the device marks an architecture moved to ``meta`` by the memory cap.
     """
     table: list[list[str]] = []

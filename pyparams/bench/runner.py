@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -80,8 +81,8 @@ class BenchOptions:
         base = _PRESET_SETTINGS[self.preset]
         if self.repeat is None:
             return base
-        return Settings(**{**base.__dict__, "repeat": self.repeat,
-                           "min_repeat": min(base.min_repeat, self.repeat)})
+        return dataclasses.replace(base, repeat=self.repeat,
+                                   min_repeat=min(base.min_repeat, self.repeat))
 
     def entries(self) -> list[ZooEntry]:
         """The zoo entries to run (``KeyError`` naming an unknown model)."""
@@ -223,7 +224,7 @@ def run_bench(options: BenchOptions) -> RunResult:
             "repeat": options.repeat,
             "memory_cap_bytes": options.memory_cap_bytes,
         },
-        settings=dict(settings.__dict__),
+        settings=dataclasses.asdict(settings),
         cases=cases,
         fits=fit_families(cases),
         wall_seconds=time.perf_counter() - start,
