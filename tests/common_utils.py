@@ -1,10 +1,43 @@
-"""Helpers shared by the tests (torchvision's ``test/common_utils.py`` pattern)."""
+"""Helpers shared by the tests (torchvision's ``test/common_utils.py`` pattern).
+
+- device lists for ``pytest.mark.parametrize`` (``cpu_and_cuda``, ``devices``);
+- the torch reference for every pyparams function (the base-class ``torch.nn.Module``
+  algorithm), the argument combinations each function takes, and ``assert_same_items``,
+  which compares with ``is``, order and names;
+- module tree builders: random trees with sharing, ``None`` entries, frozen parts and raw
+  ``_parameters`` / ``_modules`` entries, and deep chains.
+"""
 
 from __future__ import annotations
 
-import pytest
+import itertools
+import random
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-__all__ = ["cpu_and_cuda", "cpu_cuda_and_meta"]
+import pytest
+import torch
+from torch import nn
+
+import pyparams
+
+__all__ = [
+    "FUNCTIONS",
+    "PREFIXES",
+    "argument_combinations",
+    "assert_conforms",
+    "assert_same_items",
+    "build_chain",
+    "build_random_tree",
+    "cpu_and_cuda",
+    "cpu_cuda_and_meta",
+    "devices",
+    "drive",
+    "every_call",
+    "reference",
+    "run_pyparams",
+    "seeded_tree",
+]
 
 
 def cpu_and_cuda() -> tuple[object, ...]:
@@ -12,6 +45,301 @@ def cpu_and_cuda() -> tuple[object, ...]:
     return ("cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda))
 
 
-def cpu_cuda_and_meta() -> tuple[object, ...]:
+def devices() -> tuple[object, ...]:
     """:func:`cpu_and_cuda` plus the ``meta`` device (structure without storage)."""
     return (*cpu_and_cuda(), "meta")
+
+
+cpu_cuda_and_meta = devices  # the older name, kept for callers that use it
+
+
+# --------------------------------------------------------------------------------------
+# The reference: torch's base-class algorithm, called unbound so that no override runs
+# at the root.
+# --------------------------------------------------------------------------------------
+
+M = nn.Module
+
+FUNCTIONS: tuple[str, ...] = (
+    "parameters",
+    "trainable_parameters",
+    "named_parameters",
+    "named_trainable_parameters",
+    "parameter_list",
+    "buffers",
+    "named_buffers",
+    "modules",
+    "named_modules",
+)
+
+PREFIXES: tuple[str, ...] = ("", "root", "a.b")
+
+
+def _ref_parameters(m: nn.Module, recurse: bool = True, remove_duplicate: bool = True) -> list:
+    if remove_duplicate:  # torch's parameters() has no remove_duplicate argument
+        return list(M.parameters(m, recurse=recurse))
+    return [p for _, p in M.named_parameters(m, recurse=recurse, remove_duplicate=False)]
+
+
+def _ref_buffers(m: nn.Module, recurse: bool = True, remove_duplicate: bool = True) -> list:
+    if remove_duplicate:
+        return list(M.buffers(m, recurse=recurse))
+    return [b for _, b in M.named_buffers(m, recurse=recurse, remove_duplicate=False)]
+
+
+def _ref_modules(m: nn.Module, remove_duplicate: bool = True) -> list:
+    if remove_duplicate:
+        return list(M.modules(m))
+    return [mod for _, mod in M.named_modules(m, remove_duplicate=False)]
+
+
+def _ref_parameter_list(
+    m: nn.Module, *, trainable: bool = False, recurse: bool = True, remove_duplicate: bool = True
+) -> list:
+    params = _ref_parameters(m, recurse=recurse, remove_duplicate=remove_duplicate)
+    return [p for p in params if p.requires_grad] if trainable else params
+
+
+REFERENCES: dict[str, Callable[..., list]] = {
+    "parameters": _ref_parameters,
+    "trainable_parameters": lambda m, **kw: [p for p in _ref_parameters(m, **kw) if p.requires_grad],
+    "named_parameters": lambda m, **kw: list(M.named_parameters(m, **kw)),
+    "named_trainable_parameters": lambda m, **kw: [
+        (n, p) for n, p in M.named_parameters(m, **kw) if p.requires_grad
+    ],
+    "parameter_list": _ref_parameter_list,
+    "buffers": _ref_buffers,
+    "named_buffers": lambda m, **kw: list(M.named_buffers(m, **kw)),
+    "modules": _ref_modules,
+    "named_modules": lambda m, **kw: list(M.named_modules(m, **kw)),
+}
+
+
+def reference(function: str, module: nn.Module, **kwargs: Any) -> list:
+    """What torch yields for ``pyparams.<function>(module, **kwargs)``, as a list."""
+    return REFERENCES[function](module, **kwargs)
+
+
+def run_pyparams(function: str, module: nn.Module, **kwargs: Any) -> list:
+    """``pyparams.<function>(module, **kwargs)``, consumed into a list."""
+    result = getattr(pyparams, function)(module, **kwargs)
+    if function == "parameter_list":
+        assert type(result) is list, f"parameter_list returned {type(result).__name__}"
+        return result
+    assert not isinstance(result, list), f"{function} must be lazy, returned a list"
+    return list(result)
+
+
+def argument_combinations(function: str) -> list[dict[str, Any]]:
+    """Every keyword combination ``function`` accepts (prefix x recurse x remove_duplicate)."""
+    named = function.startswith("named_")
+    axes: dict[str, tuple[Any, ...]] = {}
+    if named:
+        axes["prefix"] = PREFIXES
+    if function == "parameter_list":
+        axes["trainable"] = (False, True)
+    if function not in ("modules", "named_modules"):
+        axes["recurse"] = (True, False)
+    axes["remove_duplicate"] = (True, False)
+    keys = list(axes)
+    return [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
+
+
+def every_call() -> list[tuple[str, dict[str, Any]]]:
+    """(function, kwargs) for every function and every argument combination."""
+    return [(f, kw) for f in FUNCTIONS for kw in argument_combinations(f)]
+
+
+def _describe(item: object) -> str:
+    if isinstance(item, tuple) and len(item) == 2:
+        return f"({item[0]!r}, {_describe(item[1])})"
+    if isinstance(item, torch.Tensor):
+        shape = tuple(item.shape) if not _is_uninitialized(item) else "uninitialized"
+        return f"<{type(item).__name__} {shape} id={id(item):#x}>"
+    return f"<{type(item).__name__} id={id(item):#x}>"
+
+
+def _is_uninitialized(item: object) -> bool:
+    return isinstance(item, nn.parameter.UninitializedTensorMixin)
+
+
+def _same(actual: object, expected: object) -> bool:
+    if isinstance(expected, tuple):
+        return (
+            isinstance(actual, tuple)
+            and len(actual) == len(expected) == 2
+            and type(actual[0]) is str
+            and actual[0] == expected[0]
+            and actual[1] is expected[1]
+        )
+    return actual is expected
+
+
+def assert_same_items(actual: Iterable[object], expected: Iterable[object], context: str = "") -> None:
+    """Assert the same objects (``is``) in the same order; for pairs, equal names too."""
+    actual = list(actual)
+    expected = list(expected)
+    if len(actual) == len(expected) and all(map(_same, actual, expected)):
+        return
+    lines = [f"{context}: pyparams yielded {len(actual)} items, torch {len(expected)}"]
+    for index in range(max(len(actual), len(expected))):
+        a = _describe(actual[index]) if index < len(actual) else "-"
+        e = _describe(expected[index]) if index < len(expected) else "-"
+        ok = index < len(actual) and index < len(expected) and _same(actual[index], expected[index])
+        lines.append(f"  {'   ' if ok else '>>>'} [{index}] pyparams {a}  torch {e}")
+        if len(lines) > 60:
+            lines.append("  ...")
+            break
+    raise AssertionError("\n".join(lines))
+
+
+def assert_conforms(module: nn.Module, calls: Iterable[tuple[str, dict[str, Any]]] | None = None,
+                    context: str = "") -> None:
+    """pyparams equals the torch reference for every (function, kwargs) in ``calls``."""
+    for function, kwargs in calls if calls is not None else every_call():
+        expected = reference(function, module, **kwargs)
+        actual = run_pyparams(function, module, **kwargs)
+        assert_same_items(actual, expected, f"{context} pyparams.{function}(**{kwargs})")
+
+
+def drive(iterator: Iterator[object], actions: dict[int, Callable[[], None]], limit: int = 10_000
+          ) -> tuple[list[object], type[BaseException] | None, str]:
+    """Consume ``iterator``, calling ``actions[i]()`` right after item ``i`` is produced.
+
+    Returns the items, and the type and message of the exception that ended it (if any).
+    The same script run on torch's generator and on pyparams' iterator gives the same
+    interleaving of mutations and reads.
+    """
+    items: list[object] = []
+    try:
+        for item in iterator:
+            items.append(item)
+            action = actions.get(len(items) - 1)
+            if action is not None:
+                action()
+            if len(items) >= limit:
+                break
+    except Exception as error:  # the exception is part of what is compared
+        return items, type(error), str(error)
+    return items, None, ""
+
+
+# --------------------------------------------------------------------------------------
+# Tree builders
+# --------------------------------------------------------------------------------------
+
+Chooser = Callable[[int, int], int]  # choose(lo, hi) -> an int in [lo, hi]
+
+
+def _param(choose: Chooser, device: str) -> nn.Parameter:
+    p = nn.Parameter(torch.zeros(choose(1, 3), device=device))
+    if choose(0, 3) == 0:  # frozen part
+        p.requires_grad_(False)
+    return p
+
+
+def build_random_tree(choose: Chooser, device: str = "cpu", max_depth: int = 3,
+                      max_fanout: int = 3) -> nn.Module:
+    """A random module tree driven by ``choose(lo, hi)``.
+
+    ``choose`` may be ``random.Random(seed).randint`` or a hypothesis draw. The tree has
+    tied parameters and buffers, shared submodules (only finished subtrees are shared, so
+    there is no cycle), ``None`` entries, frozen parameters, entries written straight into
+    ``_parameters`` / ``_buffers`` / ``_modules``, and containers.
+    """
+    param_pool: list[nn.Parameter] = []
+    buffer_pool: list[torch.Tensor] = []
+    module_pool: list[nn.Module] = []
+    counter = itertools.count()
+
+    def new_param() -> nn.Parameter:
+        if param_pool and choose(0, 3) == 0:
+            return param_pool[choose(0, len(param_pool) - 1)]  # tied
+        p = _param(choose, device)
+        param_pool.append(p)
+        return p
+
+    def new_buffer() -> torch.Tensor:
+        if buffer_pool and choose(0, 3) == 0:
+            return buffer_pool[choose(0, len(buffer_pool) - 1)]  # shared buffer
+        b = torch.zeros(choose(1, 2), device=device)
+        buffer_pool.append(b)
+        return b
+
+    def fill_members(module: nn.Module) -> None:
+        for _ in range(choose(0, 3)):
+            name = f"p{next(counter)}"
+            how = choose(0, 4)
+            if how == 0:
+                module.register_parameter(name, None)  # None entry
+            elif how == 1:
+                module._parameters[name] = new_param()  # raw entry, no register_parameter
+            else:
+                module.register_parameter(name, new_param())
+        for _ in range(choose(0, 2)):
+            name = f"b{next(counter)}"
+            how = choose(0, 4)
+            if how == 0:
+                module.register_buffer(name, None)
+            elif how == 1:
+                module._buffers[name] = new_buffer()
+            else:
+                module.register_buffer(name, new_buffer(), persistent=bool(choose(0, 1)))
+
+    def make(depth: int) -> nn.Module:
+        kind = choose(0, 6)
+        if kind == 1:
+            module: nn.Module = nn.ParameterList([new_param() for _ in range(choose(0, 3))])
+        elif kind == 2:
+            module = nn.ParameterDict({f"k{next(counter)}": new_param() for _ in range(choose(0, 2))})
+        elif kind == 3:
+            module = nn.Sequential()
+        elif kind == 4:
+            module = nn.ModuleDict()
+        elif kind == 5:
+            module = nn.ModuleList()
+        elif kind == 6:
+            module = nn.Linear(choose(1, 2), 1, bias=bool(choose(0, 1)), device=device)
+            if choose(0, 2) == 0:
+                module.requires_grad_(False)
+        else:
+            module = nn.Module()
+        if kind in (0, 6):
+            fill_members(module)
+        if depth < max_depth:
+            for _ in range(choose(1 if depth == 0 else 0, max_fanout)):
+                name = f"m{next(counter)}"
+                how = choose(0, 5)
+                if how == 0:
+                    module._modules[name] = None  # None entry
+                    continue
+                if how == 1 and module_pool:
+                    child = module_pool[choose(0, len(module_pool) - 1)]  # shared submodule
+                else:
+                    child = make(depth + 1)
+                if how == 2:
+                    module._modules[name] = child  # raw entry, no add_module
+                else:
+                    module.add_module(name, child)
+        module_pool.append(module)
+        return module
+
+    return make(0)
+
+
+def seeded_tree(seed: int, device: str = "cpu", **kwargs: Any) -> nn.Module:
+    """:func:`build_random_tree` driven by ``random.Random(seed)``."""
+    return build_random_tree(random.Random(seed).randint, device=device, **kwargs)
+
+
+def build_chain(depth: int, device: str = "cpu") -> nn.Module:
+    """``depth`` nested modules, each with a parameter and a buffer; written via ``_modules``."""
+    root = nn.Module()
+    current = root
+    for _ in range(depth):
+        child = nn.Module()
+        child._parameters["w"] = nn.Parameter(torch.zeros(1, device=device))
+        child._buffers["b"] = torch.zeros(1, device=device)
+        current._modules["c"] = child
+        current = child
+    return root

@@ -1,0 +1,48 @@
+"""Shared pytest setup: skip ``needs_cuda`` tests without CUDA, and shared fixtures.
+
+The markers themselves (``needs_cuda``, ``slow``) are registered in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="CUDA is not available")
+    for item in items:
+        if "needs_cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gloo_group() -> Iterator[None]:
+    """A single-process gloo process group (rank 0 of 1), destroyed afterwards."""
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available in this build")
+    if dist.is_initialized():  # someone else's group: use it, leave it
+        yield
+        return
+    try:
+        dist.init_process_group(
+            "gloo", rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{_free_port()}"
+        )
+    except Exception as error:  # no gloo, no loopback networking...
+        pytest.skip(f"cannot initialize a single-process gloo group: {error!r}")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

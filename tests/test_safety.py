@@ -1,0 +1,465 @@
+"""Where torch breaks, pyparams holds: depth, cycles, mutation, deletion, bad input, leaks.
+
+Where torch has defined behaviour (mutation mid-iteration, cycles with remove_duplicate=True)
+the reference is still torch's own generator, driven through the same interleaving.
+"""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import pyparams
+from common_utils import (
+    FUNCTIONS,
+    argument_combinations,
+    assert_conforms,
+    assert_same_items,
+    build_chain,
+    devices,
+    drive,
+    every_call,
+    reference,
+    run_pyparams,
+)
+
+M = nn.Module
+REPO = Path(pyparams.__file__).resolve().parent.parent
+DEPTH = 5000
+
+
+def _call(function: str, module: object, **kwargs):
+    return getattr(pyparams, function)(module, **kwargs)
+
+
+# ------------------------------------------------------------------------------- depth
+
+
+def _chain_expectation(root: nn.Module, function: str, kwargs: dict) -> list:
+    """What torch's algorithm yields on a chain, computed without recursion.
+
+    A chain has no sharing, so remove_duplicate does not matter; the walk is root, then
+    each module's own entries before its single child.
+    """
+    prefix = kwargs.get("prefix", "")
+    recurse = kwargs.get("recurse", True)
+    nodes, names = [root], [prefix]
+    while recurse and "c" in nodes[-1]._modules:
+        nodes.append(nodes[-1]._modules["c"])
+        names.append(names[-1] + ("." if names[-1] else "") + "c")
+    if function in ("modules", "named_modules"):
+        return [(n, m) for n, m in zip(names, nodes)] if function == "named_modules" else nodes
+    attribute = "_buffers" if "buffers" in function else "_parameters"
+    pairs = [(n + ("." if n else "") + k, v) for n, m in zip(names, nodes)
+             for k, v in getattr(m, attribute).items()]
+    if "trainable" in function or kwargs.get("trainable"):
+        pairs = [(n, v) for n, v in pairs if v.requires_grad]
+    return pairs if function.startswith("named_") else [v for _, v in pairs]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_depth_5000_chain_works_where_torch_raises_recursion_error(function: str, device: str) -> None:
+    root = build_chain(DEPTH, device)
+    root._modules["c"]._modules["c"]._parameters["w"].requires_grad_(False)
+    # The reference algorithm itself works on a shallow chain (it is checked against torch)...
+    shallow = build_chain(50, device)
+    shallow._modules["c"]._parameters["w"].requires_grad_(False)
+    for kwargs in argument_combinations(function):
+        assert_same_items(_chain_expectation(shallow, function, kwargs),
+                          reference(function, shallow, **kwargs), f"chain model of {function}")
+    # ... torch cannot walk the deep one ...
+    with pytest.raises(RecursionError):
+        reference(function, root)
+    # ... pyparams can, with every argument combination.
+    for kwargs in argument_combinations(function):
+        actual = run_pyparams(function, root, **kwargs)
+        assert_same_items(actual, _chain_expectation(root, function, kwargs), f"{function}(**{kwargs})")
+
+
+# ------------------------------------------------------------------------------ cycles
+
+
+def _cycle() -> tuple[nn.Module, nn.Module]:
+    a, b = nn.Linear(1, 1), nn.Linear(1, 1)
+    a.register_buffer("ab", torch.zeros(1))
+    a._modules["child"] = b
+    b._modules["child"] = a
+    return a, b
+
+
+CYCLE_FUNCTIONS = ("parameters", "named_parameters", "trainable_parameters", "buffers",
+                   "named_buffers", "modules", "named_modules", "parameter_list")
+
+
+@pytest.mark.parametrize("function", CYCLE_FUNCTIONS)
+def test_cycle_without_dedup_raises_a_clear_runtime_error(function: str) -> None:
+    a, _ = _cycle()
+    with pytest.raises(RecursionError):  # torch recurses until the interpreter stops it
+        reference(function, a, remove_duplicate=False)
+    with pytest.raises(RuntimeError, match="cycle") as info:
+        run_pyparams(function, a, remove_duplicate=False)
+    assert not isinstance(info.value, RecursionError)
+    assert "Linear" in str(info.value)  # names what loops
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_cycle_with_dedup_matches_torch(function: str) -> None:
+    a, b = _cycle()
+    b._modules["self"] = b  # a self loop too
+    assert_conforms(a, [(function, kw) for kw in argument_combinations(function)
+                        if kw["remove_duplicate"]])
+
+
+def test_iterator_is_exhausted_after_an_error() -> None:
+    a, _ = _cycle()
+    for function in ("parameters", "named_modules", "buffers"):
+        iterator = _call(function, a, remove_duplicate=False)
+        with pytest.raises(RuntimeError):
+            for _ in iterator:
+                pass
+        with pytest.raises(StopIteration):  # like a generator after it raised
+            next(iterator)
+        assert list(iterator) == []
+
+
+# ----------------------------------------------------------------- mutation mid-iteration
+
+
+def _mutation_model() -> nn.Module:
+    root = nn.Module()
+    root.register_parameter("r0", nn.Parameter(torch.zeros(1)))
+    root.register_parameter("r1", nn.Parameter(torch.zeros(1)))
+    root.register_buffer("rb", torch.zeros(1))
+    root.a = nn.Linear(1, 1)
+    root.a.register_buffer("ab", torch.zeros(1))
+    root.a.inner = nn.Linear(1, 1)
+    root.b = nn.Linear(1, 1)
+    return root
+
+
+def _param() -> nn.Parameter:
+    return nn.Parameter(torch.zeros(1))
+
+
+# Each scenario: (step after which to act, action on a fresh model). The same scenario is
+# run against torch's generator and pyparams' iterator; items, error type and message must
+# agree.
+SCENARIOS: dict[str, tuple[int, Callable[[nn.Module], None]]] = {
+    "add_own_parameter": (0, lambda m: m.register_parameter("new", _param())),
+    "delete_own_parameter": (0, lambda m: m._parameters.pop("r1")),
+    "add_parameter_after_last": (1, lambda m: m.register_parameter("new", _param())),
+    "replace_value_same_key": (0, lambda m: m._parameters.__setitem__("r1", _param())),
+    "swap_keys_same_size": (0, lambda m: (m._parameters.pop("r1"), m._parameters.__setitem__("z", _param()))),
+    "add_child_before_children_start": (1, lambda m: m.add_module("c", nn.Linear(1, 1))),
+    "add_sibling_while_in_child": (2, lambda m: m.add_module("c", nn.Linear(1, 1))),
+    "delete_sibling_while_in_child": (2, lambda m: m._modules.pop("b")),
+    "add_child_to_current_leaf": (2, lambda m: m.a.add_module("extra", nn.Linear(1, 1))),
+    "add_buffer": (0, lambda m: m.register_buffer("nb", torch.zeros(1))),
+    "clear_child_dict": (3, lambda m: m.a._modules.clear()),
+    "set_child_none": (2, lambda m: m._modules.__setitem__("b", None)),
+}
+
+
+@pytest.mark.parametrize("function", ["named_parameters", "named_buffers", "named_modules",
+                                      "parameters", "modules", "named_trainable_parameters"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_mutation_mid_iteration_behaves_like_torch(scenario: str, function: str) -> None:
+    step, action = SCENARIOS[scenario]
+
+    def run(make_iterator: Callable[[nn.Module], object]) -> tuple[list, object, str]:
+        model = _mutation_model()
+        before = {id(v): n for n, v in M.named_parameters(model, remove_duplicate=False)}
+        before.update({id(v): n for n, v in M.named_buffers(model, remove_duplicate=False)})
+        before.update({id(v): n for n, v in M.named_modules(model, remove_duplicate=False)})
+        items, error, message = drive(make_iterator(model), {step: lambda: action(model)})
+        # Compare across two fresh models by names (objects are not shared between runs).
+        labels = [x[0] if isinstance(x, tuple) else before.get(id(x), f"new {type(x).__name__}")
+                  for x in items]
+        return labels, error, message
+
+    expected = run(lambda m: _torch_generator(function, m))
+    actual = run(lambda m: _call(function, m))
+    assert actual == expected
+
+
+def _torch_generator(function: str, m: nn.Module):
+    """torch's lazy generator for ``function`` (not a list: the interleaving matters)."""
+    if function == "named_trainable_parameters":
+        return ((n, p) for n, p in M.named_parameters(m) if p.requires_grad)
+    return getattr(M, function)(m)
+
+
+def test_mutation_error_then_exhausted() -> None:
+    model = _mutation_model()
+    iterator = pyparams.parameters(model)
+    next(iterator)
+    model.register_parameter("new", _param())
+    with pytest.raises(RuntimeError, match="changed size during iteration"):
+        next(iterator)
+    with pytest.raises(StopIteration):
+        next(iterator)
+
+
+class _ReentrantDict(dict):
+    """A `_modules` mapping whose items() advances the iterator that is walking it."""
+
+    iterator = None
+
+    def items(self):
+        next(self.iterator)
+        return super().items()
+
+
+def test_reentrant_next_raises_like_a_running_generator() -> None:
+    def run(make_iterator) -> tuple[type | None, str]:
+        root = nn.Linear(1, 1)
+        root._modules = _ReentrantDict(child=nn.Linear(1, 1))
+        iterator = make_iterator(root)
+        root._modules.iterator = iterator
+        items, error, _ = drive(iterator, {})
+        return len(items), error
+
+    assert run(lambda m: pyparams.modules(m)) == run(lambda m: M.modules(m))
+
+
+# ---------------------------------------------------------------------- model deletion
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("function", [f for f in FUNCTIONS if f != "parameter_list"])
+def test_model_deleted_mid_iteration(function: str, device: str) -> None:
+    from common_utils import seeded_tree
+
+    model = seeded_tree(5, device, max_depth=4)
+    model.tail = nn.Sequential(nn.Linear(1, 1, device=device), nn.BatchNorm1d(1, device=device))
+    expected = reference(function, model)
+    iterator = _call(function, model)
+    first = next(iterator)
+    model_ref = weakref.ref(model)
+    tail_ref = weakref.ref(model.tail)
+    del model
+    gc.collect()
+    rest = list(iterator)  # the iterator held what it needed
+    assert_same_items([first, *rest], expected, function)
+    del iterator, first, rest, expected
+    gc.collect()
+    assert model_ref() is None and tail_ref() is None  # and let go of it afterwards
+
+
+def test_child_detached_and_dropped_mid_iteration() -> None:
+    model = _mutation_model()
+    iterator = pyparams.named_parameters(model)
+    while next(iterator)[0] != "a.inner.weight":
+        pass
+    inner_ref = weakref.ref(model.a.inner)
+    model.a._modules["inner"] = None  # same size: no error, the walk keeps its frame
+    gc.collect()
+    assert inner_ref() is not None
+    expected_rest = ["a.inner.bias", "b.weight", "b.bias"]
+    assert [n for n, _ in iterator] == expected_rest
+    gc.collect()
+    assert inner_ref() is None
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+class _NoSuperInit(nn.Module):
+    def __init__(self) -> None:  # never calls super().__init__()
+        self.x = 1
+
+
+BAD_MODULES = {"None": None, "int": 3, "tensor": torch.zeros(1), "class": nn.Linear}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("bad", list(BAD_MODULES))
+def test_bad_module_raises_type_error_naming_the_type(function: str, bad: str) -> None:
+    value = BAD_MODULES[bad]
+    with pytest.raises(TypeError, match=type(value).__name__):
+        result = _call(function, value)
+        list(result)
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_module_without_super_init_names_the_problem(function: str) -> None:
+    with pytest.raises(AttributeError) as torch_error:
+        reference(function, _NoSuperInit())
+    with pytest.raises(AttributeError, match="_NoSuperInit") as info:
+        run_pyparams(function, _NoSuperInit())
+    assert "super().__init__()" in str(info.value) or "__init__" in str(info.value)
+    assert torch_error.type is info.type
+
+
+@pytest.mark.parametrize("function", [f for f in FUNCTIONS if f.startswith("named_")])
+@pytest.mark.parametrize("prefix", [3, None, b"root"])
+def test_non_str_prefix_raises_type_error_naming_the_type(function: str, prefix: object) -> None:
+    with pytest.raises(TypeError, match=type(prefix).__name__):
+        list(_call(function, nn.Linear(1, 1), prefix=prefix))
+
+
+def test_non_module_child_raises_attribute_error_like_torch() -> None:
+    for function in FUNCTIONS:
+        root = nn.Sequential(nn.Linear(1, 1))
+        root._modules["bad"] = 3
+        kwargs = {} if function in ("modules", "named_modules") else {"recurse": True}
+        with pytest.raises(AttributeError):
+            reference(function, root, **kwargs)
+        with pytest.raises(AttributeError, match="int"):
+            run_pyparams(function, root, **kwargs)
+
+
+# ------------------------------------------------------------------------------- leaks
+
+
+def _refcounts(objects: list[object]) -> list[int]:
+    return [sys.getrefcount(o) for o in objects]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_no_reference_leaks(function: str, device: str) -> None:
+    root = nn.Sequential(nn.Linear(2, 2, device=device), nn.BatchNorm1d(2, device=device))
+    root[0].register_buffer("shared", root[1].running_mean)
+    root.add_module("again", root[0])
+    param, child = root[0].weight, root[0]
+    watched = [param, child, root, child._parameters, child._modules, root._modules,
+               root._parameters, root[1]._buffers, root[1].running_mean]
+    calls = argument_combinations(function)
+    gc.collect()
+    before = _refcounts(watched)
+    for _ in range(300):
+        for kwargs in calls:
+            run_pyparams(function, root, **kwargs)  # full
+            if function != "parameter_list":
+                iterator = _call(function, root, **kwargs)
+                next(iterator, None)  # abandoned after one item
+                del iterator
+    gc.collect()
+    assert _refcounts(watched) == before
+
+
+def test_no_reference_leaks_on_error_paths() -> None:
+    a, b = _cycle()
+    watched = [a, b, a._modules, b._modules, a.weight, a._parameters]
+    gc.collect()
+    before = _refcounts(watched)
+    for _ in range(1000):
+        for function in ("parameters", "named_modules", "named_buffers"):
+            with pytest.raises(RuntimeError):
+                list(_call(function, a, remove_duplicate=False))
+        with pytest.raises(TypeError):
+            pyparams.named_parameters(a, prefix=3)
+        model = _mutation_model()
+        iterator = pyparams.named_parameters(model)
+        next(iterator)
+        model.register_parameter("x", _param())
+        with pytest.raises(RuntimeError):
+            next(iterator)
+    gc.collect()
+    assert _refcounts(watched) == before
+
+
+def test_dedup_set_memory_is_visible_to_tracemalloc() -> None:
+    """The pointer set is allocated through PyMem_Raw*, so tracemalloc counts it."""
+    count = 20_000
+    root = nn.Module()
+    for i in range(count):
+        root._parameters[f"p{i}"] = nn.Parameter(torch.empty(0, device="meta"))
+    tracemalloc.start()
+    try:
+        iterator = pyparams.parameters(root)
+        for _ in range(count - 1):
+            next(iterator)
+        with_set, _ = tracemalloc.get_traced_memory()
+        del iterator
+        without_set, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert with_set - without_set >= count * 8  # at least one pointer per parameter
+
+
+# ------------------------------------------------------------------------------ signals
+
+
+SIGNAL_SCRIPT = textwrap.dedent(
+    """
+    import signal, sys
+    import torch, pyparams
+    from torch import nn
+
+    # A DAG of 6 levels x 100 edges: with remove_duplicate=False the walk visits 100**6
+    # modules (no cycle, so no error): effectively endless unless a signal stops it.
+    level = nn.Module()
+    for _ in range(6):
+        parent = nn.Module()
+        for i in range(100):
+            parent._modules[str(i)] = level
+        level = parent
+
+    signal.signal(signal.SIGALRM, signal.default_int_handler)  # behaves as Ctrl-C
+    for name in sys.argv[1:]:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        try:
+            if name == "parameter_list":
+                pyparams.parameter_list(level, remove_duplicate=False)
+            else:
+                next(getattr(pyparams, name)(level, remove_duplicate=False), None)
+        except KeyboardInterrupt:
+            print("interrupted", name, flush=True)
+        else:
+            print("finished?!", name, flush=True)
+    """
+)
+
+
+def test_long_native_walk_is_interruptible(tmp_path: Path) -> None:
+    script = tmp_path / "interrupt.py"
+    script.write_text(SIGNAL_SCRIPT)
+    functions = ["parameters", "trainable_parameters", "buffers", "parameter_list"]
+    try:
+        done = subprocess.run([sys.executable, str(script), *functions], cwd=REPO, capture_output=True,
+                              text=True, timeout=240, env=_env())
+    except subprocess.TimeoutExpired as error:  # a walk that ignores signals never returns
+        pytest.fail(f"the native walk did not react to SIGINT: {error.stdout!r}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:-1] == [f"interrupted {f}" for f in functions]
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+# --------------------------------------------------------------------- devices / memory
+
+
+@pytest.mark.parametrize("device", devices())
+def test_walks_never_copy_tensors(device: str) -> None:
+    model = nn.Sequential(nn.Linear(64, 64, device=device), nn.BatchNorm1d(64, device=device))
+    if device == "cuda":
+        torch.cuda.synchronize()
+        allocated = torch.cuda.memory_allocated()
+    for function, kwargs in every_call():
+        for item in run_pyparams(function, model, **kwargs):
+            value = item[1] if isinstance(item, tuple) else item
+            if isinstance(value, torch.Tensor):
+                assert value.device.type == device
+    if device == "cuda":
+        torch.cuda.synchronize()
+        assert torch.cuda.memory_allocated() == allocated
+    assert_conforms(model, context=device)
