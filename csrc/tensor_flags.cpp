@@ -9,6 +9,7 @@ namespace {
 
 PyObject* g_torch_function_name = nullptr;       // "__torch_function__"
 PyObject* g_disabled_torch_function = nullptr;  // torch._C._disabled_torch_function_impl
+PyObject* g_requires_grad_descriptor = nullptr; // torch._C.TensorBase.requires_grad
 
 // True when `type` is a torch.Tensor subclass whose attribute reads go
 // through __torch_function__ (torch's own getter would dispatch to it).
@@ -24,7 +25,9 @@ bool reads_natively(PyTypeObject* type) {
   }
   return THPVariableClass != nullptr &&
       PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(THPVariableClass)) &&
-      !overrides_torch_function(type);
+      !overrides_torch_function(type) &&
+      // A subclass may redefine the attribute itself (a property, a class attribute).
+      _PyType_Lookup(type, names().requires_grad) == g_requires_grad_descriptor;
 }
 
 } // namespace
@@ -55,8 +58,21 @@ bool init_tensor_flags() {
     return false;
   }
   g_disabled_torch_function = PyObject_GetAttrString(torch_c, "_disabled_torch_function_impl");
+  PyObject* tensor_base = PyObject_GetAttrString(torch_c, "TensorBase");
   Py_DECREF(torch_c);
-  return g_disabled_torch_function != nullptr;
+  if (g_disabled_torch_function == nullptr || tensor_base == nullptr) {
+    Py_XDECREF(tensor_base);
+    return false;
+  }
+  g_requires_grad_descriptor =
+      _PyType_Lookup(reinterpret_cast<PyTypeObject*>(tensor_base), names().requires_grad);
+  Py_XINCREF(g_requires_grad_descriptor);
+  Py_DECREF(tensor_base);
+  if (g_requires_grad_descriptor == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "torch._C.TensorBase.requires_grad not found");
+    return false;
+  }
+  return true;
 }
 
 } // namespace pyparams

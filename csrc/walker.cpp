@@ -15,12 +15,18 @@ namespace {
 constexpr std::uint32_t kSignalCheckInterval = 1024;
 
 // torch's `prefix + ("." if prefix else "") + name`, built in one allocation.
-PyObject* join_name(PyObject* prefix, PyObject* key) {
-  if (!PyUnicode_Check(key)) {
-    PyErr_Format(PyExc_TypeError, "module member names must be str, got %.100s",
-                 Py_TYPE(key)->tp_name);
-    return nullptr;
+// torch builds every name, even for unnamed walks, so a key that is no str
+// fails there with TypeError; so it does here. True when `key` is fine.
+bool check_key(PyObject* key, const char* mapping) {
+  if (PyUnicode_Check(key)) [[likely]] {
+    return true;
   }
+  PyErr_Format(PyExc_TypeError, "names in a module's %s must be str, got %.100s: %R", mapping,
+               Py_TYPE(key)->tp_name, key);
+  return false;
+}
+
+PyObject* join_name(PyObject* prefix, PyObject* key) {
   Py_ssize_t prefix_length = PyUnicode_GET_LENGTH(prefix);
   if (prefix_length == 0) {
     Py_INCREF(key);
@@ -112,6 +118,9 @@ PyObject* Walker::next() {
               continue;
             }
           }
+          if (!check_key(key, options_.kind == Kind::Buffers ? "_buffers" : "_parameters")) {
+            return fail();
+          }
           // From here Python code may run (requires_grad of a subclass):
           // hold what is still needed.
           OwnedRef held_value = OwnedRef::borrow(value);
@@ -196,6 +205,9 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     }
     if (child == Py_None) {
       continue;
+    }
+    if (!check_key(key, "_modules")) {
+      return -1;
     }
     int descended = descend(child, key, module, name);
     if (descended != 0) {

@@ -26,7 +26,6 @@ from pyparams._api import (
 __version__: str = _C.__version__
 
 __all__ = [
-    "__version__",
     "buffers",
     "modules",
     "named_buffers",

@@ -1,0 +1,61 @@
+# Set-up and checks. `make bench` and `make test` each do all the set-up on a
+# fresh machine (Python 3.11, pip, g++): a virtual environment in .venv, torch,
+# the test/bench dependencies, and pyparams built against that torch.
+#
+#   make bench                 the benchmark report on the default model zoo
+#   make test                  the test suite
+#   make sanitize | valgrind | soak   the reliability checks (see README)
+#
+# TORCH_SPEC picks the torch to build against; the default is the CPU build
+# this project is pinned to. For a CUDA machine, e.g.: make test TORCH_SPEC=torch==2.13.0
+# with pip configured for your CUDA wheel index.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BENCH_ARGS ?=
+PYTEST_ARGS ?=
+
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.pyparams-deps
+BUILD_STAMP := build/.pyparams-built
+SOURCES := $(sort $(wildcard csrc/*.cpp csrc/*.h)) setup.py
+
+.PHONY: all install bench test sanitize valgrind soak clean
+
+all: install
+
+$(DEPS_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet setuptools wheel ninja packaging pybind11 \
+		pytest pytest-benchmark hypothesis "transformers>=4.45" matplotlib numpy psutil tqdm
+	touch $@
+
+# Editable install: the extension is built in place (pyparams/_C*.so) against
+# the torch in $(VENV), and the `pyparams` console script is installed.
+$(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	$(PY) setup.py --quiet build_ext --inplace
+	mkdir -p build && touch $@
+
+install: $(BUILD_STAMP)
+
+bench: install
+	$(VENV)/bin/pyparams bench $(BENCH_ARGS)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+sanitize: install
+	PYTHON=$(abspath $(PY)) bash tests/reliability/sanitize.sh
+
+valgrind: install
+	PYTHON=$(abspath $(PY)) bash tests/reliability/valgrind.sh
+
+soak: install
+	PYPARAMS_SOAK=1 $(PY) -m pytest -q tests/test_soak.py
+
+clean:
+	rm -rf build $(VENV) pyparams/_C*.so *.egg-info
