@@ -88,7 +88,13 @@ def _error(command: str, message: str) -> int:
 
 
 def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from pyparams.bench.report import format_fits, format_table, targets, write_outputs
+    from pyparams.bench.report import (
+        format_fits,
+        format_summary,
+        format_table,
+        targets,
+        write_outputs,
+    )
     from pyparams.bench.runner import BenchOptions, run_bench
 
     if args.list:
@@ -112,6 +118,8 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _error("bench", exc.args[0] if exc.args else str(exc))
     run = run_bench(options)
     print(format_table(run.cases))
+    print()
+    print(format_summary(run.cases))
     print()
     fits = format_fits(run)
     if fits:

@@ -24,6 +24,7 @@ __all__ = [
     "format_bytes",
     "format_fits",
     "format_ns",
+    "format_summary",
     "format_table",
     "rows",
     "targets",
@@ -159,6 +160,57 @@ def format_table(cases: Sequence[CaseResult], markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
+_SUMMARY: tuple[tuple[str, str], ...] = (
+    ("x parameters", "pyparams.parameters"), ("x list", "pyparams.list"),
+    ("x parameter_list", "pyparams.parameter_list"), ("x named", "pyparams.named"),
+    ("x trainable", "pyparams.trainable"),
+)
+
+
+def format_summary(cases: Sequence[CaseResult], markdown: bool = False) -> str:
+    """One row per model and device, at a glance.
+
+    ``torch.list`` and ``pyparams.list`` medians, each pyparams contender's median
+    per-round speedup over the torch contender doing the same job, the floor's speedup
+    over ``list(m.parameters())``, and the tracemalloc peaks of torch's and pyparams'
+    lazy iteration.
+    """
+    header = ["model", "device", "#params", "#modules", "torch.list", "pyparams.list",
+              *(label for label, _ in _SUMMARY), "floor x", "peak torch", "peak pyparams"]
+    table = []
+    for case in cases:
+        def med(name: str) -> str:
+            result = case.contenders.get(name)
+            if result is None:
+                return "-"
+            return format_ns(case.median_ns(name)) if result.ok else \
+                (result.error or "failed").split(":")[0]
+
+        def peak(name: str) -> str:
+            result = case.contenders.get(name)
+            return format_bytes(result.memory.tracemalloc_peak
+                                if result and result.memory else None)
+
+        speedups = []
+        for _, name in _SUMMARY:
+            counterpart = CONTENDERS[name].counterpart
+            speedups.append(_ratio(case.speedup(name, counterpart) if counterpart else None))
+        device = case.device + ("*" if case.requested_device != case.device else "")
+        table.append([case.model, device, str(case.n_param_tensors), str(case.n_modules),
+                      med("torch.list"), med("pyparams.list"), *speedups,
+                      _ratio(case.speedup("floor")), peak("torch.parameters"),
+                      peak("pyparams.parameters")])
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table])
+    widths = [max(len(h), *(len(r[i]) for r in table)) if table else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in [header, ["-" * w for w in widths], *table]]
+    return "\n".join(lines)
+
+
 def _find(cases: Sequence[CaseResult], model: str) -> list[CaseResult]:
     return [c for c in cases if c.model == model]
 
@@ -281,7 +333,16 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
         "interleaved (A B C, C B A, ...) with the GC paused; medians are quoted, spread is "
         "IQR/median, speedups are medians of per-round ratios.",
         "",
-        "## Results",
+        "## Summary",
+        "",
+        "Speedups are over the torch contender doing the same job (`x list`: "
+        "`list(pyparams.parameters(m))` over `list(m.parameters())`), median of per-round "
+        "ratios; `floor x` is draining an already built list, over `list(m.parameters())`. "
+        "`*`: over the memory cap, structure timed on meta.",
+        "",
+        format_summary(run.cases, markdown=True),
+        "",
+        "## Every contender",
         "",
         format_table(run.cases, markdown=True),
         "",
