@@ -53,6 +53,11 @@ def test_quick_run_prints_the_table(quick_run: tuple[int, str, Path]) -> None:
         assert f"\n{entry.name} " in stdout
     for name in CONTENDERS:
         assert f" {name} " in stdout
+    summary = stdout[stdout.index("\nmodel ", 10):].splitlines()
+    assert summary[1].split()[4:6] == ["torch.list", "pyparams.list"]
+    assert [row.split()[0] for row in summary[3:3 + len(preset_entries("quick"))]] == [
+        entry.name for entry in preset_entries("quick")]
+    assert "fit depth [cpu]:" in stdout
     assert "Claim 1:" in stdout and "Claim 4:" in stdout
 
 
