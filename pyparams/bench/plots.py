@@ -159,6 +159,6 @@ def scaling_plot(cases: Sequence[CaseResult], fits: Sequence[Fit], path: Path) -
         ax.set_title(f"{family} (dashed: torch, solid: pyparams, dotted: floor)",
                      fontsize="medium")
         ax.grid(which="both", alpha=0.3)
-        ax.legend(fontsize="x-small", ncol=2 if family != "frozen" else 1)
+        ax.legend(loc="best", fontsize="x-small", ncol=2 if family != "frozen" else 1)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
