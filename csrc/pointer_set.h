@@ -121,7 +121,7 @@ class PointerSet {
   }
 
  private:
-  static constexpr std::size_t kInitialCapacity = 64;
+  static constexpr std::size_t kInitialCapacity = 128;
 
   std::size_t mask() const noexcept { return capacity_ - 1; }
 

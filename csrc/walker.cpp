@@ -11,8 +11,11 @@
 namespace pyparams {
 namespace {
 
-// Modules entered between two checks for a pending signal (Ctrl-C).
+// Walk steps (entries read) between two checks for a pending signal (Ctrl-C).
 constexpr std::uint32_t kSignalCheckInterval = 1024;
+
+// Frames reserved up front: real models nest a few levels, rarely past 32.
+constexpr std::size_t kInitialStackCapacity = 32;
 
 // torch's `prefix + ("." if prefix else "") + name`, built in one allocation.
 // torch builds every name, even for unnamed walks, so a key that is no str
@@ -21,6 +24,7 @@ bool check_key(PyObject* key, const char* mapping) {
   if (PyUnicode_Check(key)) [[likely]] {
     return true;
   }
+  OwnedRef held_key = OwnedRef::borrow(key);  // its repr may run code that drops the entry
   PyErr_Format(PyExc_TypeError, "names in a module's %s must be str, got %.100s: %R", mapping,
                Py_TYPE(key)->tp_name, key);
   return false;
@@ -89,6 +93,15 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
   }
   root_done_ = false;
   finished_ = false;
+  if (options_.recurse) {
+    try {
+      stack_.reserve(kInitialStackCapacity);
+    } catch (const std::bad_alloc&) {
+      PyErr_NoMemory();
+      fail();
+      return false;
+    }
+  }
   return true;
 }
 
@@ -99,6 +112,9 @@ PyObject* Walker::next() {
   try {
     for (;;) {
       if (members_active_) {
+        if (!poll_signals()) {
+          return fail();
+        }
         PyObject* key;
         PyObject* value;
         int found = members_.next(key, value);
@@ -189,6 +205,11 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     return 1;
   }
   while (!stack_.empty()) {
+    // Signal handlers run Python code that may change the tree: check before
+    // reading an entry, never between reading a borrowed entry and owning it.
+    if (!poll_signals()) {
+      return -1;
+    }
     ModuleFrame& top = stack_.back();
     if (!top.children_started && !start_children(top)) {
       return -1;
@@ -242,12 +263,6 @@ int Walker::descend(PyObject* child, PyObject* key, OwnedRef& module, OwnedRef& 
   if (options_.named) {
     child_name = OwnedRef::steal(join_name(stack_.back().name.get(), key));
     if (!child_name) {
-      return -1;
-    }
-  }
-  if (++modules_since_signal_check_ >= kSignalCheckInterval) {
-    modules_since_signal_check_ = 0;
-    if (PyErr_CheckSignals() < 0) {
       return -1;
     }
   }
@@ -313,6 +328,14 @@ void Walker::pop() {
   if (!options_.remove_duplicate) {
     on_stack_.erase(done.module.get());
   }
+}
+
+bool Walker::poll_signals() {
+  if (++steps_since_signal_check_ < kSignalCheckInterval) [[likely]] {
+    return true;
+  }
+  steps_since_signal_check_ = 0;
+  return PyErr_CheckSignals() == 0;
 }
 
 PyObject* Walker::make_item(PyObject* name, PyObject* value) const {

@@ -69,13 +69,17 @@ class Walker {
   // nullptr with an error set, after finishing the walk.
   PyObject* fail() noexcept;
   PyObject* make_item(PyObject* name, PyObject* value) const;
+  // Runs pending signal handlers every few steps. They are Python code that
+  // may change the tree, so call it before reading an entry, never between
+  // reading a borrowed entry and owning it. False with an error set.
+  bool poll_signals();
 
   WalkOptions options_;
   OwnedRef root_;
   OwnedRef root_name_;
   bool root_done_ = false;
   bool finished_ = true;
-  std::uint32_t modules_since_signal_check_ = 0;
+  std::uint32_t steps_since_signal_check_ = 0;
 
   std::vector<ModuleFrame, PyMemRawAllocator<ModuleFrame>> stack_;
   ItemCursor members_;      // the current module's _parameters / _buffers
