@@ -1,0 +1,470 @@
+"""Differential fuzzing: pyparams and torch driven in lockstep through random mutations.
+
+A hypothesis state machine builds a random module graph (shared parameters and
+submodules, cycles, ``None`` entries, frozen parameters, raw ``_parameters``
+entries, ``ParameterList``/``ParameterDict``, parametrizations, ``OrderedDict``
+member mappings), opens pairs of iterators (a torch generator and the matching
+pyparams iterator over the same root) and interleaves single steps of those
+pairs with mutations: add, remove or replace parameters, buffers and
+submodules, toggle ``requires_grad``, parametrize a module, delete the root.
+
+After every step both sides must agree: the same item (names ``==``, objects
+``is``), both exhausted, or the same exception class (``RuntimeError`` for a
+walked dict that changed size). The one documented difference: on a cycle with
+``remove_duplicate=False`` torch recurses until ``RecursionError`` while
+pyparams raises ``RuntimeError`` at the first re-entry; the test then drains
+the torch generator and requires that it does end in ``RecursionError``.
+
+Profiles: quick by default (CI: 100 programs of 50 steps, derandomized);
+``PYPARAMS_FUZZ=long`` runs the long one (3000 programs of 100 steps, random
+seeds); ``PYPARAMS_FUZZ_EXAMPLES=n`` overrides the number of programs.
+``PYPARAMS_FUZZ_STATS=path`` appends the counters of a run (as JSON) to ``path``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import gc
+import json
+import os
+import sys
+
+import pytest
+import torch
+from hypothesis import HealthCheck, note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from torch import nn
+from torch.nn.utils import parametrize
+
+import pyparams
+
+LONG = os.environ.get("PYPARAMS_FUZZ", "quick") == "long"
+
+STATS: collections.Counter[str] = collections.Counter()
+
+PARAM_NAMES = ("weight", "bias", "p0", "p1", "p2")
+CHILD_NAMES = ("a", "b", "c", "0", "1")
+PREFIXES = ("", "root", "x.y")
+# Torch needs a few generator frames per level; more than this many items after
+# pyparams flagged a cycle means torch is not going to hit RecursionError.
+DRAIN_LIMIT = 200_000
+
+
+class Scale(nn.Module):
+    """A parametrization: ``weight`` becomes ``original * 1``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1
+
+
+def _not_frozen(p: torch.Tensor) -> bool:
+    return p.requires_grad
+
+
+def _torch_unnamed(gen):
+    return (v for _, v in gen)
+
+
+# name -> (pyparams factory, torch reference factory, named?)
+# Each factory takes (module, prefix, recurse, remove_duplicate). The references
+# are torch's own generators (the base-class algorithm), filtered lazily where
+# pyparams documents a filter, so requires_grad is read when each item is reached.
+VARIANTS = {
+    "parameters": (
+        lambda m, p, r, d: pyparams.parameters(m, recurse=r, remove_duplicate=d),
+        lambda m, p, r, d: nn.Module.parameters(m, recurse=r)
+        if d
+        else _torch_unnamed(nn.Module.named_parameters(m, recurse=r, remove_duplicate=False)),
+    ),
+    "named_parameters": (
+        lambda m, p, r, d: pyparams.named_parameters(m, prefix=p, recurse=r, remove_duplicate=d),
+        lambda m, p, r, d: nn.Module.named_parameters(m, prefix=p, recurse=r, remove_duplicate=d),
+    ),
+    "trainable_parameters": (
+        lambda m, p, r, d: pyparams.trainable_parameters(m, recurse=r, remove_duplicate=d),
+        lambda m, p, r, d: (
+            v
+            for _, v in nn.Module.named_parameters(m, recurse=r, remove_duplicate=d)
+            if v.requires_grad
+        ),
+    ),
+    "named_trainable_parameters": (
+        lambda m, p, r, d: pyparams.named_trainable_parameters(
+            m, prefix=p, recurse=r, remove_duplicate=d
+        ),
+        lambda m, p, r, d: (
+            (n, v)
+            for n, v in nn.Module.named_parameters(m, prefix=p, recurse=r, remove_duplicate=d)
+            if v.requires_grad
+        ),
+    ),
+    "buffers": (
+        lambda m, p, r, d: pyparams.buffers(m, recurse=r, remove_duplicate=d),
+        lambda m, p, r, d: _torch_unnamed(
+            nn.Module.named_buffers(m, recurse=r, remove_duplicate=d)
+        ),
+    ),
+    "named_buffers": (
+        lambda m, p, r, d: pyparams.named_buffers(m, prefix=p, recurse=r, remove_duplicate=d),
+        lambda m, p, r, d: nn.Module.named_buffers(m, prefix=p, recurse=r, remove_duplicate=d),
+    ),
+    "modules": (
+        lambda m, p, r, d: pyparams.modules(m, remove_duplicate=d),
+        lambda m, p, r, d: nn.Module.modules(m)
+        if d
+        else _torch_unnamed(nn.Module.named_modules(m, remove_duplicate=False)),
+    ),
+    "named_modules": (
+        lambda m, p, r, d: pyparams.named_modules(m, prefix=p, remove_duplicate=d),
+        lambda m, p, r, d: nn.Module.named_modules(m, prefix=p, remove_duplicate=d),
+    ),
+}
+
+
+@contextlib.contextmanager
+def shallow_recursion(margin: int = 250):
+    """Lowers the recursion limit to `margin` frames above the current depth.
+
+    torch's generators delegate with ``yield from``, so each item costs one frame
+    per level and a cycle costs O(limit**2) before ``RecursionError``; the graphs
+    here are at most a few dozen levels deep, so a low limit changes nothing else.
+    """
+    depth = 0
+    frame = sys._getframe()
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth + margin)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def step(iterator):
+    """One ``next()``: ("item", value), ("stop",) or ("raise", exception)."""
+    try:
+        return ("item", next(iterator))
+    except StopIteration:
+        return ("stop",)
+    except Exception as error:  # noqa: BLE001 - the class is what is compared
+        return ("raise", error)
+
+
+def same_item(a: object, b: object) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) == 2 and a[0] == b[0] and a[1] is b[1]
+    return a is b
+
+
+def is_cycle_error(error: BaseException) -> bool:
+    return isinstance(error, RuntimeError) and "cycle" in str(error)
+
+
+def drains_to_recursion_error(reference) -> bool:
+    for _ in range(DRAIN_LIMIT):
+        outcome = step(reference)
+        if outcome[0] == "stop":
+            return False
+        if outcome[0] == "raise":
+            return isinstance(outcome[1], RecursionError)
+    return False
+
+
+def check_outcomes(ours, theirs, reference, remove_duplicate: bool) -> bool:
+    """Asserts that one step agrees; True when the pair is finished."""
+    if ours[0] == "item" and theirs[0] == "item":
+        assert same_item(ours[1], theirs[1]), (ours[1], theirs[1])
+        return False
+    if ours[0] == "raise" and is_cycle_error(ours[1]) and not remove_duplicate:
+        # Documented improvement: torch recurses around the cycle until it fails.
+        STATS["cycles_detected"] += 1
+        if theirs[0] == "raise":
+            assert isinstance(theirs[1], RecursionError), theirs[1]
+        else:
+            assert theirs[0] == "item", "torch ended normally where pyparams saw a cycle"
+            assert drains_to_recursion_error(reference)
+        return True
+    assert ours[0] == theirs[0], (ours, theirs)
+    if ours[0] == "raise":
+        assert type(ours[1]) is type(theirs[1]), (ours[1], theirs[1])
+        STATS["same_exception"] += 1
+    return True
+
+
+def eager_outcome(make):
+    try:
+        return ("list", list(make()))
+    except Exception as error:  # noqa: BLE001
+        return ("raise", error)
+
+
+def check_eager(ours, theirs, remove_duplicate: bool) -> None:
+    if ours[0] == "raise" and is_cycle_error(ours[1]) and not remove_duplicate:
+        assert theirs[0] == "raise" and isinstance(theirs[1], RecursionError), theirs
+        return
+    assert ours[0] == theirs[0], (ours, theirs)
+    if ours[0] == "raise":
+        assert type(ours[1]) is type(theirs[1]), (ours[1], theirs[1])
+        return
+    assert len(ours[1]) == len(theirs[1]), (len(ours[1]), len(theirs[1]))
+    assert all(same_item(a, b) for a, b in zip(ours[1], theirs[1]))
+
+
+class WalkUnderMutation(RuleBasedStateMachine):
+    """Random module graphs, mutated between the steps of live iterator pairs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modules: list[nn.Module] = []
+        self.tensors: list[torch.Tensor] = []
+        self.pairs: list[tuple[str, object, object, bool]] = []
+        self.root: nn.Module | None = None
+
+    # ---------------------------------------------------------------- building
+    def new_module(self, kind: int) -> nn.Module:
+        t = self.tensors
+        if kind == 0:
+            module = nn.Module()
+        elif kind == 1:
+            module = nn.Linear(2, 2)
+        elif kind == 2:
+            module = nn.BatchNorm1d(2)
+        elif kind == 3:
+            module = nn.ParameterList([t[0], t[-1], t[0]])
+        elif kind == 4:
+            module = nn.ParameterDict({"x": t[1 % len(t)], "y": t[0]})
+        elif kind == 5:
+            module = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+        else:
+            module = nn.Linear(2, 2)
+            parametrize.register_parametrization(module, "weight", Scale())
+        self.modules.append(module)
+        return module
+
+    @initialize(
+        kinds=st.lists(st.integers(0, 6), min_size=1, max_size=8),
+        parents=st.lists(st.integers(0, 100), min_size=8, max_size=8),
+        frozen=st.lists(st.booleans(), min_size=4, max_size=4),
+    )
+    def build(self, kinds, parents, frozen) -> None:
+        self.tensors = [nn.Parameter(torch.zeros(2)) for _ in range(3)] + [torch.ones(1)]
+        for tensor, freeze in zip(self.tensors, frozen):
+            if freeze and tensor.is_leaf:
+                tensor.requires_grad_(False)
+        for index, kind in enumerate(kinds):
+            module = self.new_module(kind)
+            if index:
+                parent = self.modules[parents[index] % index]
+                parent._modules[CHILD_NAMES[index % len(CHILD_NAMES)] + str(index)] = module
+        self.root = self.modules[0]
+        note(f"built {[type(m).__name__ for m in self.modules]}")
+
+    # --------------------------------------------------------------- mutations
+    def mutated(self, what: str) -> None:
+        STATS["mutations"] += 1
+        STATS[f"mutation:{what}"] += 1
+
+    @rule(m=st.integers(0, 99), name=st.sampled_from(PARAM_NAMES), t=st.integers(-1, 99),
+          buffer=st.booleans())
+    def set_member(self, m, name, t, buffer) -> None:
+        """Adds or replaces `_parameters[name]` / `_buffers[name]` (raw, or None)."""
+        module = self.modules[m % len(self.modules)]
+        value = None if t < 0 else self.tensors[t % len(self.tensors)]
+        (module._buffers if buffer else module._parameters)[name] = value
+        self.mutated("set_member")
+
+    @rule(m=st.integers(0, 99), name=st.sampled_from(PARAM_NAMES), buffer=st.booleans())
+    def remove_member(self, m, name, buffer) -> None:
+        module = self.modules[m % len(self.modules)]
+        (module._buffers if buffer else module._parameters).pop(name, None)
+        self.mutated("remove_member")
+
+    @rule(new_tensor=st.booleans(), frozen=st.booleans())
+    def new_tensor(self, new_tensor, frozen) -> None:
+        tensor = nn.Parameter(torch.zeros(2)) if new_tensor else torch.zeros(3)
+        if frozen:
+            tensor.requires_grad_(False)
+        self.tensors.append(tensor)
+
+    @rule(m=st.integers(0, 99), name=st.sampled_from(CHILD_NAMES), c=st.integers(-1, 99))
+    def set_child(self, m, name, c) -> None:
+        """Adds or replaces `_modules[name]`: sharing, cycles and None all arise."""
+        module = self.modules[m % len(self.modules)]
+        module._modules[name] = None if c < 0 else self.modules[c % len(self.modules)]
+        self.mutated("set_child")
+
+    @rule(m=st.integers(0, 99), kind=st.integers(0, 6), name=st.sampled_from(CHILD_NAMES))
+    def add_new_child(self, m, kind, name) -> None:
+        parent = self.modules[m % len(self.modules)]
+        parent._modules[name] = self.new_module(kind)
+        self.mutated("add_new_child")
+
+    @rule(m=st.integers(0, 99), name=st.sampled_from(CHILD_NAMES))
+    def remove_child(self, m, name) -> None:
+        self.modules[m % len(self.modules)]._modules.pop(name, None)
+        self.mutated("remove_child")
+
+    @rule(t=st.integers(0, 99))
+    def toggle_requires_grad(self, t) -> None:
+        tensor = self.tensors[t % len(self.tensors)]
+        if tensor.is_leaf:
+            tensor.requires_grad_(not tensor.requires_grad)
+            self.mutated("toggle_requires_grad")
+
+    @rule(m=st.integers(0, 99), which=st.sampled_from(("_parameters", "_modules", "_buffers")),
+          ordered=st.booleans())
+    def replace_mapping(self, m, which, ordered) -> None:
+        """Swaps a member mapping for a copy (an OrderedDict or a plain dict)."""
+        module = self.modules[m % len(self.modules)]
+        mapping = getattr(module, which)
+        module.__dict__[which] = (collections.OrderedDict if ordered else dict)(mapping)
+        self.mutated("replace_mapping")
+
+    @rule(m=st.integers(0, 99))
+    def parametrize_weight(self, m) -> None:
+        module = self.modules[m % len(self.modules)]
+        if isinstance(module._parameters.get("weight"), nn.Parameter) and not (
+            parametrize.is_parametrized(module)
+        ):
+            try:
+                parametrize.register_parametrization(module, "weight", Scale())
+            except Exception:  # noqa: BLE001 - torch's own checks on a mutated graph
+                pass
+            self.mutated("parametrize")
+
+    @rule(m=st.integers(0, 99))
+    def remove_parametrization(self, m) -> None:
+        module = self.modules[m % len(self.modules)]
+        if parametrize.is_parametrized(module, "weight"):
+            try:
+                parametrize.remove_parametrizations(module, "weight")
+            except Exception:  # noqa: BLE001 - a mutated graph may confuse torch; both sides see it
+                pass
+            self.mutated("unparametrize")
+
+    @rule(kind=st.integers(0, 6), dice=st.integers(0, 5))
+    def delete_root(self, kind, dice) -> None:
+        """Drops every reference the test holds to the root; live iterators keep theirs."""
+        if dice:  # rarely: a full collection per deletion is slow
+            return
+        old = self.root
+        self.modules = [m for m in self.modules if m is not old]
+        self.root = None
+        del old
+        gc.collect()
+        self.root = self.new_module(kind)
+        self.modules.insert(0, self.modules.pop())
+        self.mutated("delete_root")
+
+    # --------------------------------------------------------------- iteration
+    @precondition(lambda self: len(self.pairs) < 4)
+    @rule(variant=st.sampled_from(sorted(VARIANTS)), prefix=st.sampled_from(PREFIXES),
+          recurse=st.booleans(), remove_duplicate=st.booleans(), m=st.integers(0, 99))
+    def open_pair(self, variant, prefix, recurse, remove_duplicate, m) -> None:
+        ours, theirs = VARIANTS[variant]
+        module = self.root if m % 3 else self.modules[m % len(self.modules)]
+        self.pairs.append((
+            variant,
+            ours(module, prefix, recurse, remove_duplicate),
+            theirs(module, prefix, recurse, remove_duplicate),
+            remove_duplicate,
+        ))
+        STATS["iterators_opened"] += 1
+
+    @precondition(lambda self: self.pairs)
+    @rule(index=st.integers(0, 3), count=st.integers(1, 8))
+    def step_pair(self, index, count) -> None:
+        index %= len(self.pairs)
+        with shallow_recursion():
+            self.step_one(index, count)
+
+    @precondition(lambda self: self.pairs)
+    @rule()
+    def step_every_pair(self) -> None:
+        with shallow_recursion():
+            for index in reversed(range(len(self.pairs))):
+                self.step_one(index, 1)
+
+    def step_one(self, index: int, count: int) -> None:
+        _, ours, theirs, remove_duplicate = self.pairs[index]
+        for _ in range(count):
+            a, b = step(ours), step(theirs)
+            STATS["steps"] += 1
+            if check_outcomes(a, b, theirs, remove_duplicate):
+                STATS[f"finished:{a[0]}"] += 1
+                del self.pairs[index]
+                return
+
+    @precondition(lambda self: self.pairs)
+    @rule(index=st.integers(0, 3))
+    def abandon_pair(self, index) -> None:
+        del self.pairs[index % len(self.pairs)]
+        STATS["abandoned"] += 1
+
+    @rule(variant=st.sampled_from(sorted(VARIANTS)), prefix=st.sampled_from(PREFIXES),
+          recurse=st.booleans(), remove_duplicate=st.booleans())
+    def eager_variant(self, variant, prefix, recurse, remove_duplicate) -> None:
+        ours, theirs = VARIANTS[variant]
+        with shallow_recursion():
+            self.check_variant(ours, theirs, prefix, recurse, remove_duplicate)
+        STATS["eager_checks"] += 1
+
+    def check_variant(self, ours, theirs, prefix, recurse, remove_duplicate) -> None:
+        check_eager(
+            eager_outcome(lambda: ours(self.root, prefix, recurse, remove_duplicate)),
+            eager_outcome(lambda: theirs(self.root, prefix, recurse, remove_duplicate)),
+            remove_duplicate,
+        )
+
+    @invariant()
+    def parameter_list_matches(self) -> None:
+        """After every step, the eager list agrees with torch on the current graph."""
+        if self.root is None:
+            return
+        STATS["cases"] += 1
+        with shallow_recursion():
+            self.check_parameter_list()
+
+    def check_parameter_list(self) -> None:
+        for trainable in (False, True):
+            for remove_duplicate in (True, False):
+                ours = eager_outcome(lambda: pyparams.parameter_list(
+                    self.root, trainable=trainable, remove_duplicate=remove_duplicate))
+                theirs = eager_outcome(lambda: (
+                    p
+                    for _, p in nn.Module.named_parameters(
+                        self.root, remove_duplicate=remove_duplicate)
+                    if not trainable or p.requires_grad
+                ))
+                check_eager(ours, theirs, remove_duplicate)
+
+    def teardown(self) -> None:
+        self.pairs.clear()
+
+
+WalkUnderMutation.TestCase.settings = settings(
+    max_examples=int(os.environ.get("PYPARAMS_FUZZ_EXAMPLES", 3000 if LONG else 100)),
+    stateful_step_count=100 if LONG else 50,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=not LONG,
+)
+
+
+class TestWalkUnderMutation(WalkUnderMutation.TestCase):
+    pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_stats():
+    yield
+    stats = dict(sorted(STATS.items()))
+    sys.stderr.write(f"\nfuzz stats ({'long' if LONG else 'quick'}): {stats}\n")
+    path = os.environ.get("PYPARAMS_FUZZ_STATS")
+    if path:
+        with open(path, "a") as handle:
+            handle.write(json.dumps({"profile": "long" if LONG else "quick", **stats}) + "\n")

@@ -1,0 +1,257 @@
+"""Huge trees: a million modules in flat memory, Ctrl-C honoured, allocation failure as MemoryError.
+
+The trees are built cheaply: module objects made with ``__new__`` whose member
+mappings are class attributes (shared empty dicts), so a million modules cost
+~100 MB and a second to build, not the gigabytes of a million ``nn.Module()``.
+pyparams only reads ``_parameters`` / ``_buffers`` / ``_modules``, exactly as
+torch's generators do, so these are real modules to both.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+
+import psutil
+import pytest
+import torch
+from torch import nn
+
+import pyparams
+
+SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+# Shared by the test code and the subprocess scripts below.
+BUILDERS = textwrap.dedent(
+    '''
+    import torch
+    from torch import nn
+
+    class Leaf(nn.Module):
+        """A module with no members of its own, built without __init__."""
+        _parameters = {}
+        _buffers = {}
+        _modules = {}
+
+    class Node(nn.Module):
+        """A module whose only state is its own _modules dict."""
+        _parameters = {}
+        _buffers = {}
+
+        def __init__(self, children):
+            self.__dict__["_modules"] = children
+
+    def wide_tree(fanout):
+        """root -> fanout nodes -> fanout leaves each: fanout**2 + fanout + 1 modules."""
+        keys = [str(i) for i in range(fanout)]
+        new = Leaf.__new__
+        return Node({k: Node({key: new(Leaf) for key in keys}) for k in keys})
+
+    def shared_dag(fanout, levels):
+        """fanout**levels paths through levels + 1 distinct modules (no cycle)."""
+        node = Leaf.__new__(Leaf)
+        for _ in range(levels):
+            node = Node(dict.fromkeys([str(i) for i in range(fanout)], node))
+        return node
+
+    def chain(depth):
+        node = Leaf.__new__(Leaf)
+        for _ in range(depth):
+            node = Node({"c": node})
+        return node
+    '''
+)
+exec(BUILDERS)  # noqa: S102 - defines Leaf, Node, wide_tree, shared_dag, chain here too
+
+
+def run_script(body: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+    script = BUILDERS + "\nimport pyparams\n" + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**SUBPROCESS_ENV, **env},
+    )
+
+
+@pytest.fixture(scope="module")
+def million():
+    root = wide_tree(1000)  # 1,001,001 modules
+    yield root
+    del root
+    gc.collect()
+
+
+def test_million_modules_are_walked_in_flat_memory(million):
+    count = 1000 * 1000 + 1000 + 1
+    gc.collect()
+    rss_before = psutil.Process().memory_info().rss
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        walked = sum(1 for _ in pyparams.modules(million, remove_duplicate=False))
+        _, peak_no_memo = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        walked_memo = sum(1 for _ in pyparams.modules(million))
+        after, peak_memo = tracemalloc.get_traced_memory()
+        assert pyparams.parameter_list(million) == []
+    finally:
+        tracemalloc.stop()
+    rss_after = psutil.Process().memory_info().rss
+    assert walked == walked_memo == count
+    # Without a memo the walk holds one frame per level: nothing grows with the size.
+    assert peak_no_memo - base < 64 * 1024, peak_no_memo - base
+    # The memo (torch's set) is an 8-byte pointer table at most half full, plus one
+    # table being rehashed: < 40 bytes per module, all returned at the end.
+    assert peak_memo - base < 40 * count, peak_memo - base
+    assert after - base < 64 * 1024, after - base
+    assert rss_after - rss_before < 64 * 1024 * 1024, rss_after - rss_before
+    print(
+        f"\n1M modules: peak without memo {(peak_no_memo - base) / 1024:.1f} KiB, "
+        f"with memo {(peak_memo - base) / 2**20:.1f} MiB, "
+        f"RSS delta {(rss_after - rss_before) / 2**20:.1f} MiB"
+    )
+
+
+def test_million_modules_match_torch(million):
+    ours = pyparams.modules(million)
+    theirs = nn.Module.modules(million)
+    assert all(a is b for a, b in zip(ours, theirs, strict=True))
+
+
+def test_deep_chain_beyond_torchs_recursion_limit():
+    root = chain(100_000)
+    assert sum(1 for _ in pyparams.modules(root, remove_duplicate=False)) == 100_001
+    # Names grow with depth (quadratic bytes in total), so name a shallower part.
+    names = [name for name, _ in pyparams.named_modules(chain(5000))]
+    assert names[-1] == ".".join(["c"] * 5000)
+    with pytest.raises(RecursionError):
+        list(nn.Module.modules(root))
+
+
+def _interrupt_after(seconds: float) -> subprocess.Popen:
+    """Sends SIGINT from another process: no GIL needed, so it lands mid-walk."""
+    return subprocess.Popen(["sh", "-c", f"sleep {seconds}; kill -INT {os.getpid()}"])
+
+
+@pytest.mark.skipif(signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
+                    reason="SIGINT is not Python's default handler here")
+def test_ctrl_c_interrupts_an_endless_eager_walk():
+    # 1000**3 paths with remove_duplicate=False: hours of walking, never a cycle.
+    dag = shared_dag(1000, 3)
+    sender = _interrupt_after(0.3)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pyparams.parameter_list(dag, remove_duplicate=False)
+    finally:
+        sender.wait()
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.skipif(signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
+                    reason="SIGINT is not Python's default handler here")
+def test_ctrl_c_interrupts_the_million_module_walk(million):
+    sender = _interrupt_after(0.2)
+    deadline = time.perf_counter() + 20
+    inside = False
+    try:
+        while time.perf_counter() < deadline:
+            pyparams.parameter_list(million, remove_duplicate=False)
+    except KeyboardInterrupt as interrupt:
+        frame = interrupt.__traceback__
+        while frame.tb_next is not None:
+            frame = frame.tb_next
+        inside = frame.tb_frame.f_code.co_name == "parameter_list"
+    finally:
+        sender.wait()
+    assert inside, "KeyboardInterrupt was not raised from inside the native walk"
+
+
+def test_signal_handler_that_mutates_the_tree_mid_walk():
+    # A handler runs inside the walk (at its periodic signal check) and drops the
+    # last reference to every child, including the one being entered. torch
+    # raises "dictionary changed size during iteration"; so must pyparams.
+    result = run_script(
+        """
+        import signal
+        root = wide_tree(1)
+        root.__dict__["_modules"] = {str(i): Leaf.__new__(Leaf) for i in range(300_000)}
+        fired = []
+        def handler(signum, frame):
+            fired.append(signum)
+            root._modules.clear()
+        signal.signal(signal.SIGALRM, handler)
+        for dedup in (False, True):
+            fired.clear()
+            root._modules.update({str(i): Leaf.__new__(Leaf) for i in range(300_000)})
+            signal.setitimer(signal.ITIMER_REAL, 0.005)
+            outcome = None
+            for _ in range(2000):
+                try:
+                    pyparams.parameter_list(root, remove_duplicate=dedup)
+                except RuntimeError as error:
+                    outcome = str(error)
+                    break
+                if fired:
+                    root._modules.update({str(i): Leaf.__new__(Leaf) for i in range(300_000)})
+                    fired.clear()
+                    signal.setitimer(signal.ITIMER_REAL, 0.005)
+            print(dedup, outcome)
+        """,
+        PYTHONMALLOC="malloc" if SANITIZED else "debug",
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
+    assert "False dictionary changed size during iteration" in result.stdout, result.stdout
+    assert "True dictionary changed size during iteration" in result.stdout, result.stdout
+
+
+@pytest.mark.skipif(SANITIZED, reason="ASan reserves terabytes of shadow: RLIMIT_AS cannot apply")
+def test_allocation_failure_surfaces_as_memory_error():
+    result = run_script(
+        """
+        import gc, resource
+        flat = wide_tree(1000)        # 1M modules: the memo needs a 16 MiB table
+        deep = chain(300_000)         # 300k frames: the walk's stack needs ~20 MiB
+        gc.collect()
+
+        def vm_size():
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("VmSize:"):
+                        return int(line.split()[1]) * 1024
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        outcomes = []
+        for name, thunk in (
+            ("memo", lambda: pyparams.parameter_list(flat)),
+            ("stack", lambda: pyparams.parameter_list(deep, remove_duplicate=False)),
+            ("lazy", lambda: sum(1 for _ in pyparams.named_modules(deep, remove_duplicate=False))),
+        ):
+            resource.setrlimit(resource.RLIMIT_AS, (vm_size() + 4 * 2**20, hard))
+            try:
+                thunk()
+                outcomes.append(f"{name}:no-error")
+            except MemoryError:
+                outcomes.append(f"{name}:MemoryError")
+            finally:
+                resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        # The walker is unharmed: the same walks succeed with memory available.
+        assert pyparams.parameter_list(flat) == []
+        assert sum(1 for _ in pyparams.modules(deep, remove_duplicate=False)) == 300_001
+        print(" ".join(outcomes))
+        """
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
+    assert "memo:MemoryError" in result.stdout, result.stdout
+    assert "stack:MemoryError" in result.stdout, result.stdout
+    assert "lazy:MemoryError" in result.stdout, result.stdout

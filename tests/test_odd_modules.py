@@ -1,0 +1,538 @@
+"""Odd modules: each either matches torch or raises a clear error.
+
+Covers subclasses overriding ``__getattr__`` / ``__setattr__`` / ``__getattribute__``,
+member mappings replaced by an ``OrderedDict`` or another mapping, ``__slots__``
+mixins, Tensor subclasses and ``__torch_function__`` parameters, DTensor
+parameters (a single-process gloo group), objects whose ``__eq__`` / ``__hash__``
+raise, and modules whose ``__dict__`` was tampered with.
+
+The reference is always torch's own generator on the same object, compared with
+``is`` and names; where torch fails only because it hashes a user object,
+pyparams' identity semantics are asserted explicitly (the documented behaviour).
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import gc
+import os
+import socket
+
+import pytest
+import torch
+from torch import nn
+
+import pyparams
+
+
+def outcome(thunk):
+    try:
+        return ("ok", list(thunk()))
+    except Exception as error:  # noqa: BLE001 - the class is what is compared
+        return ("raise", error)
+
+
+def same_items(ours: list, theirs: list) -> bool:
+    if len(ours) != len(theirs):
+        return False
+    for a, b in zip(ours, theirs):
+        if isinstance(a, tuple):
+            if a[0] != b[0] or a[1] is not b[1]:
+                return False
+        elif a is not b:
+            return False
+    return True
+
+
+def variants(m: nn.Module):
+    """(label, pyparams thunk, torch thunk) for every API on `m`."""
+    for dup in (True, False):
+        named = lambda d=dup: nn.Module.named_parameters(m, prefix="p", remove_duplicate=d)  # noqa: E731
+        yield (f"named_parameters/{dup}",
+               lambda d=dup: pyparams.named_parameters(m, prefix="p", remove_duplicate=d), named)
+        yield (f"parameters/{dup}",
+               lambda d=dup: pyparams.parameters(m, remove_duplicate=d),
+               lambda d=dup: (p for _, p in nn.Module.named_parameters(m, remove_duplicate=d)))
+        yield (f"parameter_list/{dup}",
+               lambda d=dup: pyparams.parameter_list(m, remove_duplicate=d),
+               lambda d=dup: (p for _, p in nn.Module.named_parameters(m, remove_duplicate=d)))
+        yield (f"trainable/{dup}",
+               lambda d=dup: pyparams.named_trainable_parameters(m, remove_duplicate=d),
+               lambda d=dup: ((n, p) for n, p in nn.Module.named_parameters(m, remove_duplicate=d)
+                              if p.requires_grad))
+        yield (f"trainable_list/{dup}",
+               lambda d=dup: pyparams.parameter_list(m, trainable=True, remove_duplicate=d),
+               lambda d=dup: (p for _, p in nn.Module.named_parameters(m, remove_duplicate=d)
+                              if p.requires_grad))
+        yield (f"named_buffers/{dup}",
+               lambda d=dup: pyparams.named_buffers(m, remove_duplicate=d),
+               lambda d=dup: nn.Module.named_buffers(m, remove_duplicate=d))
+        yield (f"named_modules/{dup}",
+               lambda d=dup: pyparams.named_modules(m, prefix="m", remove_duplicate=d),
+               lambda d=dup: nn.Module.named_modules(m, prefix="m", remove_duplicate=d))
+        yield (f"modules/{dup}",
+               lambda d=dup: pyparams.modules(m, remove_duplicate=d),
+               lambda d=dup: (x for _, x in nn.Module.named_modules(m, remove_duplicate=d)))
+
+
+def assert_matches_torch(m: nn.Module, only: str = "") -> None:
+    for label, ours, theirs in variants(m):
+        if only not in label:
+            continue
+        a, b = outcome(ours), outcome(theirs)
+        assert a[0] == b[0], (label, a, b)
+        if a[0] == "ok":
+            assert same_items(a[1], b[1]), (label, a[1], b[1])
+        else:
+            assert type(a[1]) is type(b[1]), (label, a[1], b[1])
+
+
+# ------------------------------------------------------------------ attributes
+class GetattrOverride(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(2, 2)
+        self.w = nn.Parameter(torch.ones(1))
+
+    def __getattr__(self, name):
+        if name == "magic":
+            return 42
+        return super().__getattr__(name)
+
+
+class SetattrOverride(nn.Module):
+    def __setattr__(self, name, value):
+        if isinstance(value, nn.Parameter):
+            name = "renamed_" + name
+        super().__setattr__(name, value)
+
+
+class GetattributeRedirect(nn.Module):
+    """``_parameters`` is served from another dict than the one in ``__dict__``."""
+
+    def __init__(self):
+        super().__init__()
+        object.__setattr__(self, "shadow", {"shadowed": nn.Parameter(torch.zeros(1))})
+        self.__dict__["_parameters"]["real"] = nn.Parameter(torch.ones(1))
+
+    def __getattribute__(self, name):
+        if name == "_parameters":
+            return object.__getattribute__(self, "shadow")
+        return object.__getattribute__(self, name)
+
+
+def test_getattr_and_setattr_overrides():
+    m = GetattrOverride()
+    assert_matches_torch(m)
+    s = SetattrOverride()
+    s.w = nn.Parameter(torch.ones(1))
+    s.child = GetattrOverride()
+    assert_matches_torch(nn.Sequential(s, m))
+
+
+def test_getattribute_override_is_honoured_like_torch():
+    m = GetattributeRedirect()
+    assert [n for n, _ in nn.Module.named_parameters(m)] == ["shadowed"]
+    assert_matches_torch(nn.Sequential(m, m))
+
+
+def test_getattr_raising_for_member_dicts():
+    class Broken(nn.Module):
+        def __getattribute__(self, name):
+            if name == "_modules":
+                raise KeyError("boom")
+            return object.__getattribute__(self, name)
+
+    assert_matches_torch(nn.Sequential(nn.Linear(1, 1), Broken()))
+
+
+# -------------------------------------------------------------------- mappings
+class FrozenMapping(collections.abc.Mapping):
+    def __init__(self, data):
+        self.data = dict(data)
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self):
+        return len(self.data)
+
+
+@pytest.mark.parametrize("mapping", [collections.OrderedDict, FrozenMapping, dict],
+                         ids=["OrderedDict", "Mapping", "dict-copy"])
+@pytest.mark.parametrize("which", ["_parameters", "_buffers", "_modules"])
+def test_member_mapping_replaced(mapping, which):
+    shared = nn.Linear(2, 2)
+    m = nn.Sequential(shared, nn.BatchNorm1d(2), nn.Sequential(shared, nn.Linear(2, 2)))
+    for module in m.modules():
+        module.__dict__[which] = mapping(getattr(module, which))
+    assert_matches_torch(m)
+
+
+def test_ordered_dict_mutated_during_walk_raises_like_torch():
+    m = nn.Linear(2, 2)
+    m.__dict__["_parameters"] = collections.OrderedDict(m._parameters)
+    for make in (lambda: pyparams.named_parameters(m), lambda: nn.Module.named_parameters(m)):
+        iterator = make()
+        next(iterator)
+        m._parameters["extra"] = nn.Parameter(torch.ones(1))
+        with pytest.raises(RuntimeError):
+            next(iterator)
+        del m._parameters["extra"]
+
+
+def test_mapping_whose_items_misbehave():
+    class RaisingItems(FrozenMapping):
+        def items(self):
+            raise ValueError("items() failed")
+
+    class BadPairs(FrozenMapping):
+        def items(self):
+            return iter([("a", nn.Parameter(torch.ones(1)), "extra")])
+
+    class NotPairs(FrozenMapping):
+        def items(self):
+            return iter([7])
+
+    m = nn.Linear(1, 1)
+    m.__dict__["_parameters"] = RaisingItems({})
+    assert_matches_torch(m, only="parameters")  # ValueError from both
+    for broken in (BadPairs({}), NotPairs({})):
+        m.__dict__["_parameters"] = broken
+        with pytest.raises(Exception) as torch_error:
+            list(nn.Module.named_parameters(m))
+        with pytest.raises(TypeError, match=r"\(name, value\) pairs"):
+            list(pyparams.named_parameters(m))
+        assert isinstance(torch_error.value, (TypeError, ValueError))
+
+
+def test_mapping_items_that_mutate_the_tree():
+    """items() that frees the walked children while the walk is between them."""
+    holder = nn.Sequential(*[nn.Linear(1, 1) for _ in range(4)])
+
+    class Vanishing(FrozenMapping):
+        def items(self):
+            for key in list(self.data):
+                value = self.data.pop(key)
+                gc.collect()
+                yield key, value
+                del value
+                gc.collect()
+
+    for module in list(holder.modules()):
+        module.__dict__["_modules"] = Vanishing(module._modules)
+    ours = [name for name, _ in pyparams.named_modules(holder)]
+    assert ours == ["", "0", "1", "2", "3"]
+
+
+# ------------------------------------------------------------------ __slots__
+class SlotsMixin:
+    __slots__ = ("extra",)
+
+
+class WithSlotsMixin(SlotsMixin, nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.extra = "slot"
+        self.w = nn.Parameter(torch.ones(1))
+        self.sub = nn.Linear(1, 1)
+
+
+class MemberSlot:
+    __slots__ = ("_parameters",)
+
+
+class ParametersInASlot(MemberSlot, nn.Module):
+    """``_parameters`` lives in a slot, not in ``__dict__``."""
+
+    def __init__(self):
+        super().__init__()
+        # Module.__setattr__ looks for _parameters in __dict__; register by hand.
+        self._parameters["w"] = nn.Parameter(torch.ones(1))
+
+
+def test_slots_mixins():
+    a, b = WithSlotsMixin(), ParametersInASlot()
+    assert "_parameters" not in b.__dict__
+    assert_matches_torch(nn.Sequential(a, b, a))
+
+
+# ------------------------------------------------------------- tensor subclasses
+class CountingParameter(nn.Parameter):
+    calls = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.calls += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class PlainSubclass(torch.Tensor):
+    pass
+
+
+class FlagProperty(nn.Parameter):
+    """A Python-level requires_grad that disagrees with the C++ flag."""
+
+    @property
+    def requires_grad(self):
+        return False
+
+
+class RaisingFlag(nn.Parameter):
+    @property
+    def requires_grad(self):
+        raise RuntimeError("no flag for you")
+
+
+def test_tensor_subclass_and_torch_function_parameters():
+    m = nn.Linear(2, 2)
+    m.weight = CountingParameter(torch.zeros(2, 2))
+    m._parameters["plain_sub"] = torch.zeros(1).as_subclass(PlainSubclass).requires_grad_()
+    m._parameters["frozen_sub"] = CountingParameter(torch.zeros(1), requires_grad=False)
+    m._parameters["lazy"] = nn.UninitializedParameter()
+    CountingParameter.calls = 0
+    assert_matches_torch(m)
+    assert CountingParameter.calls > 0  # trainable reads went through __torch_function__
+
+
+def test_python_level_requires_grad_is_read_like_torch():
+    m = nn.Linear(2, 2)
+    m.weight = FlagProperty(torch.zeros(2, 2))
+    assert_matches_torch(m, only="trainable")
+
+
+def test_requires_grad_that_raises():
+    m = nn.Linear(2, 2)
+    m.weight = RaisingFlag(torch.zeros(2, 2))
+    assert_matches_torch(m, only="trainable")
+
+
+def test_requires_grad_read_that_mutates_the_walked_dict():
+    """A __torch_function__ that empties the dict being walked: RuntimeError, no crash."""
+    m = nn.Module()
+
+    class Saboteur(nn.Parameter):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            m._parameters.clear()
+            gc.collect()
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    for make in (lambda: pyparams.parameter_list(m, trainable=True),
+                 lambda: list(pyparams.trainable_parameters(m)),
+                 lambda: [p for p in nn.Module.parameters(m) if p.requires_grad]):
+        m._parameters.update({f"p{i}": Saboteur(torch.zeros(1)) for i in range(4)})
+        with pytest.raises(RuntimeError, match="changed size"):
+            make()
+
+
+def test_reentrant_next_from_torch_function():
+    """next() on the same iterator from inside its own walk: ValueError, like a generator."""
+    m = nn.Module()
+    holder: dict[str, object] = {}
+
+    class Reenter(nn.Parameter):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") == "__get__":  # the requires_grad getter
+                next(holder["it"])
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    m._parameters["a"] = Reenter(torch.zeros(1))
+    m._parameters["b"] = Reenter(torch.zeros(1))
+    errors = []
+    for make in (lambda: pyparams.trainable_parameters(m),
+                 lambda: (p for p in nn.Module.parameters(m) if p.requires_grad)):
+        holder["it"] = make()
+        with pytest.raises(ValueError, match="already executing") as error:
+            list(holder["it"])
+        errors.append(type(error.value))
+    assert errors[0] is errors[1]
+
+
+# ---------------------------------------------------------------------- DTensor
+@pytest.fixture(scope="module")
+def gloo_group():
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    if dist.is_initialized():
+        yield dist
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    yield dist
+    dist.destroy_process_group()
+
+
+def test_dtensor_parameters(gloo_group):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (1,))
+    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    for module in m:
+        module.weight = nn.Parameter(distribute_tensor(module.weight.detach(), mesh, [Shard(0)]))
+        module.bias = nn.Parameter(distribute_tensor(module.bias.detach(), mesh, [Replicate()]))
+    m[1].bias.requires_grad_(False)
+    assert type(m[0].weight.data).__name__ == "DTensor"
+    assert_matches_torch(m)
+
+
+# ------------------------------------------------------------- __eq__ / __hash__
+class Unhashable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def __eq__(self, other):
+        raise RuntimeError("__eq__ must not be called")
+
+    def __hash__(self):
+        raise RuntimeError("__hash__ must not be called")
+
+
+class UnhashableParameter(nn.Parameter):
+    def __eq__(self, other):
+        raise RuntimeError("__eq__ must not be called")
+
+    def __hash__(self):
+        raise RuntimeError("__hash__ must not be called")
+
+
+def test_modules_whose_hash_and_eq_raise_use_identity():
+    shared = Unhashable()
+    m = nn.Sequential(shared, nn.Linear(1, 1), shared)
+    # torch's memo hashes every module (even with remove_duplicate=False) and fails...
+    with pytest.raises(RuntimeError, match="__hash__"):
+        list(nn.Module.named_parameters(m))
+    # ...pyparams compares by identity and never calls them (documented behaviour):
+    ours = {dup: list(pyparams.named_parameters(m, remove_duplicate=dup)) for dup in (True, False)}
+    mods = {dup: list(pyparams.named_modules(m, remove_duplicate=dup)) for dup in (True, False)}
+    # The answer is what torch gives once hashing is identity again.
+    Unhashable.__hash__ = object.__hash__
+    Unhashable.__eq__ = object.__eq__
+    try:
+        for dup in (True, False):
+            assert same_items(ours[dup], list(nn.Module.named_parameters(m, remove_duplicate=dup)))
+            assert same_items(mods[dup], list(nn.Module.named_modules(m, remove_duplicate=dup)))
+    finally:
+        del Unhashable.__hash__, Unhashable.__eq__
+
+
+def test_parameters_whose_hash_and_eq_raise_use_identity():
+    p = UnhashableParameter(torch.ones(1))
+    a, b = nn.Module(), nn.Module()
+    a._parameters["p"] = p
+    b._parameters["p"] = p
+    m = nn.Sequential(a, b)
+    with pytest.raises(RuntimeError, match="__hash__"):
+        list(nn.Module.parameters(m))
+    assert list(pyparams.named_parameters(m)) == [("0.p", p)]
+    assert [n for n, _ in pyparams.named_parameters(m, remove_duplicate=False)] == ["0.p", "1.p"]
+    assert pyparams.parameter_list(m, trainable=True) == [p]
+
+
+def test_non_tensor_entries_are_deduplicated_by_identity():
+    """Raw values torch would compare with ``==``: pyparams keeps identity semantics."""
+    m = nn.Module()
+    one, other_one = 1.5, float("1.5")
+    m._parameters.update({"a": one, "b": other_one, "c": one})
+    assert other_one is not one
+    assert [v for _, v in nn.Module.named_parameters(m)] == [1.5]  # torch: by equality
+    assert [v for v in pyparams.parameters(m)] == [one, other_one]  # pyparams: by identity
+    with pytest.raises(AttributeError):
+        pyparams.parameter_list(m, trainable=True)  # a float has no requires_grad
+
+
+# ---------------------------------------------------------- tampered __dict__
+def tampered_cases():
+    def missing(attr):
+        m = nn.Linear(1, 1)
+        del m.__dict__[attr]
+        return m
+
+    def replaced(attr, value):
+        m = nn.Linear(1, 1)
+        m.__dict__[attr] = value
+        return m
+
+    def wiped():
+        m = nn.Linear(1, 1)
+        m.__dict__ = {}
+        return m
+
+    class LoudDict(dict):
+        def __getitem__(self, key):
+            raise KeyError(key)
+
+    def dict_subclass():
+        m = nn.Linear(1, 1)
+        m.__dict__ = LoudDict(m.__dict__)
+        return m
+
+    def non_module_child():
+        m = nn.Linear(1, 1)
+        m._modules["x"] = 3
+        return m
+
+    return {
+        "no _parameters": missing("_parameters"),
+        "no _modules": missing("_modules"),
+        "no _buffers": missing("_buffers"),
+        "_modules=None": replaced("_modules", None),
+        "_parameters=list": replaced("_parameters", [1, 2]),
+        "_parameters=str": replaced("_parameters", "oops"),
+        "__dict__ wiped": wiped(),
+        "__dict__ subclass": dict_subclass(),
+        "non-module child": non_module_child(),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(tampered_cases()))
+def test_tampered_dict(case):
+    m = tampered_cases()[case]
+    parent = nn.Sequential(nn.Linear(1, 1), m)
+    for root in (m, parent):
+        for label, ours, theirs in variants(root):
+            a, b = outcome(ours), outcome(theirs)
+            if a[0] == b[0] == "ok":
+                assert same_items(a[1], b[1]), (label, a, b)
+                continue
+            # Either the same exception class as torch, or a clear TypeError /
+            # AttributeError naming the type that was wrong.
+            assert a[0] == "raise", (label, a, b)
+            if b[0] == "raise" and type(a[1]) is type(b[1]):
+                continue
+            assert isinstance(a[1], (TypeError, AttributeError)), (label, a, b)
+            assert type(m).__name__ in str(a[1]) or "Linear" in str(a[1]) or "str" in str(
+                a[1]
+            ), (label, a[1])
+
+
+def test_module_without_super_init():
+    class NoInit(nn.Module):
+        def __init__(self):
+            pass
+
+    with pytest.raises(AttributeError, match=r"super\(\).__init__\(\)"):
+        pyparams.parameter_list(NoInit())
+    with pytest.raises(AttributeError):
+        list(NoInit().parameters())
+
+
+@pytest.mark.parametrize("bad", [None, 3, "model", torch.ones(1), [nn.Linear(1, 1)]])
+def test_not_a_module(bad):
+    with pytest.raises(TypeError, match=type(bad).__name__):
+        pyparams.parameter_list(bad)
+    with pytest.raises(TypeError, match=type(bad).__name__):
+        pyparams.named_modules(bad)
