@@ -30,7 +30,7 @@ $(DEPS_STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet setuptools wheel ninja packaging pybind11 \
-		pytest pytest-benchmark hypothesis "transformers>=4.45" matplotlib numpy psutil tqdm
+		pytest pytest-benchmark hypothesis "transformers>=4.51" matplotlib numpy psutil tqdm
 	touch $@
 
 # Editable install: the extension is built in place (pyparams/_C*.so) against

@@ -14,8 +14,8 @@ namespace {
 // Walk steps (entries read) between two checks for a pending signal (Ctrl-C).
 constexpr std::uint32_t kSignalCheckInterval = 1024;
 
-// Frames reserved up front: real models nest a few levels, rarely past 32.
-constexpr std::size_t kInitialStackCapacity = 32;
+// Frames reserved up front: real models nest a few levels, rarely past 8.
+constexpr std::size_t kInitialStackCapacity = 8;
 
 // torch's `prefix + ("." if prefix else "") + name`, built in one allocation.
 // torch builds every name, even for unnamed walks, so a key that is no str
