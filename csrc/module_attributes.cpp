@@ -68,14 +68,13 @@ bool is_module(PyObject* object) {
 
 PyObject* module_attribute(PyObject* module, PyObject* name) {
   if (type_info(Py_TYPE(module)).plain_attributes) [[likely]] {
-    PyObject* dict = PyObject_GenericGetDict(module, nullptr);
-    if (dict == nullptr) {
-      PyErr_Clear();
-    } else {
-      PyObject* value = PyDict_GetItemWithError(dict, name);  // borrowed
-      Py_XINCREF(value);
-      Py_DECREF(dict);
+    // The instance __dict__ slot (materialized if the object kept its
+    // attributes inline); a missing dict falls back to getattr.
+    PyObject** dict = _PyObject_GetDictPtr(module);
+    if (dict != nullptr && *dict != nullptr) {
+      PyObject* value = PyDict_GetItemWithError(*dict, name);  // borrowed
       if (value != nullptr) {
+        Py_INCREF(value);
         return value;
       }
       if (PyErr_Occurred()) {

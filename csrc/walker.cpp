@@ -11,9 +11,6 @@
 namespace pyparams {
 namespace {
 
-// Walk steps (entries read) between two checks for a pending signal (Ctrl-C).
-constexpr std::uint32_t kSignalCheckInterval = 1024;
-
 // Frames reserved up front: real models nest a few levels, rarely past 8.
 constexpr std::size_t kInitialStackCapacity = 8;
 
@@ -328,14 +325,6 @@ void Walker::pop() {
   if (!options_.remove_duplicate) {
     on_stack_.erase(done.module.get());
   }
-}
-
-bool Walker::poll_signals() {
-  if (++steps_since_signal_check_ < kSignalCheckInterval) [[likely]] {
-    return true;
-  }
-  steps_since_signal_check_ = 0;
-  return PyErr_CheckSignals() == 0;
 }
 
 PyObject* Walker::make_item(PyObject* name, PyObject* value) const {

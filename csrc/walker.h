@@ -72,7 +72,16 @@ class Walker {
   // Runs pending signal handlers every few steps. They are Python code that
   // may change the tree, so call it before reading an entry, never between
   // reading a borrowed entry and owning it. False with an error set.
-  bool poll_signals();
+  bool poll_signals() {
+    if (++steps_since_signal_check_ < kSignalCheckInterval) [[likely]] {
+      return true;
+    }
+    steps_since_signal_check_ = 0;
+    return PyErr_CheckSignals() == 0;
+  }
+
+  // Walk steps (entries read) between two checks for a pending signal (Ctrl-C).
+  static constexpr std::uint32_t kSignalCheckInterval = 1024;
 
   WalkOptions options_;
   OwnedRef root_;
