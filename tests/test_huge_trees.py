@@ -114,7 +114,8 @@ def test_million_modules_are_walked_in_flat_memory(million):
     # table being rehashed: < 40 bytes per module, all returned at the end.
     assert peak_memo - base < 40 * count, peak_memo - base
     assert after - base < 64 * 1024, after - base
-    assert rss_after - rss_before < 64 * 1024 * 1024, rss_after - rss_before
+    if not SANITIZED:  # ASan's quarantine holds freed memory
+        assert rss_after - rss_before < 64 * 1024 * 1024, rss_after - rss_before
     print(
         f"\n1M modules: peak without memo {(peak_no_memo - base) / 1024:.1f} KiB, "
         f"with memo {(peak_memo - base) / 2**20:.1f} MiB, "

@@ -2,7 +2,7 @@
 # Builds pyparams with -fsanitize=address,undefined in a temporary copy of the
 # source tree and runs the whole test suite, then smoke.py, under it.
 #
-#   tests/reliability/sanitize.sh [pytest args...]
+#   tests/reliability/sanitize.sh [pytest args...]   (default: the whole suite, tests/)
 #
 # Environment:
 #   PYTHON                 interpreter with torch, pytest, hypothesis (default: python3)
@@ -40,14 +40,18 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$REPORTS/ubsan
 export PYTHONMALLOC=malloc
 export PYTHONPATH="$DIR"
 
+# Make sure the sanitized build is the one imported.
+(cd "$DIR" && "$PYTHON" -c "import pyparams._C as c, sys; f = c.__file__; \
+    sys.exit(0 if f.startswith('$DIR') and 'libasan' in open('/proc/self/maps').read() else f'not sanitized: {f}')")
+
 start=$(date +%s)
 status=0
-(cd "$DIR" && "$PYTHON" -m pytest -q -p no:cacheprovider tests "$@") || status=$?
+(cd "$DIR" && "$PYTHON" -m pytest -q -p no:cacheprovider "${@:-tests}") || status=$?
 (cd "$DIR" && "$PYTHON" tests/reliability/smoke.py) || status=$?
 echo "sanitize: tests ran in $(( $(date +%s) - start ))s (pytest/smoke status $status)"
 
-reports=$(grep -lE "ERROR: AddressSanitizer|runtime error:|ERROR: UndefinedBehaviorSanitizer" \
-    "$REPORTS"/* 2>/dev/null | wc -l)
+reports=$( (grep -lE "ERROR: AddressSanitizer|runtime error:|ERROR: UndefinedBehaviorSanitizer" \
+    "$REPORTS"/* 2>/dev/null || true) | wc -l)
 echo "sanitize: $reports sanitizer report(s) in $REPORTS"
 if [ "$reports" -ne 0 ]; then
     for report in "$REPORTS"/*; do

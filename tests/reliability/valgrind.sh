@@ -50,11 +50,11 @@ kinds = re.compile(r"Invalid (read|write|free)|uninitialised|Mismatched free|"
 ours = re.compile(r"pyparams|_C\.cpython")
 all_errors = [r for r in records if kinds.search(r[0])]
 attributed = [r for r in all_errors if any(ours.search(line) for line in r)]
-summary = [r for r in records if r[0].startswith("ERROR SUMMARY")]
+summary = [line for record in records for line in record if line.startswith("ERROR SUMMARY")]
 print(f"valgrind: {len(all_errors)} error record(s) in total, "
       f"{len(attributed)} attributed to pyparams")
 for line in summary:
-    print("valgrind:", line[0])
+    print("valgrind (whole process, CPython, torch and the loader included):", line)
 for record in attributed:
     print("\n".join(record[:40]))
     print("----")
