@@ -1,5 +1,6 @@
 #include "walker.h"
 
+#include <cstring>
 #include <new>
 #include <utility>
 
@@ -14,7 +15,6 @@ namespace {
 // Frames reserved up front: real models nest a few levels, rarely past 8.
 constexpr std::size_t kInitialStackCapacity = 8;
 
-// torch's `prefix + ("." if prefix else "") + name`, built in one allocation.
 // torch builds every name, even for unnamed walks, so a key that is no str
 // fails there with TypeError; so it does here. True when `key` is fine.
 bool check_key(PyObject* key, const char* mapping) {
@@ -27,6 +27,7 @@ bool check_key(PyObject* key, const char* mapping) {
   return false;
 }
 
+// torch's `prefix + ("." if prefix else "") + name`, built in one allocation.
 PyObject* join_name(PyObject* prefix, PyObject* key) {
   Py_ssize_t prefix_length = PyUnicode_GET_LENGTH(prefix);
   if (prefix_length == 0) {
@@ -41,6 +42,15 @@ PyObject* join_name(PyObject* prefix, PyObject* key) {
   PyObject* joined = PyUnicode_New(prefix_length + 1 + key_length, max_char);
   if (joined == nullptr) {
     return nullptr;
+  }
+  if (PyUnicode_KIND(joined) == PyUnicode_1BYTE_KIND) [[likely]] {
+    // Module names are ASCII: both parts have the joined string's byte width.
+    Py_UCS1* out = PyUnicode_1BYTE_DATA(joined);
+    std::memcpy(out, PyUnicode_1BYTE_DATA(prefix), static_cast<std::size_t>(prefix_length));
+    out[prefix_length] = '.';
+    std::memcpy(out + prefix_length + 1, PyUnicode_1BYTE_DATA(key),
+                static_cast<std::size_t>(key_length));
+    return joined;
   }
   PyUnicode_CopyCharacters(joined, 0, prefix, 0, prefix_length);
   PyUnicode_WriteChar(joined, prefix_length, '.');
@@ -328,7 +338,14 @@ void Walker::pop() {
 }
 
 PyObject* Walker::make_item(PyObject* name, PyObject* value) const {
-  return PyTuple_Pack(2, name, value);
+  PyObject* item = PyTuple_New(2);
+  if (item != nullptr) {
+    Py_INCREF(name);
+    Py_INCREF(value);
+    PyTuple_SET_ITEM(item, 0, name);
+    PyTuple_SET_ITEM(item, 1, value);
+  }
+  return item;
 }
 
 PyObject* Walker::fail() noexcept {
