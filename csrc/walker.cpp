@@ -31,8 +31,8 @@ bool check_key(PyObject* key, const char* mapping) {
 PyObject* join_name(PyObject* prefix, PyObject* key) {
   Py_ssize_t prefix_length = PyUnicode_GET_LENGTH(prefix);
   if (prefix_length == 0) {
-    Py_INCREF(key);
-    return key;
+    // "" + key is key itself for an exact str, a new exact str for a subclass.
+    return PyUnicode_FromObject(key);
   }
   Py_ssize_t key_length = PyUnicode_GET_LENGTH(key);
   Py_UCS4 max_char = PyUnicode_MAX_CHAR_VALUE(prefix);
