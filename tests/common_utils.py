@@ -175,11 +175,18 @@ def _same(actual: object, expected: object) -> bool:
     return actual is expected
 
 
+def same_items(actual: Iterable[object], expected: Iterable[object]) -> bool:
+    """True for the same objects (``is``) in the same order; for pairs, equal str names too."""
+    actual = list(actual)
+    expected = list(expected)
+    return len(actual) == len(expected) and all(map(_same, actual, expected))
+
+
 def assert_same_items(actual: Iterable[object], expected: Iterable[object], context: str = "") -> None:
     """Assert the same objects (``is``) in the same order; for pairs, equal names too."""
     actual = list(actual)
     expected = list(expected)
-    if len(actual) == len(expected) and all(map(_same, actual, expected)):
+    if same_items(actual, expected):
         return
     lines = [f"{context}: pyparams yielded {len(actual)} items, torch {len(expected)}"]
     for index in range(max(len(actual), len(expected))):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 import pyparams
+from common_utils import same_items
 
 
 def outcome(thunk):
@@ -32,17 +33,6 @@ def outcome(thunk):
     except Exception as error:  # noqa: BLE001 - the class is what is compared
         return ("raise", error)
 
-
-def same_items(ours: list, theirs: list) -> bool:
-    if len(ours) != len(theirs):
-        return False
-    for a, b in zip(ours, theirs):
-        if isinstance(a, tuple):
-            if a[0] != b[0] or a[1] is not b[1]:
-                return False
-        elif a is not b:
-            return False
-    return True
 
 
 def variants(m: nn.Module):

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 import pyparams
+from common_utils import same_items
 
 SECONDS = float(os.environ.get("PYPARAMS_THREADS_SECONDS", "1.5"))
 READERS = 8
@@ -115,17 +116,6 @@ VARIANTS = {
 }
 
 
-def identical(ours: list, theirs: list) -> bool:
-    if len(ours) != len(theirs):
-        return False
-    for a, b in zip(ours, theirs):
-        if isinstance(a, tuple):
-            if a[0] != b[0] or a[1] is not b[1]:
-                return False
-        elif a is not b:
-            return False
-    return True
-
 
 @pytest.fixture
 def fast_switching():
@@ -163,7 +153,7 @@ def test_readers_and_a_mutator(fast_switching):
                 local["iterations"] += 1
                 if before == after and before % 2 == 0:
                     expected = mutator.snapshots[before][name]
-                    assert identical(items, expected), f"{name} differs from version {before}"
+                    assert same_items(items, expected), f"{name} differs from version {before}"
                     local["exact"] += 1
                     continue
                 # A mutation overlapped: only real objects, no duplicates.

@@ -18,17 +18,16 @@ For every case the harness, in this order:
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psutil
 import torch
 
+from pyparams.bench.gc_pause import gc_paused
 from pyparams.bench.contenders import BASELINE, Contender, ContenderMismatch, check, torch_reference
 from pyparams.bench.stats import paired_ratios, summarize
 from pyparams.bench.zoo import BuiltModel
@@ -127,16 +126,6 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
 
 def _time_once(fn: Callable[[], object], loops: int, device: str) -> float:
     """Mean ns per call over ``loops`` back-to-back calls."""
@@ -164,7 +153,7 @@ def measure_memory(fn: Callable[[], object], device: str) -> MemoryUse:
     memory at the start; the RSS and CUDA deltas are taken while the result of ``fn`` is
     still held (so a list that copied tensors would show up there).
     """
-    with _gc_paused():
+    with gc_paused():
         tracemalloc.start()
         try:
             tracemalloc.reset_peak()
@@ -240,7 +229,7 @@ def measure_case(
     rounds = max(min(settings.repeat, settings.min_repeat), min(settings.repeat, affordable))
 
     names = list(bound)
-    with _gc_paused():
+    with gc_paused():
         for index in range(rounds):
             for name in names if index % 2 == 0 else reversed(names):
                 run, _ = bound[name]

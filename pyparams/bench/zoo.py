@@ -22,14 +22,14 @@ Built models are cached per ``(name, device)`` within a run (:class:`ZooCache`).
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from pyparams.bench.gc_pause import gc_paused
 
 __all__ = [
     "ARCH_FAMILY",
@@ -93,17 +93,6 @@ class BuiltModel:
 
 # --------------------------------------------------------------------------- helpers
 
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while building many small objects (it is quadratic-ish there)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def measure_structure(module: nn.Module) -> Structure:
@@ -348,7 +337,7 @@ class ZooCache:
 
     def _build_raw(self, entry: ZooEntry, device: str) -> tuple[nn.Module, float]:
         start = time.perf_counter()
-        with _gc_paused(), torch.device(device):
+        with gc_paused(), torch.device(device):
             module = entry.build()
         return module, time.perf_counter() - start
 
