@@ -27,7 +27,7 @@ from torch import nn
 
 import pyparams
 from pyparams.bench.measure import measure_memory, synchronize
-from pyparams.bench.zoo import DEFAULT_MEMORY_CAP_BYTES, ZooCache, build_chain
+from pyparams.bench.zoo import DEFAULT_MEMORY_CAP_BYTES, ZooCache, build_chain, raw_walk
 
 __all__ = ["CLAIMS", "Verdict", "format_verdicts", "run_claims"]
 
@@ -58,27 +58,6 @@ def _bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
-
-
-def _own_parameters(module: nn.Module) -> list[nn.Parameter]:
-    """Every unique parameter object held in any ``_parameters`` dict of the tree.
-
-    An explicit-stack walk over the raw dicts, independent of both ``parameters()`` and
-    pyparams, so counts can be checked against it.
-    """
-    seen_modules: set[int] = set()
-    seen: dict[int, nn.Parameter] = {}
-    stack = [module]
-    while stack:
-        mod = stack.pop()
-        if id(mod) in seen_modules:
-            continue
-        seen_modules.add(id(mod))
-        for param in mod._parameters.values():
-            if param is not None:
-                seen.setdefault(id(param), param)
-        stack.extend(child for child in mod._modules.values() if child is not None)
-    return list(seen.values())
 
 
 def _combine(per_device: list[tuple[str, str]]) -> tuple[str, str]:
@@ -129,7 +108,7 @@ def _cuda_allocated(device: str) -> int | None:
 
 
 def _claim2(label: str, model: nn.Module, device: str) -> tuple[str, str, list[str], dict[str, object]]:
-    own = _own_parameters(model)
+    own = raw_walk(model)[1]
     own_ids = {id(p) for p in own}
     own_ptrs = {p.untyped_storage().data_ptr() for p in own}
     storage = sum(p.numel() * p.element_size() for p in own)
@@ -168,7 +147,7 @@ def _claim2(label: str, model: nn.Module, device: str) -> tuple[str, str, list[s
 
 
 def _claim3(label: str, model: nn.Module, device: str) -> tuple[str, str, list[str], dict[str, object]]:
-    storage = sum(p.numel() * p.element_size() for p in _own_parameters(model))
+    storage = sum(p.numel() * p.element_size() for p in raw_walk(model)[1])
     gen = measure_memory(lambda: deque(model.parameters(), maxlen=0), device).tracemalloc_peak
     lst = measure_memory(lambda: list(model.parameters()), device).tracemalloc_peak
     native = measure_memory(lambda: deque(pyparams.parameters(model), maxlen=0),
@@ -190,7 +169,7 @@ def _claim3(label: str, model: nn.Module, device: str) -> tuple[str, str, list[s
 
 
 def _claim4(label: str, model: nn.Module) -> tuple[str, str, list[str], dict[str, object]]:
-    walked = len(_own_parameters(model))
+    walked = len(raw_walk(model)[1])
     recursive = len(list(model.parameters()))
     shallow = len(list(model.parameters(recurse=False)))
     evidence = [f"{label}: parameters() yielded {recursive}, parameters(recurse=False) {shallow}; "

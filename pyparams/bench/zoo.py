@@ -45,6 +45,7 @@ __all__ = [
     "get_entry",
     "measure_structure",
     "preset_entries",
+    "raw_walk",
     "resolve_names",
 ]
 
@@ -95,11 +96,15 @@ class BuiltModel:
 
 
 
-def measure_structure(module: nn.Module) -> Structure:
-    """Count unique modules and parameters with an explicit stack (any depth works)."""
+def raw_walk(module: nn.Module) -> tuple[int, list[nn.Parameter]]:
+    """The number of unique modules and the unique parameter objects of the tree.
+
+    An explicit-stack walk over the raw ``_modules``/``_parameters`` dicts (any depth
+    works), independent of both ``parameters()`` and pyparams, so counts can be checked
+    against it.
+    """
     seen_modules: set[int] = set()
-    seen_params: set[int] = set()
-    n_params = storage = trainable = 0
+    seen: dict[int, nn.Parameter] = {}
     stack = [module]
     while stack:
         mod = stack.pop()
@@ -107,19 +112,21 @@ def measure_structure(module: nn.Module) -> Structure:
             continue
         seen_modules.add(id(mod))
         for param in mod._parameters.values():
-            if param is None or id(param) in seen_params:
-                continue
-            seen_params.add(id(param))
-            n_params += param.numel()
-            storage += param.numel() * param.element_size()
-            trainable += bool(param.requires_grad)
+            if param is not None:
+                seen.setdefault(id(param), param)
         stack.extend(child for child in mod._modules.values() if child is not None)
+    return len(seen_modules), list(seen.values())
+
+
+def measure_structure(module: nn.Module) -> Structure:
+    """Count unique modules and parameters, their elements, storage and trainable ones."""
+    n_modules, params = raw_walk(module)
     return Structure(
-        n_modules=len(seen_modules),
-        n_param_tensors=len(seen_params),
-        n_params=n_params,
-        storage_bytes=storage,
-        n_trainable_tensors=trainable,
+        n_modules=n_modules,
+        n_param_tensors=len(params),
+        n_params=sum(p.numel() for p in params),
+        storage_bytes=sum(p.numel() * p.element_size() for p in params),
+        n_trainable_tensors=sum(bool(p.requires_grad) for p in params),
     )
 
 
