@@ -28,9 +28,8 @@ bool init_names() {
   loaded.modules = PyUnicode_InternFromString("_modules");
   loaded.items = PyUnicode_InternFromString("items");
   loaded.requires_grad = PyUnicode_InternFromString("requires_grad");
-  loaded.dot = PyUnicode_InternFromString(".");
   if (!loaded.parameters || !loaded.buffers || !loaded.modules || !loaded.items ||
-      !loaded.requires_grad || !loaded.dot) {
+      !loaded.requires_grad) {
     return false;
   }
   loaded.module_class = import_attribute("torch.nn", "Module");

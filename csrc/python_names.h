@@ -11,7 +11,6 @@ struct PythonNames {
   PyObject* modules = nullptr;        // "_modules"
   PyObject* items = nullptr;          // "items"
   PyObject* requires_grad = nullptr;  // "requires_grad"
-  PyObject* dot = nullptr;            // "."
   PyObject* module_class = nullptr;         // torch.nn.Module
   PyObject* script_module_class = nullptr;  // torch.jit.ScriptModule
 };
