@@ -116,6 +116,20 @@ VARIANTS = {
 }
 
 
+def run_readers(reader, mutate, stop: threading.Event, failures: list[str]) -> None:
+    """Run READERS threads of `reader(index)` while `mutate()` runs for SECONDS; then stop them."""
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(READERS)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + SECONDS
+    while time.monotonic() < deadline and not failures:
+        mutate()
+        time.sleep(0.0005)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures, failures
+
 
 @pytest.fixture
 def fast_switching():
@@ -170,17 +184,7 @@ def test_readers_and_a_mutator(fast_switching):
             with counts_lock:
                 counts.update(local)
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(READERS)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + SECONDS
-    while time.monotonic() < deadline and not failures:
-        mutator.mutate_once()
-        time.sleep(0.0005)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not failures, failures
+    run_readers(reader, mutator.mutate_once, stop, failures)
     assert counts["iterations"] > 0 and counts["exact"] > 0
     print(f"\nthreads: {dict(counts)} mutations={mutator.counts['mutations']}")
 
@@ -235,17 +239,10 @@ def test_readers_in_lockstep_with_torch(fast_switching):
         except BaseException as error:  # noqa: BLE001
             failures.append(f"reader {index}: {error!r}")
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(READERS)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + SECONDS
-    while time.monotonic() < deadline and not failures:
+    def mutate_between_steps() -> None:
         with lock:
             mutator.mutate_once()
-        time.sleep(0.0005)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not failures, failures
+
+    run_readers(reader, mutate_between_steps, stop, failures)
     assert steps["iterations"] > 0
     print(f"\nlockstep threads: {dict(steps)} mutations={mutator.counts['mutations']}")
