@@ -87,11 +87,16 @@ def _grouped_bars(fig: Figure, cases: Sequence[CaseResult], names: Sequence[str]
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
 
 
+def _bars_figure(n_cases: int, n_bars: int) -> Figure:
+    """A figure tall enough for `n_cases` groups of `n_bars` horizontal bars."""
+    return Figure(figsize=(12, 1.0 + 0.45 * max(n_cases, 2) * max(n_bars, 1) / 3))
+
+
 def speedup_plot(cases: Sequence[CaseResult], path: Path) -> None:
     """Bars per model: median per-round speedup over ``list(m.parameters())``."""
     chosen = select_cases(cases)
     names = [n for n in _BAR_CONTENDERS if any(n in c.contenders for c in chosen)]
-    fig = Figure(figsize=(12, 1.0 + 0.45 * max(len(chosen), 2) * max(len(names), 1) / 3))
+    fig = _bars_figure(len(chosen), len(names))
     if not chosen or not names:
         _empty(fig, "no case with both the baseline and a pyparams contender")
     else:
@@ -108,7 +113,7 @@ def memory_plot(cases: Sequence[CaseResult], path: Path) -> None:
     """Bars per model: tracemalloc peak of one full run of each contender."""
     chosen = select_cases(cases) or list(cases)
     names = [n for n in _MEMORY_CONTENDERS if any(n in c.contenders for c in chosen)]
-    fig = Figure(figsize=(12, 1.0 + 0.45 * max(len(chosen), 2) * max(len(names), 1) / 3))
+    fig = _bars_figure(len(chosen), len(names))
     if not chosen or not names:
         _empty(fig, "no memory measurements in this run")
     else:
