@@ -45,11 +45,6 @@ class OwnedRef {
     Py_XDECREF(old);
   }
 
-  int traverse(visitproc visit, void* arg) const {
-    Py_VISIT(ptr_);
-    return 0;
-  }
-
  private:
   explicit OwnedRef(PyObject* ptr) noexcept : ptr_(ptr) {}
   PyObject* ptr_ = nullptr;

@@ -91,8 +91,6 @@ class PointerSet {
     }
   }
 
-  std::size_t size() const noexcept { return size_; }
-
   // Drops every member (and its reference, when strong) and frees the table.
   void clear() noexcept {
     PyObject** slots = slots_;

@@ -37,7 +37,9 @@ bool append_pairs(PyObject* list, NamedSlots slots) {
 } // namespace
 
 int is_script_module(PyObject* object) {
-  return PyObject_IsInstance(object, names().script_module_class);
+  // The type's MRO only, like is_module: no __instancecheck__, no user code.
+  return PyType_IsSubtype(Py_TYPE(object),
+                          reinterpret_cast<PyTypeObject*>(names().script_module_class));
 }
 
 PyObject* script_module_members(PyObject* script_module, bool buffers) {

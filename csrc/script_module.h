@@ -5,8 +5,8 @@
 
 namespace pyparams {
 
-// True when `object` is a torch.jit.ScriptModule (its members live in C++).
-// -1 with an error set.
+// 1 when `object`'s type is a torch.jit.ScriptModule subclass (its members
+// live in C++), else 0. Reads the type's MRO only: never runs Python code.
 int is_script_module(PyObject* object);
 
 // A new list of (name, tensor) pairs: the parameters (or buffers) held by the

@@ -2,6 +2,7 @@
 
 #include <torch/csrc/autograd/python_variable.h>
 
+#include "owned_ref.h"
 #include "python_names.h"
 
 namespace pyparams {
@@ -46,32 +47,41 @@ int requires_grad(PyObject* value) {
 }
 
 bool init_tensor_flags() {
-  if (g_disabled_torch_function != nullptr) {
+  // Set only once every lookup succeeded: a failed init leaves all three null and
+  // holds nothing, so a retry starts over instead of reporting a half-done success.
+  if (g_requires_grad_descriptor != nullptr) {
     return true;
   }
-  g_torch_function_name = PyUnicode_InternFromString("__torch_function__");
-  if (g_torch_function_name == nullptr) {
+  OwnedRef torch_function_name = OwnedRef::steal(PyUnicode_InternFromString("__torch_function__"));
+  if (!torch_function_name) {
     return false;
   }
-  PyObject* torch_c = PyImport_ImportModule("torch._C");
-  if (torch_c == nullptr) {
+  OwnedRef torch_c = OwnedRef::steal(PyImport_ImportModule("torch._C"));
+  if (!torch_c) {
     return false;
   }
-  g_disabled_torch_function = PyObject_GetAttrString(torch_c, "_disabled_torch_function_impl");
-  PyObject* tensor_base = PyObject_GetAttrString(torch_c, "TensorBase");
-  Py_DECREF(torch_c);
-  if (g_disabled_torch_function == nullptr || tensor_base == nullptr) {
-    Py_XDECREF(tensor_base);
+  OwnedRef disabled =
+      OwnedRef::steal(PyObject_GetAttrString(torch_c.get(), "_disabled_torch_function_impl"));
+  if (!disabled) {
     return false;
   }
-  g_requires_grad_descriptor =
-      _PyType_Lookup(reinterpret_cast<PyTypeObject*>(tensor_base), names().requires_grad);
-  Py_XINCREF(g_requires_grad_descriptor);
-  Py_DECREF(tensor_base);
-  if (g_requires_grad_descriptor == nullptr) {
+  OwnedRef tensor_base = OwnedRef::steal(PyObject_GetAttrString(torch_c.get(), "TensorBase"));
+  if (!tensor_base) {
+    return false;
+  }
+  if (!PyType_Check(tensor_base.get())) {
+    PyErr_SetString(PyExc_TypeError, "torch._C.TensorBase is not a type");
+    return false;
+  }
+  OwnedRef descriptor = OwnedRef::borrow(
+      _PyType_Lookup(reinterpret_cast<PyTypeObject*>(tensor_base.get()), names().requires_grad));
+  if (!descriptor) {
     PyErr_SetString(PyExc_RuntimeError, "torch._C.TensorBase.requires_grad not found");
     return false;
   }
+  g_torch_function_name = torch_function_name.release();
+  g_disabled_torch_function = disabled.release();
+  g_requires_grad_descriptor = descriptor.release();
   return true;
 }
 
