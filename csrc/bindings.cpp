@@ -1,7 +1,11 @@
 // The only pybind11 file: the pyparams._C module and its functions.
 #include <torch/extension.h>
 
+#include <string>
+#include <utility>
+
 #include "collect.h"
+#include "dispatch.h"
 #include "iterator.h"
 #include "module_attributes.h"
 #include "python_names.h"
@@ -23,6 +27,57 @@ pyparams::Kind to_kind(int kind) {
   return static_cast<pyparams::Kind>(kind);
 }
 
+// The method of torch's dispatch chain a walk starts at (see walker.h).
+pyparams::Dispatch to_dispatch(pyparams::Kind kind, bool named, const py::object& dispatch) {
+  using pyparams::Dispatch;
+  if (dispatch.is_none()) {
+    if (!named) {
+      return Dispatch::Public;
+    }
+    return kind == pyparams::Kind::Modules ? Dispatch::NamedModules : Dispatch::Named;
+  }
+  std::string name = py::cast<std::string>(dispatch);
+  bool members = kind != pyparams::Kind::Modules;
+  const char* public_name = kind == pyparams::Kind::Parameters ? "parameters"
+      : kind == pyparams::Kind::Buffers                        ? "buffers"
+                                                               : "modules";
+  if (name == public_name) {
+    return Dispatch::Public;
+  }
+  if (members && name == (kind == pyparams::Kind::Parameters ? "named_parameters" : "named_buffers")) {
+    return Dispatch::Named;
+  }
+  if (members && name == "_named_members") {
+    return Dispatch::NamedMembers;
+  }
+  if (name == "named_modules") {
+    return Dispatch::NamedModules;
+  }
+  if (name == "children") {
+    return Dispatch::Children;
+  }
+  throw py::value_error("dispatch " + py::repr(dispatch).cast<std::string>() +
+                        " is not a method on torch's dispatch chain for this kind of walk");
+}
+
+pyparams::Method to_method(const std::string& name) {
+  static const std::pair<const char*, pyparams::Method> methods[] = {
+      {"parameters", pyparams::Method::Parameters},
+      {"named_parameters", pyparams::Method::NamedParameters},
+      {"buffers", pyparams::Method::Buffers},
+      {"named_buffers", pyparams::Method::NamedBuffers},
+      {"modules", pyparams::Method::Modules},
+      {"_named_members", pyparams::Method::NamedMembers},
+      {"named_modules", pyparams::Method::NamedModules},
+  };
+  for (const auto& [method_name, method] : methods) {
+    if (name == method_name) {
+      return method;
+    }
+  }
+  throw py::value_error("'" + name + "' is not a walking method of torch.nn.Module");
+}
+
 py::object steal_or_throw(PyObject* result) {
   if (result == nullptr) {
     throw py::error_already_set();
@@ -35,7 +90,7 @@ py::object steal_or_throw(PyObject* result) {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Native walker of torch.nn.Module trees (see the pyparams package for the API).";
   if (!pyparams::init_names() || !pyparams::init_tensor_flags() ||
-      !pyparams::init_module_attributes() ||
+      !pyparams::init_module_attributes() || !pyparams::init_dispatch() ||
       !pyparams::add_walk_iterator_type(m.ptr())) {
     throw py::error_already_set();
   }
@@ -47,26 +102,60 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "walk",
-      [](py::handle module, int kind, py::handle prefix, bool recurse, bool remove_duplicate,
-         bool trainable, bool named) {
-        pyparams::WalkOptions options{to_kind(kind), recurse, remove_duplicate, trainable, named};
+      [](py::handle module, int kind, bool named, py::handle prefix, bool recurse,
+         bool remove_duplicate, bool trainable, const py::object& dispatch) {
+        pyparams::Kind walk_kind = to_kind(kind);
+        pyparams::WalkOptions options{walk_kind, recurse, remove_duplicate, trainable, named,
+                                      to_dispatch(walk_kind, named, dispatch)};
         return steal_or_throw(pyparams::new_walk_iterator(module.ptr(), prefix.ptr(), options));
       },
-      py::arg("module"), py::arg("kind"), py::arg("prefix"), py::arg("recurse"),
-      py::arg("remove_duplicate"), py::arg("trainable"), py::arg("named"),
+      py::arg("module"), py::kw_only(), py::arg("kind"), py::arg("named") = false,
+      py::arg("prefix") = "", py::arg("recurse") = true, py::arg("remove_duplicate") = true,
+      py::arg("trainable") = false, py::arg("dispatch") = py::none(),
       R"doc(Return a lazy iterator over `module`'s parameters, buffers or modules.
 
 `kind` is PARAMETERS, BUFFERS or MODULES; `named` yields (name, object) pairs
 whose names start with `prefix`; `trainable` keeps entries whose requires_grad
-is True, read as each is reached.)doc");
+is True, read as each is reached. `dispatch` names the first method of torch's
+dispatch chain whose override on `module` is honoured (None: the method the
+public function mirrors; "children": only the submodules' named_modules).)doc");
 
   m.def(
       "collect",
-      [](py::handle module, int kind, bool recurse, bool remove_duplicate, bool trainable) {
-        pyparams::WalkOptions options{to_kind(kind), recurse, remove_duplicate, trainable, false};
+      [](py::handle module, int kind, bool recurse, bool remove_duplicate, bool trainable,
+         const py::object& dispatch) {
+        pyparams::Kind walk_kind = to_kind(kind);
+        pyparams::WalkOptions options{walk_kind, recurse, remove_duplicate, trainable, false,
+                                      to_dispatch(walk_kind, false, dispatch)};
         return steal_or_throw(pyparams::collect_list(module.ptr(), options));
       },
-      py::arg("module"), py::arg("kind"), py::arg("recurse"), py::arg("remove_duplicate"),
-      py::arg("trainable"),
+      py::arg("module"), py::kw_only(), py::arg("kind"), py::arg("recurse") = true,
+      py::arg("remove_duplicate") = true, py::arg("trainable") = false,
+      py::arg("dispatch") = py::none(),
       R"doc(Return a new list of what walk() would yield (unnamed), built in one native call.)doc");
+
+  m.def(
+      "register_base_method",
+      [](const std::string& name, py::handle function) {
+        if (!pyparams::register_base_method(to_method(name), function.ptr())) {
+          throw py::error_already_set();
+        }
+      },
+      py::arg("name"), py::arg("function"),
+      R"doc(Treat `function`, found on a class under `name`, as torch's base implementation.
+
+For faithful replacements of nn.Module's walking methods (pyparams' patch): the
+walk then keeps walking natively where it meets them instead of calling them.)doc");
+
+  m.def(
+      "zero_grad",
+      [](py::handle parameters, bool set_to_none) {
+        return steal_or_throw(pyparams::zero_grad(parameters.ptr(), set_to_none));
+      },
+      py::arg("parameters"), py::kw_only(), py::arg("set_to_none") = true,
+      R"doc(Reset the gradient of every parameter `parameters` yields, as Module.zero_grad's loop does.
+
+`set_to_none=True` sets each defined `p.grad` to None; False detaches it (or
+un-requires its grad) and zeroes it in place. Tensor subclasses and non-leaf
+tensors go through Python attribute access, exactly as torch's loop does.)doc");
 }

@@ -11,6 +11,7 @@ struct WalkIteratorObject {
   // Set while tp_iternext runs: Python code reached from the walk (a custom
   // mapping's items(), a __del__) must not re-enter the same walk.
   bool running;
+  bool started;  // next() was called once (send() of a value needs it)
 };
 
 PyObject* walk_iternext(PyObject* self) {
@@ -20,10 +21,86 @@ PyObject* walk_iternext(PyObject* self) {
     return nullptr;
   }
   iterator->running = true;
+  iterator->started = true;
   PyObject* item = iterator->walker.next();
   iterator->running = false;
   return item;
 }
+
+// Generator protocol, as far as torch's generators are used: close() ends
+// the walk and drops every reference; send(None) is next(); throw(exc) ends
+// the walk and raises exc, which a generator with no handler does too.
+PyObject* walk_close(PyObject* self, PyObject*) {
+  auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
+  if (iterator->running) [[unlikely]] {
+    PyErr_SetString(PyExc_ValueError, "pyparams iterator already executing");
+    return nullptr;
+  }
+  iterator->walker.clear();
+  Py_RETURN_NONE;
+}
+
+PyObject* walk_send(PyObject* self, PyObject* value) {
+  auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
+  if (value != Py_None && !iterator->started) {
+    PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started generator");
+    return nullptr;
+  }
+  PyObject* item = walk_iternext(self);
+  if (item == nullptr && !PyErr_Occurred()) {
+    PyErr_SetNone(PyExc_StopIteration);
+  }
+  return item;
+}
+
+PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs < 1 || nargs > 3) {
+    PyErr_Format(PyExc_TypeError, "throw expected 1 to 3 arguments, got %zd", nargs);
+    return nullptr;
+  }
+  PyObject* result = walk_close(self, nullptr);
+  if (result == nullptr) {
+    return nullptr;
+  }
+  Py_DECREF(result);
+  PyObject* type = args[0];
+  PyObject* value = nargs > 1 ? args[1] : Py_None;
+  if (PyExceptionInstance_Check(type)) {
+    if (value != Py_None) {
+      PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+      return nullptr;
+    }
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(type)), type);
+  } else if (PyExceptionClass_Check(type)) {
+    PyErr_SetObject(type, value);
+  } else {
+    PyErr_Format(PyExc_TypeError,
+                 "exceptions must be classes or instances deriving from BaseException, not %.100s",
+                 Py_TYPE(type)->tp_name);
+    return nullptr;
+  }
+  if (nargs > 2 && args[2] != Py_None) {
+    PyObject *raised_type, *raised, *traceback;
+    PyErr_Fetch(&raised_type, &raised, &traceback);
+    PyErr_NormalizeException(&raised_type, &raised, &traceback);
+    Py_XDECREF(traceback);
+    traceback = args[2];
+    Py_INCREF(traceback);
+    if (raised != nullptr) {
+      PyException_SetTraceback(raised, traceback);
+    }
+    PyErr_Restore(raised_type, raised, traceback);
+  }
+  return nullptr;
+}
+
+PyMethodDef walk_methods[] = {
+    {"close", walk_close, METH_NOARGS, PyDoc_STR("close() -> None. End the walk, drop every reference.")},
+    {"send", walk_send, METH_O, PyDoc_STR("send(None) -> the next item, as next() (a value other than None is ignored once started, as torch's generators ignore it).")},
+    {"throw", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(walk_throw)), METH_FASTCALL,
+     PyDoc_STR("throw(exc) -> ends the walk and raises exc, as a generator without a handler does.")},
+    {nullptr, nullptr, 0, nullptr},
+};
 
 int walk_traverse(PyObject* self, visitproc visit, void* arg) {
   return reinterpret_cast<WalkIteratorObject*>(self)->walker.traverse(visit, arg);
@@ -51,6 +128,7 @@ PyTypeObject walk_iterator_type = [] {
   type.tp_clear = walk_clear;
   type.tp_iter = PyObject_SelfIter;
   type.tp_iternext = walk_iternext;
+  type.tp_methods = walk_methods;
   return type;
 }();
 
@@ -76,6 +154,7 @@ PyObject* new_walk_iterator(PyObject* root, PyObject* prefix, const WalkOptions&
   }
   new (&iterator->walker) Walker();
   iterator->running = false;
+  iterator->started = false;
   if (!iterator->walker.start(root, prefix, options)) {
     Py_DECREF(iterator);
     return nullptr;

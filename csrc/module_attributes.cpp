@@ -2,72 +2,86 @@
 
 #include <cstdint>
 
+#include "dispatch.h"
 #include "python_names.h"
 
 namespace pyparams {
 namespace {
 
-// What the walker needs to know about one module class. Valid while the
-// class keeps the version tag it had when this was filled: CPython gives a
-// class a new tag whenever it (or a base) is modified.
-struct TypeInfo {
+// One cached class: its info, valid while the class keeps `version`.
+struct CachedClass {
   PyTypeObject* type = nullptr;
   unsigned int version = 0;
-  bool is_module = false;
-  bool plain_attributes = false;  // member attributes live in the instance __dict__
+  ModuleClassInfo info;
 };
 
 constexpr std::size_t kCacheSize = 256;  // direct-mapped; a model has a few dozen classes
-TypeInfo g_cache[kCacheSize];
+CachedClass g_cache[kCacheSize];
 
 PyObject* g_object_getattribute = nullptr;  // object.__getattribute__
 PyObject* g_getattribute_name = nullptr;    // "__getattribute__"
 getattrofunc g_module_getattro = nullptr;   // torch.nn.Module's tp_getattro (its __getattr__ hook)
 
-bool has_plain_attributes(PyTypeObject* type) {
+// Attribute lookup finds class attributes and the instance __dict__ before
+// any user code runs (nn.Module's __getattr__ only runs on a miss).
+bool has_default_lookup(PyTypeObject* type) {
   if (type->tp_getattro != PyObject_GenericGetAttr && type->tp_getattro != g_module_getattro) {
     return false;
   }
-  if (_PyType_Lookup(type, g_getattribute_name) != g_object_getattribute) {
-    return false;
-  }
+  return _PyType_Lookup(type, g_getattribute_name) == g_object_getattribute;
+}
+
+bool has_plain_attributes(PyTypeObject* type) {
   const PythonNames& n = names();
   return _PyType_Lookup(type, n.parameters) == nullptr &&
       _PyType_Lookup(type, n.buffers) == nullptr && _PyType_Lookup(type, n.modules) == nullptr;
 }
 
-const TypeInfo& type_info(PyTypeObject* type) {
-  auto slot = (reinterpret_cast<std::uintptr_t>(type) >> 4) % kCacheSize;
-  TypeInfo& info = g_cache[slot];
-  bool valid_tag = PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG);
-  if (info.type == type && valid_tag && info.version == type->tp_version_tag) [[likely]] {
-    return info;
+ModuleClassInfo inspect_class(PyTypeObject* type) {
+  ModuleClassInfo info;
+  info.is_module = PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(names().module_class));
+  if (info.is_module) {
+    info.default_lookup = has_default_lookup(type);
+    info.plain_attributes = info.default_lookup && has_plain_attributes(type);
+    info.overridden = overridden_methods(type);
   }
-  TypeInfo fresh;
-  fresh.is_module =
-      PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(names().module_class));
-  fresh.plain_attributes = fresh.is_module && has_plain_attributes(type);
-  // _PyType_Lookup above assigns a version tag when the class can have one;
-  // without one the answer cannot be cached safely.
-  if (PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG)) {
-    fresh.type = type;
-    fresh.version = type->tp_version_tag;
-    info = fresh;
-    return info;
-  }
-  static thread_local TypeInfo uncached;
-  uncached = fresh;
-  return uncached;
+  return info;
 }
 
 } // namespace
 
+const ModuleClassInfo& module_class_info(PyTypeObject* type) {
+  CachedClass& cached = g_cache[(reinterpret_cast<std::uintptr_t>(type) >> 4) % kCacheSize];
+  bool valid_tag = PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG);
+  if (cached.type == type && valid_tag && cached.version == type->tp_version_tag) [[likely]] {
+    return cached.info;
+  }
+  ModuleClassInfo fresh = inspect_class(type);
+  // _PyType_Lookup above assigns a version tag when the class can have one;
+  // without one the answer cannot be cached safely.
+  if (PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG)) {
+    cached.type = type;
+    cached.version = type->tp_version_tag;
+    cached.info = fresh;
+    return cached.info;
+  }
+  static thread_local ModuleClassInfo uncached;
+  uncached = fresh;
+  return uncached;
+}
+
+void forget_module_classes() noexcept {
+  for (CachedClass& cached : g_cache) {
+    cached = CachedClass{};
+  }
+}
+
 bool is_module(PyObject* object) {
-  return type_info(Py_TYPE(object)).is_module;
+  return module_class_info(Py_TYPE(object)).is_module;
 }
 
 PyObject* module_attribute(PyObject* module, PyObject* name) {
-  if (type_info(Py_TYPE(module)).plain_attributes) [[likely]] {
+  if (module_class_info(Py_TYPE(module)).plain_attributes) [[likely]] {
     // The instance __dict__ slot (materialized if the object kept its
     // attributes inline); a missing dict falls back to getattr.
     PyObject** dict = _PyObject_GetDictPtr(module);

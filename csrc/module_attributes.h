@@ -4,6 +4,8 @@
 
 #include <Python.h>
 
+#include <cstdint>
+
 namespace pyparams {
 
 // getattr(module, name) as a new reference, or nullptr with an error set.
@@ -15,6 +17,19 @@ PyObject* module_attribute(PyObject* module, PyObject* name);
 
 // isinstance(object, torch.nn.Module), without running __instancecheck__.
 bool is_module(PyObject* object);
+
+// What the walker knows about one class, valid while the class keeps its
+// version tag (CPython renews it whenever the class or a base changes).
+struct ModuleClassInfo {
+  bool is_module = false;
+  bool default_lookup = false;    // attribute lookup never runs user code first
+  bool plain_attributes = false;  // ... and member attributes live in the instance __dict__
+  std::uint32_t overridden = 0;   // bits of dispatch methods not base (see dispatch.h)
+};
+const ModuleClassInfo& module_class_info(PyTypeObject* type);
+
+// Forgets every cached class (the set of base implementations changed).
+void forget_module_classes() noexcept;
 
 // Captures what "default attribute lookup" means here. False with an error set.
 bool init_module_attributes();

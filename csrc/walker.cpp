@@ -4,6 +4,7 @@
 #include <new>
 #include <utility>
 
+#include "dispatch.h"
 #include "module_attributes.h"
 #include "python_names.h"
 #include "script_module.h"
@@ -58,6 +59,66 @@ PyObject* join_name(PyObject* prefix, PyObject* key) {
   return joined;
 }
 
+// Python's `prefix + ("." if prefix else "") + key` for a prefix an override
+// yielded, which may be any object: torch's own expression, run as is.
+PyObject* join_name_generic(PyObject* prefix, PyObject* key) {
+  if (PyUnicode_CheckExact(prefix) && PyUnicode_CheckExact(key)) [[likely]] {
+    return join_name(prefix, key);
+  }
+  int truth = PyObject_IsTrue(prefix);
+  if (truth < 0) {
+    return nullptr;
+  }
+  OwnedRef separator = OwnedRef::steal(PyUnicode_FromString(truth ? "." : ""));
+  if (!separator) {
+    return nullptr;
+  }
+  OwnedRef left = OwnedRef::steal(PyNumber_Add(prefix, separator.get()));
+  return left ? PyNumber_Add(left.get(), key) : nullptr;
+}
+
+// Python's `first, second = item`, with its error messages. False with an error set.
+bool unpack_pair(PyObject* item, OwnedRef& first, OwnedRef& second) {
+  if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) [[likely]] {
+    first = OwnedRef::borrow(PyTuple_GET_ITEM(item, 0));
+    second = OwnedRef::borrow(PyTuple_GET_ITEM(item, 1));
+    return true;
+  }
+  OwnedRef iterator = OwnedRef::steal(PyObject_GetIter(item));
+  if (!iterator) {
+    if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+      PyErr_Format(PyExc_TypeError, "cannot unpack non-iterable %.100s object",
+                   Py_TYPE(item)->tp_name);
+    }
+    return false;
+  }
+  OwnedRef* targets[2] = {&first, &second};
+  for (int index = 0; index < 2; ++index) {
+    *targets[index] = OwnedRef::steal(PyIter_Next(iterator.get()));
+    if (!*targets[index]) {
+      if (!PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError, "not enough values to unpack (expected 2, got %d)", index);
+      }
+      return false;
+    }
+  }
+  OwnedRef extra = OwnedRef::steal(PyIter_Next(iterator.get()));
+  if (extra) {
+    PyErr_SetString(PyExc_ValueError, "too many values to unpack (expected 2)");
+    return false;
+  }
+  return !PyErr_Occurred();
+}
+
+// kwargs[name] = value for a keyword torch passes. False with an error set.
+bool set_keyword(PyObject* kwargs, const char* name, PyObject* value) {
+  return PyDict_SetItemString(kwargs, name, value) == 0;
+}
+
+PyObject* as_bool(bool value) {
+  return value ? Py_True : Py_False;
+}
+
 PyObject* member_attribute(Kind kind) {
   return kind == Kind::Buffers ? names().buffers : names().parameters;
 }
@@ -93,12 +154,27 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
   if (options_.kind == Kind::Modules) {
     options_.recurse = true;
     options_.trainable_only = false;
+  } else if (options_.dispatch == Dispatch::Public && !options_.remove_duplicate) {
+    // parameters()/buffers() take no remove_duplicate: with False the walk is
+    // `(p for _, p in m.named_parameters(recurse=..., remove_duplicate=False))`.
+    options_.dispatch = Dispatch::Named;
   }
+  if (!options_.named) {
+    mirrored_level_ = options_.dispatch == Dispatch::Named ? Dispatch::Named : Dispatch::Public;
+  } else {
+    mirrored_level_ = options_.kind == Kind::Modules ? Dispatch::NamedModules : Dispatch::Named;
+  }
+  next_level_ = options_.dispatch;
   root_ = OwnedRef::borrow(root);
-  if (options.named) {
-    root_name_ = OwnedRef::borrow(prefix);
+  // Unnamed walks still know torch's default prefix "": an override gets names.
+  root_name_ = options_.named ? OwnedRef::borrow(prefix)
+                              : OwnedRef::steal(PyUnicode_FromStringAndSize("", 0));
+  if (!root_name_) {
+    fail();
+    return false;
   }
   root_done_ = false;
+  root_dispatched_ = false;
   finished_ = false;
   if (options_.recurse) {
     try {
@@ -109,6 +185,12 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
       return false;
     }
   }
+  // The user's own call `m.X(...)` runs an override of X at once; torch's
+  // generators reach the deeper methods at the first next().
+  if (options_.dispatch == mirrored_level_ && !dispatch_root(/*mirrored_only=*/true)) {
+    fail();
+    return false;
+  }
   return true;
 }
 
@@ -117,55 +199,24 @@ PyObject* Walker::next() {
     return nullptr;
   }
   try {
+    if (!root_dispatched_) {
+      root_dispatched_ = true;
+      if (!dispatch_root(/*mirrored_only=*/false)) {
+        return fail();
+      }
+    }
+    if (delegated_ != Delegated::None) [[unlikely]] {
+      return next_delegated();
+    }
     for (;;) {
       if (members_active_) {
-        if (!poll_signals()) {
-          return fail();
-        }
-        PyObject* key;
-        PyObject* value;
-        int found = members_.next(key, value);
+        PyObject* item;
+        int found = next_member(item);
         if (found < 0) {
           return fail();
         }
         if (found > 0) {
-          if (value == Py_None) {
-            continue;
-          }
-          if (options_.remove_duplicate) {
-            int added = seen_members_.insert(value);
-            if (added < 0) {
-              return fail();
-            }
-            if (added == 0) {
-              continue;
-            }
-          }
-          if (!check_key(key, options_.kind == Kind::Buffers ? "_buffers" : "_parameters")) {
-            return fail();
-          }
-          // From here Python code may run (requires_grad of a subclass):
-          // hold what is still needed.
-          OwnedRef held_value = OwnedRef::borrow(value);
-          OwnedRef held_key = OwnedRef::borrow(options_.named ? key : nullptr);
-          if (options_.trainable_only) {
-            int trainable = requires_grad(value);
-            if (trainable < 0) {
-              return fail();
-            }
-            if (trainable == 0) {
-              continue;
-            }
-          }
-          if (!options_.named) {
-            return held_value.release();
-          }
-          OwnedRef name = OwnedRef::steal(join_name(members_name_.get(), held_key.get()));
-          if (!name) {
-            return fail();
-          }
-          PyObject* item = make_item(name.get(), value);
-          return item != nullptr ? item : fail();
+          return item;
         }
         members_active_ = false;
         members_name_.reset();
@@ -182,13 +233,19 @@ PyObject* Walker::next() {
         return nullptr;
       }
       if (options_.kind == Kind::Modules) {
+        if (override_item_) [[unlikely]] {
+          // torch's `yield from module.named_modules(...)`: the override's own items.
+          return options_.named ? override_item_.release() : module.release();
+        }
         if (!options_.named) {
           return module.release();
         }
         PyObject* item = make_item(name.get(), module.get());
         return item != nullptr ? item : fail();
       }
-      if (!start_members(module.get(), name.get())) {
+      bool from_override = static_cast<bool>(override_item_);
+      override_item_.reset();
+      if (!start_members(module.get(), name.get(), from_override)) {
         return fail();
       }
     }
@@ -198,15 +255,80 @@ PyObject* Walker::next() {
   }
 }
 
+int Walker::next_member(PyObject*& item) {
+  const char* mapping = options_.kind == Kind::Buffers ? "_buffers" : "_parameters";
+  for (;;) {
+    if (!poll_signals()) {
+      return -1;
+    }
+    PyObject* key;
+    PyObject* value;
+    int found = members_.next(key, value);
+    if (found <= 0) {
+      return found;
+    }
+    if (value == Py_None) {
+      continue;
+    }
+    if (options_.remove_duplicate) {
+      int added = seen_members_.insert(value);
+      if (added <= 0) {
+        if (added < 0) {
+          return -1;
+        }
+        continue;
+      }
+    }
+    if (!check_key(key, mapping)) {
+      return -1;
+    }
+    // From here Python code may run (requires_grad of a subclass, a name
+    // joined with `+`): hold what is still needed.
+    OwnedRef held_value = OwnedRef::borrow(value);
+    OwnedRef held_key = OwnedRef::borrow(options_.named || members_generic_name_ ? key : nullptr);
+    OwnedRef name;
+    if (members_generic_name_) [[unlikely]] {
+      // torch builds the name before anyone sees the item, unnamed walks too.
+      name = OwnedRef::steal(join_name_generic(members_name_.get(), held_key.get()));
+      if (!name) {
+        return -1;
+      }
+    }
+    if (options_.trainable_only) {
+      int trainable = requires_grad(held_value.get());
+      if (trainable <= 0) {
+        if (trainable < 0) {
+          return -1;
+        }
+        continue;
+      }
+    }
+    if (!options_.named) {
+      item = held_value.release();
+      return 1;
+    }
+    if (!name) {
+      name = OwnedRef::steal(join_name(members_name_.get(), held_key.get()));
+      if (!name) {
+        return -1;
+      }
+    }
+    item = make_item(name.get(), held_value.get());
+    return item != nullptr ? 1 : -1;
+  }
+}
+
 int Walker::next_module(OwnedRef& module, OwnedRef& name) {
+  override_item_.reset();
   if (!root_done_) {
     root_done_ = true;
     if (options_.remove_duplicate && seen_modules_.insert(root_.get()) < 0) {
       return -1;
     }
     module = OwnedRef::borrow(root_.get());
-    name = OwnedRef::borrow(root_name_.get());
-    if (options_.recurse && !push(root_.get(), OwnedRef::borrow(root_name_.get()))) {
+    name = OwnedRef::borrow(options_.named ? root_name_.get() : nullptr);
+    if (options_.recurse &&
+        !push(root_.get(), OwnedRef::borrow(options_.named ? root_name_.get() : nullptr))) {
       return -1;
     }
     return 1;
@@ -218,6 +340,14 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
       return -1;
     }
     ModuleFrame& top = stack_.back();
+    if (top.overridden) [[unlikely]] {
+      int found = next_overridden(top, module, name);
+      if (found != 0) {
+        return found;
+      }
+      pop();
+      continue;
+    }
     if (!top.children_started && !start_children(top)) {
       return -1;
     }
@@ -237,7 +367,7 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     if (!check_key(key, "_modules")) {
       return -1;
     }
-    int descended = descend(child, key, module, name);
+    int descended = descend(OwnedRef::borrow(child), OwnedRef::borrow(key), module, name);
     if (descended != 0) {
       return descended;
     }
@@ -245,43 +375,294 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
   return 0;
 }
 
-// Enters `child` (reached under `key` of the top frame): 1 when it is the next
-// module, 0 when it is skipped as a duplicate, -1 with an error set.
-int Walker::descend(PyObject* child, PyObject* key, OwnedRef& module, OwnedRef& name) {
-  if (!is_module(child)) {
-    PyErr_Format(PyExc_AttributeError,
-                 "_modules[%R] of '%.100s' holds a '%.100s', not a torch.nn.Module", key,
-                 Py_TYPE(stack_.back().module.get())->tp_name, Py_TYPE(child)->tp_name);
+// The next (name, module) item of an overriding named_modules: 1 with
+// `module`, `name` and override_item_ set, 0 at its end, -1 with an error set.
+int Walker::next_overridden(ModuleFrame& frame, OwnedRef& module, OwnedRef& name) {
+  OwnedRef item = OwnedRef::steal(PyIter_Next(frame.overridden.get()));
+  if (!item) {
+    return PyErr_Occurred() ? -1 : 0;
+  }
+  if (!unpack_pair(item.get(), name, module)) {
     return -1;
   }
-  if (options_.remove_duplicate) {
-    int added = seen_modules_.insert(child);
+  override_item_ = std::move(item);
+  return 1;
+}
+
+// Enters `child` (reached under `key` of the top frame): 1 when it is the next
+// module, 0 when it is skipped as a duplicate or handed to an override, -1
+// with an error set.
+int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& name) {
+  if (!is_module(child.get())) {
+    PyErr_Format(PyExc_AttributeError,
+                 "_modules[%R] of '%.100s' holds a '%.100s', not a torch.nn.Module", key.get(),
+                 Py_TYPE(stack_.back().module.get())->tp_name, Py_TYPE(child.get())->tp_name);
+    return -1;
+  }
+  // torch calls `child.named_modules(memo, prefix, remove_duplicate)` here.
+  OwnedRef override = OwnedRef::steal(override_for(child.get(), Method::NamedModules));
+  if (override) [[unlikely]] {
+    return call_named_modules_override(override.get(), std::move(child), std::move(key));
+  }
+  if (PyErr_Occurred()) {
+    return -1;
+  }
+  if (memo_) [[unlikely]] {
+    int present = PySet_Contains(memo_.get(), child.get());
+    if (present != 0) {
+      return present < 0 ? -1 : 0;
+    }
+    if (options_.remove_duplicate && PySet_Add(memo_.get(), child.get()) < 0) {
+      return -1;
+    }
+  } else if (options_.remove_duplicate) {
+    int added = seen_modules_.insert(child.get());
     if (added <= 0) {
       return added;
     }
-  } else if (on_stack_.contains(child)) {
+  }
+  if (!options_.remove_duplicate && on_stack_.contains(child.get())) {
     PyErr_Format(PyExc_RuntimeError,
                  "module graph has a cycle: '%.100s' under key %R contains itself; "
                  "remove_duplicate=False would walk it forever",
-                 Py_TYPE(child)->tp_name, key);
+                 Py_TYPE(child.get())->tp_name, key.get());
     return -1;
   }
-  OwnedRef child_name;
+  OwnedRef frame_label;
   if (options_.named) {
-    child_name = OwnedRef::steal(join_name(stack_.back().name.get(), key));
-    if (!child_name) {
+    frame_label = OwnedRef::steal(join_name(stack_.back().name.get(), key.get()));
+    if (!frame_label) {
       return -1;
     }
+    name = OwnedRef::borrow(frame_label.get());
+  } else {
+    frame_label = std::move(key);  // the frame keeps its key; names are built on demand
   }
-  module = OwnedRef::borrow(child);
-  name = OwnedRef::borrow(child_name.get());
-  if (!push(child, std::move(child_name))) {
+  module = OwnedRef::borrow(child.get());
+  if (!push(child.get(), std::move(frame_label))) {
     return -1;
   }
   return 1;
 }
 
-bool Walker::start_members(PyObject* module, PyObject* name) {
+// Calls an overriding `child.named_modules(memo, prefix, remove_duplicate)`
+// and stacks its items in place of the child's subtree. 0, or -1 with an error set.
+int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, OwnedRef key) {
+  if (!ensure_memo()) {
+    return -1;
+  }
+  OwnedRef parent_name = OwnedRef::steal(frame_name(stack_.size() - 1));
+  if (!parent_name) {
+    return -1;
+  }
+  OwnedRef prefix = OwnedRef::steal(join_name(parent_name.get(), key.get()));
+  if (!prefix) {
+    return -1;
+  }
+  OwnedRef result = OwnedRef::steal(PyObject_CallFunctionObjArgs(
+      callable, memo_.get(), prefix.get(), as_bool(options_.remove_duplicate), nullptr));
+  if (!result) {
+    return -1;
+  }
+  OwnedRef items = OwnedRef::steal(PyObject_GetIter(result.get()));
+  if (!items) {
+    return -1;
+  }
+  return push(child.get(), std::move(prefix), std::move(items)) ? 0 : -1;
+}
+
+// The name torch gives the module of stack_[depth]: stored by named walks,
+// joined from the frames' keys by unnamed ones. A new reference.
+PyObject* Walker::frame_name(std::size_t depth) const {
+  if (options_.named || stack_[depth].overridden) {
+    PyObject* stored = stack_[depth].name.get();
+    Py_INCREF(stored);
+    return stored;
+  }
+  OwnedRef joined = OwnedRef::borrow(root_name_.get());
+  for (std::size_t level = 1; level <= depth; ++level) {
+    joined = OwnedRef::steal(join_name(joined.get(), stack_[level].name.get()));
+    if (!joined) {
+      return nullptr;
+    }
+  }
+  return joined.release();
+}
+
+// torch's memo: every module the base walk has entered so far (with
+// remove_duplicate), as a Python set an override can read and extend.
+bool Walker::ensure_memo() {
+  if (memo_) {
+    return true;
+  }
+  OwnedRef memo = OwnedRef::steal(PySet_New(nullptr));
+  if (!memo) {
+    return false;
+  }
+  int copied = seen_modules_.traverse(
+      [](PyObject* member, void* set) { return PySet_Add(static_cast<PyObject*>(set), member); },
+      memo.get());
+  if (copied != 0) {
+    return false;
+  }
+  memo_ = std::move(memo);
+  seen_modules_.clear();
+  return true;
+}
+
+// Checks the root's methods on torch's dispatch chain, from next_level_ on;
+// the first override found supplies the rest of the walk. With
+// `mirrored_only`, only the level the public function mirrors is checked.
+bool Walker::dispatch_root(bool mirrored_only) {
+  while (next_level_ < Dispatch::Children) {
+    Dispatch level = next_level_;
+    next_level_ = static_cast<Dispatch>(static_cast<int>(level) + 1);
+    Method method;
+    bool members = options_.kind != Kind::Modules;
+    bool buffers = options_.kind == Kind::Buffers;
+    switch (level) {
+      case Dispatch::Public:
+        method = members ? (buffers ? Method::Buffers : Method::Parameters) : Method::Modules;
+        break;
+      case Dispatch::Named:
+        method = buffers ? Method::NamedBuffers : Method::NamedParameters;
+        break;
+      case Dispatch::NamedMembers:
+        method = Method::NamedMembers;
+        break;
+      default:
+        method = Method::NamedModules;
+        break;
+    }
+    bool applies = (level != Dispatch::Named && level != Dispatch::NamedMembers) || members;
+    if (level == Dispatch::NamedModules && !options_.recurse) {
+      applies = false;  // _named_members(recurse=False) walks [(prefix, self)]
+    }
+    if (applies) {
+      OwnedRef override = OwnedRef::steal(override_for(root_.get(), method));
+      if (override) {
+        next_level_ = Dispatch::Children;
+        return delegate(override.get(), level);
+      }
+      if (PyErr_Occurred()) {
+        return false;
+      }
+    }
+    if (mirrored_only) {
+      return true;
+    }
+  }
+  return true;
+}
+
+// Calls the root's override of the method at `level` with the arguments
+// torch's caller passes there, and takes its items from then on.
+bool Walker::delegate(PyObject* callable, Dispatch level) {
+  OwnedRef kwargs = OwnedRef::steal(PyDict_New());
+  if (!kwargs) {
+    return false;
+  }
+  PyObject* keywords = kwargs.get();
+  bool mirrored = level == mirrored_level_;
+  bool members = options_.kind != Kind::Modules;
+  bool has_prefix = options_.named && PyUnicode_GET_LENGTH(root_name_.get()) != 0;
+  bool ok = true;
+  OwnedRef positional = OwnedRef::steal(PyTuple_New(0));
+  if (!positional) {
+    return false;
+  }
+  // A mirrored call passes what the user would: only what differs from the defaults.
+  switch (level) {
+    case Dispatch::Public:
+      if (!members) {
+        ok = options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False);
+      } else {
+        ok = options_.recurse || set_keyword(keywords, "recurse", Py_False);
+      }
+      break;
+    case Dispatch::Named:
+      if (mirrored) {
+        ok = (!has_prefix || set_keyword(keywords, "prefix", root_name_.get())) &&
+            (options_.recurse || set_keyword(keywords, "recurse", Py_False)) &&
+            (options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False));
+      } else {  // torch's parameters(): self.named_parameters(recurse=recurse)
+        ok = set_keyword(keywords, "recurse", as_bool(options_.recurse));
+      }
+      break;
+    case Dispatch::NamedMembers:  // torch's named_parameters() / named_buffers()
+      positional = OwnedRef::steal(
+          PyTuple_Pack(1, members_getter(options_.kind == Kind::Buffers)));
+      ok = positional && set_keyword(keywords, "prefix", root_name_.get()) &&
+          set_keyword(keywords, "recurse", as_bool(options_.recurse)) &&
+          set_keyword(keywords, "remove_duplicate", as_bool(options_.remove_duplicate));
+      break;
+    default:  // named_modules at the root
+      if (mirrored) {
+        ok = (!has_prefix || set_keyword(keywords, "prefix", root_name_.get())) &&
+            (options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False));
+      } else if (!members) {  // torch's modules()
+        ok = set_keyword(keywords, "remove_duplicate", as_bool(options_.remove_duplicate));
+      } else {  // torch's _named_members()
+        ok = set_keyword(keywords, "prefix", root_name_.get()) &&
+            set_keyword(keywords, "remove_duplicate", as_bool(options_.remove_duplicate));
+      }
+      break;
+  }
+  if (!ok) {
+    return false;
+  }
+  OwnedRef result = OwnedRef::steal(PyObject_Call(callable, positional.get(), keywords));
+  if (!result) {
+    return false;
+  }
+  OwnedRef items = OwnedRef::steal(PyObject_GetIter(result.get()));
+  if (!items) {
+    return false;
+  }
+  if (level == Dispatch::NamedModules && members) {
+    // The override yields the modules; their members are still read natively.
+    root_done_ = true;
+    return push(root_.get(), OwnedRef::borrow(root_name_.get()), std::move(items));
+  }
+  delegated_ = level == Dispatch::Public ? Delegated::Values : Delegated::Pairs;
+  delegate_ = std::move(items);
+  return true;
+}
+
+// The next item of a walk an override at the root supplies: the override's
+// own items, filtered by requires_grad and stripped of names as torch's
+// callers do. nullptr at the end or with an error set.
+PyObject* Walker::next_delegated() {
+  for (;;) {
+    OwnedRef item = OwnedRef::steal(PyIter_Next(delegate_.get()));
+    if (!item) {
+      return PyErr_Occurred() ? fail() : (clear(), nullptr);
+    }
+    OwnedRef name;
+    OwnedRef value;
+    if (delegated_ == Delegated::Values) {
+      value = OwnedRef::borrow(item.get());
+    } else if (!unpack_pair(item.get(), name, value)) {
+      return fail();
+    }
+    if (options_.trainable_only) {
+      int trainable = requires_grad(value.get());
+      if (trainable <= 0) {
+        if (trainable < 0) {
+          return fail();
+        }
+        continue;
+      }
+      if (options_.named) {  // `((n, p) for n, p in ... if p.requires_grad)`
+        PyObject* pair = make_item(name.get(), value.get());
+        return pair != nullptr ? pair : fail();
+      }
+    }
+    return options_.named ? item.release() : value.release();
+  }
+}
+
+bool Walker::start_members(PyObject* module, PyObject* name, bool generic_name) {
   OwnedRef mapping = OwnedRef::steal(member_mapping(module, member_attribute(options_.kind)));
   if (!mapping) {
     return false;
@@ -307,6 +688,7 @@ bool Walker::start_members(PyObject* module, PyObject* name) {
     }
   }
   members_name_ = OwnedRef::borrow(name);
+  members_generic_name_ = generic_name;
   members_active_ = true;
   return true;
 }
@@ -317,13 +699,16 @@ bool Walker::start_children(ModuleFrame& frame) {
   return mapping && frame.children.start(mapping.get());
 }
 
-bool Walker::push(PyObject* module, OwnedRef name) {
-  if (!options_.remove_duplicate && on_stack_.insert(module) < 0) {
+bool Walker::push(PyObject* module, OwnedRef name, OwnedRef overridden) {
+  // The cycle guard covers the frames this walk descends itself; an override
+  // recurses as it sees fit, as it does under torch.
+  if (!options_.remove_duplicate && !overridden && on_stack_.insert(module) < 0) {
     return false;
   }
   ModuleFrame& frame = stack_.emplace_back();
   frame.module = OwnedRef::borrow(module);
   frame.name = std::move(name);
+  frame.overridden = std::move(overridden);
   return true;
 }
 
@@ -332,7 +717,7 @@ void Walker::pop() {
   // which must find the stack already consistent.
   ModuleFrame done = std::move(stack_.back());
   stack_.pop_back();
-  if (!options_.remove_duplicate) {
+  if (!options_.remove_duplicate && !done.overridden) {
     on_stack_.erase(done.module.get());
   }
 }
@@ -360,6 +745,7 @@ PyObject* Walker::fail() noexcept {
 void Walker::clear() noexcept {
   finished_ = true;
   members_active_ = false;
+  members_generic_name_ = false;
   members_.reset();
   members_name_.reset();
   while (!stack_.empty()) {
@@ -370,6 +756,10 @@ void Walker::clear() noexcept {
   on_stack_.clear();
   seen_members_.clear();
   seen_modules_.clear();
+  delegated_ = Delegated::None;
+  delegate_.reset();
+  override_item_.reset();
+  memo_.reset();
   root_.reset();
   root_name_.reset();
 }
@@ -378,12 +768,16 @@ int Walker::traverse(visitproc visit, void* arg) const {
   Py_VISIT(root_.get());
   Py_VISIT(root_name_.get());
   Py_VISIT(members_name_.get());
+  Py_VISIT(delegate_.get());
+  Py_VISIT(override_item_.get());
+  Py_VISIT(memo_.get());
   if (int error = members_.traverse(visit, arg)) {
     return error;
   }
   for (const ModuleFrame& frame : stack_) {
     Py_VISIT(frame.module.get());
     Py_VISIT(frame.name.get());
+    Py_VISIT(frame.overridden.get());
     if (int error = frame.children.traverse(visit, arg)) {
       return error;
     }

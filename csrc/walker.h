@@ -3,6 +3,7 @@
 
 #include <Python.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -17,17 +18,28 @@ namespace pyparams {
 // `_buffers`, or the modules themselves.
 enum class Kind : int { Parameters = 0, Buffers = 1, Modules = 2 };
 
+// Where on torch's dispatch chain the walk starts: the first method whose
+// override on the root is honoured. For parameters: parameters ->
+// named_parameters -> _named_members -> named_modules (root) -> children's
+// named_modules; buffers alike; modules skips the two member levels.
+enum class Dispatch : int { Public = 0, Named = 1, NamedMembers = 2, NamedModules = 3, Children = 4 };
+
 struct WalkOptions {
   Kind kind = Kind::Parameters;
   bool recurse = true;           // false: the root module's own entries only
   bool remove_duplicate = true;  // torch's memo: each object once
   bool trainable_only = false;   // keep entries whose requires_grad is True
   bool named = false;            // yield (name, object) tuples
+  // Dispatch::Public for the method the public function mirrors; a faithful
+  // replacement of torch's method X starts below X (or super() would loop).
+  Dispatch dispatch = Dispatch::Public;
 };
 
 // Reproduces torch.nn.Module's base-class algorithm (named_modules feeding
 // _named_members) step by step, reading each mapping at the moment torch's
 // generators would, so mutations made between steps are seen the same way.
+// Where a class or instance overrides a method on torch's dispatch chain, the
+// override is called where torch would call it and its items are used as-is.
 // Every object it holds is a strong reference: the model may be dropped by
 // its owner while a walk is alive.
 class Walker {
@@ -39,6 +51,8 @@ class Walker {
 
   // Prepares a walk of `root` (borrowed). `prefix` (borrowed str) names the
   // root for named walks. False with TypeError when `root` is no nn.Module.
+  // An override of the very method the walk mirrors is called here, as the
+  // user's own call would; deeper ones when the walk reaches them.
   bool start(PyObject* root, PyObject* prefix, const WalkOptions& options);
 
   // The next item as a new reference, or nullptr: at the end with no error
@@ -53,19 +67,37 @@ class Walker {
  private:
   struct ModuleFrame {
     OwnedRef module;
-    OwnedRef name;            // only for named walks
+    // Named walks: the module's full name. Unnamed walks: the key it was
+    // entered under, so a name can still be built for an override.
+    OwnedRef name;
     ItemCursor children;      // over module._modules, started when first needed
     bool children_started = false;
+    // Set when module.named_modules is overridden: its (name, module) items
+    // replace this module's whole subtree.
+    OwnedRef overridden;
   };
 
+  // Where the items come from when an override at the root produced them.
+  enum class Delegated { None, Values, Pairs };
+
+  // 1 with `item` set to the next entry of the current module's members, 0
+  // when they are exhausted, -1 with an error set.
+  int next_member(PyObject*& item);
   // 1 with `module` and `name` filled by the next module of the pre-order
   // walk, 0 at its end, -1 with an error set.
   int next_module(OwnedRef& module, OwnedRef& name);
-  int descend(PyObject* child, PyObject* key, OwnedRef& module, OwnedRef& name);
-  bool start_members(PyObject* module, PyObject* name);
+  int next_overridden(ModuleFrame& frame, OwnedRef& module, OwnedRef& name);
+  int descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& name);
+  int call_named_modules_override(PyObject* callable, OwnedRef child, OwnedRef key);
+  PyObject* next_delegated();
+  bool dispatch_root(bool mirrored_only);
+  bool delegate(PyObject* callable, Dispatch level);
+  bool start_members(PyObject* module, PyObject* name, bool generic_name);
   bool start_children(ModuleFrame& frame);
-  bool push(PyObject* module, OwnedRef name);
+  bool push(PyObject* module, OwnedRef name, OwnedRef overridden = OwnedRef());
   void pop();
+  bool ensure_memo();
+  PyObject* frame_name(std::size_t depth) const;
   // nullptr with an error set, after finishing the walk.
   PyObject* fail() noexcept;
   PyObject* make_item(PyObject* name, PyObject* value) const;
@@ -84,9 +116,19 @@ class Walker {
   static constexpr std::uint32_t kSignalCheckInterval = 1024;
 
   WalkOptions options_;
+  Dispatch mirrored_level_ = Dispatch::Public;  // the level the public function mirrors
+  Dispatch next_level_ = Dispatch::Public;      // root levels not yet checked start here
   OwnedRef root_;
   OwnedRef root_name_;
   bool root_done_ = false;
+  bool root_dispatched_ = false;
+  Delegated delegated_ = Delegated::None;
+  OwnedRef delegate_;  // iterator over an override's items (Delegated::Values/Pairs)
+  // torch's `memo` set, made once a named_modules override must be handed one;
+  // from then on it, not seen_modules_, decides module duplicates.
+  OwnedRef memo_;
+  // The item an overriding named_modules yielded for the module just returned.
+  OwnedRef override_item_;
   bool finished_ = true;
   std::uint32_t steps_since_signal_check_ = 0;
 
@@ -94,6 +136,9 @@ class Walker {
   ItemCursor members_;      // the current module's _parameters / _buffers
   OwnedRef members_name_;   // that module's name, for named walks
   bool members_active_ = false;
+  // The module came from an override: its name may be any object, joined
+  // with Python's `+` (and so checked even by unnamed walks), as torch does.
+  bool members_generic_name_ = false;
 
   PointerSet seen_members_{PointerSet::Ownership::Strong};
   PointerSet seen_modules_{PointerSet::Ownership::Strong};

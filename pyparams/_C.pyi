@@ -1,6 +1,6 @@
 """Type stubs for the native extension pyparams._C (see pyparams._api for the public API)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Final, final
 
 from torch import nn
@@ -17,16 +17,30 @@ class WalkIterator(Iterator[Any]):
 
     def __iter__(self) -> WalkIterator: ...
     def __next__(self) -> Any: ...
+    def send(self, value: None, /) -> Any: ...
+    def throw(
+        self, type: Any, value: Any = None, traceback: Any = None, /
+    ) -> NoReturn: ...
+    def close(self) -> None: ...
 
 def walk(
     module: nn.Module,
+    *,
     kind: int,
-    prefix: str,
-    recurse: bool,
-    remove_duplicate: bool,
-    trainable: bool,
-    named: bool,
+    named: bool = False,
+    prefix: str = "",
+    recurse: bool = True,
+    remove_duplicate: bool = True,
+    trainable: bool = False,
+    dispatch: str | None = None,
 ) -> WalkIterator: ...
 def collect(
-    module: nn.Module, kind: int, recurse: bool, remove_duplicate: bool, trainable: bool
+    module: nn.Module,
+    *,
+    kind: int,
+    recurse: bool = True,
+    remove_duplicate: bool = True,
+    trainable: bool = False,
+    dispatch: str | None = None,
 ) -> list[Any]: ...
+def register_base_method(name: str, function: Callable[..., Any]) -> None: ...

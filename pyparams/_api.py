@@ -1,14 +1,20 @@
 """The public walking functions: thin, typed wrappers around the native walker.
 
 Each function validates its arguments, then hands the walk to ``pyparams._C``; the
-returned iterator is lazy and produces the module's own objects (never copies).
+returned iterator is lazy and produces the module's own objects (never copies). Where
+the module's class overrides a method on torch's dispatch chain (``parameters`` ->
+``named_parameters`` -> ``_named_members`` -> ``named_modules``), the native walk calls
+the override where torch would. Inside a ``torch.compile`` trace, torch's own methods
+are called instead, so the trace has no graph break.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from torch import Tensor, nn
+from torch.compiler import is_compiling as _is_compiling
 
 from pyparams._extension import _C
 
@@ -26,11 +32,61 @@ __all__ = [
 
 
 def _check_prefix(function: str, prefix: object) -> str:
+    # Deliberately at the call (torch raises only at the first next(), and only
+    # for some trees): a wrong prefix is a bug at the call site.
     if not isinstance(prefix, str):
         raise TypeError(
             f"pyparams.{function}(): prefix must be a str, got {type(prefix).__name__}"
         )
     return prefix
+
+
+def _walk(
+    module: nn.Module,
+    kind: int,
+    *,
+    named: bool = False,
+    prefix: str = "",
+    recurse: bool = True,
+    remove_duplicate: bool = True,
+    trainable: bool = False,
+) -> Iterator[Any]:
+    """The native lazy walk; under a ``torch.compile`` trace, torch's own generator."""
+    if _is_compiling():
+        return _torch_walk(module, kind, named, prefix, recurse, remove_duplicate, trainable)
+    return _C.walk(
+        module,
+        kind=kind,
+        named=named,
+        prefix=prefix,
+        recurse=bool(recurse),
+        remove_duplicate=bool(remove_duplicate),
+        trainable=bool(trainable),
+    )
+
+
+def _torch_walk(
+    module: nn.Module,
+    kind: int,
+    named: bool,
+    prefix: str,
+    recurse: bool,
+    remove_duplicate: bool,
+    trainable: bool,
+) -> Iterator[Any]:
+    # Dynamo cannot trace into the C iterator; torch's methods it knows.
+    if kind == _C.MODULES:
+        if named:
+            return module.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+        return module.modules(remove_duplicate=remove_duplicate)
+    if not named and remove_duplicate:
+        values = module.buffers(recurse) if kind == _C.BUFFERS else module.parameters(recurse)
+        return (p for p in values if p.requires_grad) if trainable else values
+    named_method = module.named_buffers if kind == _C.BUFFERS else module.named_parameters
+    pairs = named_method(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
+    if trainable:
+        pairs = ((n, p) for n, p in pairs if p.requires_grad)
+    return pairs if named else (p for _, p in pairs)
 
 
 def parameters(
@@ -45,7 +101,7 @@ def parameters(
     >>> [p is q for p, q in zip(pyparams.parameters(lin), lin.parameters())]
     [True, True]
     """
-    return _C.walk(module, _C.PARAMETERS, "", bool(recurse), bool(remove_duplicate), False, False)
+    return _walk(module, _C.PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate)
 
 
 def trainable_parameters(
@@ -61,7 +117,9 @@ def trainable_parameters(
     >>> [p is lin.weight for p in pyparams.trainable_parameters(lin)]
     [True]
     """
-    return _C.walk(module, _C.PARAMETERS, "", bool(recurse), bool(remove_duplicate), True, False)
+    return _walk(
+        module, _C.PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate, trainable=True
+    )
 
 
 def named_parameters(
@@ -73,7 +131,14 @@ def named_parameters(
     ['fc.weight', 'fc.bias']
     """
     prefix = _check_prefix("named_parameters", prefix)
-    return _C.walk(module, _C.PARAMETERS, prefix, bool(recurse), bool(remove_duplicate), False, True)
+    return _walk(
+        module,
+        _C.PARAMETERS,
+        named=True,
+        prefix=prefix,
+        recurse=recurse,
+        remove_duplicate=remove_duplicate,
+    )
 
 
 def named_trainable_parameters(
@@ -86,7 +151,15 @@ def named_trainable_parameters(
     []
     """
     prefix = _check_prefix("named_trainable_parameters", prefix)
-    return _C.walk(module, _C.PARAMETERS, prefix, bool(recurse), bool(remove_duplicate), True, True)
+    return _walk(
+        module,
+        _C.PARAMETERS,
+        named=True,
+        prefix=prefix,
+        recurse=recurse,
+        remove_duplicate=remove_duplicate,
+        trainable=True,
+    )
 
 
 def parameter_list(
@@ -104,7 +177,17 @@ def parameter_list(
     >>> len(pyparams.parameter_list(torch.nn.Linear(2, 2)))
     2
     """
-    return _C.collect(module, _C.PARAMETERS, bool(recurse), bool(remove_duplicate), bool(trainable))
+    if _is_compiling():
+        return list(
+            _torch_walk(module, _C.PARAMETERS, False, "", recurse, remove_duplicate, trainable)
+        )
+    return _C.collect(
+        module,
+        kind=_C.PARAMETERS,
+        recurse=bool(recurse),
+        remove_duplicate=bool(remove_duplicate),
+        trainable=bool(trainable),
+    )
 
 
 def buffers(
@@ -115,7 +198,7 @@ def buffers(
     >>> len(list(pyparams.buffers(torch.nn.BatchNorm1d(4))))
     3
     """
-    return _C.walk(module, _C.BUFFERS, "", bool(recurse), bool(remove_duplicate), False, False)
+    return _walk(module, _C.BUFFERS, recurse=recurse, remove_duplicate=remove_duplicate)
 
 
 def named_buffers(
@@ -127,7 +210,14 @@ def named_buffers(
     ['running_mean', 'running_var', 'num_batches_tracked']
     """
     prefix = _check_prefix("named_buffers", prefix)
-    return _C.walk(module, _C.BUFFERS, prefix, bool(recurse), bool(remove_duplicate), False, True)
+    return _walk(
+        module,
+        _C.BUFFERS,
+        named=True,
+        prefix=prefix,
+        recurse=recurse,
+        remove_duplicate=remove_duplicate,
+    )
 
 
 def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
@@ -136,7 +226,7 @@ def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Mod
     >>> [type(m).__name__ for m in pyparams.modules(torch.nn.Sequential(torch.nn.ReLU()))]
     ['Sequential', 'ReLU']
     """
-    return _C.walk(module, _C.MODULES, "", True, bool(remove_duplicate), False, False)
+    return _walk(module, _C.MODULES, remove_duplicate=remove_duplicate)
 
 
 def named_modules(
@@ -148,5 +238,5 @@ def named_modules(
     ['', '0']
     """
     prefix = _check_prefix("named_modules", prefix)
-    return _C.walk(module, _C.MODULES, prefix, True, bool(remove_duplicate), False, True)
+    return _walk(module, _C.MODULES, named=True, prefix=prefix, remove_duplicate=remove_duplicate)
 

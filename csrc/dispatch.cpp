@@ -1,0 +1,180 @@
+#include "dispatch.h"
+
+#include <array>
+#include <new>
+#include <vector>
+
+#include "module_attributes.h"
+#include "owned_ref.h"
+#include "python_names.h"
+
+namespace pyparams {
+namespace {
+
+constexpr auto kMethodCount = static_cast<std::size_t>(Method::Count);
+
+constexpr std::array<const char*, kMethodCount> kMethodNames = {
+    "parameters", "named_parameters", "buffers",        "named_buffers",
+    "modules",    "_named_members",   "named_modules",
+};
+
+std::array<PyObject*, kMethodCount> g_method_names{};
+
+// The base implementations of each method (strong references, kept for the
+// life of the process): torch's own, plus registered faithful replacements.
+std::array<std::vector<PyObject*>, kMethodCount> g_base_methods;
+
+std::uint32_t bit(Method method) {
+  return 1u << static_cast<unsigned>(method);
+}
+
+bool is_base(Method method, PyObject* function) {
+  for (PyObject* base : g_base_methods[static_cast<std::size_t>(method)]) {
+    if (base == function) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// `module._parameters.items()` / `module._buffers.items()`: the lambda torch's
+// named_parameters / named_buffers hand to _named_members.
+PyObject* member_items(PyObject* attribute_name, PyObject* module) {
+  OwnedRef mapping = OwnedRef::steal(PyObject_GetAttr(module, attribute_name));
+  if (!mapping) {
+    return nullptr;
+  }
+  return PyObject_CallMethodNoArgs(mapping.get(), names().items);
+}
+
+PyObject* parameter_items(PyObject*, PyObject* module) {
+  return member_items(names().parameters, module);
+}
+
+PyObject* buffer_items(PyObject*, PyObject* module) {
+  return member_items(names().buffers, module);
+}
+
+PyMethodDef g_parameter_items_def = {"parameter_items", parameter_items, METH_O,
+                                     "module._parameters.items()"};
+PyMethodDef g_buffer_items_def = {"buffer_items", buffer_items, METH_O,
+                                  "module._buffers.items()"};
+PyObject* g_parameter_items = nullptr;
+PyObject* g_buffer_items = nullptr;
+
+// torch's own function, when nn.Module still holds it (a library may have
+// replaced it before pyparams was imported: then it is no base, and the walk
+// calls whatever is there, as torch would).
+bool register_torch_original(Method method, PyTypeObject* module_type) {
+  PyObject* name = g_method_names[static_cast<std::size_t>(method)];
+  PyObject* function = _PyType_Lookup(module_type, name);  // borrowed
+  if (function == nullptr || !PyFunction_Check(function)) {
+    return true;
+  }
+  PyObject* defined_in = PyFunction_GET_MODULE(function);
+  if (defined_in == nullptr || !PyUnicode_Check(defined_in) ||
+      PyUnicode_CompareWithASCIIString(defined_in, "torch.nn.modules.module") != 0) {
+    return true;
+  }
+  return register_base_method(method, function);
+}
+
+} // namespace
+
+PyObject* method_name(Method method) {
+  return g_method_names[static_cast<std::size_t>(method)];
+}
+
+std::uint32_t overridden_methods(PyTypeObject* type) {
+  std::uint32_t overridden = 0;
+  for (std::size_t index = 0; index < kMethodCount; ++index) {
+    auto method = static_cast<Method>(index);
+    PyObject* found = _PyType_Lookup(type, g_method_names[index]);  // borrowed
+    if (found == nullptr || !is_base(method, found)) {
+      overridden |= bit(method);
+    }
+  }
+  return overridden;
+}
+
+PyObject* override_for(PyObject* module, Method method) {
+  PyObject* name = method_name(method);
+  const ModuleClassInfo& info = module_class_info(Py_TYPE(module));
+  bool default_lookup = info.default_lookup;
+  bool overridden_by_class = (info.overridden & bit(method)) != 0;
+  if (default_lookup) [[likely]] {
+    if (overridden_by_class) {
+      return PyObject_GetAttr(module, name);
+    }
+    // The class holds a base function (a non-data descriptor): an instance
+    // attribute of that name wins over it, exactly as in `module.<name>`.
+    PyObject** dict = _PyObject_GetDictPtr(module);
+    if (dict == nullptr || *dict == nullptr) {
+      return nullptr;
+    }
+    PyObject* shadow = PyDict_GetItemWithError(*dict, name);  // borrowed
+    Py_XINCREF(shadow);
+    return shadow;
+  }
+  // Custom lookup: ask it, as torch's `self.<name>(...)` would, and keep to
+  // the native walk only when it hands back a base method bound to `module`.
+  OwnedRef attribute = OwnedRef::steal(PyObject_GetAttr(module, name));
+  if (!attribute) {
+    return nullptr;
+  }
+  if (PyMethod_Check(attribute.get()) && PyMethod_GET_SELF(attribute.get()) == module &&
+      is_base(method, PyMethod_GET_FUNCTION(attribute.get()))) {
+    return nullptr;
+  }
+  return attribute.release();
+}
+
+bool register_base_method(Method method, PyObject* function) {
+  auto& bases = g_base_methods[static_cast<std::size_t>(method)];
+  if (is_base(method, function)) {
+    return true;
+  }
+  try {
+    bases.push_back(function);
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+    return false;
+  }
+  Py_INCREF(function);
+  forget_module_classes();
+  return true;
+}
+
+PyObject* members_getter(bool buffers) {
+  return buffers ? g_buffer_items : g_parameter_items;
+}
+
+bool init_dispatch() {
+  if (g_parameter_items != nullptr) {
+    return true;
+  }
+  for (std::size_t index = 0; index < kMethodCount; ++index) {
+    if (g_method_names[index] == nullptr) {
+      g_method_names[index] = PyUnicode_InternFromString(kMethodNames[index]);
+      if (g_method_names[index] == nullptr) {
+        return false;
+      }
+    }
+  }
+  auto* module_type = reinterpret_cast<PyTypeObject*>(names().module_class);
+  for (std::size_t index = 0; index < kMethodCount; ++index) {
+    if (!register_torch_original(static_cast<Method>(index), module_type)) {
+      return false;
+    }
+  }
+  OwnedRef parameter_getter = OwnedRef::steal(PyCFunction_New(&g_parameter_items_def, nullptr));
+  OwnedRef buffer_getter = OwnedRef::steal(PyCFunction_New(&g_buffer_items_def, nullptr));
+  if (!parameter_getter || !buffer_getter) {
+    return false;
+  }
+  g_buffer_items = buffer_getter.release();
+  g_parameter_items = parameter_getter.release();
+  return true;
+}
+
+} // namespace pyparams
