@@ -1,18 +1,23 @@
 """Helpers shared by the tests (torchvision's ``test/common_utils.py`` pattern).
 
 - device lists for ``pytest.mark.parametrize`` (``cpu_and_cuda``, ``devices``);
-- the torch reference for every pyparams function (the base-class ``torch.nn.Module``
-  algorithm), the argument combinations each function takes, and ``assert_same_items``,
-  which compares with ``is``, order and names;
+- ``TORCH``, the one table of what torch yields for every pyparams function (torch's
+  methods called on the module), the argument combinations each function takes, and
+  ``assert_same_items``, which compares with ``is``, order and names;
+- ``outcome`` / ``step``: a call or one ``next()`` as a comparable value, exception included;
+- ``subprocess_env``: the environment for a child Python that imports this checkout;
 - module tree builders: random trees with sharing, ``None`` entries, frozen parts and raw
   ``_parameters`` / ``_modules`` entries, and deep chains.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import os
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,21 +28,40 @@ import pyparams
 
 __all__ = [
     "FUNCTIONS",
+    "LAZY_FUNCTIONS",
     "PREFIXES",
+    "REPO",
+    "TORCH",
     "argument_combinations",
     "assert_conforms",
     "assert_same_items",
     "build_chain",
     "build_random_tree",
+    "call_kwargs",
     "cpu_and_cuda",
-    "cpu_cuda_and_meta",
     "devices",
     "drive",
     "every_call",
+    "outcome",
     "reference",
     "run_pyparams",
+    "same_item",
+    "same_items",
     "seeded_tree",
+    "step",
+    "subprocess_env",
+    "torch_iterator",
 ]
+
+REPO = Path(pyparams.__file__).resolve().parent.parent
+
+
+def subprocess_env(pythonpath: Sequence[str | Path] = (REPO,), **extra: str) -> dict[str, str]:
+    """This process's environment for a child Python, importing from ``pythonpath`` only."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+    env.update(extra)
+    return env
 
 
 def cpu_and_cuda() -> tuple[object, ...]:
@@ -50,15 +74,12 @@ def devices() -> tuple[object, ...]:
     return (*cpu_and_cuda(), "meta")
 
 
-cpu_cuda_and_meta = devices  # the older name, kept for callers that use it
-
-
 # --------------------------------------------------------------------------------------
-# The reference: torch's base-class algorithm, called unbound so that no override runs
-# at the root.
+# The reference: what torch yields, through torch's methods bound on the module, so that
+# an override anywhere in the tree runs exactly as it does for ``module.parameters()``.
+# The one table every suite draws from; each entry is lazy (a generator) so that
+# mutation and requires_grad toggles interleave with it as they do with torch.
 # --------------------------------------------------------------------------------------
-
-M = nn.Module
 
 FUNCTIONS: tuple[str, ...] = (
     "parameters",
@@ -71,53 +92,64 @@ FUNCTIONS: tuple[str, ...] = (
     "modules",
     "named_modules",
 )
+LAZY_FUNCTIONS: tuple[str, ...] = tuple(f for f in FUNCTIONS if f != "parameter_list")
 
 PREFIXES: tuple[str, ...] = ("", "root", "a.b")
 
 
-def _ref_parameters(m: nn.Module, recurse: bool = True, remove_duplicate: bool = True) -> list:
+def _torch_parameters(m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
+                      ) -> Iterator[nn.Parameter]:
     if remove_duplicate:  # torch's parameters() has no remove_duplicate argument
-        return list(M.parameters(m, recurse=recurse))
-    return [p for _, p in M.named_parameters(m, recurse=recurse, remove_duplicate=False)]
+        return m.parameters(recurse=recurse)
+    return (p for _, p in m.named_parameters(recurse=recurse, remove_duplicate=False))
 
 
-def _ref_buffers(m: nn.Module, recurse: bool = True, remove_duplicate: bool = True) -> list:
-    if remove_duplicate:
-        return list(M.buffers(m, recurse=recurse))
-    return [b for _, b in M.named_buffers(m, recurse=recurse, remove_duplicate=False)]
+def _torch_trainable(m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
+                     ) -> Iterator[nn.Parameter]:
+    return (p for p in _torch_parameters(m, recurse, remove_duplicate) if p.requires_grad)
 
 
-def _ref_modules(m: nn.Module, remove_duplicate: bool = True) -> list:
-    if remove_duplicate:
-        return list(M.modules(m))
-    return [mod for _, mod in M.named_modules(m, remove_duplicate=False)]
+def _torch_named_trainable(m: nn.Module, prefix: str = "", recurse: bool = True,
+                           remove_duplicate: bool = True) -> Iterator[tuple[str, nn.Parameter]]:
+    named = m.named_parameters(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
+    return ((n, p) for n, p in named if p.requires_grad)
 
 
-def _ref_parameter_list(
-    m: nn.Module, *, trainable: bool = False, recurse: bool = True, remove_duplicate: bool = True
-) -> list:
-    params = _ref_parameters(m, recurse=recurse, remove_duplicate=remove_duplicate)
-    return [p for p in params if p.requires_grad] if trainable else params
+def _torch_parameter_list(m: nn.Module, *, trainable: bool = False, recurse: bool = True,
+                          remove_duplicate: bool = True) -> list:
+    source = _torch_trainable if trainable else _torch_parameters
+    return list(source(m, recurse, remove_duplicate))
 
 
-REFERENCES: dict[str, Callable[..., list]] = {
-    "parameters": _ref_parameters,
-    "trainable_parameters": lambda m, **kw: [p for p in _ref_parameters(m, **kw) if p.requires_grad],
-    "named_parameters": lambda m, **kw: list(M.named_parameters(m, **kw)),
-    "named_trainable_parameters": lambda m, **kw: [
-        (n, p) for n, p in M.named_parameters(m, **kw) if p.requires_grad
-    ],
-    "parameter_list": _ref_parameter_list,
-    "buffers": _ref_buffers,
-    "named_buffers": lambda m, **kw: list(M.named_buffers(m, **kw)),
-    "modules": _ref_modules,
-    "named_modules": lambda m, **kw: list(M.named_modules(m, **kw)),
+def _torch_buffers(m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
+                   ) -> Iterator[torch.Tensor]:
+    if remove_duplicate:  # torch's buffers() has no remove_duplicate argument
+        return m.buffers(recurse=recurse)
+    return (b for _, b in m.named_buffers(recurse=recurse, remove_duplicate=False))
+
+
+TORCH: dict[str, Callable[..., Iterable]] = {
+    "parameters": _torch_parameters,
+    "trainable_parameters": _torch_trainable,
+    "named_parameters": lambda m, **kw: m.named_parameters(**kw),
+    "named_trainable_parameters": _torch_named_trainable,
+    "parameter_list": _torch_parameter_list,
+    "buffers": _torch_buffers,
+    "named_buffers": lambda m, **kw: m.named_buffers(**kw),
+    "modules": lambda m, **kw: m.modules(**kw),
+    "named_modules": lambda m, **kw: m.named_modules(**kw),
 }
+
+
+def torch_iterator(function: str, module: nn.Module, **kwargs: Any) -> Iterable:
+    """torch's lazy counterpart of ``pyparams.<function>(module, **kwargs)`` (a list for
+    ``parameter_list``)."""
+    return TORCH[function](module, **kwargs)
 
 
 def reference(function: str, module: nn.Module, **kwargs: Any) -> list:
     """What torch yields for ``pyparams.<function>(module, **kwargs)``, as a list."""
-    return REFERENCES[function](module, **kwargs)
+    return list(torch_iterator(function, module, **kwargs))
 
 
 def run_pyparams(function: str, module: nn.Module, **kwargs: Any) -> list:
@@ -145,6 +177,12 @@ def argument_combinations(function: str) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
 
 
+def call_kwargs(function: str, **candidates: Any) -> dict[str, Any]:
+    """The ``candidates`` that ``pyparams.<function>`` takes (no prefix for unnamed ones...)."""
+    accepted = inspect.signature(getattr(pyparams, function)).parameters
+    return {k: v for k, v in candidates.items() if k in accepted}
+
+
 def every_call() -> list[tuple[str, dict[str, Any]]]:
     """(function, kwargs) for every function and every argument combination."""
     return [(f, kw) for f in FUNCTIONS for kw in argument_combinations(f)]
@@ -163,7 +201,8 @@ def _is_uninitialized(item: object) -> bool:
     return isinstance(item, nn.parameter.UninitializedTensorMixin)
 
 
-def _same(actual: object, expected: object) -> bool:
+def same_item(actual: object, expected: object) -> bool:
+    """The same object (``is``); for a pair, an equal str name and the same object."""
     if isinstance(expected, tuple):
         return (
             isinstance(actual, tuple)
@@ -179,7 +218,7 @@ def same_items(actual: Iterable[object], expected: Iterable[object]) -> bool:
     """True for the same objects (``is``) in the same order; for pairs, equal str names too."""
     actual = list(actual)
     expected = list(expected)
-    return len(actual) == len(expected) and all(map(_same, actual, expected))
+    return len(actual) == len(expected) and all(map(same_item, actual, expected))
 
 
 def assert_same_items(actual: Iterable[object], expected: Iterable[object], context: str = "") -> None:
@@ -192,7 +231,7 @@ def assert_same_items(actual: Iterable[object], expected: Iterable[object], cont
     for index in range(max(len(actual), len(expected))):
         a = _describe(actual[index]) if index < len(actual) else "-"
         e = _describe(expected[index]) if index < len(expected) else "-"
-        ok = index < len(actual) and index < len(expected) and _same(actual[index], expected[index])
+        ok = index < len(actual) and index < len(expected) and same_item(actual[index], expected[index])
         lines.append(f"  {'   ' if ok else '>>>'} [{index}] pyparams {a}  torch {e}")
         if len(lines) > 60:
             lines.append("  ...")
@@ -207,6 +246,24 @@ def assert_conforms(module: nn.Module, calls: Iterable[tuple[str, dict[str, Any]
         expected = reference(function, module, **kwargs)
         actual = run_pyparams(function, module, **kwargs)
         assert_same_items(actual, expected, f"{context} pyparams.{function}(**{kwargs})")
+
+
+def outcome(thunk: Callable[[], Iterable[object]]) -> tuple[str, Any]:
+    """``("ok", list(thunk()))``, or ``("raise", error)``: the exception is compared too."""
+    try:
+        return ("ok", list(thunk()))
+    except Exception as error:  # noqa: BLE001 - the exception is what is compared
+        return ("raise", error)
+
+
+def step(iterator: Iterator[object]) -> tuple[str, Any]:
+    """One ``next()``: ``("item", value)``, ``("stop", None)`` or ``("raise", error)``."""
+    try:
+        return ("item", next(iterator))
+    except StopIteration:
+        return ("stop", None)
+    except Exception as error:  # noqa: BLE001 - the exception is what is compared
+        return ("raise", error)
 
 
 def drive(iterator: Iterator[object], actions: dict[int, Callable[[], None]], limit: int = 10_000

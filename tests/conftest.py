@@ -1,6 +1,6 @@
 """Shared pytest setup: skip ``needs_cuda`` tests without CUDA, and shared fixtures.
 
-The markers themselves (``needs_cuda``, ``slow``) are registered in pyproject.toml.
+The ``needs_cuda`` marker is registered in pyproject.toml.
 """
 
 from __future__ import annotations

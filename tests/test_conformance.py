@@ -1,7 +1,7 @@
 """Differential conformance: every pyparams function equals torch's base-class algorithm.
 
-The reference is always torch itself (``torch.nn.Module.named_parameters(m, ...)`` and
-friends, see ``common_utils.REFERENCES``), compared with ``is``, order and names.
+The reference is always torch itself (``m.named_parameters(...)`` and friends, see
+``common_utils.TORCH``), compared with ``is``, order and names.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from common_utils import (
     reference,
     run_pyparams,
     seeded_tree,
+    torch_iterator,
 )
-
-M = nn.Module
 
 
 # ----------------------------------------------------------------------------- models
@@ -233,7 +232,7 @@ def test_parameter_list_is_a_new_list_each_call() -> None:
     first, second = pyparams.parameter_list(root), pyparams.parameter_list(root)
     assert first is not second
     first.clear()
-    assert_same_items(pyparams.parameter_list(root), list(M.parameters(root)))
+    assert_same_items(pyparams.parameter_list(root), reference("parameter_list", root))
 
 
 # --------------------------------------------------------------------- parametrizations
@@ -433,7 +432,7 @@ def test_torchscript_outputs_are_the_objects_script_modules_hold(tmp_path) -> No
 # ---------------------------------------------------------------------- lazy requires_grad
 
 
-def _toggle_script(function: str, params: list[nn.Parameter]) -> dict[int, Callable[[], None]]:
+def _toggle_script(params: list[nn.Parameter]) -> dict[int, Callable[[], None]]:
     """After the first item: freeze the last parameter, unfreeze the second to last."""
 
     def act() -> None:
@@ -453,19 +452,15 @@ def test_trainable_reads_requires_grad_lazily(function: str, remove_duplicate: b
 
     root, params = build()
     named = function.startswith("named_")
-    torch_generator = (
-        ((n, p) for n, p in M.named_parameters(root, remove_duplicate=remove_duplicate) if p.requires_grad)
-        if named
-        else (p for _, p in M.named_parameters(root, remove_duplicate=remove_duplicate) if p.requires_grad)
-    )
-    expected, expected_error, _ = drive(torch_generator, _toggle_script(function, params))
+    torch_generator = torch_iterator(function, root, remove_duplicate=remove_duplicate)
+    expected, expected_error, _ = drive(torch_generator, _toggle_script(params))
     expected_positions = [
         next(i for i, p in enumerate(params) if p is (x[1] if named else x)) for x in expected
     ]
 
     root, params = build()
     actual, error, _ = drive(getattr(pyparams, function)(root, remove_duplicate=remove_duplicate),
-                             _toggle_script(function, params))
+                             _toggle_script(params))
     assert expected_error is error is None
 
     # Two models built alike: compare positions in each model's own parameter list.

@@ -29,6 +29,7 @@ import gc
 import json
 import os
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -39,6 +40,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import pyparams
+from common_utils import LAZY_FUNCTIONS, call_kwargs, outcome, reference, same_item, step, torch_iterator
 
 LONG = os.environ.get("PYPARAMS_FUZZ", "quick") == "long"
 
@@ -57,70 +59,6 @@ class Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * 1
-
-
-def _not_frozen(p: torch.Tensor) -> bool:
-    return p.requires_grad
-
-
-def _torch_unnamed(gen):
-    return (v for _, v in gen)
-
-
-# name -> (pyparams factory, torch reference factory, named?)
-# Each factory takes (module, prefix, recurse, remove_duplicate). The references
-# are torch's own generators (the base-class algorithm), filtered lazily where
-# pyparams documents a filter, so requires_grad is read when each item is reached.
-VARIANTS = {
-    "parameters": (
-        lambda m, p, r, d: pyparams.parameters(m, recurse=r, remove_duplicate=d),
-        lambda m, p, r, d: nn.Module.parameters(m, recurse=r)
-        if d
-        else _torch_unnamed(nn.Module.named_parameters(m, recurse=r, remove_duplicate=False)),
-    ),
-    "named_parameters": (
-        lambda m, p, r, d: pyparams.named_parameters(m, prefix=p, recurse=r, remove_duplicate=d),
-        lambda m, p, r, d: nn.Module.named_parameters(m, prefix=p, recurse=r, remove_duplicate=d),
-    ),
-    "trainable_parameters": (
-        lambda m, p, r, d: pyparams.trainable_parameters(m, recurse=r, remove_duplicate=d),
-        lambda m, p, r, d: (
-            v
-            for _, v in nn.Module.named_parameters(m, recurse=r, remove_duplicate=d)
-            if v.requires_grad
-        ),
-    ),
-    "named_trainable_parameters": (
-        lambda m, p, r, d: pyparams.named_trainable_parameters(
-            m, prefix=p, recurse=r, remove_duplicate=d
-        ),
-        lambda m, p, r, d: (
-            (n, v)
-            for n, v in nn.Module.named_parameters(m, prefix=p, recurse=r, remove_duplicate=d)
-            if v.requires_grad
-        ),
-    ),
-    "buffers": (
-        lambda m, p, r, d: pyparams.buffers(m, recurse=r, remove_duplicate=d),
-        lambda m, p, r, d: _torch_unnamed(
-            nn.Module.named_buffers(m, recurse=r, remove_duplicate=d)
-        ),
-    ),
-    "named_buffers": (
-        lambda m, p, r, d: pyparams.named_buffers(m, prefix=p, recurse=r, remove_duplicate=d),
-        lambda m, p, r, d: nn.Module.named_buffers(m, prefix=p, recurse=r, remove_duplicate=d),
-    ),
-    "modules": (
-        lambda m, p, r, d: pyparams.modules(m, remove_duplicate=d),
-        lambda m, p, r, d: nn.Module.modules(m)
-        if d
-        else _torch_unnamed(nn.Module.named_modules(m, remove_duplicate=False)),
-    ),
-    "named_modules": (
-        lambda m, p, r, d: pyparams.named_modules(m, prefix=p, remove_duplicate=d),
-        lambda m, p, r, d: nn.Module.named_modules(m, prefix=p, remove_duplicate=d),
-    ),
-}
 
 
 @contextlib.contextmanager
@@ -144,33 +82,17 @@ def shallow_recursion(margin: int = 250):
         sys.setrecursionlimit(old)
 
 
-def step(iterator):
-    """One ``next()``: ("item", value), ("stop",) or ("raise", exception)."""
-    try:
-        return ("item", next(iterator))
-    except StopIteration:
-        return ("stop",)
-    except Exception as error:  # noqa: BLE001 - the class is what is compared
-        return ("raise", error)
-
-
-def same_item(a: object, b: object) -> bool:
-    if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) == 2 and a[0] == b[0] and a[1] is b[1]
-    return a is b
-
-
 def is_cycle_error(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "cycle" in str(error)
 
 
 def drains_to_recursion_error(reference) -> bool:
     for _ in range(DRAIN_LIMIT):
-        outcome = step(reference)
-        if outcome[0] == "stop":
+        kind, value = step(reference)
+        if kind == "stop":
             return False
-        if outcome[0] == "raise":
-            return isinstance(outcome[1], RecursionError)
+        if kind == "raise":
+            return isinstance(value, RecursionError)
     return False
 
 
@@ -195,13 +117,6 @@ def check_outcomes(ours, theirs, reference, remove_duplicate: bool) -> bool:
     return True
 
 
-def eager_outcome(make):
-    try:
-        return ("list", list(make()))
-    except Exception as error:  # noqa: BLE001
-        return ("raise", error)
-
-
 def check_eager(ours, theirs, remove_duplicate: bool) -> None:
     if ours[0] == "raise" and is_cycle_error(ours[1]) and not remove_duplicate:
         assert theirs[0] == "raise" and isinstance(theirs[1], RecursionError), theirs
@@ -211,7 +126,7 @@ def check_eager(ours, theirs, remove_duplicate: bool) -> None:
         assert type(ours[1]) is type(theirs[1]), (ours[1], theirs[1])
         return
     assert len(ours[1]) == len(theirs[1]), (len(ours[1]), len(theirs[1]))
-    assert all(same_item(a, b) for a, b in zip(ours[1], theirs[1]))
+    assert all(map(same_item, ours[1], theirs[1]))
 
 
 class WalkUnderMutation(RuleBasedStateMachine):
@@ -362,15 +277,16 @@ class WalkUnderMutation(RuleBasedStateMachine):
 
     # --------------------------------------------------------------- iteration
     @precondition(lambda self: len(self.pairs) < 4)
-    @rule(variant=st.sampled_from(sorted(VARIANTS)), prefix=st.sampled_from(PREFIXES),
+    @rule(variant=st.sampled_from(LAZY_FUNCTIONS), prefix=st.sampled_from(PREFIXES),
           recurse=st.booleans(), remove_duplicate=st.booleans(), m=st.integers(0, 99))
     def open_pair(self, variant, prefix, recurse, remove_duplicate, m) -> None:
-        ours, theirs = VARIANTS[variant]
         module = self.root if m % 3 else self.modules[m % len(self.modules)]
+        kwargs = call_kwargs(variant, prefix=prefix, recurse=recurse,
+                             remove_duplicate=remove_duplicate)
         self.pairs.append((
             variant,
-            ours(module, prefix, recurse, remove_duplicate),
-            theirs(module, prefix, recurse, remove_duplicate),
+            getattr(pyparams, variant)(module, **kwargs),
+            torch_iterator(variant, module, **kwargs),
             remove_duplicate,
         ))
         STATS["iterators_opened"] += 1
@@ -405,20 +321,18 @@ class WalkUnderMutation(RuleBasedStateMachine):
         del self.pairs[index % len(self.pairs)]
         STATS["abandoned"] += 1
 
-    @rule(variant=st.sampled_from(sorted(VARIANTS)), prefix=st.sampled_from(PREFIXES),
+    @rule(variant=st.sampled_from(LAZY_FUNCTIONS), prefix=st.sampled_from(PREFIXES),
           recurse=st.booleans(), remove_duplicate=st.booleans())
     def eager_variant(self, variant, prefix, recurse, remove_duplicate) -> None:
-        ours, theirs = VARIANTS[variant]
+        kwargs = call_kwargs(variant, prefix=prefix, recurse=recurse,
+                             remove_duplicate=remove_duplicate)
         with shallow_recursion():
-            self.check_variant(ours, theirs, prefix, recurse, remove_duplicate)
+            check_eager(
+                outcome(lambda: getattr(pyparams, variant)(self.root, **kwargs)),
+                outcome(lambda: torch_iterator(variant, self.root, **kwargs)),
+                remove_duplicate,
+            )
         STATS["eager_checks"] += 1
-
-    def check_variant(self, ours, theirs, prefix, recurse, remove_duplicate) -> None:
-        check_eager(
-            eager_outcome(lambda: ours(self.root, prefix, recurse, remove_duplicate)),
-            eager_outcome(lambda: theirs(self.root, prefix, recurse, remove_duplicate)),
-            remove_duplicate,
-        )
 
     @invariant()
     def parameter_list_matches(self) -> None:
@@ -432,14 +346,9 @@ class WalkUnderMutation(RuleBasedStateMachine):
     def check_parameter_list(self) -> None:
         for trainable in (False, True):
             for remove_duplicate in (True, False):
-                ours = eager_outcome(lambda: pyparams.parameter_list(
-                    self.root, trainable=trainable, remove_duplicate=remove_duplicate))
-                theirs = eager_outcome(lambda: (
-                    p
-                    for _, p in nn.Module.named_parameters(
-                        self.root, remove_duplicate=remove_duplicate)
-                    if not trainable or p.requires_grad
-                ))
+                kwargs = {"trainable": trainable, "remove_duplicate": remove_duplicate}
+                ours = outcome(partial(pyparams.parameter_list, self.root, **kwargs))
+                theirs = outcome(partial(reference, "parameter_list", self.root, **kwargs))
                 check_eager(ours, theirs, remove_duplicate)
 
     def teardown(self) -> None:

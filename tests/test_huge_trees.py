@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 import pyparams
+from common_utils import reference, subprocess_env, torch_iterator
 
 SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
-SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 # Shared by the test code and the subprocess scripts below.
 BUILDERS = textwrap.dedent(
@@ -78,7 +78,7 @@ def run_script(body: str, timeout: float = 240, **env: str) -> subprocess.Comple
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**SUBPROCESS_ENV, **env},
+        env=subprocess_env(**env),
     )
 
 
@@ -125,7 +125,7 @@ def test_million_modules_are_walked_in_flat_memory(million):
 
 def test_million_modules_match_torch(million):
     ours = pyparams.modules(million)
-    theirs = nn.Module.modules(million)
+    theirs = torch_iterator("modules", million)
     assert all(a is b for a, b in zip(ours, theirs, strict=True))
 
 
@@ -136,7 +136,7 @@ def test_deep_chain_beyond_torchs_recursion_limit():
     names = [name for name, _ in pyparams.named_modules(chain(5000))]
     assert names[-1] == ".".join(["c"] * 5000)
     with pytest.raises(RecursionError):
-        list(nn.Module.modules(root))
+        reference("modules", root)
 
 
 def _interrupt_after(seconds: float) -> subprocess.Popen:

@@ -16,61 +16,26 @@ from __future__ import annotations
 import collections
 import collections.abc
 import gc
-import os
-import socket
+from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
 import pyparams
-from common_utils import same_items
+from common_utils import every_call, outcome, reference, run_pyparams, same_items, torch_iterator
 
 
-def outcome(thunk):
-    try:
-        return ("ok", list(thunk()))
-    except Exception as error:  # noqa: BLE001 - the class is what is compared
-        return ("raise", error)
+# Every function, with and without remove_duplicate, named ones under a prefix.
+CALLS = [(f, kw) for f, kw in every_call() if kw.get("prefix", "root") == "root" and kw.get("recurse", True)]
 
 
-
-def variants(m: nn.Module):
-    """(label, pyparams thunk, torch thunk) for every API on `m`."""
-    for dup in (True, False):
-        named = lambda d=dup: nn.Module.named_parameters(m, prefix="p", remove_duplicate=d)  # noqa: E731
-        yield (f"named_parameters/{dup}",
-               lambda d=dup: pyparams.named_parameters(m, prefix="p", remove_duplicate=d), named)
-        yield (f"parameters/{dup}",
-               lambda d=dup: pyparams.parameters(m, remove_duplicate=d),
-               lambda d=dup: (p for _, p in nn.Module.named_parameters(m, remove_duplicate=d)))
-        yield (f"parameter_list/{dup}",
-               lambda d=dup: pyparams.parameter_list(m, remove_duplicate=d),
-               lambda d=dup: (p for _, p in nn.Module.named_parameters(m, remove_duplicate=d)))
-        yield (f"trainable/{dup}",
-               lambda d=dup: pyparams.named_trainable_parameters(m, remove_duplicate=d),
-               lambda d=dup: ((n, p) for n, p in nn.Module.named_parameters(m, remove_duplicate=d)
-                              if p.requires_grad))
-        yield (f"trainable_list/{dup}",
-               lambda d=dup: pyparams.parameter_list(m, trainable=True, remove_duplicate=d),
-               lambda d=dup: (p for _, p in nn.Module.named_parameters(m, remove_duplicate=d)
-                              if p.requires_grad))
-        yield (f"named_buffers/{dup}",
-               lambda d=dup: pyparams.named_buffers(m, remove_duplicate=d),
-               lambda d=dup: nn.Module.named_buffers(m, remove_duplicate=d))
-        yield (f"named_modules/{dup}",
-               lambda d=dup: pyparams.named_modules(m, prefix="m", remove_duplicate=d),
-               lambda d=dup: nn.Module.named_modules(m, prefix="m", remove_duplicate=d))
-        yield (f"modules/{dup}",
-               lambda d=dup: pyparams.modules(m, remove_duplicate=d),
-               lambda d=dup: (x for _, x in nn.Module.named_modules(m, remove_duplicate=d)))
-
-
-def assert_matches_torch(m: nn.Module, only: str = "") -> None:
-    for label, ours, theirs in variants(m):
-        if only not in label:
-            continue
-        a, b = outcome(ours), outcome(theirs)
+def assert_matches_torch(m: nn.Module) -> None:
+    """Each call gives torch's items, or raises the class of exception torch raises."""
+    for function, kwargs in CALLS:
+        label = f"{function}(**{kwargs})"
+        a = outcome(partial(run_pyparams, function, m, **kwargs))
+        b = outcome(partial(reference, function, m, **kwargs))
         assert a[0] == b[0], (label, a, b)
         if a[0] == "ok":
             assert same_items(a[1], b[1]), (label, a[1], b[1])
@@ -123,7 +88,7 @@ def test_getattr_and_setattr_overrides():
 
 def test_getattribute_override_is_honoured_like_torch():
     m = GetattributeRedirect()
-    assert [n for n, _ in nn.Module.named_parameters(m)] == ["shadowed"]
+    assert [n for n, _ in reference("named_parameters", m)] == ["shadowed"]
     assert_matches_torch(nn.Sequential(m, m))
 
 
@@ -166,7 +131,7 @@ def test_member_mapping_replaced(mapping, which):
 def test_ordered_dict_mutated_during_walk_raises_like_torch():
     m = nn.Linear(2, 2)
     m.__dict__["_parameters"] = collections.OrderedDict(m._parameters)
-    for make in (lambda: pyparams.named_parameters(m), lambda: nn.Module.named_parameters(m)):
+    for make in (lambda: pyparams.named_parameters(m), lambda: torch_iterator("named_parameters", m)):
         iterator = make()
         next(iterator)
         m._parameters["extra"] = nn.Parameter(torch.ones(1))
@@ -190,11 +155,11 @@ def test_mapping_whose_items_misbehave():
 
     m = nn.Linear(1, 1)
     m.__dict__["_parameters"] = RaisingItems({})
-    assert_matches_torch(m, only="parameters")  # ValueError from both
+    assert_matches_torch(m)  # ValueError from both for parameters
     for broken in (BadPairs({}), NotPairs({})):
         m.__dict__["_parameters"] = broken
         with pytest.raises(Exception) as torch_error:
-            list(nn.Module.named_parameters(m))
+            reference("named_parameters", m)
         with pytest.raises(TypeError, match=r"\(name, value\) pairs"):
             list(pyparams.named_parameters(m))
         assert isinstance(torch_error.value, (TypeError, ValueError))
@@ -293,13 +258,13 @@ def test_tensor_subclass_and_torch_function_parameters():
 def test_python_level_requires_grad_is_read_like_torch():
     m = nn.Linear(2, 2)
     m.weight = FlagProperty(torch.zeros(2, 2))
-    assert_matches_torch(m, only="trainable")
+    assert_matches_torch(m)
 
 
 def test_requires_grad_that_raises():
     m = nn.Linear(2, 2)
     m.weight = RaisingFlag(torch.zeros(2, 2))
-    assert_matches_torch(m, only="trainable")
+    assert_matches_torch(m)
 
 
 def test_requires_grad_read_that_mutates_the_walked_dict():
@@ -315,7 +280,7 @@ def test_requires_grad_read_that_mutates_the_walked_dict():
 
     for make in (lambda: pyparams.parameter_list(m, trainable=True),
                  lambda: list(pyparams.trainable_parameters(m)),
-                 lambda: [p for p in nn.Module.parameters(m) if p.requires_grad]):
+                 lambda: reference("trainable_parameters", m)):
         m._parameters.update({f"p{i}": Saboteur(torch.zeros(1)) for i in range(4)})
         with pytest.raises(RuntimeError, match="changed size"):
             make()
@@ -337,7 +302,7 @@ def test_reentrant_next_from_torch_function():
     m._parameters["b"] = Reenter(torch.zeros(1))
     errors = []
     for make in (lambda: pyparams.trainable_parameters(m),
-                 lambda: (p for p in nn.Module.parameters(m) if p.requires_grad)):
+                 lambda: torch_iterator("trainable_parameters", m)):
         holder["it"] = make()
         with pytest.raises(ValueError, match="already executing") as error:
             list(holder["it"])
@@ -346,24 +311,6 @@ def test_reentrant_next_from_torch_function():
 
 
 # ---------------------------------------------------------------------- DTensor
-@pytest.fixture(scope="module")
-def gloo_group():
-    dist = pytest.importorskip("torch.distributed")
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    if dist.is_initialized():
-        yield dist
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(port))
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield dist
-    dist.destroy_process_group()
-
-
 def test_dtensor_parameters(gloo_group):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
@@ -404,7 +351,7 @@ def test_modules_whose_hash_and_eq_raise_use_identity():
     m = nn.Sequential(shared, nn.Linear(1, 1), shared)
     # torch's memo hashes every module (even with remove_duplicate=False) and fails...
     with pytest.raises(RuntimeError, match="__hash__"):
-        list(nn.Module.named_parameters(m))
+        reference("named_parameters", m)
     # ...pyparams compares by identity and never calls them (documented behaviour):
     ours = {dup: list(pyparams.named_parameters(m, remove_duplicate=dup)) for dup in (True, False)}
     mods = {dup: list(pyparams.named_modules(m, remove_duplicate=dup)) for dup in (True, False)}
@@ -413,8 +360,8 @@ def test_modules_whose_hash_and_eq_raise_use_identity():
     Unhashable.__eq__ = object.__eq__
     try:
         for dup in (True, False):
-            assert same_items(ours[dup], list(nn.Module.named_parameters(m, remove_duplicate=dup)))
-            assert same_items(mods[dup], list(nn.Module.named_modules(m, remove_duplicate=dup)))
+            assert same_items(ours[dup], reference("named_parameters", m, remove_duplicate=dup))
+            assert same_items(mods[dup], reference("named_modules", m, remove_duplicate=dup))
     finally:
         del Unhashable.__hash__, Unhashable.__eq__
 
@@ -426,7 +373,7 @@ def test_parameters_whose_hash_and_eq_raise_use_identity():
     b._parameters["p"] = p
     m = nn.Sequential(a, b)
     with pytest.raises(RuntimeError, match="__hash__"):
-        list(nn.Module.parameters(m))
+        reference("parameters", m)
     assert list(pyparams.named_parameters(m)) == [("0.p", p)]
     assert [n for n, _ in pyparams.named_parameters(m, remove_duplicate=False)] == ["0.p", "1.p"]
     assert pyparams.parameter_list(m, trainable=True) == [p]
@@ -438,7 +385,7 @@ def test_non_tensor_entries_are_deduplicated_by_identity():
     one, other_one = 1.5, float("1.5")
     m._parameters.update({"a": one, "b": other_one, "c": one})
     assert other_one is not one
-    assert [v for _, v in nn.Module.named_parameters(m)] == [1.5]  # torch: by equality
+    assert reference("parameters", m) == [1.5]  # torch: by equality
     assert [v for v in pyparams.parameters(m)] == [one, other_one]  # pyparams: by identity
     with pytest.raises(AttributeError):
         pyparams.parameter_list(m, trainable=True)  # a float has no requires_grad
@@ -493,20 +440,7 @@ def test_tampered_dict(case):
     m = tampered_cases()[case]
     parent = nn.Sequential(nn.Linear(1, 1), m)
     for root in (m, parent):
-        for label, ours, theirs in variants(root):
-            a, b = outcome(ours), outcome(theirs)
-            if a[0] == b[0] == "ok":
-                assert same_items(a[1], b[1]), (label, a, b)
-                continue
-            # Either the same exception class as torch, or a clear TypeError /
-            # AttributeError naming the type that was wrong.
-            assert a[0] == "raise", (label, a, b)
-            if b[0] == "raise" and type(a[1]) is type(b[1]):
-                continue
-            assert isinstance(a[1], (TypeError, AttributeError)), (label, a, b)
-            assert type(m).__name__ in str(a[1]) or "Linear" in str(a[1]) or "str" in str(
-                a[1]
-            ), (label, a[1])
+        assert_matches_torch(root)
 
 
 def test_module_without_super_init():

@@ -22,6 +22,7 @@ from common_utils import (
     every_call,
     reference,
     run_pyparams,
+    torch_iterator,
 )
 
 settings.register_profile(
@@ -79,8 +80,7 @@ def test_requires_grad_toggled_mid_walk_matches_torch_filter(tree: nn.Module, da
         return {step: flip(index) for step, index in flips.items()}
 
     initial = [p.requires_grad for p in params]
-    torch_gen = ((n, p) for n, p in nn.Module.named_parameters(tree, remove_duplicate=remove_duplicate)
-                 if p.requires_grad)
+    torch_gen = torch_iterator("named_trainable_parameters", tree, remove_duplicate=remove_duplicate)
     expected, expected_error, _ = drive(torch_gen, actions())
     for p, flag in zip(params, initial):
         p.requires_grad_(flag)

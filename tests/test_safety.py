@@ -22,6 +22,7 @@ from torch import nn
 import pyparams
 from common_utils import (
     FUNCTIONS,
+    REPO,
     argument_combinations,
     assert_conforms,
     assert_same_items,
@@ -31,10 +32,11 @@ from common_utils import (
     every_call,
     reference,
     run_pyparams,
+    seeded_tree,
+    subprocess_env,
+    torch_iterator,
 )
 
-M = nn.Module
-REPO = Path(pyparams.__file__).resolve().parent.parent
 DEPTH = 5000
 
 
@@ -179,25 +181,17 @@ def test_mutation_mid_iteration_behaves_like_torch(scenario: str, function: str)
 
     def run(make_iterator: Callable[[nn.Module], object]) -> tuple[list, object, str]:
         model = _mutation_model()
-        before = {id(v): n for n, v in M.named_parameters(model, remove_duplicate=False)}
-        before.update({id(v): n for n, v in M.named_buffers(model, remove_duplicate=False)})
-        before.update({id(v): n for n, v in M.named_modules(model, remove_duplicate=False)})
+        before = {id(v): n for kind in ("named_parameters", "named_buffers", "named_modules")
+                  for n, v in reference(kind, model, remove_duplicate=False)}
         items, error, message = drive(make_iterator(model), {step: lambda: action(model)})
         # Compare across two fresh models by names (objects are not shared between runs).
         labels = [x[0] if isinstance(x, tuple) else before.get(id(x), f"new {type(x).__name__}")
                   for x in items]
         return labels, error, message
 
-    expected = run(lambda m: _torch_generator(function, m))
+    expected = run(lambda m: torch_iterator(function, m))
     actual = run(lambda m: _call(function, m))
     assert actual == expected
-
-
-def _torch_generator(function: str, m: nn.Module):
-    """torch's lazy generator for ``function`` (not a list: the interleaving matters)."""
-    if function == "named_trainable_parameters":
-        return ((n, p) for n, p in M.named_parameters(m) if p.requires_grad)
-    return getattr(M, function)(m)
 
 
 def test_mutation_error_then_exhausted() -> None:
@@ -230,7 +224,7 @@ def test_reentrant_next_raises_like_a_running_generator() -> None:
         items, error, _ = drive(iterator, {})
         return len(items), error
 
-    assert run(lambda m: pyparams.modules(m)) == run(lambda m: M.modules(m))
+    assert run(lambda m: pyparams.modules(m)) == run(lambda m: torch_iterator("modules", m))
 
 
 # ---------------------------------------------------------------------- model deletion
@@ -239,8 +233,6 @@ def test_reentrant_next_raises_like_a_running_generator() -> None:
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("function", [f for f in FUNCTIONS if f != "parameter_list"])
 def test_model_deleted_mid_iteration(function: str, device: str) -> None:
-    from common_utils import seeded_tree
-
     model = seeded_tree(5, device, max_depth=4)
     model.tail = nn.Sequential(nn.Linear(1, 1, device=device), nn.BatchNorm1d(1, device=device))
     expected = reference(function, model)
@@ -430,19 +422,11 @@ def test_long_native_walk_is_interruptible(tmp_path: Path) -> None:
     functions = ["parameters", "trainable_parameters", "buffers", "parameter_list"]
     try:
         done = subprocess.run([sys.executable, str(script), *functions], cwd=REPO, capture_output=True,
-                              text=True, timeout=240, env=_env())
+                              text=True, timeout=240, env=subprocess_env())
     except subprocess.TimeoutExpired as error:  # a walk that ignores signals never returns
         pytest.fail(f"the native walk did not react to SIGINT: {error.stdout!r}")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:-1] == [f"interrupted {f}" for f in functions]
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
 
 
 # --------------------------------------------------------------------- devices / memory

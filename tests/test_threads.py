@@ -28,10 +28,13 @@ import torch
 from torch import nn
 
 import pyparams
-from common_utils import same_items
+from common_utils import reference, same_item, same_items, step, torch_iterator
 
 SECONDS = float(os.environ.get("PYPARAMS_THREADS_SECONDS", "1.5"))
 READERS = 8
+# What the readers call; the lockstep test steps the lazy ones.
+FUNCTIONS = ("named_modules", "named_parameters", "named_trainable_parameters", "parameter_list")
+LAZY = FUNCTIONS[:3]
 
 
 def build_model() -> nn.Module:
@@ -60,15 +63,7 @@ class Mutator:
 
     def snapshot(self, version: int) -> None:
         """torch's answers for the model as it is now, stored under `version`."""
-        m = self.model
-        self.snapshots[version] = {
-            "named_parameters": list(nn.Module.named_parameters(m)),
-            "named_trainable_parameters": [
-                (n, p) for n, p in nn.Module.named_parameters(m) if p.requires_grad
-            ],
-            "parameter_list": list(nn.Module.parameters(m)),
-            "named_modules": list(nn.Module.named_modules(m)),
-        }
+        self.snapshots[version] = {name: reference(name, self.model) for name in FUNCTIONS}
         for items in self.snapshots[version].values():
             for item in items:
                 self.keep(item[1] if isinstance(item, tuple) else item)
@@ -108,12 +103,6 @@ class Mutator:
         self.version += 1
 
 
-VARIANTS = {
-    "named_parameters": lambda m: pyparams.named_parameters(m),
-    "named_trainable_parameters": lambda m: pyparams.named_trainable_parameters(m),
-    "parameter_list": lambda m: pyparams.parameter_list(m),
-    "named_modules": lambda m: pyparams.named_modules(m),
-}
 
 
 def run_readers(reader, mutate, stop: threading.Event, failures: list[str]) -> None:
@@ -151,11 +140,11 @@ def test_readers_and_a_mutator(fast_switching):
         local: collections.Counter[str] = collections.Counter()
         try:
             while not stop.is_set():
-                name = rng.choice(sorted(VARIANTS))
+                name = rng.choice(FUNCTIONS)
                 before = mutator.version
                 try:
                     items = []
-                    for item in VARIANTS[name](mutator.model):
+                    for item in getattr(pyparams, name)(mutator.model):
                         items.append(item)
                         if rng.random() < 0.05:
                             time.sleep(0)  # hand the GIL over mid-iteration
@@ -197,40 +186,24 @@ def test_readers_in_lockstep_with_torch(fast_switching):
     failures: list[str] = []
     steps = collections.Counter()
 
-    references = {
-        "named_parameters": (pyparams.named_parameters, nn.Module.named_parameters),
-        "named_modules": (pyparams.named_modules, nn.Module.named_modules),
-        "named_trainable_parameters": (
-            pyparams.named_trainable_parameters,
-            lambda m: ((n, p) for n, p in nn.Module.named_parameters(m) if p.requires_grad),
-        ),
-    }
-
-    def outcome(iterator):
-        try:
-            return ("item", next(iterator))
-        except StopIteration:
-            return ("stop", None)
-        except Exception as error:  # noqa: BLE001
-            return ("raise", type(error))
-
     def reader(index: int) -> None:
         rng = random.Random(1000 + index)
         try:
             while not stop.is_set():
-                ours_fn, theirs_fn = references[rng.choice(sorted(references))]
+                name = rng.choice(LAZY)
                 with lock:
-                    ours, theirs = ours_fn(mutator.model), theirs_fn(mutator.model)
+                    ours = getattr(pyparams, name)(mutator.model)
+                    theirs = torch_iterator(name, mutator.model)
                 while True:
                     with lock:
-                        a, b = outcome(ours), outcome(theirs)
+                        a, b = step(ours), step(theirs)
                         steps["steps"] += 1
                     assert a[0] == b[0], (a, b)
                     if a[0] == "item":
-                        assert a[1][0] == b[1][0] and a[1][1] is b[1][1], (a, b)
+                        assert same_item(a[1], b[1]), (a, b)
                         continue
                     if a[0] == "raise":
-                        assert a[1] is b[1], (a, b)
+                        assert type(a[1]) is type(b[1]), (a, b)
                         with lock:
                             steps["same_exception"] += 1
                     break

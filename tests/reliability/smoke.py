@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import gc
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,15 +18,8 @@ from torch.nn.utils import parametrize
 
 import pyparams
 
-
-def same(ours, theirs) -> None:
-    ours, theirs = list(ours), list(theirs)
-    assert len(ours) == len(theirs), (len(ours), len(theirs))
-    for a, b in zip(ours, theirs):
-        if isinstance(a, tuple):
-            assert a[0] == b[0] and a[1] is b[1], (a, b)
-        else:
-            assert a is b, (a, b)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: the shared reference
+from common_utils import assert_conforms, assert_same_items, reference, run_pyparams  # noqa: E402
 
 
 class Scale(nn.Module):
@@ -52,31 +46,7 @@ def build() -> nn.Module:
 
 
 def check_all(model: nn.Module) -> None:
-    for recurse in (True, False):
-        for dup in (True, False):
-            same(pyparams.named_parameters(model, prefix="m", recurse=recurse, remove_duplicate=dup),
-                 nn.Module.named_parameters(model, prefix="m", recurse=recurse, remove_duplicate=dup))
-            same(pyparams.parameters(model, recurse=recurse, remove_duplicate=dup),
-                 (p for _, p in nn.Module.named_parameters(model, recurse=recurse, remove_duplicate=dup)))
-            same(pyparams.trainable_parameters(model, recurse=recurse, remove_duplicate=dup),
-                 (p for _, p in nn.Module.named_parameters(model, recurse=recurse, remove_duplicate=dup)
-                  if p.requires_grad))
-            same(pyparams.named_trainable_parameters(model, recurse=recurse, remove_duplicate=dup),
-                 ((n, p) for n, p in nn.Module.named_parameters(model, recurse=recurse, remove_duplicate=dup)
-                  if p.requires_grad))
-            same(pyparams.parameter_list(model, recurse=recurse, remove_duplicate=dup),
-                 (p for _, p in nn.Module.named_parameters(model, recurse=recurse, remove_duplicate=dup)))
-            same(pyparams.parameter_list(model, trainable=True, recurse=recurse, remove_duplicate=dup),
-                 (p for _, p in nn.Module.named_parameters(model, recurse=recurse, remove_duplicate=dup)
-                  if p.requires_grad))
-            same(pyparams.buffers(model, recurse=recurse, remove_duplicate=dup),
-                 (b for _, b in nn.Module.named_buffers(model, recurse=recurse, remove_duplicate=dup)))
-            same(pyparams.named_buffers(model, prefix="b", recurse=recurse, remove_duplicate=dup),
-                 nn.Module.named_buffers(model, prefix="b", recurse=recurse, remove_duplicate=dup))
-        same(pyparams.modules(model, remove_duplicate=dup),
-             (m for _, m in nn.Module.named_modules(model, remove_duplicate=dup)))
-        same(pyparams.named_modules(model, prefix="x", remove_duplicate=dup),
-             nn.Module.named_modules(model, prefix="x", remove_duplicate=dup))
+    assert_conforms(model)  # every function and argument against torch's own methods
 
 
 def expect(error: type[BaseException], thunk) -> None:
@@ -98,7 +68,7 @@ def hostile() -> None:
     loop = nn.Sequential(nn.Linear(1, 1))
     loop[0].add_module("back", loop)
     expect(RuntimeError, lambda: pyparams.parameter_list(loop, remove_duplicate=False))
-    same(pyparams.modules(loop), nn.Module.modules(loop))
+    assert_same_items(run_pyparams("modules", loop), reference("modules", loop))
     loop[0]._modules.clear()
 
     for bad in (None, 3, torch.ones(1)):
@@ -113,21 +83,21 @@ def hostile() -> None:
     expect(AttributeError, lambda: pyparams.parameter_list(NoInit()))
 
     model = build()
-    expected = list(model.parameters())
+    expected = reference("parameters", model)
     it = pyparams.parameters(model)
     first = next(it)
     del model
     gc.collect()
     rest = list(it)
-    same([first, *rest], expected)
+    assert_same_items([first, *rest], expected)
 
     odd = nn.Linear(2, 2)
     odd.__dict__["_parameters"] = collections.OrderedDict(odd._parameters)
-    same(pyparams.named_parameters(odd), nn.Module.named_parameters(odd))
+    assert_same_items(run_pyparams("named_parameters", odd), reference("named_parameters", odd))
 
     scripted = torch.jit.script(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
-    same(pyparams.named_parameters(scripted), scripted.named_parameters())
-    same(pyparams.named_buffers(scripted), scripted.named_buffers())
+    for function in ("named_parameters", "named_buffers"):
+        assert_same_items(run_pyparams(function, scripted), reference(function, scripted))
 
     # Abandoned halfway, collected by the cycle GC while holding the model.
     model = build()
