@@ -382,7 +382,10 @@ int Walker::next_overridden(ModuleFrame& frame, OwnedRef& module, OwnedRef& name
   if (!item) {
     return PyErr_Occurred() ? -1 : 0;
   }
-  if (!unpack_pair(item.get(), name, module)) {
+  // torch's named_modules passes the items on as they are (`yield from`); its
+  // callers unpack them (`for name, module in ...`).
+  bool passed_on = options_.kind == Kind::Modules && options_.named;
+  if (!passed_on && !unpack_pair(item.get(), name, module)) {
     return -1;
   }
   override_item_ = std::move(item);
@@ -581,12 +584,15 @@ bool Walker::delegate(PyObject* callable, Dispatch level) {
       }
       break;
     case Dispatch::Named:
-      if (mirrored) {
+      if (options_.named) {
         ok = (!has_prefix || set_keyword(keywords, "prefix", root_name_.get())) &&
             (options_.recurse || set_keyword(keywords, "recurse", Py_False)) &&
             (options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False));
-      } else {  // torch's parameters(): self.named_parameters(recurse=recurse)
-        ok = set_keyword(keywords, "recurse", as_bool(options_.recurse));
+      } else {
+        // torch's parameters(): self.named_parameters(recurse=recurse); without
+        // dedup, `(p for _, p in m.named_parameters(recurse=r, remove_duplicate=False))`.
+        ok = set_keyword(keywords, "recurse", as_bool(options_.recurse)) &&
+            (options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False));
       }
       break;
     case Dispatch::NamedMembers:  // torch's named_parameters() / named_buffers()
@@ -637,6 +643,9 @@ PyObject* Walker::next_delegated() {
     OwnedRef item = OwnedRef::steal(PyIter_Next(delegate_.get()));
     if (!item) {
       return PyErr_Occurred() ? fail() : (clear(), nullptr);
+    }
+    if (options_.named && !options_.trainable_only) {
+      return item.release();  // the override's own items, as `m.named_X()` returns them
     }
     OwnedRef name;
     OwnedRef value;
