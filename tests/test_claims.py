@@ -73,19 +73,17 @@ def test_claim2_the_list_copies_nothing(verdicts: tuple[str, list[Verdict]],
     assert claim.data["huge_list_bytes"] < huge / 1e6
 
 
-def test_claim3_verdict_follows_from_the_peaks(verdicts: tuple[str, list[Verdict]]) -> None:
+def test_claim3_the_generator_is_not_lighter_than_the_list(verdicts: tuple[str, list[Verdict]],
+                                                           n_tensors: int) -> None:
+    """torch's generator keeps a set of every module and parameter seen, so it costs about
+    what the list costs: the claim is FALSE, and pyparams' walk is lighter than both."""
     device, found = verdicts
     claim = found[2]
     data = claim.data[device]
-    for key in ("generator_peak", "list_peak", "pyparams_peak"):
-        assert data[key] > 0
-    assert data["list_peak"] >= sys.getsizeof([None] * found[1].data[device]["items"])
-    if data["generator_peak"] >= data["list_peak"] / 2:
-        assert claim.verdict == "FALSE"
-    elif data["list_peak"] < data["storage_bytes"] / 100:
-        assert claim.verdict == "MISLEADING"
-    else:
-        assert claim.verdict == "TRUE"
+    assert claim.verdict == "FALSE"
+    assert data["list_peak"] >= sys.getsizeof([None] * n_tensors)
+    assert data["generator_peak"] >= sys.getsizeof(set(range(n_tensors)))  # torch's memo
+    assert 0 < data["pyparams_peak"] < data["generator_peak"]
 
 
 def test_claim4_recursion_into_nested_modules(verdicts: tuple[str, list[Verdict]],
@@ -106,9 +104,16 @@ def test_claims_refuse_meta() -> None:
 
 
 def test_claims_leave_requires_grad_as_found() -> None:
+    """Claim 1 freezes half the model to test it; the flags found are restored, frozen
+    ones included, on the very model the claims ran on."""
     cache = ZooCache()
-    verdicts = run_claims(model="gpt2-tiny", devices=["cpu"], huge_model=None, chain_depths=(2,))
-    assert verdicts[0].verdict == "FALSE"
     model = cache.get("gpt2-tiny", "cpu").module
-    assert all(p.requires_grad for p in model.parameters())
+    params = list(model.parameters())
+    for p in params[1::3]:
+        p.requires_grad_(False)
+    found = [p.requires_grad for p in params]
+    verdicts = run_claims(model="gpt2-tiny", devices=["cpu"], huge_model=None, chain_depths=(2,),
+                          cache=cache)
+    assert verdicts[0].verdict == "FALSE"
+    assert [p.requires_grad for p in params] == found
     assert torch.is_grad_enabled()

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import inspect
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 import pyparams
+from common_utils import REPO, subprocess_env
 from pyparams import _C
 
-PACKAGE = Path(pyparams.__file__).resolve().parent
-REPO = PACKAGE.parent
+PACKAGE = REPO / "pyparams"
 REBUILD = "pip install --no-build-isolation"
 
 # The public API of DESIGN.md, "names and signatures are part of the contract":
@@ -73,9 +74,9 @@ def test_torch_counterparts_take_the_same_arguments(name: str) -> None:
         assert ours[parameter.name].default == parameter.default
 
 
-def test_version_is_exposed() -> None:
-    assert isinstance(pyparams.__version__, str) and pyparams.__version__
-    assert pyparams.__version__ == _C.__version__
+def test_version_is_the_installed_distributions() -> None:
+    """``__version__`` is what pip recorded for the install, a valid PEP 440 version."""
+    assert Version(pyparams.__version__) == Version(importlib.metadata.version("pyparams"))
 
 
 def test_typing_files_are_shipped() -> None:
@@ -96,10 +97,8 @@ def test_stub_matches_the_extension() -> None:
 
 
 def _run(code: str, path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(path)
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=subprocess_env([path]),
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_import_refuses_an_extension_built_for_another_torch(tmp_path: Path) -> None:
