@@ -30,6 +30,15 @@ def n_tensors() -> int:
     return len(list(ZooCache().get(MODEL, "meta").module.parameters()))
 
 
+def checked(verdicts: tuple[str, list[Verdict]], number: int, expected: str
+            ) -> tuple[Verdict, dict]:
+    """Claim ``number`` after asserting its verdict, and its evidence on the device."""
+    device, found = verdicts
+    claim = found[number - 1]
+    assert (claim.number, claim.verdict) == (number, expected), claim.reason
+    return claim, claim.data[device]
+
+
 def test_four_claims_in_order(verdicts: tuple[str, list[Verdict]]) -> None:
     _, found = verdicts
     assert [v.number for v in found] == [1, 2, 3, 4]
@@ -42,10 +51,7 @@ def test_four_claims_in_order(verdicts: tuple[str, list[Verdict]]) -> None:
 
 def test_claim1_frozen_parameters_are_yielded(verdicts: tuple[str, list[Verdict]],
                                               n_tensors: int) -> None:
-    device, found = verdicts
-    claim = found[0]
-    data = claim.data[device]
-    assert claim.verdict == "FALSE"
+    _, data = checked(verdicts, 1, "FALSE")
     assert data["frozen_set"] == n_tensors // 2
     assert data["yielded"] == n_tensors
     assert data["yielded_frozen"] == n_tensors // 2
@@ -54,15 +60,12 @@ def test_claim1_frozen_parameters_are_yielded(verdicts: tuple[str, list[Verdict]
 
 def test_claim2_the_list_copies_nothing(verdicts: tuple[str, list[Verdict]],
                                         n_tensors: int) -> None:
-    device, found = verdicts
-    claim = found[1]
-    data = claim.data[device]
-    assert claim.verdict == "FALSE"
+    claim, data = checked(verdicts, 2, "FALSE")
     assert data["items"] == data["same_objects"] == n_tensors
     assert data["duplicated_bytes"] == 0
     assert data["list_bytes"] == sys.getsizeof([None] * n_tensors)
     storage = data["storage_bytes"]
-    if device == "cpu":
+    if verdicts[0] == "cpu":
         # the control: a real copy shows up in RSS, the list does not
         assert data["rss_delta_copy"] > storage // 2
         assert data["rss_delta_list"] < storage // 100
@@ -77,10 +80,7 @@ def test_claim3_the_generator_is_not_lighter_than_the_list(verdicts: tuple[str, 
                                                            n_tensors: int) -> None:
     """torch's generator keeps a set of every module and parameter seen, so it costs about
     what the list costs: the claim is FALSE, and pyparams' walk is lighter than both."""
-    device, found = verdicts
-    claim = found[2]
-    data = claim.data[device]
-    assert claim.verdict == "FALSE"
+    _, data = checked(verdicts, 3, "FALSE")
     assert data["list_peak"] >= sys.getsizeof([None] * n_tensors)
     assert data["generator_peak"] >= sys.getsizeof(set(range(n_tensors)))  # torch's memo
     assert 0 < data["pyparams_peak"] < data["generator_peak"]
@@ -88,11 +88,9 @@ def test_claim3_the_generator_is_not_lighter_than_the_list(verdicts: tuple[str, 
 
 def test_claim4_recursion_into_nested_modules(verdicts: tuple[str, list[Verdict]],
                                               n_tensors: int) -> None:
-    device, found = verdicts
-    claim = found[3]
-    assert claim.verdict == "TRUE"
-    assert claim.data[device]["recursive"] == n_tensors
-    assert claim.data[device]["shallow"] < n_tensors
+    claim, data = checked(verdicts, 4, "TRUE")
+    assert data["recursive"] == n_tensors
+    assert data["shallow"] < n_tensors
     assert claim.data["chain_3"] == {"torch": 3, "pyparams": 3}
     assert claim.data["chain_50"] == {"torch": 50, "pyparams": 50}
     assert claim.data["chain_1500"] == {"torch": "RecursionError", "pyparams": 1500}
