@@ -1,8 +1,9 @@
 """Shared fixtures for the pytest-benchmark suites (run explicitly: ``pytest benchmarks``).
 
-Every benchmark first checks its contender against torch (same objects, order, names),
-then records memory and size in ``extra_info``, then times the contender; reference and
-pyparams share a ``group`` so ``--benchmark-group-by=group`` puts them side by side.
+Every benchmark runs the harness' own steps (``pyparams.bench.measure``): it checks its
+contender against torch (same objects, order, names), records memory and size in
+``extra_info``, then pytest-benchmark times it; reference and pyparams share a ``group``
+so ``--benchmark-group-by=group`` puts them side by side.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from pyparams.bench.contenders import CONTENDERS, check, torch_reference
-from pyparams.bench.measure import measure_memory, synchronize
+from pyparams.bench.contenders import CONTENDERS, torch_reference
+from pyparams.bench.measure import check_and_bind, measure_memory, synchronize
 from pyparams.bench.zoo import ZooCache
 
 __all__: list[str] = []  # fixtures and hooks only; nothing to import from here
@@ -54,32 +55,33 @@ def run_contender() -> RunContender:
 
 def _run_contender(benchmark: Callable[..., object], name: str, module: nn.Module,
                    device: str) -> None:
-    """Check ``name`` against torch, record memory in ``extra_info``, then time it."""
+    """The harness' check and memory steps for ``name`` (and its torch counterpart), then
+    pytest-benchmark times it; what was measured goes to ``extra_info``."""
     contender = CONTENDERS[name]
+    counterpart = contender.counterpart
     reference = torch_reference(module)
-    if contender.library != "torch":
-        check(contender, module, reference)
-    run, _ = contender.bind(module, reference)
-    try:
-        run()
-    except RecursionError:
-        pytest.skip(f"{name} raises RecursionError on this model (torch's recursive walk)")
-    memory = measure_memory(run, device)
-    n = len(reference.expected(contender.kind))
+    chosen = [contender] + ([CONTENDERS[counterpart]] if counterpart else [])
+    results, bound = check_and_bind(module, chosen, reference)
+    result = results[name]
+    if not result.ok:
+        if result.error and result.error.startswith("RecursionError"):
+            pytest.skip(f"{name} raises RecursionError on this model (torch's recursive walk)")
+        pytest.fail(f"{name}: {result.error}")
+    for ok in bound:
+        results[ok].memory = measure_memory(bound[ok][0], device)
+    memory = result.memory
     info = benchmark.extra_info  # type: ignore[attr-defined]
-    info.update(contender=name, code=contender.code, device=device, items=n,
+    info.update(contender=name, code=contender.code, device=device, items=result.items,
                 param_tensors=len(reference.parameters),
                 tracemalloc_peak=memory.tracemalloc_peak, rss_delta=memory.rss_delta,
                 cuda_allocated_delta=memory.cuda_allocated_delta,
                 cuda_peak_delta=memory.cuda_peak_delta)
-    if contender.counterpart is not None:
-        torch_run, _ = CONTENDERS[contender.counterpart].bind(module, reference)
-        try:
-            torch_peak: int | None = measure_memory(torch_run, device).tracemalloc_peak
-        except RecursionError:  # torch cannot walk this deep
-            torch_peak = None
+    if counterpart is not None:
+        torch_memory = results[counterpart].memory  # None: torch cannot walk this deep
+        torch_peak = torch_memory.tracemalloc_peak if torch_memory else None
         info.update(torch_tracemalloc_peak=torch_peak,
                     tracemalloc_ratio=memory.tracemalloc_peak / torch_peak if torch_peak else None)
+    run, _ = bound[name]
 
     def timed() -> object:
         out = run()
