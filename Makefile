@@ -5,6 +5,7 @@
 #   make bench                 the benchmark report on the default model zoo
 #   make test                  the test suite
 #   make sanitize | valgrind | soak   the reliability checks (see README)
+#   make lint                  ruff and clang-format, at pinned versions
 #
 # TORCH_SPEC picks the torch to build against; the default is the CPU build
 # this project is pinned to. For a CUDA machine, e.g.: make test TORCH_SPEC=torch==2.13.0
@@ -21,7 +22,10 @@ DEPS_STAMP := $(VENV)/.pyparams-deps
 BUILD_STAMP := build/.pyparams-built
 SOURCES := $(sort $(wildcard csrc/*.cpp csrc/*.h)) setup.py
 
-.PHONY: all install bench test sanitize valgrind soak clean
+LINT_STAMP := $(VENV)/.pyparams-lint
+CSRC := $(sort $(wildcard csrc/*.cpp csrc/*.h))
+
+.PHONY: all install bench test sanitize valgrind soak lint clean
 
 all: install
 
@@ -56,6 +60,18 @@ valgrind: install
 
 soak: install
 	PYPARAMS_SOAK=1 $(PY) -m pytest -q tests/test_soak.py
+
+# The linters only, at the versions pinned in pyproject.toml's `lint` extra.
+$(LINT_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $$($(PY) -c "import tomllib; \
+		print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['lint']))")
+	touch $@
+
+# ruff (rules in pyproject.toml) and clang-format (.clang-format) on csrc/.
+lint: $(LINT_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/clang-format --dry-run --Werror $(CSRC)
 
 clean:
 	rm -rf build $(VENV) pyparams/_C*.so *.egg-info
