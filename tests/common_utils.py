@@ -174,7 +174,7 @@ def argument_combinations(function: str) -> list[dict[str, Any]]:
         axes["recurse"] = (True, False)
     axes["remove_duplicate"] = (True, False)
     keys = list(axes)
-    return [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*axes.values())]
 
 
 def call_kwargs(function: str, **candidates: Any) -> dict[str, Any]:
@@ -221,7 +221,8 @@ def same_items(actual: Iterable[object], expected: Iterable[object]) -> bool:
     return len(actual) == len(expected) and all(map(same_item, actual, expected))
 
 
-def assert_same_items(actual: Iterable[object], expected: Iterable[object], context: str = "") -> None:
+def assert_same_items(actual: Iterable[object], expected: Iterable[object], context: str = ""
+                      ) -> None:
     """Assert the same objects (``is``) in the same order; for pairs, equal names too."""
     actual = list(actual)
     expected = list(expected)
@@ -231,7 +232,7 @@ def assert_same_items(actual: Iterable[object], expected: Iterable[object], cont
     for index in range(max(len(actual), len(expected))):
         a = _describe(actual[index]) if index < len(actual) else "-"
         e = _describe(expected[index]) if index < len(expected) else "-"
-        ok = index < len(actual) and index < len(expected) and same_item(actual[index], expected[index])
+        ok = index < min(len(actual), len(expected)) and same_item(actual[index], expected[index])
         lines.append(f"  {'   ' if ok else '>>>'} [{index}] pyparams {a}  torch {e}")
         if len(lines) > 60:
             lines.append("  ...")
@@ -283,7 +284,7 @@ def drive(iterator: Iterator[object], actions: dict[int, Callable[[], None]], li
                 action()
             if len(items) >= limit:
                 break
-    except Exception as error:  # the exception is part of what is compared
+    except Exception as error:  # noqa: BLE001 - the exception is part of what is compared
         return items, type(error), str(error)
     return items, None, ""
 
@@ -355,7 +356,8 @@ def build_random_tree(choose: Chooser, device: str = "cpu", max_depth: int = 3,
         if kind == 1:
             module: nn.Module = nn.ParameterList([new_param() for _ in range(choose(0, 3))])
         elif kind == 2:
-            module = nn.ParameterDict({f"k{next(counter)}": new_param() for _ in range(choose(0, 2))})
+            entries = {f"k{next(counter)}": new_param() for _ in range(choose(0, 2))}
+            module = nn.ParameterDict(entries)
         elif kind == 3:
             module = nn.Sequential()
         elif kind == 4:

@@ -40,7 +40,7 @@ def gloo_group() -> Iterator[None]:
         dist.init_process_group(
             "gloo", rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{_free_port()}"
         )
-    except Exception as error:  # no gloo, no loopback networking...
+    except Exception as error:  # noqa: BLE001 - no gloo, no loopback networking: skip
         pytest.skip(f"cannot initialize a single-process gloo group: {error!r}")
     try:
         yield

@@ -91,7 +91,7 @@ def test_loglog_fit_recovers_exponent(exponent: float) -> None:
 
 def test_loglog_fit_of_noisy_data_has_r2_below_one() -> None:
     xs = [10, 100, 1000, 10000]
-    fit = stats.loglog_fit(xs, [x * f for x, f in zip(xs, [1.0, 1.5, 0.7, 1.2])])
+    fit = stats.loglog_fit(xs, [x * f for x, f in zip(xs, [1.0, 1.5, 0.7, 1.2], strict=True)])
     assert 0.9 < fit.exponent < 1.1
     assert fit.r2 < 1.0
     with pytest.raises(ValueError, match="positive"):

@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
+from common_utils import cpu_and_cuda
 from pyparams.bench.claims import CLAIMS, Verdict, format_verdicts, run_claims
 from pyparams.bench.zoo import ZooCache
-from common_utils import cpu_and_cuda
 
 MODEL = "gpt2"  # 124M parameters: large enough that a copy is unmistakable in RSS
 CHAINS = (3, 50, 1500)

@@ -30,6 +30,9 @@ from common_utils import (
     torch_iterator,
 )
 
+# The calls that read requires_grad.
+TRAINABLE_CALLS = [(f, kw) for f, kw in every_call() if "trainable" in f or f == "parameter_list"]
+
 
 # ----------------------------------------------------------------------------- models
 
@@ -109,7 +112,8 @@ def _containers(device: str) -> nn.Module:
     p = nn.Parameter(torch.zeros(2, device=device))
     frozen = nn.Parameter(torch.zeros(2, device=device), requires_grad=False)
     return nn.Sequential(
-        nn.ModuleList([nn.Linear(2, 2, device=device), nn.ModuleList([nn.Linear(2, 1, device=device)])]),
+        nn.ModuleList([nn.Linear(2, 2, device=device),
+                       nn.ModuleList([nn.Linear(2, 1, device=device)])]),
         nn.ModuleDict({"x": nn.Linear(1, 1, device=device), "y": nn.Sequential(nn.Tanh())}),
         nn.ParameterList([p, frozen, nn.Parameter(torch.zeros(1, device=device)), p]),
         nn.ParameterDict({"q": p, "r": nn.Parameter(torch.ones(1, device=device)), "s": frozen}),
@@ -180,7 +184,8 @@ def test_none_entries_are_skipped() -> None:
 
 @pytest.mark.parametrize(
     ("build", "shared_kinds"),
-    [(_tied_parameters, ("parameters", "buffers")), (_shared_submodules, ("parameters", "modules"))],
+    [(_tied_parameters, ("parameters", "buffers")),
+     (_shared_submodules, ("parameters", "modules"))],
     ids=["tied", "shared"],
 )
 def test_sharing_once_with_remove_duplicate_and_like_torch_without(build, shared_kinds) -> None:
@@ -222,7 +227,7 @@ def test_results_are_lazy_iterators(function: str) -> None:
 
 def test_names_are_plain_str_and_items_are_tuples() -> None:
     root = _shared_submodules("cpu")
-    for function in ("named_parameters", "named_buffers", "named_modules", "named_trainable_parameters"):
+    for function in [f for f in FUNCTIONS if f.startswith("named_")]:
         for item in getattr(pyparams, function)(root, prefix="p"):
             assert type(item) is tuple and len(item) == 2 and type(item[0]) is str
 
@@ -420,7 +425,7 @@ def test_torchscript_nested_in_plain_modules(tmp_path) -> None:
 
 def test_torchscript_outputs_are_the_objects_script_modules_hold(tmp_path) -> None:
     sm = _script_variants(tmp_path)["load"]
-    for (name, p), q in zip(pyparams.named_parameters(sm), pyparams.parameters(sm)):
+    for (name, p), q in zip(pyparams.named_parameters(sm), pyparams.parameters(sm), strict=True):
         assert p is q
         owner = sm
         *path, attribute = name.split(".")
@@ -495,7 +500,7 @@ def test_trainable_agrees_with_torch_for_parameter_subclasses() -> None:
     root = nn.Linear(2, 2)
     root.weight = _RequiresGradProperty(torch.zeros(2, 2))
     root.register_parameter("u", nn.parameter.UninitializedParameter(requires_grad=False))
-    assert_conforms(root, [(f, kw) for f, kw in every_call() if "trainable" in f or f == "parameter_list"])
+    assert_conforms(root, TRAINABLE_CALLS)
 
 
 # ----------------------------------------------------------------------- odd member keys
@@ -523,23 +528,25 @@ def _transformers_models() -> dict[str, Callable[[], nn.Module]]:
     transformers = pytest.importorskip("transformers")
 
     def gpt2() -> nn.Module:
-        config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=128, n_positions=64)
+        config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=128,
+                                         n_positions=64)
         return transformers.GPT2LMHeadModel(config)
 
     def llama() -> nn.Module:
         config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                          num_attention_heads=4, num_key_value_heads=2, vocab_size=128,
-                                          tie_word_embeddings=True)
+                                          num_attention_heads=4, num_key_value_heads=2,
+                                          vocab_size=128, tie_word_embeddings=True)
         return transformers.LlamaForCausalLM(config)
 
     def t5() -> nn.Module:
-        config = transformers.T5Config(d_model=32, d_ff=64, d_kv=8, num_layers=2, num_decoder_layers=2,
-                                       num_heads=4, vocab_size=128)
+        config = transformers.T5Config(d_model=32, d_ff=64, d_kv=8, num_layers=2,
+                                       num_decoder_layers=2, num_heads=4, vocab_size=128)
         return transformers.T5ForConditionalGeneration(config)
 
     def bert() -> nn.Module:
         config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=64, vocab_size=128, max_position_embeddings=64)
+                                         intermediate_size=64, vocab_size=128,
+                                         max_position_embeddings=64)
         return transformers.BertForMaskedLM(config)
 
     return {"gpt2": gpt2, "llama": llama, "t5": t5, "bert": bert}
@@ -554,5 +561,5 @@ def test_transformers_architectures_on_meta(architecture: str) -> None:
     assert_conforms(model, context=architecture)
     # Frozen embeddings (a common fine-tuning setup) change the trainable view.
     model.get_input_embeddings().requires_grad_(False)
-    assert_conforms(model, [(f, kw) for f, kw in every_call() if "trainable" in f or f == "parameter_list"],
+    assert_conforms(model, TRAINABLE_CALLS,
                     context=f"{architecture} with frozen embeddings")

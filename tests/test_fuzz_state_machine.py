@@ -40,7 +40,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import pyparams
-from common_utils import LAZY_FUNCTIONS, call_kwargs, outcome, reference, same_item, step, torch_iterator
+from common_utils import (
+    LAZY_FUNCTIONS,
+    call_kwargs,
+    outcome,
+    reference,
+    same_item,
+    step,
+    torch_iterator,
+)
 
 LONG = os.environ.get("PYPARAMS_FUZZ", "quick") == "long"
 
@@ -167,7 +175,7 @@ class WalkUnderMutation(RuleBasedStateMachine):
     )
     def build(self, kinds, parents, frozen) -> None:
         self.tensors = [nn.Parameter(torch.zeros(2)) for _ in range(3)] + [torch.ones(1)]
-        for tensor, freeze in zip(self.tensors, frozen):
+        for tensor, freeze in zip(self.tensors, frozen, strict=True):
             if freeze and tensor.is_leaf:
                 tensor.requires_grad_(False)
         for index, kind in enumerate(kinds):
@@ -245,20 +253,17 @@ class WalkUnderMutation(RuleBasedStateMachine):
         if isinstance(module._parameters.get("weight"), nn.Parameter) and not (
             parametrize.is_parametrized(module)
         ):
-            try:
+            with contextlib.suppress(Exception):  # torch's own checks on a mutated graph
                 parametrize.register_parametrization(module, "weight", Scale())
-            except Exception:  # noqa: BLE001 - torch's own checks on a mutated graph
-                pass
             self.mutated("parametrize")
 
     @rule(m=st.integers(0, 99))
     def remove_parametrization(self, m) -> None:
         module = self.modules[m % len(self.modules)]
         if parametrize.is_parametrized(module, "weight"):
-            try:
+            # A mutated graph may confuse torch; both sides see the result.
+            with contextlib.suppress(Exception):
                 parametrize.remove_parametrizations(module, "weight")
-            except Exception:  # noqa: BLE001 - a mutated graph may confuse torch; both sides see it
-                pass
             self.mutated("unparametrize")
 
     @rule(kind=st.integers(0, 6), dice=st.integers(0, 5))

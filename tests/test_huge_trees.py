@@ -20,8 +20,6 @@ import tracemalloc
 
 import psutil
 import pytest
-import torch
-from torch import nn
 
 import pyparams
 from common_utils import reference, subprocess_env, torch_iterator
@@ -68,7 +66,9 @@ BUILDERS = textwrap.dedent(
         return node
     '''
 )
-exec(BUILDERS)  # noqa: S102 - defines Leaf, Node, wide_tree, shared_dag, chain here too
+_BUILDERS: dict[str, object] = {}
+exec(BUILDERS, _BUILDERS)  # the very builders the subprocess scripts run
+wide_tree, shared_dag, chain = (_BUILDERS[name] for name in ("wide_tree", "shared_dag", "chain"))
 
 
 def run_script(body: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:

@@ -25,9 +25,9 @@ from torch import nn
 import pyparams
 from common_utils import every_call, outcome, reference, run_pyparams, same_items, torch_iterator
 
-
 # Every function, with and without remove_duplicate, named ones under a prefix.
-CALLS = [(f, kw) for f, kw in every_call() if kw.get("prefix", "root") == "root" and kw.get("recurse", True)]
+CALLS = [(f, kw) for f, kw in every_call()
+         if kw.get("prefix", "root") == "root" and kw.get("recurse", True)]
 
 
 def assert_matches_torch(m: nn.Module) -> None:
@@ -131,7 +131,8 @@ def test_member_mapping_replaced(mapping, which):
 def test_ordered_dict_mutated_during_walk_raises_like_torch():
     m = nn.Linear(2, 2)
     m.__dict__["_parameters"] = collections.OrderedDict(m._parameters)
-    for make in (lambda: pyparams.named_parameters(m), lambda: torch_iterator("named_parameters", m)):
+    for make in (partial(pyparams.named_parameters, m),
+                 partial(torch_iterator, "named_parameters", m)):
         iterator = make()
         next(iterator)
         m._parameters["extra"] = nn.Parameter(torch.ones(1))

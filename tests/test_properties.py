@@ -57,7 +57,8 @@ def test_deeper_random_trees(tree: nn.Module) -> None:
 @given(module_trees(), st.data())
 def test_partial_iteration_is_a_prefix_of_torch(tree: nn.Module, data: st.DataObject) -> None:
     """Taking k items then stopping gives torch's first k items (laziness keeps order)."""
-    function, kwargs = data.draw(st.sampled_from([c for c in every_call() if c[0] != "parameter_list"]))
+    lazy_calls = [c for c in every_call() if c[0] != "parameter_list"]
+    function, kwargs = data.draw(st.sampled_from(lazy_calls))
     expected = reference(function, tree, **kwargs)
     k = data.draw(st.integers(0, len(expected)))
     iterator = getattr(pyparams, function)(tree, **kwargs)
@@ -66,13 +67,15 @@ def test_partial_iteration_is_a_prefix_of_torch(tree: nn.Module, data: st.DataOb
 
 
 @given(module_trees(), st.data())
-def test_requires_grad_toggled_mid_walk_matches_torch_filter(tree: nn.Module, data: st.DataObject) -> None:
+def test_requires_grad_toggled_mid_walk_matches_torch_filter(tree: nn.Module,
+                                                             data: st.DataObject) -> None:
     """Flip requires_grad of random parameters after random steps, on torch and pyparams alike."""
     params = run_pyparams("parameters", tree, remove_duplicate=False)
     if not params:
         return
     remove_duplicate = data.draw(st.booleans())
-    flips = data.draw(st.dictionaries(st.integers(0, 8), st.integers(0, len(params) - 1), max_size=4))
+    indices = st.integers(0, len(params) - 1)
+    flips = data.draw(st.dictionaries(st.integers(0, 8), indices, max_size=4))
 
     def actions() -> dict:
         def flip(index: int):
@@ -80,11 +83,12 @@ def test_requires_grad_toggled_mid_walk_matches_torch_filter(tree: nn.Module, da
         return {step: flip(index) for step, index in flips.items()}
 
     initial = [p.requires_grad for p in params]
-    torch_gen = torch_iterator("named_trainable_parameters", tree, remove_duplicate=remove_duplicate)
+    function = "named_trainable_parameters"
+    torch_gen = torch_iterator(function, tree, remove_duplicate=remove_duplicate)
     expected, expected_error, _ = drive(torch_gen, actions())
-    for p, flag in zip(params, initial):
+    for p, flag in zip(params, initial, strict=True):
         p.requires_grad_(flag)
-    actual, error, _ = drive(pyparams.named_trainable_parameters(tree, remove_duplicate=remove_duplicate),
+    actual, error, _ = drive(getattr(pyparams, function)(tree, remove_duplicate=remove_duplicate),
                              actions())
     assert error is expected_error is None
     assert_same_items(actual, expected, f"flips {flips}")

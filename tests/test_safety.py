@@ -60,9 +60,9 @@ def _chain_expectation(root: nn.Module, function: str, kwargs: dict) -> list:
         nodes.append(nodes[-1]._modules["c"])
         names.append(names[-1] + ("." if names[-1] else "") + "c")
     if function in ("modules", "named_modules"):
-        return [(n, m) for n, m in zip(names, nodes)] if function == "named_modules" else nodes
+        return list(zip(names, nodes, strict=True)) if function == "named_modules" else nodes
     attribute = "_buffers" if "buffers" in function else "_parameters"
-    pairs = [(n + ("." if n else "") + k, v) for n, m in zip(names, nodes)
+    pairs = [(n + ("." if n else "") + k, v) for n, m in zip(names, nodes, strict=True)
              for k, v in getattr(m, attribute).items()]
     if "trainable" in function or kwargs.get("trainable"):
         pairs = [(n, v) for n, v in pairs if v.requires_grad]
@@ -71,7 +71,8 @@ def _chain_expectation(root: nn.Module, function: str, kwargs: dict) -> list:
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("function", FUNCTIONS)
-def test_depth_5000_chain_works_where_torch_raises_recursion_error(function: str, device: str) -> None:
+def test_depth_5000_chain_works_where_torch_raises_recursion_error(function: str,
+                                                                   device: str) -> None:
     root = build_chain(DEPTH, device)
     root._modules["c"]._modules["c"]._parameters["w"].requires_grad_(False)
     # The reference algorithm itself works on a shallow chain (it is checked against torch)...
@@ -86,7 +87,8 @@ def test_depth_5000_chain_works_where_torch_raises_recursion_error(function: str
     # ... pyparams can, with every argument combination.
     for kwargs in argument_combinations(function):
         actual = run_pyparams(function, root, **kwargs)
-        assert_same_items(actual, _chain_expectation(root, function, kwargs), f"{function}(**{kwargs})")
+        expected = _chain_expectation(root, function, kwargs)
+        assert_same_items(actual, expected, f"{function}(**{kwargs})")
 
 
 # ------------------------------------------------------------------------------ cycles
@@ -162,7 +164,8 @@ SCENARIOS: dict[str, tuple[int, Callable[[nn.Module], None]]] = {
     "delete_own_parameter": (0, lambda m: m._parameters.pop("r1")),
     "add_parameter_after_last": (1, lambda m: m.register_parameter("new", _param())),
     "replace_value_same_key": (0, lambda m: m._parameters.__setitem__("r1", _param())),
-    "swap_keys_same_size": (0, lambda m: (m._parameters.pop("r1"), m._parameters.__setitem__("z", _param()))),
+    "swap_keys_same_size": (
+        0, lambda m: (m._parameters.pop("r1"), m._parameters.__setitem__("z", _param()))),
     "add_child_before_children_start": (1, lambda m: m.add_module("c", nn.Linear(1, 1))),
     "add_sibling_while_in_child": (2, lambda m: m.add_module("c", nn.Linear(1, 1))),
     "delete_sibling_while_in_child": (2, lambda m: m._modules.pop("b")),
@@ -421,8 +424,8 @@ def test_long_native_walk_is_interruptible(tmp_path: Path) -> None:
     script.write_text(SIGNAL_SCRIPT)
     functions = ["parameters", "trainable_parameters", "buffers", "parameter_list"]
     try:
-        done = subprocess.run([sys.executable, str(script), *functions], cwd=REPO, capture_output=True,
-                              text=True, timeout=240, env=subprocess_env())
+        done = subprocess.run([sys.executable, str(script), *functions], cwd=REPO,
+                              capture_output=True, text=True, timeout=240, env=subprocess_env())
     except subprocess.TimeoutExpired as error:  # a walk that ignores signals never returns
         pytest.fail(f"the native walk did not react to SIGINT: {error.stdout!r}")
     assert done.returncode == 0, done.stderr

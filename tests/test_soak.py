@@ -59,7 +59,8 @@ USES = (
     ("list", lambda m: pyparams.parameter_list(m)),
     ("named", lambda m: exhaust(pyparams.named_parameters(m, prefix="model"))),
     ("trainable", lambda m: exhaust(pyparams.named_trainable_parameters(m))),
-    ("trainable_list", lambda m: pyparams.parameter_list(m, trainable=True, remove_duplicate=False)),
+    ("trainable_list",
+     lambda m: pyparams.parameter_list(m, trainable=True, remove_duplicate=False)),
     ("buffers", lambda m: exhaust(pyparams.named_buffers(m))),
     ("modules", lambda m: exhaust(pyparams.named_modules(m, remove_duplicate=False))),
     ("abandoned", abandon_halfway),
@@ -108,7 +109,7 @@ def test_soak_memory_and_refcounts_stay_flat():
 
     changed = [
         (type(o).__name__, before, after)
-        for o, before, after in zip(objects, counts_before, counts_after)
+        for o, before, after in zip(objects, counts_before, counts_after, strict=True)
         if before != after
     ]
     assert not changed, changed
@@ -130,7 +131,7 @@ def test_soak_under_mutation_raises_and_does_not_leak():
     """Iterators interrupted by a size change (RuntimeError) release everything too."""
     model = build_model()
     extra = nn.Parameter(torch.ones(1))
-    objects = watched_objects(model) + [extra]
+    objects = [*watched_objects(model), extra]
 
     def interrupted() -> None:
         iterator = pyparams.named_parameters(model)

@@ -96,7 +96,7 @@ class Mutator:
         else:
             if module._modules:  # replace in place: no size change
                 key = self.random.choice(list(module._modules))
-                module._modules[key] = self.random.choice(self.modules + [None])
+                module._modules[key] = self.random.choice([*self.modules, None])
         self.counts[f"mutation:{what}"] += 1
         self.counts["mutations"] += 1
         self.snapshot(self.version + 1)

@@ -12,6 +12,7 @@ import gc
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -19,7 +20,7 @@ from torch.nn.utils import parametrize
 import pyparams
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: the shared reference
-from common_utils import assert_conforms, assert_same_items, reference, run_pyparams  # noqa: E402
+from common_utils import assert_conforms, assert_same_items, reference, run_pyparams
 
 
 class Scale(nn.Module):
@@ -49,38 +50,36 @@ def check_all(model: nn.Module) -> None:
     assert_conforms(model)  # every function and argument against torch's own methods
 
 
-def expect(error: type[BaseException], thunk) -> None:
-    try:
-        thunk()
-    except error:
-        return
-    raise AssertionError(f"expected {error.__name__}")
-
-
 def hostile() -> None:
     # A dict that changes size mid-walk, a cycle, bad input, deletion under a live iterator.
     model = build()
     it = pyparams.named_parameters(model)
     next(it)
     model._parameters["late"] = nn.Parameter(torch.ones(1))
-    expect(RuntimeError, lambda: list(it))
+    with pytest.raises(RuntimeError):
+        list(it)
 
     loop = nn.Sequential(nn.Linear(1, 1))
     loop[0].add_module("back", loop)
-    expect(RuntimeError, lambda: pyparams.parameter_list(loop, remove_duplicate=False))
+    with pytest.raises(RuntimeError):
+        pyparams.parameter_list(loop, remove_duplicate=False)
     assert_same_items(run_pyparams("modules", loop), reference("modules", loop))
     loop[0]._modules.clear()
 
     for bad in (None, 3, torch.ones(1)):
-        expect(TypeError, lambda: pyparams.parameter_list(bad))
-        expect(TypeError, lambda: next(pyparams.named_parameters(bad)))
-    expect(TypeError, lambda: pyparams.named_parameters(nn.Linear(1, 1), prefix=3))
+        with pytest.raises(TypeError):
+            pyparams.parameter_list(bad)
+        with pytest.raises(TypeError):
+            next(pyparams.named_parameters(bad))
+    with pytest.raises(TypeError):
+        pyparams.named_parameters(nn.Linear(1, 1), prefix=3)
 
     class NoInit(nn.Module):
         def __init__(self):
             pass
 
-    expect(AttributeError, lambda: pyparams.parameter_list(NoInit()))
+    with pytest.raises(AttributeError):
+        pyparams.parameter_list(NoInit())
 
     model = build()
     expected = reference("parameters", model)
