@@ -54,7 +54,8 @@ class Reference:
 
     def expected(self, kind: str) -> Sequence[object]:
         """The expected items for a contender ``kind``."""
-        return {"parameters": self.parameters, "named": self.named, "trainable": self.trainable}[kind]
+        by_kind = {"parameters": self.parameters, "named": self.named, "trainable": self.trainable}
+        return by_kind[kind]
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def check(contender: Contender, module: nn.Module, reference: Reference) -> int:
         raise ContenderMismatch(
             f"{contender.name} yielded {len(got)} items, torch yields {len(want)}"
         )
-    for index, (g, w) in enumerate(zip(got, want)):
+    for index, (g, w) in enumerate(zip(got, want, strict=True)):
         if contender.kind == "named":
             assert isinstance(g, tuple) and isinstance(w, tuple)
             if g[0] != w[0] or g[1] is not w[1]:

@@ -124,7 +124,7 @@ def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) ->
             f"{len(denominators)}"
         )
     ratios = []
-    for num, den in zip(numerators, denominators):
+    for num, den in zip(numerators, denominators, strict=True):
         if den <= 0:
             raise ValueError(f"paired_ratios: non-positive denominator {den!r}")
         ratios.append(float(num) / float(den))
@@ -134,7 +134,7 @@ def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) ->
 def _r2(ys: Sequence[float], predicted: Sequence[float]) -> float:
     mean_y = statistics.fmean(ys)
     ss_tot = sum((y - mean_y) ** 2 for y in ys)
-    ss_res = sum((y - p) ** 2 for y, p in zip(ys, predicted))
+    ss_res = sum((y - p) ** 2 for y, p in zip(ys, predicted, strict=True))
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
 
 
@@ -152,9 +152,10 @@ def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> LinearFit:
     sxx = sum((xi - mean_x) ** 2 for xi in x)
     if sxx == 0:
         raise ValueError("linear_fit needs at least two distinct x values")
-    slope = sum((xi - mean_x) * (yi - mean_y) for xi, yi in zip(x, y)) / sxx
+    slope = sum((xi - mean_x) * (yi - mean_y) for xi, yi in zip(x, y, strict=True)) / sxx
     intercept = mean_y - slope * mean_x
-    return LinearFit(slope=slope, intercept=intercept, r2=_r2(y, [slope * xi + intercept for xi in x]))
+    fitted = [slope * xi + intercept for xi in x]
+    return LinearFit(slope=slope, intercept=intercept, r2=_r2(y, fitted))
 
 
 def loglog_fit(xs: Sequence[float], ys: Sequence[float]) -> LogLogFit:
