@@ -23,4 +23,4 @@ PyObject* collect_list(PyObject* root, const WalkOptions& options) {
   return PyErr_Occurred() ? nullptr : list.release();
 }
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -11,4 +11,4 @@ namespace pyparams {
 // with an error set. No iterator object and no per-item call overhead.
 PyObject* collect_list(PyObject* root, const WalkOptions& options);
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -50,4 +50,4 @@ PyObject* members_getter(bool buffers);
 // Captures torch's own implementations from nn.Module. False with an error set.
 bool init_dispatch();
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -76,4 +76,4 @@ int ItemCursor::traverse(visitproc visit, void* arg) const {
   return 0;
 }
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -50,4 +50,4 @@ class OwnedRef {
   PyObject* ptr_ = nullptr;
 };
 
-} // namespace pyparams
+}  // namespace pyparams

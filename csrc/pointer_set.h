@@ -78,8 +78,7 @@ class PointerSet {
     for (std::size_t next = (hole + 1) & mask(); slots_[next] != nullptr;
          next = (next + 1) & mask()) {
       std::size_t home = slot_of(slots_[next]);
-      bool stays = (next > hole) ? (home > hole && home <= next)
-                                 : (home > hole || home <= next);
+      bool stays = (next > hole) ? (home > hole && home <= next) : (home > hole || home <= next);
       if (!stays) {
         slots_[hole] = slots_[next];
         slots_[next] = nullptr;
@@ -137,8 +136,7 @@ class PointerSet {
       PyErr_NoMemory();
       return false;
     }
-    auto** new_slots = static_cast<PyObject**>(
-        PyMem_RawCalloc(new_capacity, sizeof(PyObject*)));
+    auto** new_slots = static_cast<PyObject**>(PyMem_RawCalloc(new_capacity, sizeof(PyObject*)));
     if (new_slots == nullptr) {
       PyErr_NoMemory();
       return false;
@@ -176,4 +174,4 @@ class PointerSet {
   Ownership ownership_;
 };
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -42,4 +42,4 @@ struct PyMemRawAllocator {
   }
 };
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -16,7 +16,7 @@ OwnedRef import_attribute(const char* module_name, const char* attribute) {
   return OwnedRef::steal(PyObject_GetAttrString(module.get(), attribute));
 }
 
-} // namespace
+}  // namespace
 
 bool init_names() {
   if (g_names.parameters != nullptr) {
@@ -53,4 +53,4 @@ bool init_names() {
   return true;
 }
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -6,11 +6,11 @@
 namespace pyparams {
 
 struct PythonNames {
-  PyObject* parameters = nullptr;     // "_parameters"
-  PyObject* buffers = nullptr;        // "_buffers"
-  PyObject* modules = nullptr;        // "_modules"
-  PyObject* items = nullptr;          // "items"
-  PyObject* requires_grad = nullptr;  // "requires_grad"
+  PyObject* parameters = nullptr;           // "_parameters"
+  PyObject* buffers = nullptr;              // "_buffers"
+  PyObject* modules = nullptr;              // "_modules"
+  PyObject* items = nullptr;                // "items"
+  PyObject* requires_grad = nullptr;        // "requires_grad"
   PyObject* module_class = nullptr;         // torch.nn.Module
   PyObject* script_module_class = nullptr;  // torch.jit.ScriptModule
 };
@@ -25,4 +25,4 @@ inline const PythonNames& names() noexcept {
 // Interns the names and imports the torch classes. False with an error set.
 bool init_names();
 
-} // namespace pyparams
+}  // namespace pyparams

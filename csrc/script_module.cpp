@@ -34,7 +34,7 @@ bool append_pairs(PyObject* list, NamedSlots slots) {
   return true;
 }
 
-} // namespace
+}  // namespace
 
 int is_script_module(PyObject* object) {
   // The type's MRO only, like is_module: no __instancecheck__, no user code.
@@ -66,4 +66,4 @@ PyObject* script_module_members(PyObject* script_module, bool buffers) {
   return nullptr;
 }
 
-} // namespace pyparams
+}  // namespace pyparams

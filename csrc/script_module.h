@@ -15,4 +15,4 @@ int is_script_module(PyObject* object);
 // `script_module._parameters.items()` yields. nullptr with an error set.
 PyObject* script_module_members(PyObject* script_module, bool buffers);
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -9,8 +9,8 @@ namespace pyparams {
 namespace {
 
 PyObject* g_torch_function_name = nullptr;       // "__torch_function__"
-PyObject* g_disabled_torch_function = nullptr;  // torch._C._disabled_torch_function_impl
-PyObject* g_requires_grad_descriptor = nullptr; // torch._C.TensorBase.requires_grad
+PyObject* g_disabled_torch_function = nullptr;   // torch._C._disabled_torch_function_impl
+PyObject* g_requires_grad_descriptor = nullptr;  // torch._C.TensorBase.requires_grad
 
 // True when `type` is a torch.Tensor subclass whose attribute reads go
 // through __torch_function__ (torch's own getter would dispatch to it).
@@ -31,7 +31,7 @@ bool reads_natively(PyTypeObject* type) {
       _PyType_Lookup(type, names().requires_grad) == g_requires_grad_descriptor;
 }
 
-} // namespace
+}  // namespace
 
 int requires_grad(PyObject* value) {
   if (reads_natively(Py_TYPE(value))) [[likely]] {
@@ -85,4 +85,4 @@ bool init_tensor_flags() {
   return true;
 }
 
-} // namespace pyparams
+}  // namespace pyparams

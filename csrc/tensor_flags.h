@@ -16,4 +16,4 @@ int requires_grad(PyObject* value);
 // Looks up torch._C._disabled_torch_function_impl. False with an error set.
 bool init_tensor_flags();
 
-} // namespace pyparams
+}  // namespace pyparams
