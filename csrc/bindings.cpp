@@ -11,6 +11,7 @@
 #include "python_names.h"
 #include "tensor_flags.h"
 #include "walker.h"
+#include "zero_grad.h"
 
 namespace py = pybind11;
 

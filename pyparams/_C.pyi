@@ -1,7 +1,7 @@
 """Type stubs for the native extension pyparams._C (see pyparams._api for the public API)."""
 
-from collections.abc import Iterable, Iterator
-from typing import Any, Final, final
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, NoReturn, final
 
 from torch import nn
 
@@ -44,3 +44,4 @@ def collect(
     dispatch: str | None = None,
 ) -> list[Any]: ...
 def register_base_method(name: str, function: Callable[..., Any]) -> None: ...
+def zero_grad(parameters: Iterable[Any], *, set_to_none: bool = True) -> None: ...

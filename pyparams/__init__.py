@@ -10,7 +10,6 @@ explicit stack instead of nested Python generators.
 ['0.weight', '0.bias', '2.weight', '2.bias']
 """
 
-from pyparams._extension import _C
 from pyparams._api import (
     buffers,
     modules,
@@ -22,11 +21,15 @@ from pyparams._api import (
     parameters,
     trainable_parameters,
 )
+from pyparams._extension import _C
+from pyparams._patch import is_patched, patch, patched, unpatch
+from pyparams._zero_grad import zero_grad
 
 __version__: str = _C.__version__
 
 __all__ = [
     "buffers",
+    "is_patched",
     "modules",
     "named_buffers",
     "named_modules",
@@ -34,5 +37,9 @@ __all__ = [
     "named_trainable_parameters",
     "parameter_list",
     "parameters",
+    "patch",
+    "patched",
     "trainable_parameters",
+    "unpatch",
+    "zero_grad",
 ]

@@ -1,0 +1,128 @@
+#include "zero_grad.h"
+
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include "owned_ref.h"
+
+namespace pyparams {
+namespace {
+
+struct ZeroGradNames {
+  PyObject* grad = nullptr;            // "grad"
+  PyObject* grad_fn = nullptr;         // "grad_fn"
+  PyObject* detach_ = nullptr;         // "detach_"
+  PyObject* requires_grad_ = nullptr;  // "requires_grad_"
+  PyObject* zero_ = nullptr;           // "zero_"
+};
+
+ZeroGradNames g_zero_grad_names;
+
+// Interned once; the references live as long as the process. False with an error set.
+bool init_zero_grad_names() {
+  ZeroGradNames& n = g_zero_grad_names;
+  if (n.zero_ != nullptr) {
+    return true;
+  }
+  PyObject* grad = PyUnicode_InternFromString("grad");
+  PyObject* grad_fn = PyUnicode_InternFromString("grad_fn");
+  PyObject* detach_ = PyUnicode_InternFromString("detach_");
+  PyObject* requires_grad_ = PyUnicode_InternFromString("requires_grad_");
+  PyObject* zero_ = PyUnicode_InternFromString("zero_");
+  if (!grad || !grad_fn || !detach_ || !requires_grad_ || !zero_) {
+    Py_XDECREF(grad);
+    Py_XDECREF(grad_fn);
+    Py_XDECREF(detach_);
+    Py_XDECREF(requires_grad_);
+    Py_XDECREF(zero_);
+    return false;
+  }
+  n = ZeroGradNames{grad, grad_fn, detach_, requires_grad_, zero_};
+  return true;
+}
+
+// `p.grad.<method>(*args)` with `p.grad` read again, as torch's loop reads it
+// before each call. False with an error set.
+bool call_on_grad(PyObject* p, PyObject* method, PyObject* arg) {
+  OwnedRef grad = OwnedRef::steal(PyObject_GetAttr(p, g_zero_grad_names.grad));
+  if (!grad) {
+    return false;
+  }
+  OwnedRef result =
+      OwnedRef::steal(arg == nullptr ? PyObject_CallMethodNoArgs(grad.get(), method)
+                                     : PyObject_CallMethodOneArg(grad.get(), method, arg));
+  return static_cast<bool>(result);
+}
+
+// The `else` branch of torch's loop, statement for statement:
+//   if p.grad.grad_fn is not None: p.grad.detach_()
+//   else: p.grad.requires_grad_(False)
+//   p.grad.zero_()
+bool zero_in_place(PyObject* p) {
+  const ZeroGradNames& n = g_zero_grad_names;
+  OwnedRef grad = OwnedRef::steal(PyObject_GetAttr(p, n.grad));
+  if (!grad) {
+    return false;
+  }
+  OwnedRef grad_fn = OwnedRef::steal(PyObject_GetAttr(grad.get(), n.grad_fn));
+  if (!grad_fn) {
+    return false;
+  }
+  grad.reset();
+  bool detached = grad_fn.get() != Py_None ? call_on_grad(p, n.detach_, nullptr)
+                                           : call_on_grad(p, n.requires_grad_, Py_False);
+  return detached && call_on_grad(p, n.zero_, nullptr);
+}
+
+// Whether `p.grad is not None`: 1 or 0, -1 with an error set. Read through
+// LibTorch only where torch's getter would do no more than that: an exact
+// Tensor/Parameter (no __torch_function__, no redefined `grad`), no mode
+// active, and a leaf or retains_grad tensor (else the getter may warn).
+int has_grad(PyObject* p) {
+  if (THPVariable_CheckExact(p) && !at::impl::torch_function_mode_enabled()) [[likely]] {
+    const at::Tensor& var = THPVariable_Unpack(p);
+    if (var.is_leaf() || var.retains_grad()) [[likely]] {
+      return var.unsafeGetTensorImpl()->grad().defined() ? 1 : 0;
+    }
+  }
+  OwnedRef grad = OwnedRef::steal(PyObject_GetAttr(p, g_zero_grad_names.grad));
+  if (!grad) {
+    return -1;
+  }
+  return grad.get() != Py_None ? 1 : 0;
+}
+
+bool zero_one(PyObject* p, bool set_to_none) {
+  int has = has_grad(p);
+  if (has <= 0) {
+    return has == 0;
+  }
+  if (set_to_none) {
+    // torch's own setter (`p.grad = None`), whatever p's type.
+    return PyObject_SetAttr(p, g_zero_grad_names.grad, Py_None) == 0;
+  }
+  return zero_in_place(p);
+}
+
+}  // namespace
+
+PyObject* zero_grad(PyObject* parameters, bool set_to_none) {
+  if (!init_zero_grad_names()) {
+    return nullptr;
+  }
+  OwnedRef iterator = OwnedRef::steal(PyObject_GetIter(parameters));
+  if (!iterator) {
+    return nullptr;
+  }
+  while (OwnedRef p = OwnedRef::steal(PyIter_Next(iterator.get()))) {
+    if (!zero_one(p.get(), set_to_none)) {
+      return nullptr;
+    }
+  }
+  if (PyErr_Occurred()) {
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+}  // namespace pyparams

@@ -1,0 +1,216 @@
+"""pyparams.zero_grad and the patched Module.zero_grad against torch's Module.zero_grad:
+grads, in-place identity, detach/requires_grad handling, the replica warning, tensor
+subclasses and torch-function modes (the same Python-level calls, in the same order)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+import pyparams
+from pyparams import _patch
+
+TORCH_ZERO_GRAD = _patch._TORCH["zero_grad"]
+
+
+def _torch_way(module: nn.Module, set_to_none: bool = True) -> None:
+    TORCH_ZERO_GRAD(module, set_to_none)
+
+
+def _pyparams_way(module: nn.Module, set_to_none: bool = True) -> None:
+    pyparams.zero_grad(module, set_to_none)
+
+
+def _patched_way(module: nn.Module, set_to_none: bool = True) -> None:
+    with pyparams.patched():
+        module.zero_grad(set_to_none)
+
+
+WAYS = {"pyparams.zero_grad": _pyparams_way, "patched Module.zero_grad": _patched_way}
+
+
+def _model_with_grads(create_graph: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    model.frozen = nn.Linear(2, 2).requires_grad_(False)  # no grad: skipped
+    model.extra = nn.Parameter(torch.ones(2))  # never used: grad stays None
+    loss = model(torch.randn(5, 3)).pow(2).sum()
+    loss.backward(create_graph=create_graph)
+    return model
+
+
+def _grads(model: nn.Module) -> list[object]:
+    return [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+@pytest.mark.parametrize("set_to_none", [True, False, 0, 1])
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_same_grads_as_torch(way: str, set_to_none, create_graph: bool) -> None:
+    expected_model = _model_with_grads(create_graph)
+    actual_model = _model_with_grads(create_graph)  # seeded: the same values
+    before = _grads(actual_model)
+    expected_before = _grads(expected_model)
+    _torch_way(expected_model, set_to_none)
+    WAYS[way](actual_model, set_to_none)
+    for got, want, old, want_old in zip(
+        _grads(actual_model), _grads(expected_model), before, expected_before, strict=True
+    ):
+        assert (got is None) == (want is None)
+        if want is None:
+            continue
+        assert (got is old) == (want is want_old)  # zeroed in place, the same object
+        assert torch.equal(got, want)
+        assert got.requires_grad == want.requires_grad
+        assert (got.grad_fn is None) == (want.grad_fn is None)
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+def test_replica_warning_is_torchs_and_points_at_the_caller(way: str) -> None:
+    expected_model, actual_model = _model_with_grads(), _model_with_grads()
+    expected_model._is_replica = True
+    actual_model._is_replica = True
+    with warnings.catch_warnings(record=True) as expected:
+        warnings.simplefilter("always")
+        expected_model.zero_grad()
+    with warnings.catch_warnings(record=True) as actual:
+        warnings.simplefilter("always")
+        WAYS[way](actual_model)
+    assert [str(w.message) for w in actual] == [str(w.message) for w in expected]
+    assert [w.category for w in actual] == [w.category for w in expected] == [UserWarning]
+    if way == "patched Module.zero_grad":  # stacklevel=2: the line that called zero_grad
+        assert actual[0].filename == expected[0].filename == __file__
+    assert _grads(actual_model) == _grads(expected_model)  # the loop still runs
+
+
+def test_non_leaf_parameter_entries_warn_like_torch() -> None:
+    """A non-leaf tensor in _parameters (a replica's case): p.grad warns in torch's loop."""
+
+    def build() -> nn.Module:
+        module = nn.Linear(2, 2)
+        module._parameters["weight"] = module.weight * 2  # non-leaf, grad never populated
+        return module
+
+    with warnings.catch_warnings(record=True) as expected:
+        warnings.simplefilter("always")
+        _torch_way(build())
+    for way in WAYS.values():
+        with warnings.catch_warnings(record=True) as actual:
+            warnings.simplefilter("always")
+            way(build())
+        assert [str(w.message) for w in actual] == [str(w.message) for w in expected]
+        assert len(expected) == 1
+
+
+class _Logged(nn.Parameter):
+    """A Parameter subclass whose every tensor call is logged through __torch_function__."""
+
+    log: ClassVar[list[str]] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.log.append(getattr(func, "__name__", repr(func)))
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class _LogMode(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.log.append(getattr(func, "__name__", repr(func)))
+        return func(*args, **(kwargs or {}))
+
+
+def _subclass_model(create_graph: bool) -> nn.Module:
+    torch.manual_seed(0)
+    module = nn.Linear(3, 2)
+    module.weight = _Logged(module.weight.detach().clone())
+    module(torch.randn(4, 3)).sum().backward(create_graph=create_graph)
+    return module
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+@pytest.mark.parametrize("set_to_none", [True, False])
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_tensor_subclasses_see_the_same_calls(
+    way: str, set_to_none: bool, create_graph: bool
+) -> None:
+    expected_model, actual_model = _subclass_model(create_graph), _subclass_model(create_graph)
+    _Logged.log = []
+    _torch_way(expected_model, set_to_none)
+    expected = _Logged.log
+    _Logged.log = []
+    WAYS[way](actual_model, set_to_none)
+    assert _Logged.log == expected and expected  # the subclass saw the same calls
+    assert [g is None for g in _grads(actual_model)] == [g is None for g in _grads(expected_model)]
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_torch_function_modes_see_the_same_calls(way: str, set_to_none: bool) -> None:
+    expected_model, actual_model = _model_with_grads(), _model_with_grads()
+    with _LogMode() as expected:
+        _torch_way(expected_model, set_to_none)
+    with _LogMode() as actual:
+        WAYS[way](actual_model, set_to_none)
+    assert actual.log == expected.log and expected.log
+
+
+class _SomeParameters(nn.Module):
+    """Overrides parameters(): torch's zero_grad only resets what it yields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(2, 2)
+        self.b = nn.Linear(2, 2)
+
+    def parameters(self, recurse=True):
+        return iter([self.a.weight])
+
+
+class _OwnZeroGrad(nn.Linear):
+    calls: ClassVar[list[bool]] = []
+
+    def zero_grad(self, set_to_none=True):
+        type(self).calls.append(set_to_none)
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+def test_overrides_are_honoured(way: str) -> None:
+    expected_model, actual_model = _SomeParameters(), _SomeParameters()
+    for model in (expected_model, actual_model):
+        for p in nn.Module.parameters(model):
+            p.grad = torch.ones_like(p)
+    _torch_way(expected_model)
+    WAYS[way](actual_model)
+    expected = [p.grad is None for p in nn.Module.parameters(expected_model)]
+    assert [p.grad is None for p in nn.Module.parameters(actual_model)] == expected
+    assert expected == [True, False, False, False]
+
+    _OwnZeroGrad.calls = []
+    WAYS[way](_OwnZeroGrad(2, 2), False)
+    assert _OwnZeroGrad.calls == [False]
+
+
+@pytest.mark.parametrize("bad", [None, 3, torch.zeros(2)])
+def test_bad_input_raises_a_clear_error(bad) -> None:
+    with pytest.raises((TypeError, AttributeError), match=type(bad).__name__):
+        pyparams.zero_grad(bad)
+
+
+def test_native_loop_accepts_any_iterable_and_validates_items() -> None:
+    a, b = nn.Parameter(torch.ones(2)), nn.Parameter(torch.ones(2))
+    a.grad, b.grad = torch.ones(2), torch.ones(2)
+    pyparams._C.zero_grad((p for p in [a, b]), set_to_none=True)
+    assert a.grad is None and b.grad is None
+    with pytest.raises(AttributeError):
+        pyparams._C.zero_grad([a, object()], set_to_none=True)
+    with pytest.raises(TypeError):
+        pyparams._C.zero_grad(5, set_to_none=True)
