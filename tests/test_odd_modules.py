@@ -23,7 +23,14 @@ import torch
 from torch import nn
 
 import pyparams
-from common_utils import every_call, outcome, reference, run_pyparams, same_items, torch_iterator
+from common_utils import (
+    every_call,
+    outcome,
+    reference,
+    run_pyparams,
+    same_items,
+    torch_iterator,
+)
 
 # Every function, with and without remove_duplicate, named ones under a prefix.
 CALLS = [(f, kw) for f, kw in every_call()
@@ -90,6 +97,27 @@ def test_getattribute_override_is_honoured_like_torch():
     m = GetattributeRedirect()
     assert [n for n, _ in reference("named_parameters", m)] == ["shadowed"]
     assert_matches_torch(nn.Sequential(m, m))
+
+
+def test_a_class_property_is_never_read():
+    """What a module is comes from its type, as in torch's walk: a ``__class__`` property
+    (user code, which ``isinstance`` would run) is never read."""
+    reads = []
+
+    class Disguised(nn.Linear):
+        @property
+        def __class__(self):
+            reads.append(1)
+            return nn.Linear
+
+    m = nn.Sequential(Disguised(1, 1), nn.Linear(1, 1))
+    for attribute in ("_parameters", "_buffers"):  # not exact dicts: is it TorchScript?
+        m[0].__dict__[attribute] = collections.OrderedDict(getattr(m[0], attribute))
+    reads.clear()
+    for function, kwargs in CALLS:
+        run_pyparams(function, m, **kwargs)
+    assert reads == []  # counted first: isinstance() in the comparison reads it
+    assert_matches_torch(m)
 
 
 def test_getattr_raising_for_member_dicts():
