@@ -15,6 +15,7 @@ result with ``timed_out`` or a non-zero ``returncode``, never as a hung caller.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -124,10 +125,8 @@ def launch(command: Sequence[str], timeout_s: float, *, env: Mapping[str, str] |
                 proc.kill()
                 proc.wait()
         killed = _stop(list(seen.values()))
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # anything left in the launcher's group
-        except (ProcessLookupError, PermissionError):
-            pass
         log.seek(0)
         output = log.read().decode(errors="replace")
     return LaunchResult(

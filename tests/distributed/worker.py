@@ -4,9 +4,10 @@
 ``reshard_after_forward`` on and off, with a frozen part, with tied weights) compare every
 pyparams function with torch's own iterator (objects, order, names, every argument
 combination) before wrapping, after wrapping, after each forward, backward and optimizer
-step; then train a few steps with torch's walks and again with pyparams' and keep the
-local parameters of both. A failed comparison is recorded, never raised, so every rank
-still reaches every collective. Each rank writes ``rank<N>.json`` to ``--out``.
+step; then build, wrap and train a few steps twice, with ``pyparams.patched()`` off
+and on, and compare the local parameters bit for bit. A failed comparison is recorded,
+never raised, so every rank still reaches every collective. Each rank writes
+``rank<N>.json`` to ``--out``.
 
 ``--mode fail``: rank ``--fail-rank`` raises inside a pyparams walk while the other ranks
 wait in a collective; the launch must end with a failure, not hang.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections.abc
+import contextlib
 import json
 import os
 import traceback
@@ -24,15 +26,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-
-# The launch puts tests/ on PYTHONPATH (common_utils); nets sits next to this script.
-from common_utils import assert_conforms
-from nets import SCENARIOS, build, wrap
+from nets import SCENARIOS, build, wrap  # next to this script
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
 import pyparams
+from common_utils import assert_conforms  # the launch puts tests/ on PYTHONPATH
 
 M = nn.Module
 TRAIN_STEPS = 3
@@ -85,46 +85,38 @@ def conform(scenario: str, device: torch.device, mesh: object, records: list[dic
         check(records, scenario, f"step-{step}", targets)
 
 
-def zero_grad(module: nn.Module, use_pyparams: bool) -> None:
-    if use_pyparams:
-        for param in pyparams.parameters(module):
-            param.grad = None
-    else:
-        module.zero_grad()
-
-
-def train(scenario: str, device: torch.device, mesh: object, use_pyparams: bool
+def train(scenario: str, device: torch.device, mesh: object, patched: bool
           ) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
-    """A few steps whose parameter walks are torch's or pyparams'; names, start, end."""
-    model = wrap(scenario, build(scenario, device, seed=1), mesh, device)
-
-    def walk() -> list[nn.Parameter]:
-        return pyparams.parameter_list(model) if use_pyparams else list(model.parameters())
-
-    start = [local(p).detach().clone() for p in M.parameters(model)]
-    optimizer = torch.optim.AdamW(walk(), lr=1e-2)
-    for step in range(TRAIN_STEPS):
-        loss = model(batch(step, device)).float().pow(2).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(walk(), 0.5)
-        optimizer.step()
-        zero_grad(model, use_pyparams)
-    names = [name for name, _ in M.named_parameters(model)]
-    return names, start, [local(p).detach().clone() for p in M.parameters(model)]
+    """Build, wrap and train a few steps with torch's own code, inside ``pyparams.patched()``
+    or not: the walks of DDP / ``fully_shard``, the optimizer, ``clip_grad_norm_`` and
+    ``zero_grad`` are then pyparams' or torch's. Returns names, start and end (local)."""
+    with pyparams.patched() if patched else contextlib.nullcontext():
+        assert pyparams.is_patched() is patched
+        model = wrap(scenario, build(scenario, device, seed=1), mesh, device)
+        start = [local(p).detach().clone() for p in model.parameters()]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for step in range(TRAIN_STEPS):
+            loss = model(batch(step, device)).float().pow(2).mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            optimizer.step()
+            model.zero_grad()
+        names = [name for name, _ in model.named_parameters()]
+        return names, start, [local(p).detach().clone() for p in model.parameters()]
 
 
 def compare_training(scenario: str, device: torch.device, mesh: object) -> dict:
-    """Train with torch's walks, then with pyparams'; the parameters must be bit-identical."""
-    names, start, expected = train(scenario, device, mesh, use_pyparams=False)
-    names_p, _, actual = train(scenario, device, mesh, use_pyparams=True)
-    differing = [n for n, a, e in zip(names, actual, expected)
+    """Train unpatched, then patched; the parameters must be bit-identical."""
+    names, start, expected = train(scenario, device, mesh, patched=False)
+    names_p, _, actual = train(scenario, device, mesh, patched=True)
+    differing = [n for n, a, e in zip(names, actual, expected, strict=False)  # lengths: below
                  if a.dtype != e.dtype or a.shape != e.shape or not torch.equal(a, e)]
     errors = []
     if names_p != names or len(actual) != len(expected):
         errors.append(f"names differ: torch {names}, pyparams {names_p}")
     if differing:
         errors.append(f"not bit-identical: {differing}")
-    moved = [n for n, s, e in zip(names, start, expected) if not torch.equal(s, e)]
+    moved = [n for n, s, e in zip(names, start, expected, strict=True) if not torch.equal(s, e)]
     return {"scenario": scenario, "ok": not errors, "error": "; ".join(errors),
             "n_tensors": len(names), "n_moved": len(moved), "n_trainable": sum(
                 p.requires_grad for p in build(scenario, device).parameters())}
@@ -153,7 +145,8 @@ def fail(device: torch.device, mesh: object, fail_rank: int) -> None:
         bomb = nn.Module()
         bomb._parameters = Exploding()  # type: ignore[assignment]
         model.blocks[0].add_module("bomb", bomb)
-        pyparams.parameter_list(model)
+        with pyparams.patched():  # the walk of a consumer: clip_grad_norm_'s parameters()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     dist.all_reduce(torch.ones(1, device=device))
     dist.barrier()
 
