@@ -1,0 +1,184 @@
+"""The distributed section of the report: per-rank table, JSON, CSV, plot, ``report.md``.
+
+Rank 0 of :mod:`pyparams.bench.distributed` calls :func:`write_outputs` with every rank's
+samples. Medians and speedups are computed as in the rest of the report: the median per
+call, and the median of per-round ratios torch/pyparams (:mod:`pyparams.bench.stats`).
+The section is also spliced into ``report.md`` in the same folder, between markers, so
+running the distributed bench after ``pyparams bench --out DIR`` completes that report.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pyparams.bench.report import format_bytes, format_ns
+from pyparams.bench.stats import paired_ratios, summarize
+
+__all__ = ["OUTPUT_FILES", "DistributedRun", "format_table", "rows", "splice_section",
+           "write_outputs"]
+
+OUTPUT_FILES: tuple[str, ...] = ("distributed.json", "distributed.csv", "distributed.png",
+                                 "distributed.md")
+BEGIN = "<!-- pyparams distributed: begin -->"
+END = "<!-- pyparams distributed: end -->"
+
+
+@dataclass
+class DistributedRun:
+    """A whole distributed run: where, how, and every rank's samples (as dicts)."""
+
+    machine: dict[str, object]
+    backend: str
+    world_size: int
+    command: str
+    models: list[str]
+    wrappers: list[str]
+    rounds: int
+    samples: list[dict[str, object]]
+    wall_seconds: float
+
+
+def rows(samples: Sequence[dict[str, object]]) -> list[dict[str, object]]:
+    """One record per rank, model, wrapper and job: both medians and the speedup."""
+    keyed: dict[tuple[object, ...], dict[str, dict[str, object]]] = {}
+    for s in samples:
+        key = (s["model"], s["wrapper"], s["job"], s["rank"])
+        keyed.setdefault(key, {})[str(s["variant"])] = s
+    out = []
+    for (model, wrapper, job, rank), variants in keyed.items():
+        base, native = variants.get("torch"), variants.get("pyparams")
+        if base is None or native is None:
+            continue
+        t, p = list(base["samples_ns"]), list(native["samples_ns"])  # type: ignore[call-overload]
+        out.append({
+            "model": model, "wrapper": wrapper, "job": job, "rank": rank,
+            "n_param_tensors": base["n_param_tensors"], "n_modules": base["n_modules"],
+            "rounds": min(len(t), len(p)), "loops_torch": base["loops"],
+            "loops_pyparams": native["loops"],
+            "torch_median_ns": summarize(t).median, "pyparams_median_ns": summarize(p).median,
+            "torch_spread": summarize(t).rel_spread, "pyparams_spread": summarize(p).rel_spread,
+            "speedup": summarize(paired_ratios(t[:len(p)], p[:len(t)])).median,
+        })
+    return out
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
+
+
+def format_table(records: Sequence[dict[str, object]], markdown: bool = False) -> str:
+    """Model, wrapper, job, then torch / pyparams medians and the speedup for each rank."""
+    ranks = sorted({int(r["rank"]) for r in records})  # type: ignore[call-overload]
+    header = ["model", "wrapper", "job", "#params"]
+    for rank in ranks:
+        header += [f"r{rank} torch", f"r{rank} pyparams", f"r{rank} x"]
+    grouped: dict[tuple[object, ...], dict[int, dict[str, object]]] = {}
+    for r in records:
+        grouped.setdefault((r["model"], r["wrapper"], r["job"]), {})[int(r["rank"])] = r  # type: ignore[call-overload]
+    table = []
+    for (model, wrapper, job), by_rank in grouped.items():
+        first = next(iter(by_rank.values()))
+        line = [str(model), str(wrapper), str(job), str(first["n_param_tensors"])]
+        for rank in ranks:
+            r = by_rank.get(rank)
+            line += ["-", "-", "-"] if r is None else [
+                format_ns(float(r["torch_median_ns"])),  # type: ignore[arg-type]
+                format_ns(float(r["pyparams_median_ns"])),  # type: ignore[arg-type]
+                _ratio(float(r["speedup"]))]  # type: ignore[arg-type]
+        table.append(line)
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table])
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h)
+              for i, h in enumerate(header)]
+    return "\n".join("  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+                     for row in [header, ["-" * w for w in widths], *table])
+
+
+def _plot(records: Sequence[dict[str, object]], path: Path) -> None:
+    """Horizontal bars: speedup of each job on each model and wrapper, one bar per rank."""
+    from pyparams.bench import plots  # selects the Agg backend
+
+    keys = list(dict.fromkeys((r["model"], r["wrapper"], r["job"]) for r in records))
+    ranks = sorted({int(r["rank"]) for r in records})  # type: ignore[call-overload]
+    fig = plots.Figure(figsize=(11, 1.5 + 0.22 * max(len(keys), 1) * max(len(ranks), 1) / 2))
+    ax = fig.add_subplot()
+    height = 0.8 / max(len(ranks), 1)
+    for index, rank in enumerate(ranks):
+        by_key = {(r["model"], r["wrapper"], r["job"]): float(r["speedup"])  # type: ignore[arg-type]
+                  for r in records if r["rank"] == rank}
+        ys = [row + index * height for row, key in enumerate(keys) if key in by_key]
+        ax.barh(ys, [by_key[key] for key in keys if key in by_key], height=height,
+                label=f"rank {rank}")
+    ax.set_yticks([row + 0.4 - height / 2 for row in range(len(keys))])
+    ax.set_yticklabels([f"{m} [{w}] {j}" for m, w, j in keys], fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("speedup torch / pyparams, median of interleaved rounds (log)")
+    ax.set_title("pyparams under torchrun: walks and their consumers, per rank")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def section(run: DistributedRun, records: Sequence[dict[str, object]]) -> str:
+    """The markdown section: how it ran, the per-rank table and the plot."""
+    m = run.machine
+    memory = m.get("memory_bytes")
+    return "\n".join([
+        "## Distributed (torchrun)",
+        "",
+        f"Command: `{run.command}`  ",
+        (f"{run.world_size} ranks, backend `{run.backend}`; machine: {m.get('platform')}, "
+         f"{m.get('cpu_count')} CPUs, "
+         f"{format_bytes(float(memory)) if isinstance(memory, (int, float)) else '-'} RAM, "
+         f"CUDA device: {m.get('cuda_device')}; torch {m.get('torch')}; {m.get('timestamp')}; "
+         f"wall time {run.wall_seconds:.0f} s"),
+        "",
+        ("Per rank: median time per call with torch's walks and with pyparams' patched in "
+         "(`pyparams.patched()`), and the median of per-round ratios (`x`). `wrap` is "
+         "`fully_shard` per block and at the root (`fsdp`) or `DistributedDataParallel` "
+         "(`ddp`) on a freshly built model; `zero_grad` starts with every gradient present; "
+         "`train_step` is forward, backward, `clip_grad_norm_`, `AdamW.step` and `zero_grad`."),
+        "",
+        format_table(records, markdown=True),
+        "",
+        "![distributed](distributed.png)",
+        "",
+    ])
+
+
+def splice_section(report: Path, text: str) -> None:
+    """Put ``text`` between the markers of ``report`` (appended, or a new file, if absent)."""
+    block = f"{BEGIN}\n{text}{END}\n"
+    old = report.read_text() if report.exists() else "# pyparams benchmark report\n"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + block + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        new = old.rstrip("\n") + "\n\n" + block
+    report.write_text(new)
+
+
+def write_outputs(run: DistributedRun, out: Path) -> list[Path]:
+    """Write the distributed files into ``out`` and splice the section into report.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    records = rows(run.samples)
+    (out / "distributed.json").write_text(
+        json.dumps({**asdict(run), "summary": records}, indent=1, default=str))
+    with (out / "distributed.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else ["model"])
+        writer.writeheader()
+        writer.writerows(records)
+    _plot(records, out / "distributed.png")
+    text = section(run, records)
+    (out / "distributed.md").write_text(text)
+    splice_section(out / "report.md", text)
+    return [out / name for name in OUTPUT_FILES]
