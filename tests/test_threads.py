@@ -209,7 +209,7 @@ def test_readers_in_lockstep_with_torch(fast_switching):
                     break
                 with lock:
                     steps["iterations"] += 1
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
             failures.append(f"reader {index}: {error!r}")
 
     def mutate_between_steps() -> None:

@@ -186,7 +186,9 @@ def _pyparams_trainable(m: nn.Module, ref: Reference) -> Bound:
 
 
 def _pyparams_trainable_list(m: nn.Module, ref: Reference) -> Bound:
-    run = lambda: pyparams.parameter_list(m, trainable=True)  # noqa: E731
+    def run() -> list:
+        return pyparams.parameter_list(m, trainable=True)
+
     return run, run
 
 
