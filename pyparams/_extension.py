@@ -1,25 +1,88 @@
-"""Loads the native extension, refusing one built against a torch other than the running one."""
+"""Loads the native extension; when it cannot, says what to run for the case at hand.
+
+The cases it tells apart: a source tree whose extension was never built (and whether a
+compiler is there to build it, or an installed pyparams that the source tree is hiding),
+an install without the extension, and an extension built for another torch.
+"""
 
 from __future__ import annotations
+
+import importlib.machinery
+import os
+import shutil
+import sys
+from pathlib import Path
 
 import torch
 from packaging.version import Version
 
-_REBUILD = "pip install --no-build-isolation --force-reinstall --no-deps ."
+PACKAGE = Path(__file__).resolve().parent
+# A checkout (or sdist) has setup.py and csrc/ next to the package; an install does not.
+SOURCE_TREE = PACKAGE.parent if (PACKAGE.parent / "setup.py").is_file() and (
+    PACKAGE.parent / "csrc").is_dir() else None
+IN_PLACE = "pip install --no-build-isolation -e .` (or `python setup.py build_ext --inplace`"
+REINSTALL = "pip install --no-build-isolation --force-reinstall --no-deps ."
+COMPILERS = ("a C++17 compiler (Debian/Ubuntu: apt-get install g++; Fedora: dnf install "
+             "gcc-c++; macOS: xcode-select --install; or set CXX)")
 
+
+def _extension_files(package: Path) -> list[Path]:
+    return [package / f"_C{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES
+            if (package / f"_C{suffix}").is_file()]
+
+
+def _installed_elsewhere() -> Path | None:
+    """Another pyparams with a built extension on ``sys.path`` (one this package hides)."""
+    for entry in sys.path:
+        candidate = (Path(entry or os.getcwd()) / "pyparams").resolve()
+        if candidate != PACKAGE and _extension_files(candidate):
+            return candidate
+    return None
+
+
+def _rebuild() -> str:
+    """The command that builds the extension again for the running torch."""
+    if SOURCE_TREE is not None:
+        return f"from {SOURCE_TREE}, run `{IN_PLACE})"
+    return f"from the pyparams source tree, reinstall it: `{REINSTALL}`"
+
+
+def _not_built() -> str:
+    """Why there is no extension file here, and the fix."""
+    if SOURCE_TREE is None:
+        return (f"pyparams at {PACKAGE} was installed without its native extension "
+                f"pyparams._C; {_rebuild()}")
+    where = (f"pyparams is imported from its source tree {SOURCE_TREE}, where pyparams._C "
+             f"was never built")
+    other = _installed_elsewhere()
+    if other is not None:
+        return (f"{where}, and it hides the installed pyparams in {other.parent}: the source "
+                f"tree comes first on sys.path (Python started in the checkout, as `python -m "
+                f"pytest` and `python -c` do, or PYTHONPATH). Run `pytest` or `pyparams` itself, "
+                f"or `python -P ...`, or start outside the checkout; or build in place: "
+                f"`{IN_PLACE})")
+    if shutil.which(os.environ.get("CXX", "c++").split()[0]) is None:
+        return (f"{where}, and there is no C++ compiler to build it: install {COMPILERS}; "
+                f"then {_rebuild()}")
+    return f"{where}; {_rebuild()}"
+
+
+if not _extension_files(PACKAGE):  # checked first: the bare import error would not say why
+    raise ImportError(_not_built(), name="pyparams._C")
 try:
     from pyparams import _C
-except ImportError as error:  # not built, or built against another torch's ABI
+except ImportError as error:  # undefined symbols: built against another torch's ABI
     raise ImportError(
-        f"pyparams' native extension pyparams._C could not be loaded ({error}). "
-        f"It is built when pyparams is installed; from the pyparams source tree, run: {_REBUILD}"
+        f"pyparams._C could not be loaded ({error}); it was most likely built against "
+        f"another torch than the running {torch.__version__}. Rebuild it: {_rebuild()}",
+        name="pyparams._C",
     ) from error
 
 if Version(_C.__torch_version__) != Version(torch.__version__):
     raise ImportError(
         f"pyparams._C was built against torch {_C.__torch_version__}, but torch "
-        f"{torch.__version__} is running; rebuild it for this torch from the pyparams "
-        f"source tree: {_REBUILD}"
+        f"{torch.__version__} is running; rebuild it for this torch: {_rebuild()}",
+        name="pyparams._C",
     )
 
 __all__ = ["_C"]

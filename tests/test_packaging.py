@@ -1,4 +1,4 @@
-"""The package: public API and signatures as DESIGN.md states them, stubs, import errors."""
+"""The package: public API and signatures as README states them, stubs, import errors."""
 
 from __future__ import annotations
 
@@ -20,13 +20,14 @@ from pyparams import _C
 PACKAGE = REPO / "pyparams"
 REBUILD = "pip install --no-build-isolation"
 
-# The public API of DESIGN.md, "names and signatures are part of the contract":
+# The public API of README's API section; names and signatures are part of the contract:
 # (name, [(parameter, kind, default)]).
 P, K = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
 NO = inspect.Parameter.empty
 DESIGN_API = {
     "parameters": [("module", P, NO), ("recurse", P, True), ("remove_duplicate", P, True)],
-    "trainable_parameters": [("module", P, NO), ("recurse", P, True), ("remove_duplicate", P, True)],
+    "trainable_parameters": [("module", P, NO), ("recurse", P, True),
+                             ("remove_duplicate", P, True)],
     "named_parameters": [("module", P, NO), ("prefix", P, ""), ("recurse", P, True),
                          ("remove_duplicate", P, True)],
     "named_trainable_parameters": [("module", P, NO), ("prefix", P, ""), ("recurse", P, True),
@@ -120,10 +121,20 @@ def test_import_refuses_an_extension_built_for_another_torch(tmp_path: Path) -> 
     assert REBUILD in message
 
 
-def test_import_without_the_extension_names_the_fix(tmp_path: Path) -> None:
-    copy = tmp_path / "site" / "pyparams"
-    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("_C*.so", "_C*.pyd", "__pycache__"))
+def _copy_package(root: Path, source_tree: bool) -> Path:
+    """A copy of the package under ``root`` without its extension; a checkout's files if asked."""
+    copy = root / "pyparams"
+    ignore = shutil.ignore_patterns("_C*.so", "_C*.pyd", "__pycache__")
+    shutil.copytree(PACKAGE, copy, ignore=ignore)
     assert not list(copy.glob("_C*.so"))
+    if source_tree:  # what the loader looks for to tell a checkout from an install
+        (root / "setup.py").write_text("")
+        (root / "csrc").mkdir()
+    return copy
+
+
+def _import_error(sys_path: list[Path], cwd: Path, **env: str) -> str:
+    """The ImportError message of ``import pyparams`` with ``sys_path`` first, its traceback."""
     code = (
         # An editable install maps pyparams' modules to the source tree through a
         # meta-path finder; drop it so the copy without the extension is what loads.
@@ -138,9 +149,49 @@ def test_import_without_the_extension_names_the_fix(tmp_path: Path) -> None:
         "else:\n"
         "    print('imported', pyparams.__file__)\n"
     )
-    done = _run(code, tmp_path / "site", tmp_path)
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
+                          env=subprocess_env(sys_path, **env), timeout=300)
     assert done.returncode == 0, done.stderr
-    message = done.stdout
-    assert message.startswith("ImportError:"), message
-    assert "pyparams._C" in message and REBUILD in message
+    assert done.stdout.startswith("ImportError:"), done.stdout
+    return done.stdout
+
+
+def test_an_install_without_the_extension_says_reinstall(tmp_path: Path) -> None:
+    copy = _copy_package(tmp_path / "site", source_tree=False)
+    message = _import_error([copy.parent], tmp_path)
+    assert "installed without its native extension pyparams._C" in message
+    assert f"{REBUILD} --force-reinstall --no-deps ." in message
     assert str(copy / "_extension.py") in message  # the copy was the one imported
+
+
+def test_a_source_tree_without_the_extension_says_build_in_place(tmp_path: Path) -> None:
+    copy = _copy_package(tmp_path / "checkout", source_tree=True)
+    message = _import_error([copy.parent], tmp_path)
+    assert f"source tree {copy.parent}, where pyparams._C was never built" in message
+    assert f"{REBUILD} -e ." in message and "python setup.py build_ext --inplace" in message
+    assert "hides" not in message and "compiler" not in message
+
+
+def test_a_source_tree_without_a_compiler_says_what_to_install(tmp_path: Path) -> None:
+    copy = _copy_package(tmp_path / "checkout", source_tree=True)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    message = _import_error([copy.parent], tmp_path, PATH=str(empty), CXX="c++")
+    assert "no C++ compiler" in message and "apt-get install g++" in message
+    assert f"{REBUILD} -e ." in message
+
+
+def test_a_source_tree_hiding_the_installed_package_says_so(tmp_path: Path) -> None:
+    """``python -m pytest`` in a checkout after a plain install: the checkout comes first."""
+    copy = _copy_package(tmp_path / "checkout", source_tree=True)
+    message = _import_error([copy.parent, REPO], tmp_path)
+    assert f"it hides the installed pyparams in {REPO}" in message
+    assert "Run `pytest` or `pyparams` itself" in message
+
+
+def test_an_extension_that_does_not_load_says_rebuild(tmp_path: Path) -> None:
+    copy = _copy_package(tmp_path / "site", source_tree=False)
+    (copy / Path(_C.__file__).name).write_bytes(b"not a shared object")
+    message = _import_error([copy.parent], tmp_path)
+    assert "pyparams._C could not be loaded" in message and "another torch" in message
+    assert f"{REBUILD} --force-reinstall --no-deps ." in message
