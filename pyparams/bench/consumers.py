@@ -1,0 +1,529 @@
+"""Consumer benchmarks: what ``pyparams.patch()`` saves inside code you do not own.
+
+Each consumer is a real caller of nn.Module's walking methods (``zero_grad``,
+``requires_grad_``, transformers' ``num_parameters``, optimizer construction, the ZeRO-3
+fetch pattern, ``functional_call``, ``clip_grad_norm_``, ``state_dict``, ``train()`` and a
+whole CPU training step), run as torch ships it, with the patch on, and through pyparams'
+native consumer where one exists (``pyparams.zero_grad``). For every consumer and model:
+
+1. each mode's result is checked against torch's first (same objects, names, values); a
+   mode that differs is never timed;
+2. rounds are interleaved (A B C, C B A, ...) with the GC paused; every call is timed on
+   its own, its set-up (gradients to reset, the patch switched on or off) untimed;
+3. medians are quoted, speedups are medians of per-round ratios over torch.
+
+The walk's share of a consumer is the median time of the walk it makes (``list`` of the
+method it calls) over the consumer's median, torch's walk for torch, the patched walk
+for the patched mode. There is no walk cache here: every walk is today's native walk.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+import pyparams
+from pyparams.bench.gc_pause import gc_paused
+from pyparams.bench.stats import median, paired_ratios
+from pyparams.bench.zoo import UnfusedMoE, ZooCache
+
+__all__ = [
+    "CONSUMERS",
+    "CONSUMER_MODELS",
+    "MODES",
+    "Consumer",
+    "ConsumerRow",
+    "build_consumer_model",
+    "format_consumers",
+    "run_consumers",
+]
+
+MODES: tuple[str, ...] = ("torch", "patched", "native")
+CONSUMER_MODELS: tuple[str, ...] = ("moe-32x64", "gpt2")
+
+
+class RoutedMoE(UnfusedMoE):
+    """The zoo's unfused MoE with a top-2 routed SwiGLU forward, for the training step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            weights, chosen = layer.router(x).softmax(-1).topk(2, dim=-1)
+            out = torch.zeros_like(x)
+            for expert_index in chosen.unique().tolist():
+                rows, slot = (chosen == expert_index).nonzero(as_tuple=True)
+                expert = layer.experts[expert_index]
+                h = x[rows]
+                y = expert.down_proj(nn.functional.silu(expert.gate_proj(h)) * expert.up_proj(h))
+                out = out.index_add(0, rows, y * weights[rows, slot].unsqueeze(-1))
+            x = x + out
+        return x
+
+
+@dataclass
+class Model:
+    """A consumer benchmark's model: the module, one batch, a loss, its walk's unit."""
+
+    name: str
+    module: nn.Module
+    batch: Callable[[], tuple]
+    loss: Callable[[nn.Module, tuple], torch.Tensor]
+
+
+def build_consumer_model(name: str, cache: ZooCache | None = None) -> Model:
+    """``moe-32x64`` (routed, width 8) or a zoo architecture built from its config."""
+    torch.manual_seed(0)
+    if name.startswith("moe-"):
+        layers, experts = (int(n) for n in name.removeprefix("moe-").split("x"))
+        module = RoutedMoE(layers, experts)
+        x = torch.randn(16, 8)
+        return Model(name, module, lambda: (x,), lambda m, b: m(*b).pow(2).mean())
+    built = (cache or ZooCache()).get(name, "cpu")
+    module = built.module
+    for p in module.parameters():  # materialized uninitialized: give it sane values
+        with torch.no_grad():
+            p.normal_(0, 0.02)
+    vocab = int(getattr(module.config, "vocab_size", 128))
+    ids = torch.randint(0, vocab, (1, 32), generator=torch.Generator().manual_seed(0))
+    return Model(name, module, lambda: (ids,), lambda m, b: m(input_ids=b[0], labels=b[0]).loss)
+
+
+# --------------------------------------------------------------------------- consumers
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A caller of the walking methods. ``run(model)`` is what gets timed; ``setup(model)``
+    runs untimed before each call; ``native`` is pyparams' own consumer (if any); ``walk``
+    is the walk it makes, for its share; ``check`` turns a result into comparable data."""
+
+    name: str
+    description: str
+    run: Callable[[Model], object]
+    setup: Callable[[Model], None] = lambda model: None
+    native: Callable[[Model], object] | None = None
+    walk: str = "parameters"
+    check: Callable[[object], object] = lambda result: result
+    target: float | None = None
+
+
+def _give_grads(model: Model) -> None:
+    for p in nn.Module.parameters(model.module):
+        if p.grad is None:
+            p.grad = torch.ones_like(p)
+
+
+def _fresh_grads(model: Model) -> None:
+    """Every parameter's grad all ones again (clip_grad_norm_ scales them in place)."""
+    for p in nn.Module.parameters(model.module):
+        if p.grad is None:
+            p.grad = torch.ones_like(p)
+        else:
+            p.grad.fill_(1.0)
+
+
+def _grads(model: Model) -> list[object]:
+    return [p.grad for p in model.module.parameters()]
+
+
+def _requires_grad(model: Model) -> list[bool]:
+    model.module.requires_grad_(False)
+    model.module.requires_grad_(True)
+    return [p.requires_grad for p in model.module.parameters()]
+
+
+def _num_parameters(model: Model) -> int:
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # the bench extra is missing: the same loop, written out
+        return sum(p.numel() for _, p in model.module.named_parameters())
+    return PreTrainedModel.num_parameters(model.module)  # type: ignore[arg-type]
+
+
+def _leaves(model: Model) -> list[nn.Module]:
+    cached = getattr(model, "_leaves", None)
+    if cached is None:
+        cached = [m for m in nn.Module.modules(model.module) if not m._modules]
+        model._leaves = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def _zero3(model: Model) -> list[list[tuple[str, nn.Parameter]]]:
+    # ZeRO-3 fetches a module's parameters with named_parameters(recurse=True) before
+    # each leaf module runs, every step.
+    return [list(leaf.named_parameters(recurse=True)) for leaf in _leaves(model)]
+
+
+def _functional_call(model: Model) -> torch.Tensor:
+    params = getattr(model, "_params", None)
+    if params is None:
+        module = model.module
+        params = {
+            **dict(nn.Module.named_parameters(module)),
+            **dict(nn.Module.named_buffers(module)),
+        }
+        model._params = params  # type: ignore[attr-defined]
+    with torch.no_grad():
+        return model.loss(_Functional(model.module, params), model.batch())
+
+
+class _Functional:
+    """``module(*args)`` through ``torch.func.functional_call`` with fixed tensors."""
+
+    def __init__(self, module: nn.Module, params: dict[str, torch.Tensor]) -> None:
+        self.module, self.params = module, params
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        return torch.func.functional_call(self.module, self.params, args, kwargs)
+
+
+def _clip(model: Model) -> torch.Tensor:
+    return nn.utils.clip_grad_norm_(model.module.parameters(), 1.0)
+
+
+def _state_dict(model: Model) -> list[tuple[str, int]]:
+    return [(k, v.data_ptr()) for k, v in model.module.state_dict().items()]
+
+
+def _train_mode(model: Model) -> list[bool]:
+    model.module.train()
+    return [m.training for m in nn.Module.modules(model.module)]
+
+
+def _optimizer(model: Model) -> list[nn.Parameter]:
+    return torch.optim.AdamW(model.module.parameters(), lr=1e-3).param_groups[0]["params"]
+
+
+def _step(model: Model) -> torch.Tensor:
+    state = getattr(model, "_optimizer", None)
+    if state is None:
+        state = torch.optim.AdamW(nn.Module.parameters(model.module), lr=1e-5)
+        model._optimizer = state  # type: ignore[attr-defined]
+    loss = model.loss(model.module, model.batch())
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.module.parameters(), 1.0)
+    state.step()
+    model.module.zero_grad()
+    return loss.detach()
+
+
+def _same_objects(result: object) -> object:
+    return [id(x) for x in result]  # type: ignore[union-attr]
+
+
+CONSUMERS: dict[str, Consumer] = {
+    c.name: c
+    for c in (
+        Consumer(
+            "zero_grad",
+            "model.zero_grad() (set_to_none), every parameter with a grad",
+            lambda m: (m.module.zero_grad(), _grads(m))[1],
+            setup=_give_grads,
+            native=lambda m: (pyparams.zero_grad(m.module), _grads(m))[1],
+            check=lambda grads: [g is None for g in grads],
+            target=10.0,
+        ),
+        Consumer(
+            "requires_grad_",
+            "model.requires_grad_(False) then (True): freezing",
+            _requires_grad,
+            target=8.0,
+        ),
+        Consumer(
+            "num_parameters",
+            "transformers' PreTrainedModel.num_parameters()",
+            _num_parameters,
+            walk="named_parameters",
+            target=8.0,
+        ),
+        Consumer(
+            "optimizer",
+            "torch.optim.AdamW(model.parameters()) construction",
+            _optimizer,
+            check=_same_objects,
+            target=3.0,
+        ),
+        Consumer(
+            "zero3_fetch",
+            "named_parameters(recurse=True) of every leaf module (ZeRO-3)",
+            _zero3,
+            walk="zero3",
+            target=10.0,
+            check=lambda lists: [[(n, id(p)) for n, p in items] for items in lists],
+        ),
+        Consumer(
+            "functional_call",
+            "torch.func.functional_call forward (no grad), loss",
+            _functional_call,
+            walk="named_parameters",
+            target=1.2,
+            check=lambda loss: float(loss),
+        ),
+        Consumer(
+            "clip_grad_norm_",
+            "clip_grad_norm_(model.parameters(), 1.0)",
+            _clip,
+            setup=_fresh_grads,
+            check=lambda norm: float(norm),
+        ),
+        Consumer("state_dict", "model.state_dict()", _state_dict, walk="none"),
+        Consumer("train", "model.train()", _train_mode, walk="none"),
+        Consumer(
+            "train_step",
+            "forward, backward, clip_grad_norm_, AdamW step, zero_grad",
+            _step,
+            check=lambda loss: None,
+        ),
+    )
+}
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class ConsumerRow:
+    model: str
+    consumer: str
+    description: str
+    medians_ns: dict[str, float] = field(default_factory=dict)
+    speedups: dict[str, float] = field(default_factory=dict)
+    walk_share: dict[str, float] = field(default_factory=dict)
+    target: float | None = None
+    error: str = ""
+
+    @property
+    def best(self) -> float | None:
+        return max(self.speedups.values(), default=None)
+
+
+def _walk_function(walk: str) -> Callable[[Model], object] | None:
+    if walk == "parameters":
+        return lambda m: list(m.module.parameters())
+    if walk == "named_parameters":
+        return lambda m: list(m.module.named_parameters())
+    if walk == "zero3":
+        return _zero3
+    return None
+
+
+def _timed_call(run: Callable[[], object], setup: Callable[[], None], patch: bool) -> float:
+    """One call timed on its own, in the patch state asked for. Switching the patch
+    changes nn.Module's class attributes, which empties CPython's attribute caches of
+    every module class: one untimed call first, so the timed one runs as it does when
+    the patch simply stays on (or off)."""
+    (pyparams.patch if patch else pyparams.unpatch)()
+    try:
+        setup()
+        run()
+        setup()
+        start = time.perf_counter_ns()
+        run()
+        return float(time.perf_counter_ns() - start)
+    finally:
+        pyparams.unpatch()
+
+
+def _modes(consumer: Consumer) -> dict[str, tuple[Callable[[Model], object], bool]]:
+    modes = {"torch": (consumer.run, False), "patched": (consumer.run, True)}
+    if consumer.native is not None:
+        modes["native"] = (consumer.native, False)
+    return modes
+
+
+def _check(consumer: Consumer, model: Model) -> str:
+    """'' when every mode gives torch's result, else what differs (then nothing is timed)."""
+    if consumer.name == "train_step":
+        return _check_train_step(model)
+    results = {}
+    for mode, (run, patch) in _modes(consumer).items():
+        (pyparams.patch if patch else pyparams.unpatch)()
+        try:
+            consumer.setup(model)
+            torch.manual_seed(0)  # dropout draws the same masks in every mode
+            results[mode] = consumer.check(run(model))
+        finally:
+            pyparams.unpatch()
+    wrong = [mode for mode, result in results.items() if result != results["torch"]]
+    return f"{', '.join(wrong)} differ from torch" if wrong else ""
+
+
+def _check_train_step(model: Model) -> str:
+    """One step from the same state, unpatched and patched: same loss, same weights."""
+    outcomes = []
+    for patch in (False, True):
+        twin = Model(model.name, copy.deepcopy(model.module), model.batch, model.loss)
+        (pyparams.patch if patch else pyparams.unpatch)()
+        try:
+            torch.manual_seed(0)
+            loss = _step(twin)
+        finally:
+            pyparams.unpatch()
+        outcomes.append((loss, [p.detach() for p in twin.module.parameters()]))
+    (loss_a, params_a), (loss_b, params_b) = outcomes
+    same = torch.equal(loss_a, loss_b) and all(
+        torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True)
+    )
+    return "" if same else "patched training step differs from torch"
+
+
+def measure_consumer(consumer: Consumer, model: Model, rounds: int) -> ConsumerRow:
+    row = ConsumerRow(model.name, consumer.name, consumer.description, target=consumer.target)
+    row.error = _check(consumer, model)
+    if row.error:
+        return row
+    modes = _modes(consumer)
+    walk = _walk_function(consumer.walk)
+    timed = dict(modes)
+    if walk is not None:
+        timed["walk:torch"] = (walk, False)
+        timed["walk:patched"] = (walk, True)
+    names = list(timed)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    setup = {
+        name: (consumer.setup if not name.startswith("walk:") else (lambda m: None))
+        for name in names
+    }
+    for name in names:  # warm up
+        run, patch = timed[name]
+        _timed_call(lambda run=run: run(model), lambda name=name: setup[name](model), patch)
+    with gc_paused():
+        for index in range(rounds):
+            order = names if index % 2 == 0 else names[::-1]
+            for name in order:
+                run, patch = timed[name]
+                samples[name].append(
+                    _timed_call(
+                        lambda run=run: run(model), lambda name=name: setup[name](model), patch
+                    )
+                )
+    row.medians_ns = {name: median(values) for name, values in samples.items()}
+    for mode in modes:
+        if mode != "torch":
+            row.speedups[mode] = median(paired_ratios(samples["torch"], samples[mode]))
+    if walk is not None:
+        row.walk_share = {
+            "torch": row.medians_ns["walk:torch"] / row.medians_ns["torch"],
+            "patched": row.medians_ns["walk:patched"] / row.medians_ns["patched"],
+        }
+    return row
+
+
+def run_consumers(
+    models: Sequence[str] = CONSUMER_MODELS,
+    consumers: Sequence[str] | None = None,
+    rounds: int = 11,
+    cache: ZooCache | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[ConsumerRow]:
+    """Every consumer on every model; the patch is off again when this returns."""
+    chosen = [CONSUMERS[name] for name in (consumers or list(CONSUMERS))]
+    rows = []
+    was_patched = pyparams.is_patched()
+    pyparams.unpatch()
+    try:
+        for model_name in models:
+            model = build_consumer_model(model_name, cache)
+            for consumer in chosen:
+                if progress is not None:
+                    progress(f"{model_name}: {consumer.name}")
+                rows.append(measure_consumer(consumer, model, rounds))
+    finally:
+        if was_patched:
+            pyparams.patch()
+    return rows
+
+
+# ---------------------------------------------------------------------------- reporting
+
+
+def _time(ns: float | None) -> str:
+    if ns is None:
+        return "-"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:.3g} {unit}"
+    return f"{ns:.0f} ns"
+
+
+def _share(row: ConsumerRow, mode: str) -> str:
+    value = row.walk_share.get(mode)
+    return "-" if value is None else f"{100 * min(value, 1.0):.0f}%"
+
+
+def format_consumers(rows: Sequence[ConsumerRow], markdown: bool = False) -> str:
+    """One row per (model, consumer): medians, speedups, the walk's share, the target."""
+    header = [
+        "model",
+        "consumer",
+        "torch",
+        "patched",
+        "native",
+        "x patched",
+        "x native",
+        "walk share torch",
+        "walk share patched",
+        "saved",
+        "target",
+    ]
+    lines = []
+    for row in rows:
+        if row.error:
+            lines.append([row.model, row.consumer, f"not timed: {row.error}"] + [""] * 8)
+            continue
+        torch_ns = row.medians_ns.get("torch")
+        best = min(row.medians_ns.get(m, float("inf")) for m in ("patched", "native"))
+        saved = (
+            f"{_time(torch_ns - best)} ({100 * (torch_ns - best) / torch_ns:.0f}%)"
+            if torch_ns
+            else "-"
+        )
+        target = (
+            "-"
+            if row.target is None
+            else (f">= {row.target:g}x {'met' if (row.best or 0) >= row.target else 'missed'}")
+        )
+        lines.append(
+            [
+                row.model,
+                row.consumer,
+                _time(torch_ns),
+                _time(row.medians_ns.get("patched")),
+                _time(row.medians_ns.get("native")),
+                f"{row.speedups['patched']:.2f}x" if "patched" in row.speedups else "-",
+                f"{row.speedups['native']:.2f}x" if "native" in row.speedups else "-",
+                _share(row, "torch"),
+                _share(row, "patched"),
+                saved,
+                target,
+            ]
+        )
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+        return "\n".join(out)
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *lines, strict=False)]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False))
+        for line in [header, *lines]
+    )
+
+
+def to_records(rows: Sequence[ConsumerRow]) -> list[dict[str, object]]:
+    """Flat records for CSV/JSON."""
+    return [
+        {
+            "model": r.model,
+            "consumer": r.consumer,
+            "error": r.error,
+            **{f"{k}_ns": v for k, v in r.medians_ns.items()},
+            **{f"x_{k}": v for k, v in r.speedups.items()},
+            **{f"walk_share_{k}": v for k, v in r.walk_share.items()},
+            "target": r.target,
+        }
+        for r in rows
+    ]

@@ -1,0 +1,58 @@
+"""The consumers benchmark section runs end to end on tiny models: every consumer's modes
+agree with torch (checked before timing), the table and the report section are written,
+and the patch is off again afterwards. Timings are never asserted."""
+
+from __future__ import annotations
+
+import pytest
+
+import pyparams
+from pyparams.bench import consumers
+from pyparams.bench.consumer_report import write_consumer_outputs
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[consumers.ConsumerRow]:
+    pytest.importorskip("transformers")
+    return consumers.run_consumers(models=["moe-2x4", "gpt2-tiny"], rounds=1)
+
+
+def test_every_consumer_is_checked_and_timed_on_every_model(rows) -> None:
+    assert not pyparams.is_patched()
+    assert [(r.model, r.consumer) for r in rows] == [
+        (model, name) for model in ("moe-2x4", "gpt2-tiny") for name in consumers.CONSUMERS
+    ]
+    assert [r for r in rows if r.error] == []
+    for row in rows:
+        assert set(row.medians_ns) >= {"torch", "patched"}
+        assert ("native" in row.medians_ns) == (
+            consumers.CONSUMERS[row.consumer].native is not None
+        )
+        assert all(value > 0 for value in row.speedups.values())
+
+
+def test_a_mode_that_differs_from_torch_is_never_timed(monkeypatch) -> None:
+    model = consumers.build_consumer_model("moe-2x4")
+    wrong = consumers.Consumer(
+        "wrong",
+        "patched yields one parameter fewer",
+        lambda m: list(m.module.parameters())[: None if not pyparams.is_patched() else -1],
+        check=lambda items: [id(p) for p in items],
+    )
+    row = consumers.measure_consumer(wrong, model, rounds=1)
+    assert row.error == "patched differ from torch"
+    assert row.medians_ns == {}
+
+
+def test_outputs_and_report_section(rows, tmp_path) -> None:
+    report = tmp_path / "report.md"
+    report.write_text(
+        "# report\n\n## Summary\n\nold\n\n## Consumers\n\nstale\n\n## Plots\n\nkept\n"
+    )
+    written = write_consumer_outputs(rows, tmp_path)
+    assert {p.name for p in written} >= {"consumers.csv", "consumers.json", "report.md"}
+    text = report.read_text()
+    assert text.count("## Consumers") == 1 and "stale" not in text and "kept" in text
+    assert "| moe-2x4 | zero_grad |" in text
+    table = consumers.format_consumers(rows)
+    assert table.splitlines()[0].split()[:3] == ["model", "consumer", "torch"]
