@@ -10,6 +10,7 @@
 #include "module_attributes.h"
 #include "python_names.h"
 #include "tensor_flags.h"
+#include "walk_cache.h"
 #include "walker.h"
 #include "zero_grad.h"
 
@@ -92,6 +93,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "Native walker of torch.nn.Module trees (see the pyparams package for the API).";
   if (!pyparams::init_names() || !pyparams::init_tensor_flags() ||
       !pyparams::init_module_attributes() || !pyparams::init_dispatch() ||
+      !pyparams::init_walk_cache() ||
       !pyparams::add_walk_iterator_type(m.ptr())) {
     throw py::error_already_set();
   }
@@ -134,6 +136,20 @@ public function mirrors; "children": only the submodules' named_modules).)doc");
       py::arg("remove_duplicate") = true, py::arg("trainable") = false,
       py::arg("dispatch") = py::none(),
       R"doc(Return a new list of what walk() would yield (unnamed), built in one native call.)doc");
+
+  m.def(
+      "cache_info",
+      []() {
+        const pyparams::CacheCounters& counters = pyparams::cache_counters();
+        return py::make_tuple(counters.hits, counters.misses, counters.invalidations,
+                              counters.revalidations, pyparams::cache_records(),
+                              pyparams::cache_bytes(), pyparams::cache_enabled());
+      },
+      R"doc(Return (hits, misses, invalidations, revalidations, records, bytes, enabled) of the walk cache.)doc");
+
+  m.def(
+      "cache_clear", []() { pyparams::cache_clear(); },
+      R"doc(Drop every walk record and reset the counters: the next walk of any root is cold.)doc");
 
   m.def(
       "register_base_method",

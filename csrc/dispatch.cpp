@@ -7,6 +7,7 @@
 #include "module_attributes.h"
 #include "owned_ref.h"
 #include "python_names.h"
+#include "walk_cache.h"
 
 namespace pyparams {
 namespace {
@@ -142,6 +143,7 @@ bool register_base_method(Method method, PyObject* function) {
   }
   Py_INCREF(function);
   forget_module_classes();
+  advance_dispatch_epoch();  // a class's version now proves something else
   return true;
 }
 

@@ -40,6 +40,15 @@ class ItemCursor {
     return iterator_ ? next_from_iterator(key, value) : 0;
   }
 
+  // For a dict cursor: where PyDict_Next stands (to record it), and a jump
+  // to a recorded position with `remaining` entries left, as if the cursor
+  // had walked there itself.
+  Py_ssize_t position() const noexcept { return position_; }
+  void resume(Py_ssize_t position, Py_ssize_t remaining) noexcept {
+    position_ = position;
+    remaining_ = remaining;
+  }
+
   void reset() noexcept;
   int traverse(visitproc visit, void* arg) const;
 

@@ -80,7 +80,10 @@ bool is_module(PyObject* object) {
   return module_class_info(Py_TYPE(object)).is_module;
 }
 
-PyObject* module_attribute(PyObject* module, PyObject* name) {
+PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict) {
+  if (from_dict != nullptr) {
+    *from_dict = false;
+  }
   if (module_class_info(Py_TYPE(module)).plain_attributes) [[likely]] {
     // The instance __dict__ slot (materialized if the object kept its
     // attributes inline); a missing dict falls back to getattr.
@@ -89,6 +92,9 @@ PyObject* module_attribute(PyObject* module, PyObject* name) {
       PyObject* value = PyDict_GetItemWithError(*dict, name);  // borrowed
       if (value != nullptr) {
         Py_INCREF(value);
+        if (from_dict != nullptr) {
+          *from_dict = true;
+        }
         return value;
       }
       if (PyErr_Occurred()) {

@@ -13,7 +13,9 @@ namespace pyparams {
 // __getattribute__, no class attribute or descriptor of that name), the
 // value is read straight from the instance __dict__; every other case, and
 // every miss, goes through PyObject_GetAttr.
-PyObject* module_attribute(PyObject* module, PyObject* name);
+// `from_dict`, when given, is set to whether the value came from the instance
+// __dict__ by the fast path (what the walk cache can prove by dict versions).
+PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict = nullptr);
 
 // isinstance(object, torch.nn.Module), without running __instancecheck__.
 bool is_module(PyObject* object);

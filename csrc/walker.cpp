@@ -125,8 +125,8 @@ PyObject* member_attribute(Kind kind) {
 
 // getattr(module, attribute), with an AttributeError that says what is most
 // likely wrong: a subclass whose __init__ never called super().__init__().
-PyObject* member_mapping(PyObject* module, PyObject* attribute) {
-  PyObject* value = module_attribute(module, attribute);
+PyObject* member_mapping(PyObject* module, PyObject* attribute, bool* from_dict = nullptr) {
+  PyObject* value = module_attribute(module, attribute, from_dict);
   if (value == nullptr && PyErr_ExceptionMatches(PyExc_AttributeError)) {
     PyErr_Clear();
     PyErr_Format(PyExc_AttributeError,
@@ -176,6 +176,8 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
   root_done_ = false;
   root_dispatched_ = false;
   finished_ = false;
+  record_slot_ = record_slot(static_cast<int>(options_.kind), options_.recurse,
+                             options_.remove_duplicate);
   if (options_.recurse) {
     try {
       stack_.reserve(kInitialStackCapacity);
@@ -229,6 +231,9 @@ PyObject* Walker::next() {
         return fail();
       }
       if (found == 0) {
+        if (recording_) {
+          finish_recording();
+        }
         clear();
         return nullptr;
       }
@@ -263,7 +268,29 @@ int Walker::next_member(PyObject*& item) {
     }
     PyObject* key;
     PyObject* value;
-    int found = members_.next(key, value);
+    int found;
+    if (replay_) [[likely]] {
+      const ModuleRecord& record = replay_->modules[members_record_];
+      if (dict_version(record.members) == record.members_version) [[likely]] {
+        if (members_read_ == record.member_count) {
+          members_.reset();
+          return 0;
+        }
+        const EntryRecord& entry = replay_->members[record.first_member + members_read_++];
+        key = entry.key;
+        value = entry.value;
+        found = 1;
+      } else {
+        leave_replay();
+        found = members_.next(key, value);
+      }
+    } else {
+      found = members_.next(key, value);
+      if (recording_ && found > 0) {
+        recording_->members.push_back({key, value, members_.position(), -1});
+        ++recording_->modules[members_record_].member_count;
+      }
+    }
     if (found <= 0) {
       return found;
     }
@@ -321,17 +348,7 @@ int Walker::next_member(PyObject*& item) {
 int Walker::next_module(OwnedRef& module, OwnedRef& name) {
   override_item_.reset();
   if (!root_done_) {
-    root_done_ = true;
-    if (options_.remove_duplicate && seen_modules_.insert(root_.get()) < 0) {
-      return -1;
-    }
-    module = OwnedRef::borrow(root_.get());
-    name = OwnedRef::borrow(options_.named ? root_name_.get() : nullptr);
-    if (options_.recurse &&
-        !push(root_.get(), OwnedRef::borrow(options_.named ? root_name_.get() : nullptr))) {
-      return -1;
-    }
-    return 1;
+    return enter_root(module, name);
   }
   while (!stack_.empty()) {
     // Signal handlers run Python code that may change the tree: check before
@@ -353,7 +370,15 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     }
     PyObject* key;
     PyObject* child;
-    int found = top.children.next(key, child);
+    int found = replay_ ? replay_child_entry(top, key, child) : -1;
+    if (found < 0) {  // no replay, or it just ended here
+      found = top.children.next(key, child);
+      if (recording_ && found > 0) {
+        const ModuleRecord& record = recording_->modules[top.record];
+        recording_->children[record.first_child + top.entries_read++] = {
+            key, child, top.children.position(), -1};
+      }
+    }
     if (found < 0) {
       return -1;
     }
@@ -366,6 +391,15 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     }
     if (!check_key(key, "_modules")) {
       return -1;
+    }
+    if (replay_) [[likely]] {
+      int replayed = replay_descend(child, key, module, name);
+      if (replayed != 2) {
+        if (replayed != 0) {
+          return replayed;
+        }
+        continue;
+      }
     }
     int descended = descend(OwnedRef::borrow(child), OwnedRef::borrow(key), module, name);
     if (descended != 0) {
@@ -441,6 +475,15 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   } else {
     frame_label = std::move(key);  // the frame keeps its key; names are built on demand
   }
+  if (recording_) {
+    ModuleFrame& parent = stack_.back();
+    EntryRecord& entry = recording_->children[recording_->modules[parent.record].first_child +
+                                              parent.entries_read - 1];
+    entry.module_index = static_cast<std::int32_t>(recording_->modules.size());
+    if (!record_enter(child.get())) {
+      abandon_recording();
+    }
+  }
   module = OwnedRef::borrow(child.get());
   if (!push(child.get(), std::move(frame_label))) {
     return -1;
@@ -451,6 +494,7 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
 // Calls an overriding `child.named_modules(memo, prefix, remove_duplicate)`
 // and stacks its items in place of the child's subtree. 0, or -1 with an error set.
 int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, OwnedRef key) {
+  abandon_recording();  // what an override yields is no dict a version could vouch for
   if (!ensure_memo()) {
     return -1;
   }
@@ -671,10 +715,293 @@ PyObject* Walker::next_delegated() {
   }
 }
 
+// The root is the first module: here a walk finds a record of the same
+// walk of this root to replay, or starts recording one.
+int Walker::enter_root(OwnedRef& module, OwnedRef& name) {
+  root_done_ = true;
+  last_entered_ = 0;
+  if (cache_enabled()) {
+    replay_ = find_record(root_.get(), record_slot_);
+    if (replay_) {
+      ++cache_counters().hits;
+      next_record_ = 1;
+    } else {
+      ++cache_counters().misses;
+      try {
+        recording_ = std::make_shared<WalkRecord>();
+        recording_->epoch = dispatch_epoch();
+      } catch (const std::bad_alloc&) {
+        recording_.reset();  // no record, no harm
+      }
+      if (recording_ && !record_enter(root_.get())) {
+        abandon_recording();
+      }
+    }
+  }
+  if (options_.remove_duplicate && seen_modules_.insert(root_.get()) < 0) {
+    return -1;
+  }
+  module = OwnedRef::borrow(root_.get());
+  name = OwnedRef::borrow(options_.named ? root_name_.get() : nullptr);
+  if (options_.recurse &&
+      !push(root_.get(), OwnedRef::borrow(options_.named ? root_name_.get() : nullptr))) {
+    return -1;
+  }
+  return 1;
+}
+
+// Whether `module` still reads as recorded: the same class at the same
+// version (so the same attribute lookup, no new override) and the same
+// instance __dict__ at the same version. A __dict__ written for another reason
+// (model.train() writes `training` everywhere) is re-checked entry by entry:
+// the member dicts it maps and no `named_modules` attribute, then kept.
+bool Walker::replay_module_unchanged(std::uint32_t index, PyObject* module) {
+  ModuleRecord& record = replay_->modules[index];
+  PyTypeObject* type = Py_TYPE(module);
+  if (record.module != module || type != record.type ||
+      !PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) ||
+      type->tp_version_tag != record.type_version) {
+    return false;
+  }
+  PyObject** dict = _PyObject_GetDictPtr(module);
+  if (dict == nullptr || *dict != record.dict) {
+    return false;
+  }
+  if (dict_version(record.dict) == record.dict_version) [[likely]] {
+    return true;
+  }
+  PyObject* members_name = member_attribute(options_.kind);
+  if ((record.members != nullptr &&
+       PyDict_GetItemWithError(record.dict, members_name) != record.members) ||
+      (record.children != nullptr &&
+       PyDict_GetItemWithError(record.dict, names().modules) != record.children) ||
+      PyDict_GetItemWithError(record.dict, method_name(Method::NamedModules)) != nullptr ||
+      PyErr_Occurred()) {
+    PyErr_Clear();  // a lookup that fails proves nothing: the live walk will raise it
+    return false;
+  }
+  record.dict_version = dict_version(record.dict);
+  ++cache_counters().revalidations;
+  return true;
+}
+
+// Replay of start_members for the module entered last: false (after leaving
+// the replay) when the record cannot vouch for it.
+bool Walker::replay_members() {
+  const ModuleRecord& record = replay_->modules[last_entered_];
+  PyObject* module = record.module;
+  if (record.members == nullptr || !replay_module_unchanged(last_entered_, module) ||
+      dict_version(record.members) != record.members_version) {
+    leave_replay();
+    return false;
+  }
+  if (!members_.start(record.members)) {
+    leave_replay();
+    return false;
+  }
+  members_record_ = last_entered_;
+  members_read_ = 0;
+  return true;
+}
+
+bool Walker::replay_children(ModuleFrame& frame) {
+  const ModuleRecord& record = replay_->modules[frame.record];
+  if (record.children == nullptr || !replay_module_unchanged(frame.record, frame.module.get()) ||
+      dict_version(record.children) != record.children_version ||
+      !frame.children.start(record.children)) {
+    leave_replay();
+    return false;
+  }
+  frame.entries_read = 0;
+  return true;
+}
+
+int Walker::replay_child_entry(ModuleFrame& frame, PyObject*& key, PyObject*& child) {
+  const ModuleRecord& record = replay_->modules[frame.record];
+  // The frame's cursor holds this dict: reading its version is always safe.
+  if (dict_version(record.children) != record.children_version) [[unlikely]] {
+    leave_replay();
+    return -1;
+  }
+  if (frame.entries_read == record.child_count) {
+    frame.children.reset();
+    return 0;
+  }
+  const EntryRecord& entry = replay_->children[record.first_child + frame.entries_read++];
+  key = entry.key;
+  child = entry.value;
+  return 1;
+}
+
+int Walker::replay_descend(PyObject* child, PyObject* key, OwnedRef& module, OwnedRef& name) {
+  ModuleFrame& parent = stack_.back();
+  const EntryRecord& entry = replay_->children[replay_->modules[parent.record].first_child +
+                                               parent.entries_read - 1];
+  std::int32_t index = entry.module_index;
+  if (index < 0) {
+    // A duplicate when recorded: the live checks decide; still one if it is in
+    // the set and its class brings no override (a changed one: walk live).
+    if (!options_.remove_duplicate || !seen_modules_.contains(child) || !is_module(child)) {
+      leave_replay();
+      return 2;
+    }
+    OwnedRef override = OwnedRef::steal(override_for(child, Method::NamedModules));
+    if (override || PyErr_Occurred()) {
+      PyErr_Clear();
+      leave_replay();
+      return 2;
+    }
+    return 0;
+  }
+  auto position = static_cast<std::uint32_t>(index);
+  if (position != next_record_ || !replay_module_unchanged(position, child)) {
+    leave_replay();
+    return 2;
+  }
+  if (options_.remove_duplicate) {
+    int added = seen_modules_.insert(child);
+    if (added <= 0) {
+      if (added < 0) {
+        return -1;
+      }
+      leave_replay();  // not what was recorded; as live: a duplicate, skipped
+      return 0;
+    }
+  } else if (on_stack_.contains(child)) {
+    leave_replay();
+    return 2;
+  }
+  OwnedRef frame_label;
+  if (options_.named) {
+    frame_label = OwnedRef::steal(join_name(parent.name.get(), key));
+    if (!frame_label) {
+      return -1;
+    }
+    name = OwnedRef::borrow(frame_label.get());
+  } else {
+    frame_label = OwnedRef::borrow(key);
+  }
+  ++next_record_;
+  last_entered_ = position;
+  module = OwnedRef::borrow(child);
+  return push(child, std::move(frame_label)) ? 1 : -1;
+}
+
+// Every cursor the replay advanced by the record takes the position and
+// count a live cursor would have there; the record, stale, is dropped.
+void Walker::leave_replay() noexcept {
+  const WalkRecord& record = *replay_;
+  auto position_after = [](const RawVector<EntryRecord>& entries, std::uint32_t first,
+                           std::uint32_t read) -> Py_ssize_t {
+    return read == 0 ? 0 : entries[first + read - 1].position_after;
+  };
+  if (members_active_) {
+    const ModuleRecord& module = record.modules[members_record_];
+    members_.resume(position_after(record.members, module.first_member, members_read_),
+                    static_cast<Py_ssize_t>(module.member_count - members_read_));
+  }
+  for (ModuleFrame& frame : stack_) {
+    if (frame.overridden || !frame.children_started) {
+      continue;
+    }
+    const ModuleRecord& module = record.modules[frame.record];
+    frame.children.resume(position_after(record.children, module.first_child, frame.entries_read),
+                          static_cast<Py_ssize_t>(module.child_count - frame.entries_read));
+  }
+  drop_record(root_.get(), record_slot_, replay_.get());
+  ++cache_counters().invalidations;
+  replay_.reset();
+}
+
+// Appends the ModuleRecord of `module`, entered now. False when its reads
+// cannot be proven by versions (no class version, no instance __dict__).
+bool Walker::record_enter(PyObject* module) {
+  PyTypeObject* type = Py_TYPE(module);
+  if (!PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) ||
+      !module_class_info(type).plain_attributes) {
+    return false;
+  }
+  PyObject** dict = _PyObject_GetDictPtr(module);
+  if (dict == nullptr || *dict == nullptr || !PyDict_CheckExact(*dict)) {
+    return false;
+  }
+  ModuleRecord record;
+  record.module = module;
+  record.type = type;
+  record.type_version = type->tp_version_tag;
+  record.dict = *dict;
+  record.dict_version = dict_version(*dict);
+  last_entered_ = static_cast<std::uint32_t>(recording_->modules.size());
+  recording_->modules.push_back(record);
+  return true;
+}
+
+// Notes the member (or children) dict of ModuleRecord `index`, just read.
+void Walker::record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict,
+                            bool children) {
+  ModuleRecord& record = recording_->modules[index];
+  if (!from_dict || !PyDict_CheckExact(mapping) ||
+      dict_version(record.dict) != record.dict_version) {
+    abandon_recording();
+    return;
+  }
+  auto size = static_cast<std::uint32_t>(PyDict_GET_SIZE(mapping));
+  if (children) {
+    record.children = mapping;
+    record.children_version = dict_version(mapping);
+    record.first_child = static_cast<std::uint32_t>(recording_->children.size());
+    record.child_count = size;
+    recording_->children.resize(recording_->children.size() + size);
+  } else {
+    record.members = mapping;
+    record.members_version = dict_version(mapping);
+    record.first_member = static_cast<std::uint32_t>(recording_->members.size());
+    record.member_count = 0;  // counted as they are read
+  }
+}
+
+void Walker::abandon_recording() noexcept {
+  recording_.reset();
+}
+
+// A complete walk: keep its record if everything it read is still as read,
+// checked parents first (each module is alive while its parent's children
+// dict is unchanged, which was checked just before).
+void Walker::finish_recording() {
+  RecordPtr record = std::move(recording_);
+  for (const ModuleRecord& module : record->modules) {
+    PyTypeObject* type = Py_TYPE(module.module);
+    PyObject** dict = _PyObject_GetDictPtr(module.module);
+    bool unchanged = type == module.type &&
+        PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) &&
+        type->tp_version_tag == module.type_version && dict != nullptr &&
+        *dict == module.dict && dict_version(module.dict) == module.dict_version &&
+        (module.members == nullptr || dict_version(module.members) == module.members_version) &&
+        (module.children == nullptr ||
+         dict_version(module.children) == module.children_version);
+    if (!unchanged) {
+      return;
+    }
+  }
+  store_record(root_.get(), record_slot_, std::move(record));
+}
+
 bool Walker::start_members(PyObject* module, PyObject* name, bool generic_name) {
-  OwnedRef mapping = OwnedRef::steal(member_mapping(module, member_attribute(options_.kind)));
+  members_name_ = OwnedRef::borrow(name);
+  members_generic_name_ = generic_name;
+  if (replay_ && replay_members()) [[likely]] {
+    members_active_ = true;
+    return true;
+  }
+  bool from_dict = false;
+  OwnedRef mapping =
+      OwnedRef::steal(member_mapping(module, member_attribute(options_.kind), &from_dict));
   if (!mapping) {
     return false;
+  }
+  if (recording_) {
+    members_record_ = last_entered_;
+    record_mapping(members_record_, mapping.get(), from_dict, /*children=*/false);
   }
   if (PyDict_CheckExact(mapping.get())) [[likely]] {
     if (!members_.start(mapping.get())) {
@@ -696,16 +1023,25 @@ bool Walker::start_members(PyObject* module, PyObject* name, bool generic_name) 
       return false;
     }
   }
-  members_name_ = OwnedRef::borrow(name);
-  members_generic_name_ = generic_name;
   members_active_ = true;
   return true;
 }
 
 bool Walker::start_children(ModuleFrame& frame) {
   frame.children_started = true;
-  OwnedRef mapping = OwnedRef::steal(member_mapping(frame.module.get(), names().modules));
-  return mapping && frame.children.start(mapping.get());
+  if (replay_ && replay_children(frame)) [[likely]] {
+    return true;
+  }
+  bool from_dict = false;
+  OwnedRef mapping =
+      OwnedRef::steal(member_mapping(frame.module.get(), names().modules, &from_dict));
+  if (!mapping) {
+    return false;
+  }
+  if (recording_) {
+    record_mapping(frame.record, mapping.get(), from_dict, /*children=*/true);
+  }
+  return frame.children.start(mapping.get());
 }
 
 bool Walker::push(PyObject* module, OwnedRef name, OwnedRef overridden) {
@@ -718,6 +1054,7 @@ bool Walker::push(PyObject* module, OwnedRef name, OwnedRef overridden) {
   frame.module = OwnedRef::borrow(module);
   frame.name = std::move(name);
   frame.overridden = std::move(overridden);
+  frame.record = last_entered_;
   return true;
 }
 
@@ -769,6 +1106,8 @@ void Walker::clear() noexcept {
   delegate_.reset();
   override_item_.reset();
   memo_.reset();
+  replay_.reset();
+  recording_.reset();
   root_.reset();
   root_name_.reset();
 }

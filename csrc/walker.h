@@ -11,6 +11,7 @@
 #include "owned_ref.h"
 #include "pointer_set.h"
 #include "pymem_allocator.h"
+#include "walk_cache.h"
 
 namespace pyparams {
 
@@ -75,6 +76,9 @@ class Walker {
     // Set when module.named_modules is overridden: its (name, module) items
     // replace this module's whole subtree.
     OwnedRef overridden;
+    // Walk cache: the module's ModuleRecord, and the children entries read.
+    std::uint32_t record = 0;
+    std::uint32_t entries_read = 0;
   };
 
   // Where the items come from when an override at the root produced them.
@@ -98,6 +102,24 @@ class Walker {
   void pop();
   bool ensure_memo();
   PyObject* frame_name(std::size_t depth) const;
+
+  // The warm-walk cache (walk_cache.h). A walk either replays a record,
+  // proving by versions at every read that nothing it reads has changed, or
+  // records what it reads for the next walk of the same root.
+  int enter_root(OwnedRef& module, OwnedRef& name);
+  bool replay_module_unchanged(std::uint32_t index, PyObject* module);
+  bool replay_members();
+  bool replay_children(ModuleFrame& frame);
+  // 1: `key`/`child` hold the next children entry; 0: at the end; -1: diverged.
+  int replay_child_entry(ModuleFrame& frame, PyObject*& key, PyObject*& child);
+  // As descend(); 2 when the record cannot vouch for this step (walk it live).
+  int replay_descend(PyObject* child, PyObject* key, OwnedRef& module, OwnedRef& name);
+  // Leaves the replay for the live walk at exactly this point.
+  void leave_replay() noexcept;
+  bool record_enter(PyObject* module);
+  void record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children);
+  void abandon_recording() noexcept;
+  void finish_recording();
   // nullptr with an error set, after finishing the walk.
   PyObject* fail() noexcept;
   PyObject* make_item(PyObject* name, PyObject* value) const;
@@ -129,6 +151,14 @@ class Walker {
   OwnedRef memo_;
   // The item an overriding named_modules yielded for the module just returned.
   OwnedRef override_item_;
+
+  RecordPtr replay_;     // set while every read so far matched the record
+  RecordPtr recording_;  // set while this walk records what it reads
+  int record_slot_ = 0;
+  std::uint32_t next_record_ = 0;     // replay: the ModuleRecord the next entered module has
+  std::uint32_t last_entered_ = 0;    // the ModuleRecord of the module entered last
+  std::uint32_t members_record_ = 0;  // the ModuleRecord whose members are being read
+  std::uint32_t members_read_ = 0;    // replay: how many of them were read
   bool finished_ = true;
   std::uint32_t steps_since_signal_check_ = 0;
 

@@ -21,6 +21,7 @@ from pyparams._api import (
     parameters,
     trainable_parameters,
 )
+from pyparams._cache import CacheInfo, cache_clear, cache_info
 from pyparams._extension import _C
 from pyparams._patch import is_patched, patch, patched, unpatch
 from pyparams._zero_grad import zero_grad
@@ -28,7 +29,10 @@ from pyparams._zero_grad import zero_grad
 __version__: str = _C.__version__
 
 __all__ = [
+    "CacheInfo",
     "buffers",
+    "cache_clear",
+    "cache_info",
     "is_patched",
     "modules",
     "named_buffers",

