@@ -18,8 +18,8 @@ from pathlib import Path
 from pyparams.bench.report import format_bytes, format_ns
 from pyparams.bench.stats import paired_ratios, summarize
 
-__all__ = ["OUTPUT_FILES", "DistributedRun", "format_table", "rows", "splice_section",
-           "write_outputs"]
+__all__ = ["OUTPUT_FILES", "DistributedRun", "format_speedups", "format_table", "rows",
+           "splice_section", "write_outputs"]
 
 OUTPUT_FILES: tuple[str, ...] = ("distributed.json", "distributed.csv", "distributed.png",
                                  "distributed.md")
@@ -100,6 +100,28 @@ def format_table(records: Sequence[dict[str, object]], markdown: bool = False) -
                      for row in [header, ["-" * w for w in widths], *table])
 
 
+def format_speedups(records: Sequence[dict[str, object]]) -> str:
+    """Markdown, one row per model and wrapper: each job's speedup on every rank
+    (``r0 / r1 / ...``), the at-a-glance view of :func:`format_table`."""
+    jobs = list(dict.fromkeys(str(r["job"]) for r in records))
+    ranks = sorted({int(r["rank"]) for r in records})  # type: ignore[call-overload]
+    grouped: dict[tuple[object, object], dict[tuple[str, int], float]] = {}
+    sizes: dict[tuple[object, object], object] = {}
+    for r in records:
+        key = (r["model"], r["wrapper"])
+        grouped.setdefault(key, {})[(str(r["job"]), int(r["rank"]))] = float(r["speedup"])  # type: ignore[call-overload, arg-type]
+        sizes[key] = r["n_param_tensors"]
+    lines = ["| model | wrapper | #params | " + " | ".join(jobs) + " |",
+             "|" + "---|" * (3 + len(jobs))]
+    for (model, wrapper), values in grouped.items():
+        cells = [" / ".join(_ratio(values[(job, rank)]) if (job, rank) in values else "-"
+                            for rank in ranks) if any((job, r) in values for r in ranks)
+                 else "-" for job in jobs]
+        lines.append(f"| {model} | {wrapper} | {sizes[(model, wrapper)]} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _plot(records: Sequence[dict[str, object]], path: Path) -> None:
     """Horizontal bars: speedup of each job on each model and wrapper, one bar per rank."""
     from pyparams.bench import plots  # selects the Agg backend
@@ -149,6 +171,10 @@ def section(run: DistributedRun, records: Sequence[dict[str, object]]) -> str:
          "`train_step` is forward, backward, `clip_grad_norm_`, `AdamW.step` and `zero_grad`."),
         "",
         format_table(records, markdown=True),
+        "",
+        "Speedups at a glance (rank 0 / rank 1 / ...):",
+        "",
+        format_speedups(records),
         "",
         "![distributed](distributed.png)",
         "",
