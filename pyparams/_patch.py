@@ -183,7 +183,11 @@ def _found() -> dict[str, object]:
 
 
 def is_patched() -> bool:
-    """Whether pyparams' replacements are installed on ``torch.nn.Module``."""
+    """Whether pyparams' replacements are installed on ``torch.nn.Module``.
+
+    >>> pyparams.is_patched()
+    False
+    """
     found = _found()
     return all(found[name] is _REPLACEMENTS[name] for name in NAMES)
 
@@ -195,6 +199,11 @@ def patch() -> None:
     is no longer torch's own: another library has replaced it, and pyparams never
     overwrites someone else's function. Subclasses that override a method keep their
     override. Undo with :func:`unpatch`, or scope it with :func:`patched`.
+
+    >>> pyparams.patch()
+    >>> type(torch.nn.Linear(2, 2).parameters()).__name__
+    'WalkIterator'
+    >>> pyparams.unpatch()
     """
     with _lock:
         found = _found()
@@ -220,6 +229,10 @@ def unpatch() -> None:
     Refuses (``RuntimeError``, nothing changed) when another library has replaced one
     of pyparams' functions since :func:`patch`: restoring torch's would silently drop
     that library's function.
+
+    >>> pyparams.unpatch()
+    >>> type(torch.nn.Linear(2, 2).parameters()).__name__
+    'generator'
     """
     with _lock:
         found = _found()
