@@ -9,7 +9,8 @@
 #
 # TORCH_SPEC picks the torch to build against; the default is the CPU build
 # this project is pinned to. For a CUDA machine, e.g.: make test TORCH_SPEC=torch==2.13.0
-# with pip configured for your CUDA wheel index.
+# with pip configured for your CUDA wheel index. VERBOSE=1 shows every compiler
+# command line (default: one progress line per compiled file).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,6 +19,7 @@ BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.pyparams-venv
 DEPS_STAMP := $(VENV)/.pyparams-deps
 BUILD_STAMP := build/.pyparams-built
 SOURCES := $(sort $(wildcard csrc/*.cpp csrc/*.h)) setup.py
@@ -29,28 +31,35 @@ CSRC := $(sort $(wildcard csrc/*.cpp csrc/*.h))
 
 all: install
 
-$(DEPS_STAMP): pyproject.toml
+# torch (TORCH_SPEC) and the rest of pyproject.toml's [build-system] requires: a
+# build without isolation uses what is installed, so they come first.
+$(VENV_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet setuptools wheel ninja packaging pybind11 \
-		pytest pytest-benchmark hypothesis "transformers>=4.51" matplotlib numpy psutil tqdm
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $$($(PY) -c "import tomllib; print(' '.join(r \
+		for r in tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'] if r != 'torch'))")
 	touch $@
 
-# Editable install: the extension is built in place (pyparams/_C*.so) against
-# the torch in $(VENV), and the `pyparams` console script is installed.
-$(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
-	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+# The extension, compiled in place (pyparams/_C*.so) against the torch in $(VENV);
+# its objects stay in build/, so a change recompiles only the files it touches.
+$(BUILD_STAMP): $(VENV_STAMP) $(SOURCES)
 	$(PY) setup.py --quiet build_ext --inplace
 	mkdir -p build && touch $@
 
-install: $(BUILD_STAMP)
+# pyparams, editable, with the dependencies pyproject.toml lists for tests and
+# benchmarks, and the `pyparams` console script. Its build finds the extension
+# above up to date and does not compile it again.
+$(DEPS_STAMP): pyproject.toml | $(BUILD_STAMP)
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	touch $@
+
+install: $(BUILD_STAMP) $(DEPS_STAMP)
 
 bench: install
 	$(VENV)/bin/pyparams bench $(BENCH_ARGS)
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 sanitize: install
 	PYTHON=$(abspath $(PY)) bash tests/reliability/sanitize.sh
@@ -59,7 +68,7 @@ valgrind: install
 	PYTHON=$(abspath $(PY)) bash tests/reliability/valgrind.sh
 
 soak: install
-	PYPARAMS_SOAK=1 $(PY) -m pytest -q tests/test_soak.py
+	PYPARAMS_SOAK=1 $(VENV)/bin/pytest -q tests/test_soak.py
 
 # The linters only, at the versions pinned in pyproject.toml's `lint` extra.
 $(LINT_STAMP): pyproject.toml
