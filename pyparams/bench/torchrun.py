@@ -85,6 +85,32 @@ def _stop(procs: Sequence[psutil.Process]) -> list[int]:
     return alive
 
 
+def _wait(proc: subprocess.Popen[bytes], start: float, timeout_s: float,
+          seen: dict[int, psutil.Process]) -> bool:
+    """Wait for the launcher, recording its process tree; True if ``timeout_s`` ran out."""
+    try:
+        launcher: psutil.Process | None = psutil.Process(proc.pid)
+    except psutil.Error:  # exited already
+        launcher = None
+    while proc.poll() is None:
+        if launcher is not None:
+            _descendants(launcher, seen)
+        if time.perf_counter() - start > timeout_s:
+            return True
+        time.sleep(_POLL_S)
+    return False
+
+
+def _end_launcher(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (torchrun's agent then stops its workers), SIGKILL after a grace period."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=_TERM_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def launch(command: Sequence[str], timeout_s: float, *, env: Mapping[str, str] | None = None,
            cwd: str | os.PathLike[str] | None = None) -> LaunchResult:
     """Run ``command`` (usually :func:`torchrun_command`) for at most ``timeout_s`` seconds.
@@ -105,28 +131,13 @@ def launch(command: Sequence[str], timeout_s: float, *, env: Mapping[str, str] |
         seen: dict[int, psutil.Process] = {}
         timed_out = False
         try:
-            launcher = psutil.Process(proc.pid)
-        except psutil.Error:  # exited already
-            launcher = None
-        while proc.poll() is None:
-            if launcher is not None:
-                _descendants(launcher, seen)
-            if time.perf_counter() - start > timeout_s:
-                timed_out = True
-                break
-            time.sleep(_POLL_S)
-        if timed_out:
-            if launcher is not None:
-                _descendants(launcher, seen)
-            proc.send_signal(signal.SIGTERM)  # torchrun's agent stops its workers on SIGTERM
-            try:
-                proc.wait(timeout=_TERM_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        killed = _stop(list(seen.values()))
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # anything left in the launcher's group
+            timed_out = _wait(proc, start, timeout_s, seen)
+        finally:  # also on Ctrl-C or a test runner's own timeout while waiting
+            if proc.poll() is None:
+                _end_launcher(proc)
+            killed = _stop(list(seen.values()))
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # anything left in the launcher's group
         log.seek(0)
         output = log.read().decode(errors="replace")
     return LaunchResult(

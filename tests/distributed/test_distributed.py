@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from pyparams.bench import torchrun as torchrun_module
 from pyparams.bench.torchrun import LaunchResult, launch, repo_pythonpath, torchrun_command
 
 HERE = Path(__file__).resolve().parent
@@ -126,3 +127,26 @@ def test_a_launch_past_its_timeout_is_killed() -> None:
     assert result.returncode != 0
     assert len(result.seen_pids) == NPROC, result.seen_pids
     assert_nothing_left(result)
+
+
+def test_a_launch_interrupted_while_waiting_leaves_nothing(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """An exception in the caller while it waits (Ctrl-C, a test runner's timeout) still
+    ends the launcher and every rank."""
+    seen: dict[int, psutil.Process] = {}
+    polls_with_ranks: list[int] = []
+    record = torchrun_module._descendants
+
+    def interrupt_once_ranks_run(root: psutil.Process, into: dict[int, psutil.Process]) -> None:
+        record(root, into)
+        seen.update(into)
+        if len(into) >= NPROC:
+            polls_with_ranks.append(1)
+        if len(polls_with_ranks) > 10:  # the ranks have been running for ~2 s
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(torchrun_module, "_descendants", interrupt_once_ranks_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_torchrun(timeout_s=60, script=HERE / "sleeper.py")
+    alive = [p.pid for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert len(seen) == NPROC and not alive, (sorted(seen), alive)
