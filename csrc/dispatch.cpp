@@ -101,7 +101,9 @@ std::uint32_t overridden_methods(PyTypeObject* type) {
 PyObject* override_for(PyObject* module, Method method) {
   PyObject* name = method_name(method);
   const ModuleClassInfo& info = module_class_info(Py_TYPE(module));
-  bool default_lookup = info.default_lookup;
+  // Only classes whose members live in the instance __dict__ (which the walk
+  // materializes anyway) are read here; others keep their inline attributes.
+  bool default_lookup = info.default_lookup && info.plain_attributes;
   bool overridden_by_class = (info.overridden & bit(method)) != 0;
   if (default_lookup) [[likely]] {
     if (overridden_by_class) {
@@ -117,8 +119,9 @@ PyObject* override_for(PyObject* module, Method method) {
     Py_XINCREF(shadow);
     return shadow;
   }
-  // Custom lookup: ask it, as torch's `self.<name>(...)` would, and keep to
-  // the native walk only when it hands back a base method bound to `module`.
+  // Custom lookup (or no __dict__ to read): ask it, as torch's
+  // `self.<name>(...)` would, and keep to the native walk only when it hands
+  // back a base method bound to `module`.
   OwnedRef attribute = OwnedRef::steal(PyObject_GetAttr(module, name));
   if (!attribute) {
     return nullptr;

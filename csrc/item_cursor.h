@@ -44,9 +44,18 @@ class ItemCursor {
   // to a recorded position with `remaining` entries left, as if the cursor
   // had walked there itself.
   Py_ssize_t position() const noexcept { return position_; }
-  void resume(Py_ssize_t position, Py_ssize_t remaining) noexcept {
-    position_ = position;
-    remaining_ = remaining;
+  // Starts over the exact dict `dict` (borrowed) as a cursor that began when
+  // it had `expected_size` entries and has read up to `position`, with
+  // `remaining` entries left: the state a live walk has there.
+  void start_at(PyObject* dict, Py_ssize_t expected_size, Py_ssize_t position,
+                Py_ssize_t remaining) noexcept {
+    reset();
+    if (expected_size != 0) {
+      dict_ = OwnedRef::borrow(dict);
+      expected_size_ = expected_size;
+      position_ = position;
+      remaining_ = remaining;
+    }
   }
 
   void reset() noexcept;

@@ -1,6 +1,7 @@
 #include "walk_cache.h"
 
 #include <array>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -23,6 +24,13 @@ bool g_enabled = false;
 std::uint64_t g_epoch = 1;
 CacheCounters g_counters;
 std::unordered_map<PyObject*, RootRecords>* g_roots = nullptr;
+// Roots walked live once, by address only, with the number of modules their
+// last complete walk entered (SIZE_MAX: none completed yet).
+struct WalkedRoot {
+  PyObject* root = nullptr;
+  std::size_t modules = SIZE_MAX;
+};
+std::array<WalkedRoot, 64> g_walked{};
 
 // The weakref callback: `self` holds the root's address.
 PyObject* forget_root(PyObject* self, PyObject* weakref) {
@@ -103,6 +111,22 @@ void drop_record(PyObject* root, int slot, const WalkRecord* record) noexcept {
   }
 }
 
+bool walked_before(PyObject* root, std::size_t max_modules) noexcept {
+  WalkedRoot& slot = g_walked[(reinterpret_cast<std::uintptr_t>(root) >> 4) % g_walked.size()];
+  if (slot.root == root) {
+    return slot.modules <= max_modules;
+  }
+  slot = WalkedRoot{root, SIZE_MAX};  // size unknown until a walk of it completes
+  return false;
+}
+
+void note_walk_size(PyObject* root, std::size_t modules) noexcept {
+  WalkedRoot& slot = g_walked[(reinterpret_cast<std::uintptr_t>(root) >> 4) % g_walked.size()];
+  if (slot.root == root) {
+    slot.modules = modules;
+  }
+}
+
 std::uint64_t dispatch_epoch() noexcept {
   return g_epoch;
 }
@@ -139,6 +163,7 @@ void cache_clear() noexcept {
   // Swap first: dropping the weakrefs may run code that looks at the map.
   std::unordered_map<PyObject*, RootRecords> gone;
   gone.swap(*g_roots);
+  g_walked.fill(WalkedRoot{});
   g_counters = CacheCounters{};
 }
 

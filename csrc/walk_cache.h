@@ -93,6 +93,11 @@ RecordPtr find_record(PyObject* root, int slot);
 void store_record(PyObject* root, int slot, RecordPtr record);
 // Forgets `record` (met a change): the next walk records afresh.
 void drop_record(PyObject* root, int slot, const WalkRecord* record) noexcept;
+// True when a walk of `root` completed before and entered at most
+// `max_modules` modules: then this one records. A small table of addresses,
+// no references: a reused address costs one early recording, never a wrong walk.
+bool walked_before(PyObject* root, std::size_t max_modules) noexcept;
+void note_walk_size(PyObject* root, std::size_t modules) noexcept;
 
 // The dispatch epoch: changes when the set of base methods changes, which
 // changes what a class's version proves.

@@ -16,6 +16,11 @@ namespace {
 // Frames reserved up front: real models nest a few levels, rarely past 8.
 constexpr std::size_t kInitialStackCapacity = 8;
 
+// The largest walks recorded (about 90 bytes a module and 32 an entry): a
+// bigger tree is walked live, its record would cost more memory than it saves time.
+constexpr std::size_t kMaxRecordedModules = std::size_t{1} << 17;
+constexpr std::size_t kMaxRecordedEntries = std::size_t{1} << 19;
+
 // torch builds every name, even for unnamed walks, so a key that is no str
 // fails there with TypeError; so it does here. True when `key` is fine.
 bool check_key(PyObject* key, const char* mapping) {
@@ -210,6 +215,25 @@ PyObject* Walker::next() {
     if (delegated_ != Delegated::None) [[unlikely]] {
       return next_delegated();
     }
+    if (!root_done_ && !begin_cached_walk()) {
+      return fail();
+    }
+    if (replay_) [[likely]] {
+      RecordPtr held = replay_;  // leaving the replay may drop the map's reference
+      PyObject* item = nullptr;
+      int replayed = replay_next(item);
+      if (replayed == 1) {
+        return item;
+      }
+      if (replayed == 0) {
+        clear();
+        return nullptr;
+      }
+      if (replayed < 0) {
+        return fail();
+      }
+      // 2: the record could not vouch for the next read; the live walk goes on.
+    }
     for (;;) {
       if (members_active_) {
         PyObject* item;
@@ -233,6 +257,8 @@ PyObject* Walker::next() {
       if (found == 0) {
         if (recording_) {
           finish_recording();
+        } else if (counting_) {
+          note_walk_size(root_.get(), modules_entered_);
         }
         clear();
         return nullptr;
@@ -268,31 +294,13 @@ int Walker::next_member(PyObject*& item) {
     }
     PyObject* key;
     PyObject* value;
-    int found;
-    if (replay_) [[likely]] {
-      const ModuleRecord& record = replay_->modules[members_record_];
-      if (dict_version(record.members) == record.members_version) [[likely]] {
-        if (members_read_ == record.member_count) {
-          members_.reset();
-          return 0;
-        }
-        const EntryRecord& entry = replay_->members[record.first_member + members_read_++];
-        key = entry.key;
-        value = entry.value;
-        found = 1;
-      } else {
-        leave_replay();
-        found = members_.next(key, value);
-      }
-    } else {
-      found = members_.next(key, value);
-      if (recording_ && found > 0) {
-        recording_->members.push_back({key, value, members_.position(), -1});
-        ++recording_->modules[members_record_].member_count;
-      }
-    }
+    int found = members_.next(key, value);
     if (found <= 0) {
       return found;
+    }
+    if (recording_) {
+      recording_->members.push_back({key, value, members_.position(), 0});
+      ++recording_->modules[members_record_].member_count;
     }
     if (value == Py_None) {
       continue;
@@ -305,6 +313,9 @@ int Walker::next_member(PyObject*& item) {
         }
         continue;
       }
+    }
+    if (recording_) {
+      recording_->members.back().module_index = 1;  // a first occurrence: replay yields it
     }
     if (!check_key(key, mapping)) {
       return -1;
@@ -348,7 +359,18 @@ int Walker::next_member(PyObject*& item) {
 int Walker::next_module(OwnedRef& module, OwnedRef& name) {
   override_item_.reset();
   if (!root_done_) {
-    return enter_root(module, name);
+    root_done_ = true;
+    modules_entered_ = 1;
+    if (options_.remove_duplicate && seen_modules_.insert(root_.get()) < 0) {
+      return -1;
+    }
+    module = OwnedRef::borrow(root_.get());
+    name = OwnedRef::borrow(options_.named ? root_name_.get() : nullptr);
+    if (options_.recurse &&
+        !push(root_.get(), OwnedRef::borrow(options_.named ? root_name_.get() : nullptr))) {
+      return -1;
+    }
+    return 1;
   }
   while (!stack_.empty()) {
     // Signal handlers run Python code that may change the tree: check before
@@ -370,14 +392,11 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     }
     PyObject* key;
     PyObject* child;
-    int found = replay_ ? replay_child_entry(top, key, child) : -1;
-    if (found < 0) {  // no replay, or it just ended here
-      found = top.children.next(key, child);
-      if (recording_ && found > 0) {
-        const ModuleRecord& record = recording_->modules[top.record];
-        recording_->children[record.first_child + top.entries_read++] = {
-            key, child, top.children.position(), -1};
-      }
+    int found = top.children.next(key, child);
+    if (recording_ && found > 0) {
+      const ModuleRecord& record = recording_->modules[top.record];
+      recording_->children[record.first_child + top.entries_read++] = {
+          key, child, top.children.position(), -1};
     }
     if (found < 0) {
       return -1;
@@ -391,15 +410,6 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     }
     if (!check_key(key, "_modules")) {
       return -1;
-    }
-    if (replay_) [[likely]] {
-      int replayed = replay_descend(child, key, module, name);
-      if (replayed != 2) {
-        if (replayed != 0) {
-          return replayed;
-        }
-        continue;
-      }
     }
     int descended = descend(OwnedRef::borrow(child), OwnedRef::borrow(key), module, name);
     if (descended != 0) {
@@ -484,6 +494,7 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
       abandon_recording();
     }
   }
+  ++modules_entered_;
   module = OwnedRef::borrow(child.get());
   if (!push(child.get(), std::move(frame_label))) {
     return -1;
@@ -715,41 +726,6 @@ PyObject* Walker::next_delegated() {
   }
 }
 
-// The root is the first module: here a walk finds a record of the same
-// walk of this root to replay, or starts recording one.
-int Walker::enter_root(OwnedRef& module, OwnedRef& name) {
-  root_done_ = true;
-  last_entered_ = 0;
-  if (cache_enabled()) {
-    replay_ = find_record(root_.get(), record_slot_);
-    if (replay_) {
-      ++cache_counters().hits;
-      next_record_ = 1;
-    } else {
-      ++cache_counters().misses;
-      try {
-        recording_ = std::make_shared<WalkRecord>();
-        recording_->epoch = dispatch_epoch();
-      } catch (const std::bad_alloc&) {
-        recording_.reset();  // no record, no harm
-      }
-      if (recording_ && !record_enter(root_.get())) {
-        abandon_recording();
-      }
-    }
-  }
-  if (options_.remove_duplicate && seen_modules_.insert(root_.get()) < 0) {
-    return -1;
-  }
-  module = OwnedRef::borrow(root_.get());
-  name = OwnedRef::borrow(options_.named ? root_name_.get() : nullptr);
-  if (options_.recurse &&
-      !push(root_.get(), OwnedRef::borrow(options_.named ? root_name_.get() : nullptr))) {
-    return -1;
-  }
-  return 1;
-}
-
 // Whether `module` still reads as recorded: the same class at the same
 // version (so the same attribute lookup, no new override) and the same
 // instance __dict__ at the same version. A __dict__ written for another reason
@@ -785,137 +761,276 @@ bool Walker::replay_module_unchanged(std::uint32_t index, PyObject* module) {
   return true;
 }
 
-// Replay of start_members for the module entered last: false (after leaving
-// the replay) when the record cannot vouch for it.
-bool Walker::replay_members() {
-  const ModuleRecord& record = replay_->modules[last_entered_];
-  PyObject* module = record.module;
-  if (record.members == nullptr || !replay_module_unchanged(last_entered_, module) ||
-      dict_version(record.members) != record.members_version) {
-    leave_replay();
-    return false;
+// The first read of a walk: here it finds a record of the same walk of this
+// root to replay, or (from the second walk of a root on) records one.
+bool Walker::begin_cached_walk() {
+  if (!cache_enabled()) {
+    return true;
   }
-  if (!members_.start(record.members)) {
-    leave_replay();
-    return false;
+  replay_ = find_record(root_.get(), record_slot_);
+  if (replay_) {
+    ++cache_counters().hits;
+    next_record_ = 1;
+    try {
+      if (options_.remove_duplicate) {
+        pinned_modules_.reserve(replay_->modules.size());
+        pinned_members_.reserve(replay_->members.size());
+      }
+    } catch (const std::bad_alloc&) {
+      replay_.reset();  // no replay, no harm: walk live
+    }
+    return true;
   }
-  members_record_ = last_entered_;
+  ++cache_counters().misses;
+  if (!walked_before(root_.get(), kMaxRecordedModules)) {
+    counting_ = true;  // a root walked once may never be walked again: record on its second walk
+    return true;
+  }
+  try {
+    recording_ = std::make_shared<WalkRecord>();
+  } catch (const std::bad_alloc&) {
+    return true;
+  }
+  recording_->epoch = dispatch_epoch();
+  if (!record_enter(root_.get())) {
+    abandon_recording();
+  }
+  return true;
+}
+
+// With remove_duplicate, strong references to what the replay entered and
+// yielded, as the live walk's dedup sets hold them (and become on going live).
+void Walker::pin(RawVector<PyObject*>& pins, PyObject* object) {
+  Py_INCREF(object);
+  pins.push_back(object);
+}
+
+void Walker::unpin_all() noexcept {
+  for (RawVector<PyObject*>* pins : {&pinned_modules_, &pinned_members_}) {
+    RawVector<PyObject*> dropped;
+    dropped.swap(*pins);
+    for (PyObject* object : dropped) {
+      Py_DECREF(object);
+    }
+  }
+}
+
+// One step of the replay: 1 with `item` set, 0 at the end, -1 with an error
+// set, 2 when a read differs from the record (the walk is now live, at
+// exactly that point). Every read the live walk would make is checked at the
+// moment it would make it; nothing else is read.
+int Walker::replay_next(PyObject*& item) {
+  WalkRecord& record = *replay_;
+  bool members_kind = options_.kind != Kind::Modules;
+  if (!root_done_) {
+    root_done_ = true;
+    last_entered_ = 0;
+    if (options_.remove_duplicate) {
+      pin(pinned_modules_, root_.get());
+    }
+    if (options_.recurse) {
+      replay_path_.push_back({0, 0, false,
+                              OwnedRef::borrow(options_.named ? root_name_.get() : nullptr),
+                              OwnedRef::borrow(root_.get()), OwnedRef()});
+    }
+    if (!members_kind) {
+      item = options_.named ? make_item(root_name_.get(), root_.get())
+                            : OwnedRef::borrow(root_.get()).release();
+      return item != nullptr ? 1 : -1;
+    }
+    int started = replay_start_members(0, options_.named ? root_name_.get() : nullptr);
+    if (started != 1) {
+      return started;
+    }
+  }
+  for (;;) {
+    if (!poll_signals()) {
+      return -1;
+    }
+    if (members_active_) {
+      const ModuleRecord& module = record.modules[members_record_];
+      if (dict_version(module.members) != module.members_version) [[unlikely]] {
+        return go_live();
+      }
+      if (members_read_ == module.member_count) {
+        members_active_ = false;
+        members_name_.reset();
+        replay_members_dict_.reset();
+        continue;
+      }
+      const EntryRecord& entry = record.members[module.first_member + members_read_++];
+      if (entry.module_index == 0) {
+        continue;  // None, or a duplicate
+      }
+      OwnedRef value = OwnedRef::borrow(entry.value);
+      if (options_.remove_duplicate) {
+        pin(pinned_members_, entry.value);
+      }
+      if (options_.trainable_only) {
+        int trainable = requires_grad(value.get());
+        if (trainable <= 0) {
+          if (trainable < 0) {
+            return -1;
+          }
+          continue;
+        }
+      }
+      if (!options_.named) {
+        item = value.release();
+        return 1;
+      }
+      OwnedRef name = OwnedRef::steal(join_name(members_name_.get(), entry.key));
+      item = name ? make_item(name.get(), value.get()) : nullptr;
+      return item != nullptr ? 1 : -1;
+    }
+    if (replay_path_.empty()) {
+      return 0;
+    }
+    ReplayFrame& top = replay_path_.back();
+    const ModuleRecord& module = record.modules[top.record];
+    if (!top.started) {
+      if (module.children == nullptr || !replay_module_unchanged(top.record, module.module) ||
+          dict_version(module.children) != module.children_version) {
+        return go_live();
+      }
+      top.children = OwnedRef::borrow(module.children);
+      top.started = true;
+    } else if (dict_version(module.children) != module.children_version) [[unlikely]] {
+      return go_live();
+    }
+    if (top.read == module.child_count) {
+      replay_path_.pop_back();
+      continue;
+    }
+    const EntryRecord& entry = record.children[module.first_child + top.read];
+    PyObject* child = entry.value;
+    if (child == Py_None) {
+      ++top.read;
+      continue;
+    }
+    if (entry.module_index < 0) {
+      // A duplicate when recorded: still one unless its class (or instance)
+      // now brings a named_modules override, which the live walk would call.
+      if (!options_.remove_duplicate || !is_module(child)) {
+        return go_live();
+      }
+      OwnedRef override = OwnedRef::steal(override_for(child, Method::NamedModules));
+      if (override || PyErr_Occurred()) {
+        PyErr_Clear();
+        return go_live();
+      }
+      ++top.read;
+      continue;
+    }
+    auto index = static_cast<std::uint32_t>(entry.module_index);
+    // Same class at the same version and an unchanged __dict__: is_module,
+    // no override and the attribute reads all answer as recorded.
+    if (index != next_record_ || !replay_module_unchanged(index, child)) {
+      return go_live();
+    }
+    ++top.read;
+    OwnedRef label = options_.named ? OwnedRef::steal(join_name(top.label.get(), entry.key))
+                                    : OwnedRef::borrow(entry.key);
+    if (!label) {
+      return -1;
+    }
+    PyObject* name = options_.named ? label.get() : nullptr;
+    if (options_.remove_duplicate) {
+      pin(pinned_modules_, child);
+    }
+    ++next_record_;
+    last_entered_ = index;
+    // Its frame holds the module (and later its children dict), as a live frame does.
+    replay_path_.push_back(
+        {index, 0, false, std::move(label), OwnedRef::borrow(child), OwnedRef()});  // `top` is stale
+
+    if (!members_kind) {
+      item = options_.named ? make_item(name, child) : OwnedRef::borrow(child).release();
+      return item != nullptr ? 1 : -1;
+    }
+    int started = replay_start_members(index, name);
+    if (started != 1) {
+      return started;
+    }
+  }
+}
+
+// The replay of start_members for ModuleRecord `index`, just entered: 1, or
+// 2 after going live and starting its members there, or -1 with an error set.
+int Walker::replay_start_members(std::uint32_t index, PyObject* name) {
+  const ModuleRecord& module = replay_->modules[index];
+  if (module.members == nullptr || !replay_module_unchanged(index, module.module) ||
+      dict_version(module.members) != module.members_version) {
+    OwnedRef held_name = OwnedRef::borrow(name);
+    OwnedRef held_module = OwnedRef::borrow(module.module);  // held by its replay frame
+    go_live();
+    return start_members(held_module.get(), held_name.get(), false) ? 2 : -1;
+  }
+  replay_members_dict_ = OwnedRef::borrow(module.members);
+  members_record_ = index;
   members_read_ = 0;
-  return true;
-}
-
-bool Walker::replay_children(ModuleFrame& frame) {
-  const ModuleRecord& record = replay_->modules[frame.record];
-  if (record.children == nullptr || !replay_module_unchanged(frame.record, frame.module.get()) ||
-      dict_version(record.children) != record.children_version ||
-      !frame.children.start(record.children)) {
-    leave_replay();
-    return false;
-  }
-  frame.entries_read = 0;
-  return true;
-}
-
-int Walker::replay_child_entry(ModuleFrame& frame, PyObject*& key, PyObject*& child) {
-  const ModuleRecord& record = replay_->modules[frame.record];
-  // The frame's cursor holds this dict: reading its version is always safe.
-  if (dict_version(record.children) != record.children_version) [[unlikely]] {
-    leave_replay();
-    return -1;
-  }
-  if (frame.entries_read == record.child_count) {
-    frame.children.reset();
-    return 0;
-  }
-  const EntryRecord& entry = replay_->children[record.first_child + frame.entries_read++];
-  key = entry.key;
-  child = entry.value;
+  members_name_ = OwnedRef::borrow(name);
+  members_active_ = true;
   return 1;
 }
 
-int Walker::replay_descend(PyObject* child, PyObject* key, OwnedRef& module, OwnedRef& name) {
-  ModuleFrame& parent = stack_.back();
-  const EntryRecord& entry = replay_->children[replay_->modules[parent.record].first_child +
-                                               parent.entries_read - 1];
-  std::int32_t index = entry.module_index;
-  if (index < 0) {
-    // A duplicate when recorded: the live checks decide; still one if it is in
-    // the set and its class brings no override (a changed one: walk live).
-    if (!options_.remove_duplicate || !seen_modules_.contains(child) || !is_module(child)) {
-      leave_replay();
-      return 2;
-    }
-    OwnedRef override = OwnedRef::steal(override_for(child, Method::NamedModules));
-    if (override || PyErr_Occurred()) {
-      PyErr_Clear();
-      leave_replay();
-      return 2;
-    }
-    return 0;
-  }
-  auto position = static_cast<std::uint32_t>(index);
-  if (position != next_record_ || !replay_module_unchanged(position, child)) {
-    leave_replay();
-    return 2;
-  }
-  if (options_.remove_duplicate) {
-    int added = seen_modules_.insert(child);
-    if (added <= 0) {
-      if (added < 0) {
-        return -1;
-      }
-      leave_replay();  // not what was recorded; as live: a duplicate, skipped
-      return 0;
-    }
-  } else if (on_stack_.contains(child)) {
-    leave_replay();
-    return 2;
-  }
-  OwnedRef frame_label;
-  if (options_.named) {
-    frame_label = OwnedRef::steal(join_name(parent.name.get(), key));
-    if (!frame_label) {
-      return -1;
-    }
-    name = OwnedRef::borrow(frame_label.get());
-  } else {
-    frame_label = OwnedRef::borrow(key);
-  }
-  ++next_record_;
-  last_entered_ = position;
-  module = OwnedRef::borrow(child);
-  return push(child, std::move(frame_label)) ? 1 : -1;
-}
-
-// Every cursor the replay advanced by the record takes the position and
-// count a live cursor would have there; the record, stale, is dropped.
-void Walker::leave_replay() noexcept {
+// Hands the walk to the live walker at exactly the replay's point: frames
+// with their cursors at the recorded positions (and the sizes they started
+// with), the dedup sets holding what the replay entered and yielded. The
+// record, stale, is dropped. Returns 2.
+int Walker::go_live() noexcept {
   const WalkRecord& record = *replay_;
   auto position_after = [](const RawVector<EntryRecord>& entries, std::uint32_t first,
                            std::uint32_t read) -> Py_ssize_t {
     return read == 0 ? 0 : entries[first + read - 1].position_after;
   };
+  try {
+    for (ReplayFrame& replayed : replay_path_) {
+      const ModuleRecord& module = record.modules[replayed.record];
+      push(module.module, std::move(replayed.label));
+      ModuleFrame& frame = stack_.back();
+      frame.record = replayed.record;
+      frame.entries_read = replayed.read;
+      if (replayed.started) {
+        frame.children_started = true;
+        frame.children.start_at(
+            module.children, module.child_count,
+            position_after(record.children, module.first_child, replayed.read),
+            module.child_count - replayed.read);
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    // Cannot happen past reserve(); a walk that could not rebuild its frames
+    // would be wrong, so it ends, as an exhausted one would not: with an error.
+  }
+  replay_path_.clear();
+  replay_members_dict_.reset();
   if (members_active_) {
     const ModuleRecord& module = record.modules[members_record_];
-    members_.resume(position_after(record.members, module.first_member, members_read_),
-                    static_cast<Py_ssize_t>(module.member_count - members_read_));
+    members_.start_at(module.members, module.member_count,
+                      position_after(record.members, module.first_member, members_read_),
+                      module.member_count - members_read_);
   }
-  for (ModuleFrame& frame : stack_) {
-    if (frame.overridden || !frame.children_started) {
-      continue;
+  if (options_.remove_duplicate) {
+    for (PyObject* module : pinned_modules_) {
+      seen_modules_.insert(module);
     }
-    const ModuleRecord& module = record.modules[frame.record];
-    frame.children.resume(position_after(record.children, module.first_child, frame.entries_read),
-                          static_cast<Py_ssize_t>(module.child_count - frame.entries_read));
+    for (PyObject* member : pinned_members_) {
+      seen_members_.insert(member);
+    }
   }
+  unpin_all();
   drop_record(root_.get(), record_slot_, replay_.get());
   ++cache_counters().invalidations;
   replay_.reset();
+  return 2;
 }
-
 // Appends the ModuleRecord of `module`, entered now. False when its reads
 // cannot be proven by versions (no class version, no instance __dict__).
 bool Walker::record_enter(PyObject* module) {
+  if (recording_->modules.size() >= kMaxRecordedModules) {
+    return false;  // a huge tree stays live: its record would outweigh the walk
+  }
   PyTypeObject* type = Py_TYPE(module);
   if (!PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) ||
       !module_class_info(type).plain_attributes) {
@@ -946,6 +1061,10 @@ void Walker::record_mapping(std::uint32_t index, PyObject* mapping, bool from_di
     return;
   }
   auto size = static_cast<std::uint32_t>(PyDict_GET_SIZE(mapping));
+  if (recording_->members.size() + recording_->children.size() + size > kMaxRecordedEntries) {
+    abandon_recording();
+    return;
+  }
   if (children) {
     record.children = mapping;
     record.children_version = dict_version(mapping);
@@ -989,10 +1108,6 @@ void Walker::finish_recording() {
 bool Walker::start_members(PyObject* module, PyObject* name, bool generic_name) {
   members_name_ = OwnedRef::borrow(name);
   members_generic_name_ = generic_name;
-  if (replay_ && replay_members()) [[likely]] {
-    members_active_ = true;
-    return true;
-  }
   bool from_dict = false;
   OwnedRef mapping =
       OwnedRef::steal(member_mapping(module, member_attribute(options_.kind), &from_dict));
@@ -1029,9 +1144,6 @@ bool Walker::start_members(PyObject* module, PyObject* name, bool generic_name) 
 
 bool Walker::start_children(ModuleFrame& frame) {
   frame.children_started = true;
-  if (replay_ && replay_children(frame)) [[likely]] {
-    return true;
-  }
   bool from_dict = false;
   OwnedRef mapping =
       OwnedRef::steal(member_mapping(frame.module.get(), names().modules, &from_dict));
@@ -1106,8 +1218,12 @@ void Walker::clear() noexcept {
   delegate_.reset();
   override_item_.reset();
   memo_.reset();
+  replay_path_.clear();
+  replay_members_dict_.reset();
+  unpin_all();
   replay_.reset();
   recording_.reset();
+  counting_ = false;
   root_.reset();
   root_name_.reset();
 }
@@ -1119,6 +1235,17 @@ int Walker::traverse(visitproc visit, void* arg) const {
   Py_VISIT(delegate_.get());
   Py_VISIT(override_item_.get());
   Py_VISIT(memo_.get());
+  Py_VISIT(replay_members_dict_.get());
+  for (const RawVector<PyObject*>* pins : {&pinned_modules_, &pinned_members_}) {
+    for (PyObject* object : *pins) {
+      Py_VISIT(object);
+    }
+  }
+  for (const ReplayFrame& frame : replay_path_) {
+    Py_VISIT(frame.label.get());
+    Py_VISIT(frame.module.get());
+    Py_VISIT(frame.children.get());
+  }
   if (int error = members_.traverse(visit, arg)) {
     return error;
   }

@@ -106,16 +106,13 @@ class Walker {
   // The warm-walk cache (walk_cache.h). A walk either replays a record,
   // proving by versions at every read that nothing it reads has changed, or
   // records what it reads for the next walk of the same root.
-  int enter_root(OwnedRef& module, OwnedRef& name);
+  bool begin_cached_walk();
+  int replay_next(PyObject*& item);
+  int replay_start_members(std::uint32_t index, PyObject* name);
   bool replay_module_unchanged(std::uint32_t index, PyObject* module);
-  bool replay_members();
-  bool replay_children(ModuleFrame& frame);
-  // 1: `key`/`child` hold the next children entry; 0: at the end; -1: diverged.
-  int replay_child_entry(ModuleFrame& frame, PyObject*& key, PyObject*& child);
-  // As descend(); 2 when the record cannot vouch for this step (walk it live).
-  int replay_descend(PyObject* child, PyObject* key, OwnedRef& module, OwnedRef& name);
-  // Leaves the replay for the live walk at exactly this point.
-  void leave_replay() noexcept;
+  int go_live() noexcept;
+  static void pin(RawVector<PyObject*>& pins, PyObject* object);
+  void unpin_all() noexcept;
   bool record_enter(PyObject* module);
   void record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children);
   void abandon_recording() noexcept;
@@ -154,11 +151,29 @@ class Walker {
 
   RecordPtr replay_;     // set while every read so far matched the record
   RecordPtr recording_;  // set while this walk records what it reads
+  bool counting_ = false;  // a first walk of its root: note its size at the end
+  std::size_t modules_entered_ = 0;
   int record_slot_ = 0;
   std::uint32_t next_record_ = 0;     // replay: the ModuleRecord the next entered module has
   std::uint32_t last_entered_ = 0;    // the ModuleRecord of the module entered last
   std::uint32_t members_record_ = 0;  // the ModuleRecord whose members are being read
   std::uint32_t members_read_ = 0;    // replay: how many of them were read
+  // The replay's stack: which ModuleRecord, how many children entries read,
+  // whether its children dict was read, and its frame label (see ModuleFrame).
+  // It holds its module and children dict as a live frame does: whatever the
+  // caller drops between two steps, what the replay checks again is alive.
+  struct ReplayFrame {
+    std::uint32_t record;
+    std::uint32_t read;
+    bool started;
+    OwnedRef label;
+    OwnedRef module;
+    OwnedRef children;
+  };
+  RawVector<ReplayFrame> replay_path_;
+  OwnedRef replay_members_dict_;         // the member dict being replayed
+  RawVector<PyObject*> pinned_modules_;  // strong, remove_duplicate: the modules entered
+  RawVector<PyObject*> pinned_members_;  // strong, remove_duplicate: first occurrences
   bool finished_ = true;
   std::uint32_t steps_since_signal_check_ = 0;
 
