@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--list", action="store_true", help="print the zoo and the contenders")
 
     claims = sub.add_parser("claims", help="test four popular claims about parameters()")
-    claims.add_argument("--model", default="gpt2", help="zoo model to test on (default gpt2)")
+    claims.add_argument("--model", help="zoo model to test on (default gpt2; without "
+                                        "transformers, a synthetic one)")
     claims.add_argument("--devices", nargs="+", metavar="DEV",
                         help="cpu and/or cuda (default: cpu, and cuda when available)")
     claims.add_argument("--out", type=Path, metavar="DIR",
@@ -88,6 +89,7 @@ def _error(command: str, message: str) -> int:
 
 
 def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from pyparams.bench.extras import INSTALL_HINT
     from pyparams.bench.report import (
         format_fits,
         format_summary,
@@ -95,7 +97,7 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         targets,
         write_outputs,
     )
-    from pyparams.bench.runner import BenchOptions, run_bench
+    from pyparams.bench.runner import BenchOptions, extras_note, run_bench, runnable
 
     if args.list:
         _print_list()
@@ -116,6 +118,13 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         options.contender_list()
     except (KeyError, ValueError) as exc:
         return _error("bench", exc.args[0] if exc.args else str(exc))
+    if not runnable(options.entries()):
+        needs = sorted({n for e in options.entries() for n in e.needs})
+        return _error("bench", f"every model asked for needs {', '.join(needs)}, which is not "
+                               f"installed: {INSTALL_HINT}")
+    note = extras_note(options)
+    if note:
+        print(f"pyparams bench: {note}", file=sys.stderr)
     run = run_bench(options)
     print(format_table(run.cases))
     print()
@@ -147,12 +156,23 @@ def _claims(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pyparams.bench.claims import format_verdicts, run_claims
+    from pyparams.bench.claims import SYNTHETIC_MODEL, default_models, format_verdicts, run_claims
+    from pyparams.bench.extras import missing, missing_line
     from pyparams.bench.zoo import ZOO
 
     devices = _names(args.devices) or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    if args.model not in ZOO:
-        return _error("claims", f"unknown model {args.model!r}; choose from: {', '.join(ZOO)}")
+    model, huge_model = default_models()
+    if args.model is not None:
+        model = args.model
+    if model not in ZOO:
+        return _error("claims", f"unknown model {model!r}; choose from: {', '.join(ZOO)}")
+    absent = missing(ZOO[model].needs)
+    if absent:
+        return _error("claims", missing_line(absent, f"cannot build {model!r} (--model "
+                                                     f"{SYNTHETIC_MODEL} needs nothing more)"))
+    if huge_model is None:
+        print(f"pyparams claims: {missing_line(['transformers'], 'no huge-model evidence')}",
+              file=sys.stderr)
     for device in devices:
         if device not in ("cpu", "cuda"):
             return _error("claims", f"unknown device {device!r}; claims run on cpu or cuda")
@@ -160,7 +180,7 @@ def _claims(args: argparse.Namespace) -> int:
             return _error("claims", "device 'cuda' was asked for but CUDA is not available here")
     start = time.perf_counter()
     try:
-        verdicts = run_claims(model=args.model, devices=devices)
+        verdicts = run_claims(model=model, huge_model=huge_model, devices=devices)
     except ValueError as exc:
         return _error("claims", str(exc))
     text = format_verdicts(verdicts)

@@ -8,10 +8,12 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from common_utils import subprocess_env
 from pyparams.bench.contenders import CONTENDERS
 from pyparams.bench.report import OUTPUT_FILES
 from pyparams.bench.zoo import ZOO, preset_entries
@@ -165,11 +167,63 @@ def test_claims_command(tmp_path: Path) -> None:
     assert code != 0 and "unknown model 'nope'" in stderr
 
 
-def test_python_dash_m_entry_point() -> None:
-    proc = subprocess.run([sys.executable, "-m", "pyparams", "bench", "--list"],
-                          capture_output=True, text=True, timeout=120, check=False)
+def _pyparams(*argv: str, cwd: Path, block: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """``pyparams argv`` in a child Python that imports this pyparams; ``block``ed modules
+    look uninstalled (``sys.modules[name] = None``: import fails, ``find_spec`` says absent).
+
+    The child runs in ``cwd``, not the checkout: ``-m`` puts the working directory first on
+    sys.path, and a checkout's pyparams/ would hide a non-editable install.
+    """
+    code = (f"import sys\nfor name in {list(block)!r}:\n    sys.modules[name] = None\n"
+            f"from pyparams.cli import main\nraise SystemExit(main({list(argv)!r}))\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_python_dash_m_entry_point(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pyparams", "bench", "--list"], cwd=tmp_path,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     assert "torch.list" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "pyparams", "bench", "--models", "zzz"],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = _pyparams("bench", "--models", "zzz", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown model 'zzz'" in proc.stderr
+
+
+BENCH_EXTRA = ("transformers", "matplotlib", "tqdm", "psutil")
+
+
+def test_bench_without_the_extra_runs_the_rest_and_says_so(tmp_path: Path) -> None:
+    """After a plain ``pip install .``: synthetic models run, one line names the extra."""
+    out = tmp_path / "out"
+    proc = _pyparams("bench", "--models", "depth-10,gpt2", "--devices", "cpu", "--repeat", "3",
+                     "--no-claims", "--out", str(out), cwd=tmp_path, block=BENCH_EXTRA)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        'pyparams bench: transformers, matplotlib, tqdm not installed: skipping gpt2; no plots; '
+        'no progress bar (pip install "pyparams[bench]")']
+    assert "\ndepth-10 " in proc.stdout and "\ngpt2 " not in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "results.csv", "results.json"]
+    assert all(c["contenders"]["torch.list"]["memory"]["rss_delta"] is not None  # from /proc
+               for c in json.loads((out / "results.json").read_text())["cases"])
+
+
+def test_bench_of_models_that_all_need_the_extra_is_refused(tmp_path: Path) -> None:
+    proc = _pyparams("bench", "--models", "gpt2", "--out", str(tmp_path / "out"), cwd=tmp_path,
+                     block=BENCH_EXTRA)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ('pyparams bench: error: every model asked for needs '
+                                   'transformers, which is not installed: '
+                                   'pip install "pyparams[bench]"')
+    assert not (tmp_path / "out").exists()
+
+
+def test_claims_without_transformers_run_on_a_synthetic_model(tmp_path: Path) -> None:
+    proc = _pyparams("claims", "--devices", "cpu", cwd=tmp_path, block=BENCH_EXTRA)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        'pyparams claims: transformers not installed: no huge-model evidence '
+        '(pip install "pyparams[bench]")']
+    assert "experts-32 [cpu]" in proc.stdout and "Claim 4:" in proc.stdout
+    proc = _pyparams("claims", "--model", "gpt2", cwd=tmp_path, block=BENCH_EXTRA)
+    assert proc.returncode == 2 and 'pip install "pyparams[bench]"' in proc.stderr

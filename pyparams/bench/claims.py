@@ -21,15 +21,19 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import psutil
 import torch
 from torch import nn
 
 import pyparams
+from pyparams.bench.extras import available, rss_bytes
 from pyparams.bench.measure import measure_memory, synchronize
 from pyparams.bench.zoo import DEFAULT_MEMORY_CAP_BYTES, ZooCache, build_chain, raw_walk
 
-__all__ = ["CLAIMS", "Verdict", "format_verdicts", "run_claims"]
+__all__ = ["CLAIMS", "SYNTHETIC_MODEL", "Verdict", "default_models", "format_verdicts",
+           "run_claims"]
+
+# Without transformers the claims run on this synthetic zoo model, with no huge model.
+SYNTHETIC_MODEL = "experts-32"
 
 CLAIMS: tuple[str, ...] = (
     "parameters() yields only tensors with requires_grad=True",
@@ -97,7 +101,7 @@ def _claim1(label: str, model: nn.Module) -> tuple[str, str, list[str], dict[str
 
 
 def _rss() -> int:
-    return psutil.Process().memory_info().rss
+    return rss_bytes() or 0  # 0 without psutil or /proc: the RSS deltas then read 0 B
 
 
 def _cuda_allocated(device: str) -> int | None:
@@ -253,6 +257,13 @@ def run_claims(
         data = {label: d for label, (_, _, _, d) in zip(devices, outcomes)} | extra_data[index]
         verdicts.append(Verdict(index + 1, CLAIMS[index], verdict, reason, evidence, data))
     return verdicts
+
+
+def default_models() -> tuple[str, str | None]:
+    """``(model, huge_model)``: GPT-2 and DeepSeek-V3, or a synthetic model without transformers."""
+    if available("transformers"):
+        return "gpt2", "deepseek-v3"
+    return SYNTHETIC_MODEL, None
 
 
 def format_verdicts(verdicts: Sequence[Verdict]) -> str:

@@ -24,9 +24,9 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import psutil
 import torch
 
+from pyparams.bench.extras import rss_bytes
 from pyparams.bench.gc_pause import gc_paused
 from pyparams.bench.contenders import BASELINE, Contender, ContenderMismatch, check, torch_reference
 from pyparams.bench.stats import paired_ratios, summarize
@@ -65,7 +65,7 @@ class MemoryUse:
     """Memory one run of a contender costs, in bytes (``None`` where not measured)."""
 
     tracemalloc_peak: int
-    rss_delta: int
+    rss_delta: int | None  # None where RSS cannot be read (no psutil, no /proc)
     cuda_allocated_delta: int | None = None
     cuda_peak_delta: int | None = None
 
@@ -167,10 +167,10 @@ def measure_memory(fn: Callable[[], object], device: str) -> MemoryUse:
             synchronize(device)
             allocated = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
-        process = psutil.Process()
-        rss = process.memory_info().rss
+        rss = rss_bytes()
         held = fn()
-        rss_delta = process.memory_info().rss - rss
+        after = rss_bytes()
+        rss_delta = None if rss is None or after is None else after - rss
         use = MemoryUse(tracemalloc_peak=peak, rss_delta=rss_delta)
         if cuda:
             synchronize(device)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pyparams.bench.claims import Verdict, format_verdicts
 from pyparams.bench.contenders import BASELINE, CONTENDERS
+from pyparams.bench.extras import available
 from pyparams.bench.measure import CaseResult
 from pyparams.bench.runner import RunResult
 from pyparams.bench.stats import summarize
@@ -324,7 +325,7 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
         "",
         f"Command: `{run.options.get('command', 'pyparams bench')}`  ",
         f"Machine: {m['platform']}, {m['cpu_count']} CPUs, "
-        f"{format_bytes(float(m['memory_bytes']))} RAM; CUDA device: {m['cuda_device']}  ",  # type: ignore[arg-type]
+        f"{format_bytes(float(m['memory_bytes'] or 0))} RAM; CUDA device: {m['cuda_device']}  ",  # type: ignore[arg-type]
         f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
         f"pyparams {m['pyparams']}; {m['timestamp']}; wall time {run.wall_seconds:.0f} s",
         "",
@@ -369,14 +370,16 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
 
 def write_outputs(run: RunResult, out: Path) -> list[Path]:
     """Write every output file into ``out`` (created if needed); returns their paths."""
-    from pyparams.bench import plots
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(to_json(run), indent=1, default=str))
     _write_csv(out / "results.csv", rows(run.cases))
-    plots.speedup_plot(run.cases, out / "speedup.png")
-    plots.scaling_plot(run.cases, run.fits, out / "scaling.png")
-    plots.memory_plot(run.cases, out / "memory.png")
-    (out / "report.md").write_text(
-        _report_markdown(run, ["speedup.png", "scaling.png", "memory.png"]))
-    return [out / name for name in OUTPUT_FILES]
+    drawn: list[str] = []
+    if available("matplotlib"):  # the plots need the bench extra; extras_note said so
+        from pyparams.bench import plots
+
+        plots.speedup_plot(run.cases, out / "speedup.png")
+        plots.scaling_plot(run.cases, run.fits, out / "scaling.png")
+        plots.memory_plot(run.cases, out / "memory.png")
+        drawn = ["speedup.png", "scaling.png", "memory.png"]
+    (out / "report.md").write_text(_report_markdown(run, drawn))
+    return [out / name for name in OUTPUT_FILES if not name.endswith(".png") or name in drawn]

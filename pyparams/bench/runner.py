@@ -13,15 +13,14 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import psutil
 import torch
-from tqdm import tqdm
 
 import pyparams
 from pyparams.bench.contenders import Contender, resolve_contenders
+from pyparams.bench.extras import available, missing, missing_line, total_memory_bytes
 from pyparams.bench.measure import CaseResult, Settings, measure_case
 from pyparams.bench.stats import cost_per_module, loglog_fit
 from pyparams.bench.zoo import (
@@ -38,10 +37,12 @@ __all__ = [
     "Fit",
     "RunResult",
     "available_devices",
+    "extras_note",
     "fit_families",
     "machine_info",
     "plan_cases",
     "run_bench",
+    "runnable",
 ]
 
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "meta")
@@ -134,18 +135,19 @@ class RunResult:
 
 def machine_info() -> dict[str, object]:
     """Machine, Python, torch, CUDA device and package versions, for ``results.json``."""
-    import transformers
-
+    transformers = None
+    if available("transformers"):
+        import transformers
     cuda = torch.cuda.is_available()
     return {
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "memory_bytes": psutil.virtual_memory().total,
+        "memory_bytes": total_memory_bytes(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "transformers": getattr(transformers, "__version__", None),
         "pyparams": getattr(pyparams, "__version__", "unknown"),
         "cuda_available": cuda,
         "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
@@ -190,28 +192,78 @@ def fit_families(cases: Sequence[CaseResult]) -> list[Fit]:
     return fits
 
 
-def run_bench(options: BenchOptions) -> RunResult:
-    """Run the benchmark described by ``options`` (validates everything before building)."""
-    start = time.perf_counter()
+def runnable(entries: Sequence[ZooEntry]) -> list[ZooEntry]:
+    """The entries whose extra modules (``ZooEntry.needs``) are installed."""
+    return [entry for entry in entries if not missing(entry.needs)]
+
+
+def extras_note(options: BenchOptions) -> str | None:
+    """One line saying what a run of ``options`` leaves out for lack of an extra, or ``None``."""
     entries = options.entries()
+    skipped = [entry.name for entry in entries if missing(entry.needs)]
+    absent = missing([name for entry in entries for name in entry.needs])
+    lost = [f"skipping {', '.join(skipped)}"] if skipped else []
+    if options.claims and not available("transformers"):
+        lost.append("claims on a synthetic model")
+    if not available("matplotlib"):
+        absent.append("matplotlib")
+        lost.append("no plots")
+    if options.progress and not available("tqdm"):
+        absent.append("tqdm")
+        lost.append("no progress bar")
+    return missing_line(absent, "; ".join(lost)) if absent else None
+
+
+class _NoBar:
+    """Stands in for a tqdm bar when progress is off or tqdm is not installed."""
+
+    def __init__(self, items: Sequence[tuple[ZooEntry, str]]) -> None:
+        self.items = items
+
+    def __iter__(self) -> Iterator[tuple[ZooEntry, str]]:
+        return iter(self.items)
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(planned: Sequence[tuple[ZooEntry, str]], enabled: bool) -> _NoBar:
+    if not (enabled and available("tqdm")):
+        return _NoBar(planned)
+    from tqdm import tqdm
+
+    bar = tqdm(planned, desc="pyparams bench", unit="case", file=sys.stderr, dynamic_ncols=True)
+    return bar  # type: ignore[no-any-return]
+
+
+def run_bench(options: BenchOptions) -> RunResult:
+    """Run the benchmark described by ``options`` (validates everything before building).
+
+    Models that need a missing extra are left out (:func:`extras_note` says which).
+    """
+    start = time.perf_counter()
+    entries = runnable(options.entries())
     devices = options.device_list()
     contenders = options.contender_list()
     settings = options.settings()
     cache = ZooCache(options.memory_cap_bytes)
     planned = plan_cases(entries, devices, cache)
     cases: list[CaseResult] = []
-    bar = tqdm(planned, desc="pyparams bench", unit="case", file=sys.stderr,
-               disable=not options.progress, dynamic_ncols=True)
+    bar = _progress(planned, options.progress)
     for entry, device in bar:
         bar.set_postfix_str(f"{entry.name} [{device}]")
         cases.append(measure_case(cache.get(entry.name, device), contenders, settings))
     bar.close()
     verdicts: list[object] = []
     if options.claims:
-        from pyparams.bench.claims import run_claims
+        from pyparams.bench.claims import default_models, run_claims
 
         claim_devices = [d for d in devices if d != "meta"] or ["cpu"]
-        verdicts = list(run_claims(devices=claim_devices,
+        model, huge_model = default_models()
+        verdicts = list(run_claims(model=model, huge_model=huge_model, devices=claim_devices,
                                    memory_cap_bytes=options.memory_cap_bytes))
     return RunResult(
         machine=machine_info(),

@@ -66,6 +66,7 @@ class ZooEntry:
     build: Callable[[], nn.Module] = field(repr=False, compare=False)
     presets: frozenset[str] = frozenset()
     size: float | None = None  # x value of a scaling family (depth, width, experts, % frozen)
+    needs: tuple[str, ...] = ()  # modules beyond torch that building it imports (an extra)
 
 
 @dataclass(frozen=True)
@@ -287,13 +288,18 @@ for _n in (0, 50, 99):
 _SCALING.append(("moe-32x64", "moe", "32 layers x 64 unfused experts",
                  lambda: UnfusedMoE(32, 64), 64.0, frozenset({_D, _F})))
 
+# The families whose builders go through _hf (transformers, the ``bench`` extra).
+_FAMILY_NEEDS: dict[str, tuple[str, ...]] = {ARCH_FAMILY: ("transformers",),
+                                             "frozen": ("transformers",)}
+
 ZOO: dict[str, ZooEntry] = {
-    name: ZooEntry(name=name, family=ARCH_FAMILY, description=desc, build=build, presets=presets)
+    name: ZooEntry(name=name, family=ARCH_FAMILY, description=desc, build=build, presets=presets,
+                   needs=_FAMILY_NEEDS[ARCH_FAMILY])
     for name, desc, build, presets in _ARCHS
 }
 ZOO.update(
     (name, ZooEntry(name=name, family=family, description=desc, build=build,
-                    presets=presets, size=size))
+                    presets=presets, size=size, needs=_FAMILY_NEEDS.get(family, ())))
     for name, family, desc, build, size, presets in _SCALING
 )
 
