@@ -46,7 +46,8 @@ pyparams::Dispatch to_dispatch(pyparams::Kind kind, bool named, const py::object
   if (name == public_name) {
     return Dispatch::Public;
   }
-  if (members && name == (kind == pyparams::Kind::Parameters ? "named_parameters" : "named_buffers")) {
+  if (members &&
+      name == (kind == pyparams::Kind::Parameters ? "named_parameters" : "named_buffers")) {
     return Dispatch::Named;
   }
   if (members && name == "_named_members") {
@@ -87,14 +88,13 @@ py::object steal_or_throw(PyObject* result) {
   return py::reinterpret_steal<py::object>(result);
 }
 
-} // namespace
+}  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Native walker of torch.nn.Module trees (see the pyparams package for the API).";
   if (!pyparams::init_names() || !pyparams::init_tensor_flags() ||
       !pyparams::init_module_attributes() || !pyparams::init_dispatch() ||
-      !pyparams::init_walk_cache() ||
-      !pyparams::add_walk_iterator_type(m.ptr())) {
+      !pyparams::init_walk_cache() || !pyparams::add_walk_iterator_type(m.ptr())) {
     throw py::error_already_set();
   }
   m.attr("__version__") = PYPARAMS_STRINGIFY(PYPARAMS_VERSION);
@@ -108,8 +108,14 @@ PYBIND11_MODULE(_C, m) {
       [](py::handle module, int kind, bool named, py::handle prefix, bool recurse,
          bool remove_duplicate, bool trainable, const py::object& dispatch) {
         pyparams::Kind walk_kind = to_kind(kind);
-        pyparams::WalkOptions options{walk_kind, recurse, remove_duplicate, trainable, named,
-                                      to_dispatch(walk_kind, named, dispatch)};
+        pyparams::WalkOptions options{
+            .kind = walk_kind,
+            .recurse = recurse,
+            .remove_duplicate = remove_duplicate,
+            .trainable_only = trainable,
+            .named = named,
+            .dispatch = to_dispatch(walk_kind, named, dispatch),
+        };
         return steal_or_throw(pyparams::new_walk_iterator(module.ptr(), prefix.ptr(), options));
       },
       py::arg("module"), py::kw_only(), py::arg("kind"), py::arg("named") = false,
@@ -128,8 +134,14 @@ public function mirrors; "children": only the submodules' named_modules).)doc");
       [](py::handle module, int kind, bool recurse, bool remove_duplicate, bool trainable,
          const py::object& dispatch) {
         pyparams::Kind walk_kind = to_kind(kind);
-        pyparams::WalkOptions options{walk_kind, recurse, remove_duplicate, trainable, false,
-                                      to_dispatch(walk_kind, false, dispatch)};
+        pyparams::WalkOptions options{
+            .kind = walk_kind,
+            .recurse = recurse,
+            .remove_duplicate = remove_duplicate,
+            .trainable_only = trainable,
+            .named = false,
+            .dispatch = to_dispatch(walk_kind, false, dispatch),
+        };
         return steal_or_throw(pyparams::collect_list(module.ptr(), options));
       },
       py::arg("module"), py::kw_only(), py::arg("kind"), py::arg("recurse") = true,

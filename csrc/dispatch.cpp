@@ -15,7 +15,7 @@ namespace {
 constexpr auto kMethodCount = static_cast<std::size_t>(Method::Count);
 
 constexpr std::array<const char*, kMethodCount> kMethodNames = {
-    "parameters", "named_parameters", "buffers",        "named_buffers",
+    "parameters", "named_parameters", "buffers",       "named_buffers",
     "modules",    "_named_members",   "named_modules",
 };
 
@@ -58,8 +58,7 @@ PyObject* buffer_items(PyObject*, PyObject* module) {
 
 PyMethodDef g_parameter_items_def = {"parameter_items", parameter_items, METH_O,
                                      "module._parameters.items()"};
-PyMethodDef g_buffer_items_def = {"buffer_items", buffer_items, METH_O,
-                                  "module._buffers.items()"};
+PyMethodDef g_buffer_items_def = {"buffer_items", buffer_items, METH_O, "module._buffers.items()"};
 PyObject* g_parameter_items = nullptr;
 PyObject* g_buffer_items = nullptr;
 
@@ -80,7 +79,7 @@ bool register_torch_original(Method method, PyTypeObject* module_type) {
   return register_base_method(method, function);
 }
 
-} // namespace
+}  // namespace
 
 PyObject* method_name(Method method) {
   return g_method_names[static_cast<std::size_t>(method)];
@@ -182,4 +181,4 @@ bool init_dispatch() {
   return true;
 }
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -74,4 +74,4 @@ class ItemCursor {
   Py_ssize_t remaining_ = 0;
 };
 
-} // namespace pyparams
+}  // namespace pyparams

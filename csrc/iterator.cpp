@@ -6,8 +6,7 @@ namespace pyparams {
 namespace {
 
 struct WalkIteratorObject {
-  PyObject_HEAD
-  Walker walker;
+  PyObject_HEAD Walker walker;
   // Set while tp_iternext runs: Python code reached from the walk (a custom
   // mapping's items(), a __del__) must not re-enter the same walk.
   bool running;
@@ -95,10 +94,15 @@ PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
 }
 
 PyMethodDef walk_methods[] = {
-    {"close", walk_close, METH_NOARGS, PyDoc_STR("close() -> None. End the walk, drop every reference.")},
-    {"send", walk_send, METH_O, PyDoc_STR("send(None) -> the next item, as next() (a value other than None is ignored once started, as torch's generators ignore it).")},
-    {"throw", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(walk_throw)), METH_FASTCALL,
-     PyDoc_STR("throw(exc) -> ends the walk and raises exc, as a generator without a handler does.")},
+    {"close", walk_close, METH_NOARGS,
+     PyDoc_STR("close() -> None. End the walk, drop every reference.")},
+    {"send", walk_send, METH_O,
+     PyDoc_STR("send(None) -> the next item, as next() (a value other than None is ignored once "
+               "started, as torch's generators ignore it).")},
+    {"throw", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(walk_throw)),
+     METH_FASTCALL,
+     PyDoc_STR(
+         "throw(exc) -> ends the walk and raises exc, as a generator without a handler does.")},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -132,15 +136,15 @@ PyTypeObject walk_iterator_type = [] {
   return type;
 }();
 
-} // namespace
+}  // namespace
 
 bool add_walk_iterator_type(PyObject* module) {
   if (PyType_Ready(&walk_iterator_type) < 0) {
     return false;
   }
   Py_INCREF(&walk_iterator_type);
-  if (PyModule_AddObject(module, "WalkIterator",
-                         reinterpret_cast<PyObject*>(&walk_iterator_type)) < 0) {
+  if (PyModule_AddObject(module, "WalkIterator", reinterpret_cast<PyObject*>(&walk_iterator_type)) <
+      0) {
     Py_DECREF(&walk_iterator_type);
     return false;
   }
@@ -163,4 +167,4 @@ PyObject* new_walk_iterator(PyObject* root, PyObject* prefix, const WalkOptions&
   return reinterpret_cast<PyObject*>(iterator);
 }
 
-} // namespace pyparams
+}  // namespace pyparams

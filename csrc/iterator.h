@@ -13,4 +13,4 @@ bool add_walk_iterator_type(PyObject* module);
 // A new lazy iterator over `root` (borrowed), or nullptr with an error set.
 PyObject* new_walk_iterator(PyObject* root, PyObject* prefix, const WalkOptions& options);
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -48,7 +48,7 @@ ModuleClassInfo inspect_class(PyTypeObject* type) {
   return info;
 }
 
-} // namespace
+}  // namespace
 
 const ModuleClassInfo& module_class_info(PyTypeObject* type) {
   CachedClass& cached = g_cache[(reinterpret_cast<std::uintptr_t>(type) >> 4) % kCacheSize];
@@ -120,4 +120,4 @@ bool init_module_attributes() {
   return true;
 }
 
-} // namespace pyparams
+}  // namespace pyparams

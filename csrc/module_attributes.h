@@ -36,4 +36,4 @@ void forget_module_classes() noexcept;
 // Captures what "default attribute lookup" means here. False with an error set.
 bool init_module_attributes();
 
-} // namespace pyparams
+}  // namespace pyparams

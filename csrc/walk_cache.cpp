@@ -49,7 +49,7 @@ PyObject* forget_root(PyObject* self, PyObject* weakref) {
 PyMethodDef g_forget_root_def = {"forget_root", forget_root, METH_O,
                                  "Drops the walk records of a root that died."};
 
-} // namespace
+}  // namespace
 
 std::size_t WalkRecord::bytes() const noexcept {
   return sizeof(WalkRecord) + modules.capacity() * sizeof(ModuleRecord) +
@@ -182,4 +182,4 @@ bool init_walk_cache() {
   return true;
 }
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -120,4 +120,4 @@ void cache_clear() noexcept;
 // Reads PYPARAMS_CACHE. False with an error set.
 bool init_walk_cache();
 
-} // namespace pyparams
+}  // namespace pyparams

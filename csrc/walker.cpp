@@ -142,7 +142,7 @@ PyObject* member_mapping(PyObject* module, PyObject* attribute, bool* from_dict 
   return value;
 }
 
-} // namespace
+}  // namespace
 
 bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options) {
   clear();
@@ -181,8 +181,8 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
   root_done_ = false;
   root_dispatched_ = false;
   finished_ = false;
-  record_slot_ = record_slot(static_cast<int>(options_.kind), options_.recurse,
-                             options_.remove_duplicate);
+  record_slot_ =
+      record_slot(static_cast<int>(options_.kind), options_.recurse, options_.remove_duplicate);
   if (options_.recurse) {
     try {
       stack_.reserve(kInitialStackCapacity);
@@ -395,8 +395,8 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     int found = top.children.next(key, child);
     if (recording_ && found > 0) {
       const ModuleRecord& record = recording_->modules[top.record];
-      recording_->children[record.first_child + top.entries_read++] = {
-          key, child, top.children.position(), -1};
+      recording_->children[record.first_child + top.entries_read++] = {key, child,
+                                                                       top.children.position(), -1};
     }
     if (found < 0) {
       return -1;
@@ -487,8 +487,9 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   }
   if (recording_) {
     ModuleFrame& parent = stack_.back();
-    EntryRecord& entry = recording_->children[recording_->modules[parent.record].first_child +
-                                              parent.entries_read - 1];
+    EntryRecord& entry =
+        recording_
+            ->children[recording_->modules[parent.record].first_child + parent.entries_read - 1];
     entry.module_index = static_cast<std::int32_t>(recording_->modules.size());
     if (!record_enter(child.get())) {
       abandon_recording();
@@ -651,8 +652,7 @@ bool Walker::delegate(PyObject* callable, Dispatch level) {
       }
       break;
     case Dispatch::NamedMembers:  // torch's named_parameters() / named_buffers()
-      positional = OwnedRef::steal(
-          PyTuple_Pack(1, members_getter(options_.kind == Kind::Buffers)));
+      positional = OwnedRef::steal(PyTuple_Pack(1, members_getter(options_.kind == Kind::Buffers)));
       ok = positional && set_keyword(keywords, "prefix", root_name_.get()) &&
           set_keyword(keywords, "recurse", as_bool(options_.recurse)) &&
           set_keyword(keywords, "remove_duplicate", as_bool(options_.remove_duplicate));
@@ -941,8 +941,8 @@ int Walker::replay_next(PyObject*& item) {
     ++next_record_;
     last_entered_ = index;
     // Its frame holds the module (and later its children dict), as a live frame does.
-    replay_path_.push_back(
-        {index, 0, false, std::move(label), OwnedRef::borrow(child), OwnedRef()});  // `top` is stale
+    replay_path_.push_back({index, 0, false, std::move(label), OwnedRef::borrow(child),
+                            OwnedRef()});  // `top` is stale
 
     if (!members_kind) {
       item = options_.named ? make_item(name, child) : OwnedRef::borrow(child).release();
@@ -993,10 +993,9 @@ int Walker::go_live() noexcept {
       frame.entries_read = replayed.read;
       if (replayed.started) {
         frame.children_started = true;
-        frame.children.start_at(
-            module.children, module.child_count,
-            position_after(record.children, module.first_child, replayed.read),
-            module.child_count - replayed.read);
+        frame.children.start_at(module.children, module.child_count,
+                                position_after(record.children, module.first_child, replayed.read),
+                                module.child_count - replayed.read);
       }
     }
   } catch (const std::bad_alloc&) {
@@ -1052,8 +1051,7 @@ bool Walker::record_enter(PyObject* module) {
 }
 
 // Notes the member (or children) dict of ModuleRecord `index`, just read.
-void Walker::record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict,
-                            bool children) {
+void Walker::record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children) {
   ModuleRecord& record = recording_->modules[index];
   if (!from_dict || !PyDict_CheckExact(mapping) ||
       dict_version(record.dict) != record.dict_version) {
@@ -1091,13 +1089,11 @@ void Walker::finish_recording() {
   for (const ModuleRecord& module : record->modules) {
     PyTypeObject* type = Py_TYPE(module.module);
     PyObject** dict = _PyObject_GetDictPtr(module.module);
-    bool unchanged = type == module.type &&
-        PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) &&
-        type->tp_version_tag == module.type_version && dict != nullptr &&
-        *dict == module.dict && dict_version(module.dict) == module.dict_version &&
+    bool unchanged = type == module.type && PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) &&
+        type->tp_version_tag == module.type_version && dict != nullptr && *dict == module.dict &&
+        dict_version(module.dict) == module.dict_version &&
         (module.members == nullptr || dict_version(module.members) == module.members_version) &&
-        (module.children == nullptr ||
-         dict_version(module.children) == module.children_version);
+        (module.children == nullptr || dict_version(module.children) == module.children_version);
     if (!unchanged) {
       return;
     }
@@ -1129,8 +1125,8 @@ bool Walker::start_members(PyObject* module, PyObject* name, bool generic_name) 
       return false;
     }
     if (scripted) {
-      OwnedRef pairs = OwnedRef::steal(
-          script_module_members(module, options_.kind == Kind::Buffers));
+      OwnedRef pairs =
+          OwnedRef::steal(script_module_members(module, options_.kind == Kind::Buffers));
       if (!pairs || !members_.start_pairs(pairs.get())) {
         return false;
       }
@@ -1263,4 +1259,4 @@ int Walker::traverse(visitproc visit, void* arg) const {
   return seen_modules_.traverse(visit, arg);
 }
 
-} // namespace pyparams
+}  // namespace pyparams

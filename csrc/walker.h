@@ -23,7 +23,13 @@ enum class Kind : int { Parameters = 0, Buffers = 1, Modules = 2 };
 // override on the root is honoured. For parameters: parameters ->
 // named_parameters -> _named_members -> named_modules (root) -> children's
 // named_modules; buffers alike; modules skips the two member levels.
-enum class Dispatch : int { Public = 0, Named = 1, NamedMembers = 2, NamedModules = 3, Children = 4 };
+enum class Dispatch : int {
+  Public = 0,
+  Named = 1,
+  NamedMembers = 2,
+  NamedModules = 3,
+  Children = 4
+};
 
 struct WalkOptions {
   Kind kind = Kind::Parameters;
@@ -71,7 +77,7 @@ class Walker {
     // Named walks: the module's full name. Unnamed walks: the key it was
     // entered under, so a name can still be built for an override.
     OwnedRef name;
-    ItemCursor children;      // over module._modules, started when first needed
+    ItemCursor children;  // over module._modules, started when first needed
     bool children_started = false;
     // Set when module.named_modules is overridden: its (name, module) items
     // replace this module's whole subtree.
@@ -149,8 +155,8 @@ class Walker {
   // The item an overriding named_modules yielded for the module just returned.
   OwnedRef override_item_;
 
-  RecordPtr replay_;     // set while every read so far matched the record
-  RecordPtr recording_;  // set while this walk records what it reads
+  RecordPtr replay_;       // set while every read so far matched the record
+  RecordPtr recording_;    // set while this walk records what it reads
   bool counting_ = false;  // a first walk of its root: note its size at the end
   std::size_t modules_entered_ = 0;
   int record_slot_ = 0;
@@ -178,8 +184,8 @@ class Walker {
   std::uint32_t steps_since_signal_check_ = 0;
 
   std::vector<ModuleFrame, PyMemRawAllocator<ModuleFrame>> stack_;
-  ItemCursor members_;      // the current module's _parameters / _buffers
-  OwnedRef members_name_;   // that module's name, for named walks
+  ItemCursor members_;     // the current module's _parameters / _buffers
+  OwnedRef members_name_;  // that module's name, for named walks
   bool members_active_ = false;
   // The module came from an override: its name may be any object, joined
   // with Python's `+` (and so checked even by unnamed walks), as torch does.
@@ -190,4 +196,4 @@ class Walker {
   PointerSet on_stack_{PointerSet::Ownership::Borrowed};  // cycle guard without memo
 };
 
-} // namespace pyparams
+}  // namespace pyparams

@@ -64,7 +64,7 @@ def _same(actual: Any, expected: Any) -> bool:
     if isinstance(expected, (list, tuple)) and not isinstance(expected, nn.Module):
         return type(actual) is type(expected) and len(actual) == len(expected) and all(
             a == e if isinstance(e, (str, int)) else a is e
-            for a, e in zip(actual, expected)
+            for a, e in zip(actual, expected, strict=True)
         )
     return actual is expected
 
@@ -80,7 +80,7 @@ def assert_same_calls(function: str, module: nn.Module, **kwargs: Any) -> None:
         assert str(actual[1]) == str(expected[1]), context
     else:
         assert len(actual[1]) == len(expected[1]), context
-        assert all(_same(a, e) for a, e in zip(actual[1], expected[1])), context
+        assert all(_same(a, e) for a, e in zip(actual[1], expected[1], strict=True)), context
 
 
 def assert_matches_torch(module: nn.Module) -> None:
@@ -173,7 +173,7 @@ class ExtraModules(Block):
         items = [list(item) for item in super().named_modules(memo, prefix, remove_duplicate)]
         if memo is not None:
             memo.add(self.outside)
-        return items + [[prefix + ".outside", self.outside]]
+        return [*items, [prefix + ".outside", self.outside]]
 
 
 OVERRIDES = (

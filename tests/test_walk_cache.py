@@ -1,0 +1,314 @@
+"""The warm-walk cache: replays are exact, follow every change, and own nothing.
+
+Each test warms the cache on a tree (three walks: live, recording, replaying), changes
+the tree the way real code does (between walks, or between two steps of a replaying
+iterator), and compares every pyparams function with torch's own methods on the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import random
+import subprocess
+import sys
+import weakref
+from collections.abc import Callable
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+import pyparams
+from common_utils import (
+    LAZY_FUNCTIONS,
+    assert_conforms,
+    every_call,
+    outcome,
+    reference,
+    run_pyparams,
+    same_items,
+    step,
+    subprocess_env,
+    torch_iterator,
+)
+
+pytestmark = pytest.mark.skipif(
+    not pyparams.cache_info().enabled,
+    reason="the walk cache is off (PYPARAMS_CACHE=0, or a Python without dict versions)",
+)
+
+
+def warm(model: nn.Module) -> None:
+    """Every walk of ``model`` recorded, and replayed once."""
+    for _ in range(3):
+        for function, kwargs in every_call():
+            run_pyparams(function, model, **kwargs)
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(3)
+        self.proj = nn.Linear(3, 3)
+        self.register_buffer("steps", torch.zeros(1))
+
+
+def model() -> nn.Module:
+    shared = nn.Linear(3, 3)
+    net = nn.Sequential(Block(), nn.ModuleList([Block(), shared]), Block())
+    net[2].tied = shared  # a shared submodule
+    net[0].proj.weight = net[2].proj.weight  # a tied parameter
+    net[1][0].proj.bias.requires_grad_(False)
+    return net
+
+
+def test_second_walk_records_third_replays() -> None:
+    net = model()
+    pyparams.cache_clear()
+    expected = list(net.parameters())
+    counters = []
+    for _ in range(3):
+        assert same_items(pyparams.parameter_list(net), expected)
+        info = pyparams.cache_info()
+        counters.append((info.misses, info.hits, info.records))
+    assert counters == [(1, 0, 0), (2, 0, 1), (2, 1, 1)]
+    assert pyparams.cache_info().bytes > 0
+    assert_conforms(net)  # every kind of walk, recorded and replayed, is torch's
+    assert pyparams.cache_info().invalidations == 0
+
+
+def _tied_weight_replaced(net: nn.Module) -> None:
+    net[0].proj.weight = nn.Parameter(torch.ones(3, 3))
+
+
+def _parameter_written_into_dict(net: nn.Module) -> None:
+    net[1][0]._parameters["extra"] = nn.Parameter(torch.zeros(2))
+
+
+def _child_deleted(net: nn.Module) -> None:
+    del net[1][0].norm
+
+
+def _child_set_to_none(net: nn.Module) -> None:
+    net[2]._modules["proj"] = None
+
+
+def _children_dict_replaced(net: nn.Module) -> None:
+    net[1].__dict__["_modules"] = {"only": nn.Linear(1, 1)}
+
+
+def _instance_dict_replaced(net: nn.Module) -> None:
+    block = net[0]
+    block.__dict__ = dict(block.__dict__)
+
+
+def _class_assigned(net: nn.Module) -> None:
+    class Other(Block):
+        pass
+
+    net[2].__class__ = Other
+
+
+def _class_gains_getattr(net: nn.Module) -> None:
+    class Hooked(Block):
+        pass
+
+    net[0].__class__ = Hooked
+    Hooked.__getattribute__ = lambda self, name: object.__getattribute__(self, name)
+
+
+def _class_gains_parameters_property(net: nn.Module) -> None:
+    class Hidden(Block):
+        pass
+
+    net[0].__class__ = Hidden
+    Hidden._parameters = property(lambda self: {"w": self.proj.weight})
+
+
+def _class_gains_named_modules_override(net: nn.Module) -> None:
+    class Hiding(Block):
+        pass
+
+    net[2].__class__ = Hiding
+    Hiding.named_modules = lambda self, memo=None, prefix="", remove_duplicate=True: iter(
+        [(prefix, self)]
+    )
+
+
+def _instance_gains_named_modules(net: nn.Module) -> None:
+    block = net[1][0]
+    block.named_modules = lambda memo=None, prefix="", remove_duplicate=True: iter(
+        [(prefix, block)]
+    )
+
+
+def _requires_grad_toggled(net: nn.Module) -> None:
+    for p in net[2].parameters():
+        p.requires_grad_(not p.requires_grad)
+
+
+def _train_and_eval(net: nn.Module) -> None:
+    net.eval()  # writes `training` into every module's __dict__
+    net.train()
+
+
+def _attribute_stashed(net: nn.Module) -> None:
+    for m in net.modules():
+        m.last_input = None  # what forward hooks and caches do
+
+
+MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
+    _tied_weight_replaced,
+    _parameter_written_into_dict,
+    _child_deleted,
+    _child_set_to_none,
+    _children_dict_replaced,
+    _instance_dict_replaced,
+    _class_assigned,
+    _class_gains_getattr,
+    _class_gains_parameters_property,
+    _class_gains_named_modules_override,
+    _instance_gains_named_modules,
+    _requires_grad_toggled,
+    _train_and_eval,
+    _attribute_stashed,
+)
+
+
+@pytest.mark.parametrize("mutate", MUTATIONS, ids=lambda f: f.__name__.strip("_"))
+def test_change_between_walks_is_seen(mutate: Callable[[nn.Module], None]) -> None:
+    net = model()
+    warm(net)
+    mutate(net)
+    assert_conforms(net)
+    assert_conforms(net)  # and again, from whatever the cache made of it
+
+
+def test_dict_writes_that_change_nothing_keep_the_record() -> None:
+    net = model()
+    warm(net)
+    before = pyparams.cache_info()
+    _train_and_eval(net)
+    assert_conforms(net)
+    after = pyparams.cache_info()
+    assert after.revalidations > before.revalidations
+    assert after.invalidations == before.invalidations
+
+
+@pytest.mark.parametrize("function", LAZY_FUNCTIONS)
+@pytest.mark.parametrize("mutate", MUTATIONS, ids=lambda f: f.__name__.strip("_"))
+def test_change_between_steps_of_a_replay_is_seen(function: str, mutate) -> None:
+    # Lockstep: a replaying iterator and torch's generator, the tree changed after each
+    # item in turn; both must then produce the same items, or raise the same error.
+    reference_tree = model()
+    items = len(reference(function, reference_tree))
+    for at in range(items):
+        net = model()
+        warm(net)
+        ours = getattr(pyparams, function)(net)
+        theirs = torch_iterator(function, net)
+        log_ours, log_theirs = [], []
+        for index in range(items + 2):
+            a, b = step(ours), step(theirs)
+            log_ours.append(a)
+            log_theirs.append(b)
+            if index == at:
+                mutate(net)
+            if a[0] != "item" or b[0] != "item":
+                break
+        assert [k for k, _ in log_ours] == [k for k, _ in log_theirs], (function, at)
+        for (kind, a), (_, b) in zip(log_ours, log_theirs, strict=True):
+            if kind == "item":
+                assert same_items([a], [b]), (function, at)
+            elif kind == "raise":
+                assert type(a) is type(b) and str(a) == str(b), (function, at)
+
+
+def test_size_change_during_a_replay_raises_as_the_live_walk() -> None:
+    net = model()
+    warm(net)
+    ours, theirs = pyparams.parameters(net), net.parameters()
+    assert next(ours) is next(theirs)
+    next(ours), next(theirs)  # now inside the first LayerNorm's _parameters
+    net[0].norm._parameters["grown"] = nn.Parameter(torch.zeros(1))
+    got, expected = outcome(lambda: list(ours)), outcome(lambda: list(theirs))
+    assert got[0] == expected[0] == "raise"
+    assert type(got[1]) is type(expected[1]) is RuntimeError
+    assert str(got[1]) == str(expected[1]) == "dictionary changed size during iteration"
+
+
+def test_random_changes_between_walks_match_torch() -> None:
+    rng = random.Random(1234)
+    net = model()
+    for _ in range(60):
+        if rng.random() < 0.5:
+            # An earlier change may have removed what this one edits.
+            with contextlib.suppress(AttributeError, IndexError, KeyError, TypeError):
+                rng.choice(MUTATIONS)(net)
+        function, kwargs = rng.choice(every_call())
+        expected = outcome(partial(reference, function, net, **kwargs))
+        got = outcome(partial(run_pyparams, function, net, **kwargs))
+        assert got[0] == expected[0], (function, kwargs)
+        if expected[0] == "ok":
+            assert same_items(got[1], expected[1]), (function, kwargs)
+        if rng.random() < 0.1:
+            net = model()
+
+
+def test_the_cache_keeps_no_model_alive() -> None:
+    net = model()
+    warm(net)
+    records = pyparams.cache_info().records
+    assert records > 0
+    alive = [weakref.ref(obj) for obj in (net, *net.modules(), *net.parameters())]
+    del net
+    gc.collect()
+    assert all(ref() is None for ref in alive)
+    assert pyparams.cache_info().records < records  # the records went with the root
+
+
+def test_an_iterator_abandoned_mid_replay_keeps_and_then_releases_the_model() -> None:
+    net = model()
+    warm(net)
+    iterator = pyparams.named_parameters(net)
+    next(iterator)
+    alive = weakref.ref(net)
+    del net
+    gc.collect()
+    assert alive() is not None  # the iterator holds it, as torch's generator would
+    del iterator
+    gc.collect()
+    assert alive() is None
+
+
+def test_cache_clear_makes_the_next_walk_cold() -> None:
+    net = model()
+    warm(net)
+    pyparams.cache_clear()
+    info = pyparams.cache_info()
+    assert (info.hits, info.misses, info.records, info.bytes) == (0, 0, 0, 0)
+    assert same_items(pyparams.parameter_list(net), list(net.parameters()))
+    assert pyparams.cache_info()[:2] == (0, 1)  # no hit: walked live
+
+
+def test_cache_off_walks_live_and_matches_torch() -> None:
+    script = (
+        "import torch, pyparams\n"
+        "net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())\n"
+        "for _ in range(3):\n"
+        "    pairs = zip(pyparams.parameters(net), net.parameters(), strict=True)\n"
+        "    assert [p is q for p, q in pairs] == [True, True]\n"
+        "info = pyparams.cache_info()\n"
+        "print(info.enabled, info.hits, info.records)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(PYPARAMS_CACHE="0"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "0", "0"]
