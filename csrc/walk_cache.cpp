@@ -51,9 +51,50 @@ PyMethodDef g_forget_root_def = {"forget_root", forget_root, METH_O,
 
 }  // namespace
 
+bool WalkRecord::use_names(PyObject* prefix) noexcept {
+  if (names_prefix != nullptr && PyUnicode_Compare(names_prefix, prefix) == 0) {
+    return true;
+  }
+  PyErr_Clear();
+  forget_names();
+  try {
+    module_names.assign(modules.size(), nullptr);
+    member_names.assign(members.size(), nullptr);
+  } catch (const std::bad_alloc&) {
+    forget_names();
+    return false;
+  }
+  Py_INCREF(prefix);
+  names_prefix = prefix;
+  return true;
+}
+
+void WalkRecord::forget_names() noexcept {
+  RawVector<PyObject*> dropped_modules;
+  RawVector<PyObject*> dropped_members;
+  dropped_modules.swap(module_names);
+  dropped_members.swap(member_names);
+  Py_CLEAR(names_prefix);
+  for (PyObject* name : dropped_modules) {
+    Py_XDECREF(name);
+  }
+  for (PyObject* name : dropped_members) {
+    Py_XDECREF(name);
+  }
+}
+
 std::size_t WalkRecord::bytes() const noexcept {
+  std::size_t names = 0;
+  for (const RawVector<PyObject*>* built : {&module_names, &member_names}) {
+    for (PyObject* name : *built) {
+      names += name != nullptr
+          ? static_cast<std::size_t>(sizeof(PyASCIIObject) + PyUnicode_GET_LENGTH(name) + 1)
+          : 0;
+    }
+  }
   return sizeof(WalkRecord) + modules.capacity() * sizeof(ModuleRecord) +
-      (members.capacity() + children.capacity()) * sizeof(EntryRecord);
+      (members.capacity() + children.capacity()) * sizeof(EntryRecord) +
+      (module_names.capacity() + member_names.capacity()) * sizeof(PyObject*) + names;
 }
 
 int record_slot(int kind, bool recurse, bool remove_duplicate) noexcept {

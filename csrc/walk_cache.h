@@ -76,6 +76,22 @@ struct WalkRecord {
   RawVector<EntryRecord> children;
   std::uint64_t epoch = 0;  // the dispatch epoch the walk ran under
 
+  // Names built by named replays under `names_prefix`, one per module and
+  // per member entry (null until built): str objects of pyparams' own, held
+  // strongly; a name depends only on the prefix and on the recorded keys.
+  PyObject* names_prefix = nullptr;
+  RawVector<PyObject*> module_names;
+  RawVector<PyObject*> member_names;
+
+  WalkRecord() = default;
+  WalkRecord(const WalkRecord&) = delete;
+  WalkRecord& operator=(const WalkRecord&) = delete;
+  ~WalkRecord() { forget_names(); }
+
+  // The names cache for `prefix`: cleared and resized when the prefix differs.
+  // False when it could not be allocated (names are then built as the live walk does).
+  bool use_names(PyObject* prefix) noexcept;
+  void forget_names() noexcept;
   std::size_t bytes() const noexcept;
 };
 

@@ -825,6 +825,7 @@ int Walker::replay_next(PyObject*& item) {
   if (!root_done_) {
     root_done_ = true;
     last_entered_ = 0;
+    names_cached_ = options_.named && record.use_names(root_name_.get());
     if (options_.remove_duplicate) {
       pin(pinned_modules_, root_.get());
     }
@@ -879,7 +880,8 @@ int Walker::replay_next(PyObject*& item) {
         item = value.release();
         return 1;
       }
-      OwnedRef name = OwnedRef::steal(join_name(members_name_.get(), entry.key));
+      OwnedRef name = replayed_name(record.member_names, module.first_member + members_read_ - 1,
+                                    members_name_.get(), entry.key);
       item = name ? make_item(name.get(), value.get()) : nullptr;
       return item != nullptr ? 1 : -1;
     }
@@ -929,8 +931,9 @@ int Walker::replay_next(PyObject*& item) {
       return go_live();
     }
     ++top.read;
-    OwnedRef label = options_.named ? OwnedRef::steal(join_name(top.label.get(), entry.key))
-                                    : OwnedRef::borrow(entry.key);
+    OwnedRef label = options_.named
+        ? replayed_name(record.module_names, index, top.label.get(), entry.key)
+        : OwnedRef::borrow(entry.key);
     if (!label) {
       return -1;
     }
@@ -953,6 +956,20 @@ int Walker::replay_next(PyObject*& item) {
       return started;
     }
   }
+}
+
+// `parent + "." + key` for a named replay: built once per prefix and kept in
+// the record (`names[index]`), then handed out again (str is immutable).
+OwnedRef Walker::replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
+                               PyObject* key) {
+  if (names_cached_) [[likely]] {
+    PyObject*& cached = names[index];
+    if (cached == nullptr) {
+      cached = join_name(parent, key);
+    }
+    return OwnedRef::borrow(cached);
+  }
+  return OwnedRef::steal(join_name(parent, key));
 }
 
 // The replay of start_members for ModuleRecord `index`, just entered: 1, or

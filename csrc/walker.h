@@ -117,6 +117,8 @@ class Walker {
   int replay_start_members(std::uint32_t index, PyObject* name);
   bool replay_module_unchanged(std::uint32_t index, PyObject* module);
   int go_live() noexcept;
+  OwnedRef replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
+                         PyObject* key);
   static void pin(RawVector<PyObject*>& pins, PyObject* object);
   void unpin_all() noexcept;
   bool record_enter(PyObject* module);
@@ -177,6 +179,7 @@ class Walker {
     OwnedRef children;
   };
   RawVector<ReplayFrame> replay_path_;
+  bool names_cached_ = false;            // named replay: names come from the record's cache
   OwnedRef replay_members_dict_;         // the member dict being replayed
   RawVector<PyObject*> pinned_modules_;  // strong, remove_duplicate: the modules entered
   RawVector<PyObject*> pinned_members_;  // strong, remove_duplicate: first occurrences
