@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from pyparams.bench import stats
+import pyparams
+from pyparams.bench import states, stats
 from pyparams.bench.contenders import (
     CONTENDERS,
     Contender,
@@ -21,7 +23,9 @@ from pyparams.bench.contenders import (
     resolve_contenders,
     torch_reference,
 )
-from pyparams.bench.measure import Settings, measure_case, measure_memory
+from pyparams.bench.measure import CaseResult, Settings, measure_case, measure_memory
+from pyparams.bench.report import rows
+from pyparams.bench.states import STATES, variant
 from pyparams.bench.zoo import BuiltModel, ZooEntry, build_chain, measure_structure
 
 samples = st.lists(st.floats(min_value=1e-3, max_value=1e9, allow_nan=False), min_size=1,
@@ -250,3 +254,88 @@ def test_structure_counts_shared_parameters_once() -> None:
     assert structure.n_modules == len(list(model.modules())) == 3
     assert structure.n_params == sum(p.numel() for p in model.parameters())
     assert math.isclose(structure.storage_bytes, 4 * structure.n_params)
+
+
+# ------------------------------------------------------------------ walk-cache states
+
+_STATE_SETTINGS = Settings(repeat=3, min_repeat=3, warmup=0, min_sample_s=1.0, max_case_s=60.0,
+                           ttf_repeat=2, max_loops=4)  # 4 calls a sample, 3 samples
+
+
+def _state_case(which: tuple[str, ...], model: nn.Module | None = None) -> CaseResult:
+    return measure_case(_built(model or _model()),
+                        [CONTENDERS["torch.list"], CONTENDERS["pyparams.list"]],
+                        dataclasses.replace(_STATE_SETTINGS, states=which), memory=False)
+
+
+def test_every_state_is_a_column_of_the_same_rounds() -> None:
+    result = _state_case(STATES)
+    assert list(result.contenders) == ["torch.list", "pyparams.list@cold", "pyparams.list",
+                                       "pyparams.list@invalidated"]
+    assert result.contenders["torch.list"].state is None
+    assert result.contenders["torch.list"].cache_counts is None
+    for state in STATES:
+        column = result.contenders[variant("pyparams.list", state)]
+        assert (column.state, column.ok, column.loops) == (state, True, 4)
+        assert len(column.samples_ns) == 3 and len(column.ttf_samples_ns) == 2
+        assert result.speedup(column.name) is not None
+    assert [(r["contender"], r["state"]) for r in rows([result])] == [
+        ("torch.list", ""), ("pyparams.list", "cold"), ("pyparams.list", "warm"),
+        ("pyparams.list", "invalidated")]
+
+
+def test_cold_clears_the_cache_before_every_timed_call() -> None:
+    grown = _state_case(("cold",)).contenders["pyparams.list@cold"].cache_counts
+    assert grown is not None
+    assert (grown["misses"], grown["hits"]) == (12, 0)  # 3 samples x 4 calls, each a miss
+
+
+def test_warm_replays_on_every_timed_call() -> None:
+    grown = _state_case(("warm",)).contenders["pyparams.list"].cache_counts
+    assert grown is not None
+    assert (grown["hits"], grown["misses"], grown["invalidations"]) == (12, 0, 0)
+
+
+def test_invalidated_changes_every_module_before_every_timed_call() -> None:
+    model = _model()
+    grown = _state_case(("invalidated",)).contenders["pyparams.list@invalidated"].cache_counts
+    assert grown is not None and grown["misses"] == 0
+    # each timed replay met changed modules: went on live, or re-checked every module
+    assert grown["invalidations"] == 12 or grown["revalidations"] == 12 * len(
+        list(model.modules()))
+
+
+def test_invalidate_writes_every_module_and_keeps_its_value() -> None:
+    writes: list[tuple[int, bool]] = []
+
+    class Spy(nn.Module):
+        def __setattr__(self, name: str, value: object) -> None:
+            if name == "training":
+                writes.append((id(self), bool(value)))
+            super().__setattr__(name, value)
+
+    model = Spy()
+    model.child = Spy()
+    model.child.grandchild = Spy()
+    model.child.train(False)
+    writes.clear()
+    states.invalidate(list(model.modules()))
+    assert sorted({w[0] for w in writes}) == sorted(id(m) for m in model.modules())
+    assert len(writes) == 2 * 3  # a different value, then the original back
+    assert [m.training for m in model.modules()] == [True, False, False]
+
+
+def test_case_reports_the_cache_size_and_leaves_it_empty() -> None:
+    model = _model()  # alive: its records would outlive the case unless cleared
+    result = _state_case(STATES, model)
+    assert result.cache_bytes is not None and result.cache_bytes > 0
+    assert result.cache_records is not None and result.cache_records > 0
+    assert pyparams.cache_info().records == 0  # the next case starts cold
+    bare = measure_case(_built(_model()), [CONTENDERS["torch.list"]], _STATE_SETTINGS,
+                        memory=False)
+    assert (bare.cache_bytes, bare.cache_records) == (None, None)  # nothing walked natively
+
+
+def test_unknown_state_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown state 'lukewarm'"):
+        _state_case(("lukewarm",))

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ import pytest
 from common_utils import subprocess_env
 from pyparams.bench.contenders import CONTENDERS
 from pyparams.bench.report import OUTPUT_FILES
+from pyparams.bench.states import STATES, split, variant
 from pyparams.bench.zoo import ZOO, preset_entries
 from pyparams.cli import main
 
@@ -48,15 +50,18 @@ def test_quick_run_prints_the_table(quick_run: tuple[int, str, Path]) -> None:
     code, stdout, _ = quick_run
     assert code == 0
     header = stdout.splitlines()[0].split()
-    for column in ("model", "device", "#params", "#modules", "contender", "median", "spread",
-                   "ns/param", "tracemalloc"):
+    for column in ("model", "device", "#params", "#modules", "contender", "state", "median",
+                   "spread", "ns/param", "tracemalloc"):
         assert column in header
+    for state in STATES:
+        assert re.search(rf" pyparams\.list +{state} ", stdout), state
     for entry in preset_entries("quick"):
         assert f"\n{entry.name} " in stdout
     for name in CONTENDERS:
         assert f" {name} " in stdout
     summary = stdout[stdout.index("\nmodel ", 10):].splitlines()
     assert summary[1].split()[4:6] == ["torch.list", "pyparams.list"]
+    assert "x list cold  x list warm  x list invalidated" in summary[1]
     assert [row.split()[0] for row in summary[3:3 + len(preset_entries("quick"))]] == [
         entry.name for entry in preset_entries("quick")]
     assert "fit depth [cpu]:" in stdout
@@ -81,7 +86,11 @@ def test_json_has_machine_and_every_raw_sample(quick_json: dict) -> None:  # typ
         assert key in machine
     assert [c["model"] for c in quick_json["cases"]] == [e.name for e in preset_entries("quick")]
     for case in quick_json["cases"]:
-        assert set(case["contenders"]) == set(CONTENDERS)
+        assert {split(key)[0] for key in case["contenders"]} == set(CONTENDERS)
+        for name in (n for n, c in CONTENDERS.items() if c.library == "pyparams"):
+            for state in STATES:  # every pyparams contender in every walk-cache state
+                assert case["contenders"][variant(name, state)]["state"] == state
+        assert case["cache_bytes"] > 0 and case["cache_records"] > 0
         assert case["n_param_tensors"] > 0 and case["n_modules"] > 0
         for name, result in case["contenders"].items():
             if result["ok"]:
@@ -101,7 +110,8 @@ def test_csv_has_one_row_per_case_and_contender(quick_run: tuple[int, str, Path]
                                                 quick_json: dict) -> None:  # type: ignore[type-arg]
     with (quick_run[2] / "results.csv").open() as handle:
         records = list(csv.DictReader(handle))
-    assert len(records) == len(quick_json["cases"]) * len(CONTENDERS)
+    columns = sum(len(STATES) if c.library == "pyparams" else 1 for c in CONTENDERS.values())
+    assert len(records) == len(quick_json["cases"]) * columns
     assert {r["contender"] for r in records} == set(CONTENDERS)
     baseline = [r for r in records if r["contender"] == "torch.list" and r["ok"] == "True"]
     assert baseline and all(float(r["speedup_vs_list"]) == 1.0 for r in baseline)
@@ -115,7 +125,9 @@ def test_tiny_zoo_with_chosen_contenders(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "results.json").read_text())
     assert [c["model"] for c in data["cases"]] == ["gpt2-tiny", "depth-30"]
     for case in data["cases"]:
-        assert set(case["contenders"]) == {"torch.list", "pyparams.parameters"}
+        assert set(case["contenders"]) == {"torch.list", "pyparams.parameters@cold",
+                                           "pyparams.parameters",
+                                           "pyparams.parameters@invalidated"}
         assert all(len(r["samples_ns"]) == 3 for r in case["contenders"].values())
     assert data["claims"] == []
     assert "gpt2-tiny" in stdout and "Claim" not in stdout
@@ -140,7 +152,7 @@ def test_list_prints_zoo_and_contenders() -> None:
     ],
 )
 def test_bad_options_are_rejected(argv: list[str], needle: str, tmp_path: Path) -> None:
-    code, stdout, stderr = run_cli("bench", *argv, "--out", str(tmp_path / "out"))
+    code, _, stderr = run_cli("bench", *argv, "--out", str(tmp_path / "out"))
     assert code != 0
     assert needle in stderr
     assert not (tmp_path / "out").exists()

@@ -14,6 +14,13 @@ For every case the harness, in this order:
 5. measures memory, one contender at a time: the ``tracemalloc`` peak of one full run
    (native allocations through ``PyMem`` included), the RSS delta while its result is held,
    and on CUDA the ``memory_allocated`` / ``max_memory_allocated`` deltas.
+
+Each pyparams contender is timed in every walk-cache state of ``Settings.states`` (cold,
+warm, invalidated; :mod:`pyparams.bench.states`), each state its own column in the same
+interleaved rounds. A state's set-up runs outside the timed region: once before a warm
+sample, before every call of a cold or invalidated one (those calls are timed one by one,
+less the timer's own cost). The cache's counters are recorded per column, and its size
+after warm walks per case.
 """
 
 from __future__ import annotations
@@ -25,11 +32,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
+import pyparams
+from pyparams.bench.contenders import (
+    BASELINE,
+    Contender,
+    ContenderMismatch,
+    Reference,
+    check,
+    torch_reference,
+)
 from pyparams.bench.extras import rss_bytes
 from pyparams.bench.gc_pause import gc_paused
-from pyparams.bench.contenders import BASELINE, Contender, ContenderMismatch, check, torch_reference
-from pyparams.bench.stats import paired_ratios, summarize
+from pyparams.bench.states import (
+    COUNTERS,
+    STATES,
+    WARM_WALKS,
+    Variant,
+    cache_counts,
+    variants,
+)
+from pyparams.bench.stats import median, paired_ratios, summarize
 from pyparams.bench.zoo import BuiltModel
 
 __all__ = [
@@ -37,6 +61,7 @@ __all__ = [
     "ContenderResult",
     "MemoryUse",
     "Settings",
+    "check_and_bind",
     "measure_case",
     "measure_memory",
     "synchronize",
@@ -58,6 +83,7 @@ class Settings:
     max_case_s: float = 3.0
     ttf_repeat: int = 7
     max_loops: int = 100_000
+    states: tuple[str, ...] = STATES  # walk-cache states of pyparams contenders; () = none
 
 
 @dataclass
@@ -82,6 +108,9 @@ class ContenderResult:
     samples_ns: list[float] = field(default_factory=list)  # per call, one per round
     ttf_samples_ns: list[float] = field(default_factory=list)
     memory: MemoryUse | None = None
+    state: str | None = None  # walk-cache state (pyparams contenders), None: state-less
+    # growth of the cache's counters (states.COUNTERS) over every timed call
+    cache_counts: dict[str, int] | None = None
 
 
 @dataclass
@@ -104,6 +133,8 @@ class CaseResult:
     reference_recursion_limit: int | None
     rounds: int
     contenders: dict[str, ContenderResult]
+    cache_bytes: int | None = None  # cache_info().bytes after warm walks of every state-ful one
+    cache_records: int | None = None
 
     def median_ns(self, name: str) -> float | None:
         """Median time per call of contender ``name``, ``None`` if it did not run."""
@@ -137,31 +168,96 @@ def _time_once(fn: Callable[[], object], loops: int, device: str) -> float:
     return (time.perf_counter_ns() - start) / loops
 
 
-def _calibrate(fn: Callable[[], object], settings: Settings, device: str) -> tuple[int, float]:
-    """Loop count so one sample lasts ``min_sample_s``, and the single-call estimate in ns."""
+@dataclass(frozen=True)
+class _Timed:
+    """One timed column: a bound contender, in a cache state when ``variant`` is set."""
+
+    run: Callable[[], object]
+    produce: Callable[[], object]
+    variant: Variant | None = None
+
+
+def _timer_overhead_ns() -> float:
+    """What two back-to-back ``perf_counter_ns`` calls read with nothing between them."""
+    clock = time.perf_counter_ns
+    gaps = []
+    for _ in range(201):
+        start = clock()
+        gaps.append(clock() - start)
+    return median(gaps)
+
+
+def _sample(timed: _Timed, loops: int, device: str, overhead: float,
+            counts: list[int] | None = None) -> float:
+    """Mean ns per call of one sample of ``loops`` calls; adds the cache counters' growth
+    over the timed calls to ``counts``. A state's set-up is never timed: calls whose state
+    must be set before each of them are timed one by one, less the timer's ``overhead``."""
+    variant = timed.variant
+    if variant is None:
+        return _time_once(timed.run, loops, device)
+    if not variant.per_call:
+        variant.setup()
+        before = cache_counts()
+        ns = _time_once(timed.run, loops, device)
+        _add_growth(counts, before)
+        return ns
+    clock = time.perf_counter_ns
+    total = 0.0
+    for _ in range(loops):
+        variant.setup()
+        synchronize(device)
+        before = cache_counts()
+        start = clock()
+        timed.run()
+        total += clock() - start - overhead
+        _add_growth(counts, before)
+    synchronize(device)
+    return max(total / loops, 1.0)  # a positive time, as the paired ratios need
+
+
+def _add_growth(counts: list[int] | None, before: tuple[int, ...]) -> None:
+    if counts is not None:
+        for index, (now, then) in enumerate(zip(cache_counts(), before, strict=True)):
+            counts[index] += now - then
+
+
+def _calibrate(timed: _Timed, settings: Settings, device: str,
+               overhead: float) -> tuple[int, float]:
+    """Loop count so one sample lasts ``min_sample_s``, and the wall ns one sample of that
+    many calls takes, set-up included (what the time budget is spent on)."""
     for _ in range(settings.warmup):
-        fn()
-    single = min(_time_once(fn, 1, device) for _ in range(3))
-    loops = max(1, min(settings.max_loops, math.ceil(settings.min_sample_s * 1e9 / max(single, 1.0))))
-    return loops, single
+        _sample(timed, 1, device, overhead)
+    single = min(_sample(timed, 1, device, overhead) for _ in range(3))
+    wanted = math.ceil(settings.min_sample_s * 1e9 / max(single, 1.0))
+    loops = max(1, min(settings.max_loops, wanted))
+    start = time.perf_counter_ns()
+    _sample(timed, 1, device, overhead)
+    wall = time.perf_counter_ns() - start
+    per_call = timed.variant is not None and timed.variant.per_call
+    return loops, (wall * loops if per_call else wall + single * (loops - 1))
 
 
-def measure_memory(fn: Callable[[], object], device: str) -> MemoryUse:
+def measure_memory(fn: Callable[[], object], device: str,
+                   setup: Callable[[], None] | None = None) -> MemoryUse:
     """Memory of one run of ``fn``: tracemalloc peak, RSS delta and CUDA deltas.
 
     The cyclic GC is paused throughout. The tracemalloc peak is relative to the traced
     memory at the start; the RSS and CUDA deltas are taken while the result of ``fn`` is
-    still held (so a list that copied tensors would show up there).
+    still held (so a list that copied tensors would show up there). ``setup`` runs before
+    each of the two runs, outside what is measured.
     """
+    setup = setup or (lambda: None)
     with gc_paused():
         tracemalloc.start()
         try:
+            setup()
             tracemalloc.reset_peak()
             base = tracemalloc.get_traced_memory()[0]
             fn()
             peak = tracemalloc.get_traced_memory()[1] - base
         finally:
             tracemalloc.stop()
+        setup()
         cuda = device.startswith("cuda")
         if cuda:
             synchronize(device)
@@ -188,18 +284,16 @@ def _time_to_first(produce: Callable[[], object], device: str) -> float:
     return float(time.perf_counter_ns() - start)
 
 
-def measure_case(
-    built: BuiltModel,
-    contenders: Sequence[Contender],
-    settings: Settings,
-    *,
-    memory: bool = True,
-) -> CaseResult:
-    """Check, time and measure every contender on ``built``; see the module docstring."""
-    module, device = built.module, built.device
-    reference = torch_reference(module, depth_hint=built.structure.n_modules)
+Bound = dict[str, tuple[Callable[[], object], Callable[[], object]]]  # name -> (run, produce)
+
+
+def check_and_bind(module: nn.Module, contenders: Sequence[Contender], reference: Reference
+                   ) -> tuple[dict[str, ContenderResult], Bound]:
+    """Step 1 of a case: check each non-torch contender against ``reference``, then bind it
+    and run it once. Every contender gets a result (not ``ok``, with the error, when it
+    differs from torch or raises); only those that are ok are bound and measured."""
     results: dict[str, ContenderResult] = {}
-    bound: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {}
+    bound: Bound = {}
     for contender in contenders:
         result = results[contender.name] = ContenderResult(contender.name, ok=False)
         try:
@@ -212,36 +306,58 @@ def measure_case(
         except ContenderMismatch as exc:
             result.error = f"WRONG OUTPUT: {exc}"
             continue
-        except Exception as exc:  # a contender that raises is reported, not fatal
+        except Exception as exc:  # noqa: BLE001 - a contender that raises is reported, not fatal
             result.error = f"{type(exc).__name__}: {exc}"
             continue
         result.ok = True
         if result.items is None:
             result.items = len(reference.expected(contender.kind))
         bound[contender.name] = (run, produce)
+    return results, bound
+
+
+def measure_case(
+    built: BuiltModel,
+    contenders: Sequence[Contender],
+    settings: Settings,
+    *,
+    memory: bool = True,
+) -> CaseResult:
+    """Check, time and measure every contender on ``built``; see the module docstring."""
+    module, device = built.module, built.device
+    reference = torch_reference(module, depth_hint=built.structure.n_modules)
+    results, bound = check_and_bind(module, contenders, reference)
+    results, timed = _columns(module, contenders, results, bound, settings.states)
+    overhead = _timer_overhead_ns()
 
     estimates: dict[str, float] = {}
-    for name, (run, _) in bound.items():
-        results[name].loops, single = _calibrate(run, settings, device)
-        estimates[name] = single * results[name].loops
+    for name, one in timed.items():
+        results[name].loops, estimates[name] = _calibrate(one, settings, device, overhead)
     per_round_ns = sum(estimates.values()) or 1.0
     affordable = int(settings.max_case_s * 1e9 / per_round_ns)
     rounds = max(min(settings.repeat, settings.min_repeat), min(settings.repeat, affordable))
 
-    names = list(bound)
+    names = list(timed)
+    counts = {name: [0] * len(COUNTERS) for name in names if timed[name].variant is not None}
     with gc_paused():
         for index in range(rounds):
             for name in names if index % 2 == 0 else reversed(names):
-                run, _ = bound[name]
-                results[name].samples_ns.append(_time_once(run, results[name].loops, device))
+                results[name].samples_ns.append(_sample(
+                    timed[name], results[name].loops, device, overhead, counts.get(name)))
         for index in range(settings.ttf_repeat):
             for name in names if index % 2 == 0 else reversed(names):
-                _, produce = bound[name]
-                results[name].ttf_samples_ns.append(_time_to_first(produce, device))
+                one = timed[name]
+                if one.variant is not None:
+                    one.variant.setup()
+                results[name].ttf_samples_ns.append(_time_to_first(one.produce, device))
+    for name, grown in counts.items():
+        results[name].cache_counts = dict(zip(COUNTERS, grown, strict=True))
 
     if memory:
-        for name, (run, _) in bound.items():
-            results[name].memory = measure_memory(run, device)
+        for name, one in timed.items():
+            results[name].memory = measure_memory(
+                one.run, device, one.variant.setup if one.variant is not None else None)
+    cache_bytes, cache_records = _cache_size(timed)
 
     structure = built.structure
     return CaseResult(
@@ -261,4 +377,44 @@ def measure_case(
         reference_recursion_limit=reference.recursion_limit,
         rounds=rounds,
         contenders=results,
+        cache_bytes=cache_bytes,
+        cache_records=cache_records,
     )
+
+
+def _columns(module: nn.Module, contenders: Sequence[Contender],
+             results: dict[str, ContenderResult], bound: Bound, states: Sequence[str]
+             ) -> tuple[dict[str, ContenderResult], dict[str, _Timed]]:
+    """Every timed column, in contender order: a state-less contender once, a pyparams one
+    once per state (keys from :func:`pyparams.bench.states.variant`)."""
+    columns: dict[str, ContenderResult] = {}
+    timed: dict[str, _Timed] = {}
+    for contender in contenders:
+        name, result = contender.name, results[contender.name]
+        if name not in bound:  # failed: one row with its error
+            columns[name] = result
+            continue
+        run, produce = bound[name]
+        if contender.library != "pyparams" or not states:
+            columns[name], timed[name] = result, _Timed(run, produce)
+            continue
+        for variant in variants(name, module, run, states):
+            columns[variant.key] = ContenderResult(variant.key, ok=True, items=result.items,
+                                                   state=variant.state)
+            timed[variant.key] = _Timed(run, produce, variant)
+    return columns, timed
+
+
+def _cache_size(timed: dict[str, _Timed]) -> tuple[int | None, int | None]:
+    """The cache's bytes and records after warm walks of each state-ful contender, from
+    an empty cache; the cache is left empty so the next case starts cold."""
+    runs = {id(one.run): one.run for one in timed.values() if one.variant is not None}
+    if not runs:
+        return None, None
+    pyparams.cache_clear()
+    for run in runs.values():
+        for _ in range(WARM_WALKS + 1):  # record, then one warm walk
+            run()
+    info = pyparams.cache_info()
+    pyparams.cache_clear()
+    return int(info.bytes), int(info.records)

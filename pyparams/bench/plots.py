@@ -2,7 +2,8 @@
 
 - ``speedup.png``: speedup over ``list(m.parameters())`` per model, one bar per contender;
 - ``scaling.png``: median time against depth / width / experts (log-log, one line per
-  contender, its fitted exponent in the legend) and against the frozen fraction (the
+  contender, its fitted exponent in the legend; pyparams lines are warm walks, plus
+  ``list(pyparams.parameters(m))`` cold) and against the frozen fraction (the
   ``requires_grad`` contenders only);
 - ``memory.png``: tracemalloc peak of one run per model and contender.
 """
@@ -16,16 +17,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
-from pyparams.bench.contenders import BASELINE  # noqa: E402
-from pyparams.bench.measure import CaseResult  # noqa: E402
-from pyparams.bench.runner import Fit  # noqa: E402
+from pyparams.bench.contenders import BASELINE
+from pyparams.bench.measure import CaseResult
+from pyparams.bench.runner import Fit
+from pyparams.bench.states import DEFAULT_STATE, split, variant
 
 __all__ = ["memory_plot", "scaling_plot", "select_cases", "speedup_plot"]
 
-_BAR_CONTENDERS = ("pyparams.parameters", "pyparams.list", "pyparams.parameter_list",
-                   "pyparams.trainable", "floor")
+_BAR_CONTENDERS = (variant("pyparams.list", "cold"), "pyparams.list",
+                   variant("pyparams.list", "invalidated"),
+                   "pyparams.parameters", "pyparams.parameter_list", "pyparams.named",
+                   "pyparams.trainable", "floor")  # plain pyparams names: warm walks
+# Scaling lines beyond the state-less and warm ones: a cold walk, for its cost per module.
+_SCALING_STATES = (variant("pyparams.list", "cold"),)
 _MEMORY_CONTENDERS = ("torch.parameters", "torch.list", "pyparams.parameters",
                       "pyparams.parameter_list", "floor")
 _FOCUS_CONTENDERS = ("torch.list", "torch.trainable", "pyparams.trainable",
@@ -36,9 +42,11 @@ _COLORS = {"parameters": "tab:blue", "list": "tab:orange", "parameter_list": "ta
 
 
 def _style(name: str) -> dict[str, object]:
-    """Torch dashed, pyparams solid, the floor dotted; one colour per job."""
-    job = name.split(".")[-1]
-    line = "--" if name.startswith("torch") else ":" if name == "floor" else "-"
+    """Torch dashed, pyparams solid (cold dash-dotted), the floor dotted; one colour per job."""
+    base, state = split(name)
+    job = base.split(".")[-1]
+    line = "--" if name.startswith("torch") else ":" if name == "floor" else \
+        "-" if state == DEFAULT_STATE else "-."
     return {"linestyle": line, "color": _COLORS.get(job, "black")}
 
 
@@ -104,7 +112,8 @@ def speedup_plot(cases: Sequence[CaseResult], path: Path) -> None:
         ax = fig.axes[0]
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.axvline(20.0, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_title("pyparams vs list(model.parameters()), median of interleaved rounds")
+        ax.set_title("pyparams (warm, or @state) vs list(model.parameters()), median of "
+                     "interleaved rounds")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -135,14 +144,16 @@ def scaling_plot(cases: Sequence[CaseResult], fits: Sequence[Fit], path: Path) -
     rows = 2 if len(families) > 2 else 1
     cols = 2 if len(families) > 1 else 1
     xlabels = {"depth": "nested modules (depth)", "width": "sibling Linear modules",
-               "experts": "unfused experts per layer (8 layers)", "frozen": "% of parameters frozen"}
+               "experts": "unfused experts per layer (8 layers)",
+               "frozen": "% of parameters frozen"}
     for index, family in enumerate(families):
         ax = fig.add_subplot(rows, cols, index + 1)
         devices = sorted({c.device for c in cases if c.family == family})
         for device in devices:
             members = sorted((c for c in cases if c.family == family and c.device == device),
                              key=lambda c: c.size or 0)
-            present = list(dict.fromkeys(n for c in members for n in c.contenders))
+            present = [n for n in dict.fromkeys(n for c in members for n in c.contenders)
+                       if split(n)[1] in (None, DEFAULT_STATE) or n in _SCALING_STATES]
             for name in present if family != "frozen" else [
                     n for n in _FOCUS_CONTENDERS if n in present]:
                 pts = [(c.size, c.median_ns(name)) for c in members]
@@ -161,7 +172,8 @@ def scaling_plot(cases: Sequence[CaseResult], fits: Sequence[Fit], path: Path) -
         ax.set_yscale("log")
         ax.set_xlabel(xlabels[family])
         ax.set_ylabel("median time per call (us)")
-        ax.set_title(f"{family} (dashed: torch, solid: pyparams, dotted: floor)",
+        ax.set_title(f"{family} (dashed: torch, solid: pyparams warm, dash-dot: cold, "
+                     "dotted: floor)",
                      fontsize="medium")
         ax.grid(which="both", alpha=0.3)
         ax.legend(loc="best", fontsize="x-small", ncol=2 if family != "frozen" else 1)

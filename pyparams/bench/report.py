@@ -1,7 +1,7 @@
 """Turning a :class:`~pyparams.bench.runner.RunResult` into a table, files and plots.
 
 ``write_outputs`` writes ``results.json`` (machine, versions, options and every raw
-sample), ``results.csv`` (one row per case and contender), ``speedup.png``,
+sample), ``results.csv`` (one row per case, contender and walk-cache state), ``speedup.png``,
 ``scaling.png``, ``memory.png`` (matplotlib, Agg backend) and ``report.md`` embedding them.
 """
 
@@ -18,6 +18,7 @@ from pyparams.bench.contenders import BASELINE, CONTENDERS
 from pyparams.bench.extras import available
 from pyparams.bench.measure import CaseResult
 from pyparams.bench.runner import RunResult
+from pyparams.bench.states import COUNTERS, split, variant
 from pyparams.bench.stats import summarize
 
 __all__ = [
@@ -37,8 +38,8 @@ OUTPUT_FILES: tuple[str, ...] = (
     "results.json", "results.csv", "speedup.png", "scaling.png", "memory.png", "report.md",
 )
 _COLUMNS: tuple[str, ...] = (
-    "model", "device", "#params", "#modules", "contender", "median", "spread", "ns/param",
-    "x list", "x torch", "1st item", "tracemalloc",
+    "model", "device", "#params", "#modules", "contender", "state", "median", "spread",
+    "ns/param", "x list", "x torch", "1st item", "tracemalloc",
 )
 
 
@@ -68,19 +69,23 @@ def _ratio(x: float | None) -> str:
 
 
 def rows(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
-    """One flat record per case and contender (the CSV rows, the table's source)."""
+    """One flat record per case, contender and walk-cache state (the CSV rows, the table's
+    source); ``state`` is empty for torch and the floor, which have none."""
     out: list[dict[str, object]] = []
     for case in cases:
         for name, result in case.contenders.items():
             summary = summarize(result.samples_ns) if result.ok and result.samples_ns else None
             ttf = summarize(result.ttf_samples_ns).median if result.ttf_samples_ns else None
-            counterpart = CONTENDERS[name].counterpart if name in CONTENDERS else None
+            base = split(name)[0]
+            counterpart = CONTENDERS[base].counterpart if base in CONTENDERS else None
             memory = result.memory
+            grown = result.cache_counts or {}
             out.append({
                 "model": case.model, "family": case.family, "size": case.size,
                 "device": case.device, "requested_device": case.requested_device,
                 "n_param_tensors": case.n_param_tensors, "n_params": case.n_params,
-                "n_modules": case.n_modules, "contender": name, "ok": result.ok,
+                "n_modules": case.n_modules, "contender": base, "state": result.state or "",
+                "ok": result.ok,
                 "error": result.error or "", "rounds": len(result.samples_ns),
                 "loops": result.loops,
                 "median_ns": summary.median if summary else None,
@@ -96,6 +101,8 @@ def rows(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
                 "rss_delta": memory.rss_delta if memory else None,
                 "cuda_allocated_delta": memory.cuda_allocated_delta if memory else None,
                 "cuda_peak_delta": memory.cuda_peak_delta if memory else None,
+                **{f"cache_{counter}": grown.get(counter) for counter in COUNTERS},
+                "cache_bytes": case.cache_bytes,
             })
     return out
 
@@ -114,7 +121,8 @@ def _cells(row: dict[str, object], first: bool) -> list[str]:
     per_param = num("ns_per_param")
     head = [str(row["model"]), device, str(row["n_param_tensors"]), str(row["n_modules"])]
     return (head if first else ["", "", "", ""]) + [
-        str(row["contender"]), median, "-" if spread is None else f"{100 * spread:.1f}%",
+        str(row["contender"]), str(row["state"]) or "-", median,
+        "-" if spread is None else f"{100 * spread:.1f}%",
         "-" if per_param is None else f"{per_param:.1f}",
         _ratio(num("speedup_vs_list")), _ratio(num("speedup_vs_torch")),
         format_ns(num("ttf_median_ns")), format_bytes(num("tracemalloc_peak")),
@@ -124,6 +132,7 @@ def _cells(row: dict[str, object], first: bool) -> list[str]:
 def format_table(cases: Sequence[CaseResult], markdown: bool = False) -> str:
     """The results table: one row per contender, the model columns on each case's first row.
 
+    ``state`` is the walk-cache state of a pyparams row (cold, warm, invalidated);
     ``median`` is per call; ``spread`` the interquartile range over the median;
     ``ns/param`` the median over the number of parameter tensors in the model; ``x list``
     the median per-round speedup over ``list(m.parameters())``; ``x torch`` the same over
@@ -148,8 +157,8 @@ def format_table(cases: Sequence[CaseResult], markdown: bool = False) -> str:
     rule = "  ".join("-" * w for w in widths)
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 5 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(c.ljust(w) if i < 6 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     lines = [line(_COLUMNS), rule]
     for index, cells in enumerate(table):
@@ -162,44 +171,50 @@ def format_table(cases: Sequence[CaseResult], markdown: bool = False) -> str:
 
 
 _SUMMARY: tuple[tuple[str, str], ...] = (
-    ("x parameters", "pyparams.parameters"), ("x list", "pyparams.list"),
-    ("x parameter_list", "pyparams.parameter_list"), ("x named", "pyparams.named"),
-    ("x trainable", "pyparams.trainable"),
+    ("x list cold", variant("pyparams.list", "cold")), ("x list warm", "pyparams.list"),
+    ("x list invalidated", variant("pyparams.list", "invalidated")),
+    ("x parameters", "pyparams.parameters"), ("x parameter_list", "pyparams.parameter_list"),
+    ("x named", "pyparams.named"), ("x trainable", "pyparams.trainable"),
 )
 
 
 def format_summary(cases: Sequence[CaseResult], markdown: bool = False) -> str:
     """One row per model and device, at a glance.
 
-    ``torch.list`` and ``pyparams.list`` medians, each pyparams contender's median
-    per-round speedup over the torch contender doing the same job, the floor's speedup
-    over ``list(m.parameters())``, and the tracemalloc peaks of torch's and pyparams'
-    lazy iteration.
+    ``torch.list`` and (warm) ``pyparams.list`` medians; ``list(pyparams.parameters(m))``'s
+    median per-round speedup over ``list(m.parameters())`` in each walk-cache state; each
+    other pyparams contender's, warm, over the torch contender doing the same job; the
+    floor's speedup over ``list(m.parameters())`` and ``warm/floor``, how many times the
+    floor's time a warm lazy walk takes; the cache's bytes after warm walks; the
+    tracemalloc peaks of torch's and (warm) pyparams' lazy iteration.
     """
     header = ["model", "device", "#params", "#modules", "torch.list", "pyparams.list",
-              *(label for label, _ in _SUMMARY), "floor x", "peak torch", "peak pyparams"]
+              *(label for label, _ in _SUMMARY), "floor x", "warm/floor", "cache",
+              "peak torch", "peak pyparams"]
     table = []
     for case in cases:
-        def med(name: str) -> str:
+        def med(name: str, case: CaseResult = case) -> str:
             result = case.contenders.get(name)
             if result is None:
                 return "-"
             return format_ns(case.median_ns(name)) if result.ok else \
                 (result.error or "failed").split(":")[0]
 
-        def peak(name: str) -> str:
+        def peak(name: str, case: CaseResult = case) -> str:
             result = case.contenders.get(name)
             return format_bytes(result.memory.tracemalloc_peak
                                 if result and result.memory else None)
 
         speedups = []
         for _, name in _SUMMARY:
-            counterpart = CONTENDERS[name].counterpart
+            counterpart = CONTENDERS[split(name)[0]].counterpart
             speedups.append(_ratio(case.speedup(name, counterpart) if counterpart else None))
         device = case.device + ("*" if case.requested_device != case.device else "")
         table.append([case.model, device, str(case.n_param_tensors), str(case.n_modules),
                       med("torch.list"), med("pyparams.list"), *speedups,
-                      _ratio(case.speedup("floor")), peak("torch.parameters"),
+                      _ratio(case.speedup("floor")),
+                      _ratio(case.speedup("floor", over="pyparams.parameters")),
+                      format_bytes(case.cache_bytes), peak("torch.parameters"),
                       peak("pyparams.parameters")])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -207,7 +222,7 @@ def format_summary(cases: Sequence[CaseResult], markdown: bool = False) -> str:
     widths = [max(len(h), *(len(r[i]) for r in table)) if table else len(h)
               for i, h in enumerate(header)]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+                       for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
              for row in [header, ["-" * w for w in widths], *table]]
     return "\n".join(lines)
 
@@ -217,10 +232,11 @@ def _find(cases: Sequence[CaseResult], model: str) -> list[CaseResult]:
 
 
 def targets(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
-    """DESIGN.md's performance targets, measured in this run (never asserted).
+    """The performance targets, measured in this run (never asserted).
 
     Each row: target, cases used, contender, worst measured value, goal, whether it was met.
-    Only targets whose cases ran appear.
+    Only targets whose cases ran appear. Speedups are of warm walks (the cache replays
+    an unchanged model), over ``list(m.parameters())``.
     """
     out: list[dict[str, object]] = []
 
@@ -235,13 +251,14 @@ def targets(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
 
     archs = [c for c in cases if c.family == "arch"]
     for contender in ("pyparams.list", "pyparams.parameter_list"):
-        add("real architectures >= 20x", archs, contender, 20.0)
-        add("300-deep chain >= 100x", _find(cases, "depth-300"), contender, 100.0)
-        widths = [c for c in cases if c.family == "width" and (c.size or 0) >= 10000]
-        add("wide (>= 10,000 siblings) >= 10x", widths, contender, 10.0)
+        add("real architectures >= 50x (warm)", archs, contender, 50.0)
+        add("300-deep chain >= 300x (warm)", _find(cases, "depth-300"), contender, 300.0)
+        widths = [c for c in cases if c.family == "width" and (c.size or 0) >= 20000]
+        add("20,000 siblings >= 20x (warm)", widths, contender, 20.0)
         moe = _find(cases, "moe-32x64") or [c for c in cases if c.family == "experts"
                                              and (c.size or 0) >= 64]
-        add("unfused MoE >= 10x", moe, contender, 10.0)
+        add("unfused MoE >= 20x (warm)", moe, contender, 20.0)
+    add("named walks, real architectures >= 20x (warm)", archs, "pyparams.named", 20.0)
     ratios = []
     for case in cases:
         torch_gen, native = case.contenders.get("torch.parameters"), case.contenders.get(
@@ -280,7 +297,8 @@ def _write_csv(path: Path, records: list[dict[str, object]]) -> None:
         writer.writerows(records)
 
 
-def format_fits(run: RunResult, contenders: Sequence[str] = ("torch.list", "pyparams.list")) -> str:
+def format_fits(run: RunResult, contenders: Sequence[str] = (
+        "torch.list", "pyparams.list", variant("pyparams.list", "cold"))) -> str:
     """One line per scaling family and device: exponent and cost per module per contender."""
     lines = []
     keys = list(dict.fromkeys((f.family, f.device) for f in run.fits))
@@ -334,11 +352,20 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
         "interleaved (A B C, C B A, ...) with the GC paused; medians are quoted, spread is "
         "IQR/median, speedups are medians of per-round ratios.",
         "",
+        "Each pyparams contender is timed in three walk-cache states, each its own column in "
+        "the same rounds: cold (`pyparams.cache_clear()` before every timed call), warm (the "
+        "default: untimed walks before each sample, then replays of the unchanged model) and "
+        "invalidated (before every timed call, untimed walks, then every module's `__dict__` "
+        "written, as `model.train()` does); the set-up is never timed. Torch and the floor "
+        "have no state.",
+        "",
         "## Summary",
         "",
-        "Speedups are over the torch contender doing the same job (`x list`: "
+        "Speedups are over the torch contender doing the same job (`x list <state>`: "
         "`list(pyparams.parameters(m))` over `list(m.parameters())`), median of per-round "
-        "ratios; `floor x` is draining an already built list, over `list(m.parameters())`. "
+        "ratios, warm unless a state is named; `floor x` is draining an already built list, "
+        "over `list(m.parameters())`; `warm/floor`: a warm lazy walk's time over the floor's; "
+        "`cache`: the cache's bytes after warm walks. "
         "`*`: over the memory cap, structure timed on meta.",
         "",
         format_summary(run.cases, markdown=True),
