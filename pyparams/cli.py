@@ -6,6 +6,7 @@
     pyparams bench --quick         # < 1 min
     pyparams bench --models gpt2,depth --devices cpu --out /tmp/bench
     pyparams bench --list          # the zoo and the contenders
+    pyparams bench --distributed   # DDP and FSDP2 under torchrun, 2 ranks, per-rank table
     pyparams claims                # test four popular claims about parameters()
 """
 
@@ -57,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no progress bar")
     bench.add_argument("--list", action="store_true", help="print the zoo and the contenders")
+    bench.add_argument("--distributed", action="store_true",
+                       help="time walks and their consumers under DDP and FSDP2 in a "
+                            "torchrun launch (see --nproc); writes distributed.* and a "
+                            "section of report.md to --out")
+    bench.add_argument("--nproc", type=int, default=2, metavar="N",
+                       help="ranks of the --distributed launch (default 2)")
+    bench.add_argument("--timeout", type=float, default=900.0, metavar="S",
+                       help="the --distributed launch is killed after S seconds (default 900)")
 
     claims = sub.add_parser("claims", help="test four popular claims about parameters()")
     claims.add_argument("--model", help="zoo model to test on (default gpt2; without "
@@ -102,6 +111,8 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.list:
         _print_list()
         return 0
+    if args.distributed:
+        return _bench_distributed(args, argv)
     if args.repeat is not None and args.repeat < 1:
         return _error("bench", f"--repeat must be at least 1, got {args.repeat}")
     if args.memory_cap_gb <= 0:
@@ -147,6 +158,41 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     paths = write_outputs(run, args.out)
     print(f"\nwrote {', '.join(p.name for p in paths)} to {args.out} "
           f"({run.wall_seconds:.0f} s)")
+    return 0
+
+
+def _bench_distributed(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from pyparams.bench.distributed_report import format_table, rows
+    from pyparams.bench.torchrun import launch, torchrun_command
+    from pyparams.bench.zoo import get_entry
+
+    if args.nproc < 1 or args.timeout <= 0:
+        return _error("bench", "--nproc and --timeout must be positive")
+    if args.repeat is not None and args.repeat < 1:
+        return _error("bench", f"--repeat must be at least 1, got {args.repeat}")
+    try:  # each rank would fail alike, later and louder
+        for name in _names(args.models) or []:
+            get_entry(name)
+    except KeyError as exc:
+        return _error("bench", exc.args[0])
+    target = ["-m", "pyparams.bench.distributed", "--out", str(args.out),
+              "--command", " ".join(["pyparams", *argv])]
+    if args.models:
+        target += ["--models", ",".join(_names(args.models) or [])]
+    if args.repeat is not None:
+        target += ["--repeat", str(args.repeat)]
+    result = launch(torchrun_command(target, nproc=args.nproc), args.timeout)
+    if result.timed_out or result.returncode != 0:
+        print(result.tail(), file=sys.stderr)
+        why = f"timed out after {args.timeout:g} s" if result.timed_out else \
+            f"failed with exit status {result.returncode}"
+        return _error("bench", f"the torchrun launch {why} (its output is above)")
+    import json
+
+    run = json.loads((args.out / "distributed.json").read_text())
+    print(format_table(rows(run["samples"])))
+    print(f"\nwrote distributed.json, .csv, .png, .md and a section of report.md to "
+          f"{args.out} ({result.seconds:.0f} s)")
     return 0
 
 
