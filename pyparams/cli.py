@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip the claims section of the report")
     bench.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no progress bar")
+    bench.add_argument("--consumers", choices=("auto", "on", "off", "only"), default="auto",
+                       help="the consumers section: zero_grad, requires_grad_, optimizers, "
+                            "the ZeRO-3 fetch, functional_call, a training step..., torch "
+                            "vs pyparams.patch() (auto: on for the default and full zoo, "
+                            "off with --quick or --models; only: that section alone)")
+    bench.add_argument("--consumer-models", nargs="+", metavar="NAME",
+                       help="models of the consumers section (default: moe-32x64 gpt2)")
     bench.add_argument("--list", action="store_true", help="print the zoo and the contenders")
     bench.add_argument("--distributed", action="store_true",
                        help="time walks and their consumers under DDP and FSDP2 in a "
@@ -113,6 +120,8 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     if args.distributed:
         return _bench_distributed(args, argv)
+    if args.consumers == "only":
+        return _bench_consumers(args)
     if args.repeat is not None and args.repeat < 1:
         return _error("bench", f"--repeat must be at least 1, got {args.repeat}")
     if args.memory_cap_gb <= 0:
@@ -156,8 +165,33 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print()
         print(format_verdicts(run.claims))  # type: ignore[arg-type]
     paths = write_outputs(run, args.out)
+    # auto: with the default or full zoo, not with --quick or a --models choice.
+    auto = args.consumers == "auto" and args.preset != "quick" and not args.models
+    if args.consumers == "on" or auto:
+        print()
+        _bench_consumers(args)
     print(f"\nwrote {', '.join(p.name for p in paths)} to {args.out} "
           f"({run.wall_seconds:.0f} s)")
+    return 0
+
+
+def _bench_consumers(args: argparse.Namespace) -> int:
+    """The consumers section: print its table, write its files and report.md section."""
+    from pyparams.bench.consumer_report import write_consumer_outputs
+    from pyparams.bench.consumers import CONSUMER_MODELS, format_consumers, run_consumers
+    from pyparams.bench.extras import missing
+    from pyparams.bench.zoo import get_entry
+
+    models = _names(args.consumer_models) or list(CONSUMER_MODELS)
+    # Models that need a missing extra were named once already (the bench's hint line).
+    models = [m for m in models if not missing(get_entry(m).needs)] if models else models
+    rounds = args.repeat or (5 if args.preset == "quick" else 11)
+    progress = (lambda text: print(f"  consumers: {text}", file=sys.stderr)) \
+        if args.progress else None
+    rows = run_consumers(models=models, rounds=rounds, progress=progress)
+    print(format_consumers(rows))
+    paths = write_consumer_outputs(rows, args.out)
+    print(f"\nwrote {', '.join(p.name for p in paths)} to {args.out}")
     return 0
 
 

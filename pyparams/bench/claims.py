@@ -85,7 +85,7 @@ def _claim1(label: str, model: nn.Module) -> tuple[str, str, list[str], dict[str
         trainable = list(pyparams.trainable_parameters(model))
         all_trainable = all(p.requires_grad for p in trainable)
     finally:
-        for p, flag in zip(params, saved):
+        for p, flag in zip(params, saved, strict=True):
             p.requires_grad_(flag)
     evidence = [
         f"{label}: froze {len(frozen)} of {len(params)} parameter tensors; model.parameters() "
@@ -96,7 +96,8 @@ def _claim1(label: str, model: nn.Module) -> tuple[str, str, list[str], dict[str
     data = {"frozen_set": len(frozen), "yielded": len(yielded), "yielded_frozen": yielded_frozen,
             "pyparams_trainable": len(trainable)}
     if yielded_frozen > 0:
-        return "FALSE", "parameters() yields frozen tensors too; filter on requires_grad", evidence, data
+        reason = "parameters() yields frozen tensors too; filter on requires_grad"
+        return "FALSE", reason, evidence, data
     return "TRUE", "no frozen tensor was yielded", evidence, data
 
 
@@ -111,7 +112,10 @@ def _cuda_allocated(device: str) -> int | None:
     return torch.cuda.memory_allocated()
 
 
-def _claim2(label: str, model: nn.Module, device: str) -> tuple[str, str, list[str], dict[str, object]]:
+ClaimOutcome = tuple[str, str, list[str], dict[str, object]]
+
+
+def _claim2(label: str, model: nn.Module, device: str) -> ClaimOutcome:
     own = raw_walk(model)[1]
     own_ids = {id(p) for p in own}
     own_ptrs = {p.untyped_storage().data_ptr() for p in own}
@@ -150,7 +154,7 @@ def _claim2(label: str, model: nn.Module, device: str) -> tuple[str, str, list[s
     return "TRUE", "the list did not hold the model's own tensors", evidence, data
 
 
-def _claim3(label: str, model: nn.Module, device: str) -> tuple[str, str, list[str], dict[str, object]]:
+def _claim3(label: str, model: nn.Module, device: str) -> ClaimOutcome:
     storage = sum(p.numel() * p.element_size() for p in raw_walk(model)[1])
     gen = measure_memory(lambda: deque(model.parameters(), maxlen=0), device).tracemalloc_peak
     lst = measure_memory(lambda: list(model.parameters()), device).tracemalloc_peak
@@ -194,7 +198,7 @@ def _chain_evidence(depths: Sequence[int]) -> tuple[list[str], dict[str, object]
             torch_count = "RecursionError"
         try:
             native: object = len(list(pyparams.parameters(chain)))
-        except Exception as exc:  # reported as evidence, never hidden
+        except Exception as exc:  # noqa: BLE001 - reported as evidence, never hidden
             native = type(exc).__name__
         data[f"chain_{depth}"] = {"torch": torch_count, "pyparams": native}
         lines.append(f"chain of {depth} nested modules: model.parameters() -> {torch_count}, "
@@ -208,13 +212,16 @@ def run_claims(
     huge_model: str | None = "deepseek-v3",
     chain_depths: Sequence[int] = (3, 300, 5000),
     memory_cap_bytes: int = DEFAULT_MEMORY_CAP_BYTES,
+    cache: ZooCache | None = None,
 ) -> list[Verdict]:
     """Test the four claims on ``model`` materialized on each device (not ``meta``).
 
     ``huge_model`` (on ``meta``, structure only) adds what the list would cost for a model
-    too large to hold; ``chain_depths`` adds nested-chain counts to claim 4.
+    too large to hold; ``chain_depths`` adds nested-chain counts to claim 4. ``cache``
+    supplies the models (a new one, capped at ``memory_cap_bytes``, by default).
     """
-    cache = ZooCache(memory_cap_bytes)
+    if cache is None:
+        cache = ZooCache(memory_cap_bytes)
     per_claim: list[list[tuple[str, str, list[str], dict[str, object]]]] = [[], [], [], []]
     for device in devices:
         if device == "meta":
@@ -254,7 +261,9 @@ def run_claims(
     for index, outcomes in enumerate(per_claim):
         verdict, reason = _combine([(v, r) for v, r, _, _ in outcomes])
         evidence = [line for _, _, lines, _ in outcomes for line in lines] + extra[index]
-        data = {label: d for label, (_, _, _, d) in zip(devices, outcomes)} | extra_data[index]
+        data = {
+            label: d for label, (_, _, _, d) in zip(devices, outcomes, strict=True)
+        } | extra_data[index]
         verdicts.append(Verdict(index + 1, CLAIMS[index], verdict, reason, evidence, data))
     return verdicts
 

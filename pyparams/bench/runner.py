@@ -149,6 +149,7 @@ def machine_info() -> dict[str, object]:
         "torch": torch.__version__,
         "transformers": getattr(transformers, "__version__", None),
         "pyparams": getattr(pyparams, "__version__", "unknown"),
+        "pyparams_cache_env": os.environ.get("PYPARAMS_CACHE"),  # "0": the walk cache was off
         "cuda_available": cuda,
         "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "cuda_version": torch.version.cuda,

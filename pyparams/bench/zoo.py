@@ -33,13 +33,13 @@ from pyparams.bench.gc_pause import gc_paused
 
 __all__ = [
     "ARCH_FAMILY",
-    "BuiltModel",
     "DEFAULT_MEMORY_CAP_BYTES",
     "FAMILIES",
     "PRESETS",
     "SCALING_FAMILIES",
-    "Structure",
     "ZOO",
+    "BuiltModel",
+    "Structure",
     "ZooCache",
     "ZooEntry",
     "get_entry",
@@ -367,7 +367,7 @@ class ZooCache:
         return device, ""
 
     def get(self, name: str, device: str) -> BuiltModel:
-        """The model ``name`` for ``device`` (possibly placed on ``meta``, see :meth:`placement`)."""
+        """The model ``name`` for ``device`` (maybe placed on ``meta``, see :meth:`placement`)."""
         entry = get_entry(name)
         target, note = self.placement(entry, device)
         key = (name, target)
@@ -401,7 +401,3 @@ class ZooCache:
                 f"({len(got)} vs {len(want)} on meta)"
             )
         return module, seconds
-
-    def clear(self) -> None:
-        """Forget every built model."""
-        self._built.clear()
