@@ -21,7 +21,7 @@ from pyparams._api import (
     parameters,
     trainable_parameters,
 )
-from pyparams._cache import CacheInfo, cache_clear, cache_info
+from pyparams._cache import cache_clear, cache_info
 from pyparams._extension import _C
 from pyparams._patch import is_patched, patch, patched, unpatch
 from pyparams._zero_grad import zero_grad
@@ -29,7 +29,6 @@ from pyparams._zero_grad import zero_grad
 __version__: str = _C.__version__
 
 __all__ = [
-    "CacheInfo",
     "buffers",
     "cache_clear",
     "cache_info",

@@ -44,6 +44,8 @@ PUBLIC_API = {
     "unpatch": [],
     "is_patched": [],
     "patched": [],
+    "cache_info": [],
+    "cache_clear": [],
 }
 
 
