@@ -20,6 +20,7 @@ constexpr std::size_t kInitialStackCapacity = 8;
 // bigger tree is walked live, its record would cost more memory than it saves time.
 constexpr std::size_t kMaxRecordedModules = std::size_t{1} << 17;
 constexpr std::size_t kMaxRecordedEntries = std::size_t{1} << 19;
+constexpr Py_ssize_t kMaxCachedNameLength = 200;
 
 // torch builds every name, even for unnamed walks, so a key that is no str
 // fails there with TypeError; so it does here. True when `key` is fine.
@@ -964,10 +965,16 @@ OwnedRef Walker::replayed_name(RawVector<PyObject*>& names, std::size_t index, P
                                PyObject* key) {
   if (names_cached_) [[likely]] {
     PyObject*& cached = names[index];
-    if (cached == nullptr) {
-      cached = join_name(parent, key);
+    if (cached != nullptr) {
+      return OwnedRef::borrow(cached);
     }
-    return OwnedRef::borrow(cached);
+    OwnedRef built = OwnedRef::steal(join_name(parent, key));
+    // Short names only: a deep chain's names grow with depth, and keeping them
+    // all would cost memory quadratic in it.
+    if (built && PyUnicode_GET_LENGTH(built.get()) <= kMaxCachedNameLength) {
+      cached = OwnedRef::borrow(built.get()).release();
+    }
+    return built;
   }
   return OwnedRef::steal(join_name(parent, key));
 }
