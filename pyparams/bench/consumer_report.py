@@ -28,7 +28,8 @@ def consumers_markdown(rows: Sequence[ConsumerRow]) -> str:
                 "torch's before it is timed; every call is timed on its own, its set-up untimed; "
                 "medians of interleaved rounds, speedups are medians of per-round ratios. `walk "
                 "share`: the median of the walk the consumer makes (a `list` of the method it "
-                "calls) over the consumer's median. No walk cache: today's native walk.",
+                "calls) over the consumer's median. pyparams' walks are timed warm (walk-cache "
+                "replays).",
                 "",
                 format_consumers(rows, markdown=True),
                 "",
