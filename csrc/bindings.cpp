@@ -81,6 +81,19 @@ pyparams::Method to_method(const std::string& name) {
   throw py::value_error("'" + name + "' is not a walking method of torch.nn.Module");
 }
 
+pyparams::WalkOptions walk_options(int kind, bool named, bool recurse, bool remove_duplicate,
+                                   bool trainable, const py::object& dispatch) {
+  pyparams::Kind walk_kind = to_kind(kind);
+  return pyparams::WalkOptions{
+      .kind = walk_kind,
+      .recurse = recurse,
+      .remove_duplicate = remove_duplicate,
+      .trainable_only = trainable,
+      .named = named,
+      .dispatch = to_dispatch(walk_kind, named, dispatch),
+  };
+}
+
 py::object steal_or_throw(PyObject* result) {
   if (result == nullptr) {
     throw py::error_already_set();
@@ -107,15 +120,8 @@ PYBIND11_MODULE(_C, m) {
       "walk",
       [](py::handle module, int kind, bool named, py::handle prefix, bool recurse,
          bool remove_duplicate, bool trainable, const py::object& dispatch) {
-        pyparams::Kind walk_kind = to_kind(kind);
-        pyparams::WalkOptions options{
-            .kind = walk_kind,
-            .recurse = recurse,
-            .remove_duplicate = remove_duplicate,
-            .trainable_only = trainable,
-            .named = named,
-            .dispatch = to_dispatch(walk_kind, named, dispatch),
-        };
+        pyparams::WalkOptions options =
+            walk_options(kind, named, recurse, remove_duplicate, trainable, dispatch);
         return steal_or_throw(pyparams::new_walk_iterator(module.ptr(), prefix.ptr(), options));
       },
       py::arg("module"), py::kw_only(), py::arg("kind"), py::arg("named") = false,
@@ -133,15 +139,8 @@ public function mirrors; "children": only the submodules' named_modules).)doc");
       "collect",
       [](py::handle module, int kind, bool recurse, bool remove_duplicate, bool trainable,
          const py::object& dispatch) {
-        pyparams::Kind walk_kind = to_kind(kind);
-        pyparams::WalkOptions options{
-            .kind = walk_kind,
-            .recurse = recurse,
-            .remove_duplicate = remove_duplicate,
-            .trainable_only = trainable,
-            .named = false,
-            .dispatch = to_dispatch(walk_kind, false, dispatch),
-        };
+        pyparams::WalkOptions options =
+            walk_options(kind, false, recurse, remove_duplicate, trainable, dispatch);
         return steal_or_throw(pyparams::collect_list(module.ptr(), options));
       },
       py::arg("module"), py::kw_only(), py::arg("kind"), py::arg("recurse") = true,
