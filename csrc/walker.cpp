@@ -970,8 +970,9 @@ OwnedRef Walker::replayed_name(RawVector<PyObject*>& names, std::size_t index, P
     }
     OwnedRef built = OwnedRef::steal(join_name(parent, key));
     // Short names only: a deep chain's names grow with depth, and keeping them
-    // all would cost memory quadratic in it.
-    if (built && PyUnicode_GET_LENGTH(built.get()) <= kMaxCachedNameLength) {
+    // all would cost memory quadratic in it. Never the key itself (what "" + key
+    // is): the cache holds pyparams' own strings, no reference to the model's.
+    if (built && built.get() != key && PyUnicode_GET_LENGTH(built.get()) <= kMaxCachedNameLength) {
       cached = OwnedRef::borrow(built.get()).release();
     }
     return built;

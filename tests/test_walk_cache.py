@@ -312,3 +312,21 @@ def test_cache_off_walks_live_and_matches_torch() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "0", "0"]
+
+
+def test_named_replays_hold_no_reference_to_the_models_keys() -> None:
+    # The record keeps the names it built; with prefix "" a top-level name is the key
+    # itself, which the cache must not hold (nothing the model owns changes by walking).
+    net = model()
+    net.register_parameter("top_level_scale", nn.Parameter(torch.ones(1)))
+    net.add_module("top_level_head", nn.Linear(1, 1))
+    keys = [k for m in net.modules() for k in (*m._parameters, *m._modules)]
+    keys = [k for k in keys if sys.getrefcount(k) < 10**8]  # static strings are shared
+    before = [sys.getrefcount(k) for k in keys]
+    for prefix in ("", "", "", "top", "top", "top", ""):
+        assert same_items(
+            list(pyparams.named_parameters(net, prefix=prefix)),
+            list(net.named_parameters(prefix=prefix)),
+        )
+    pyparams.cache_info()
+    assert [sys.getrefcount(k) for k in keys] == before
