@@ -119,10 +119,30 @@ def deep() -> None:
     assert sum(1 for _ in pyparams.named_modules(root)) == 3001
 
 
+def warm_hostile() -> None:
+    # The same, on replays of the walk cache: changes met mid-replay, the model dropped.
+    model = build()
+    for _ in range(3):
+        pyparams.parameter_list(model)
+        list(pyparams.named_parameters(model))
+    it = pyparams.named_parameters(model)
+    next(it)
+    model._parameters["late"] = nn.Parameter(torch.ones(1))
+    with pytest.raises(RuntimeError):
+        list(it)
+    del model._parameters["late"]
+    it = pyparams.parameters(model)
+    next(it)
+    del model
+    gc.collect()
+    assert len(list(it)) > 0
+
+
 def main() -> int:
     for _ in range(2):
         check_all(build())
         hostile()
+        warm_hostile()
     deep()
     print("smoke: ok")
     return 0
