@@ -64,21 +64,11 @@ pyparams::Dispatch to_dispatch(pyparams::Kind kind, bool named, const py::object
 }
 
 pyparams::Method to_method(const std::string& name) {
-  static const std::pair<const char*, pyparams::Method> methods[] = {
-      {"parameters", pyparams::Method::Parameters},
-      {"named_parameters", pyparams::Method::NamedParameters},
-      {"buffers", pyparams::Method::Buffers},
-      {"named_buffers", pyparams::Method::NamedBuffers},
-      {"modules", pyparams::Method::Modules},
-      {"_named_members", pyparams::Method::NamedMembers},
-      {"named_modules", pyparams::Method::NamedModules},
-  };
-  for (const auto& [method_name, method] : methods) {
-    if (name == method_name) {
-      return method;
-    }
+  pyparams::Method method;
+  if (!pyparams::method_named(name.c_str(), method)) {
+    throw py::value_error("'" + name + "' is not a walking method of torch.nn.Module");
   }
-  throw py::value_error("'" + name + "' is not a walking method of torch.nn.Module");
+  return method;
 }
 
 pyparams::WalkOptions walk_options(int kind, bool named, bool recurse, bool remove_duplicate,

@@ -1,6 +1,7 @@
 #include "dispatch.h"
 
 #include <array>
+#include <cstring>
 #include <new>
 #include <vector>
 
@@ -83,6 +84,16 @@ bool register_torch_original(Method method, PyTypeObject* module_type) {
 
 PyObject* method_name(Method method) {
   return g_method_names[static_cast<std::size_t>(method)];
+}
+
+bool method_named(const char* name, Method& method) noexcept {
+  for (std::size_t index = 0; index < kMethodCount; ++index) {
+    if (std::strcmp(kMethodNames[index], name) == 0) {
+      method = static_cast<Method>(index);
+      return true;
+    }
+  }
+  return false;
 }
 
 std::uint32_t overridden_methods(PyTypeObject* type) {

@@ -25,6 +25,9 @@ enum class Method : int {
 // The interned name of `method` ("parameters", "_named_members", ...).
 PyObject* method_name(Method method);
 
+// The method called `name`; false when no method on the chain has that name.
+bool method_named(const char* name, Method& method) noexcept;
+
 // Bit `1 << Method` set for each method whose class attribute on `type` is
 // not one of torch's base implementations (or a registered replacement).
 // Calls _PyType_Lookup only: no user code runs.
