@@ -4,8 +4,8 @@
 #include <string>
 #include <utility>
 
-#include "collect.h"
 #include "dispatch.h"
+#include "entry_points.h"
 #include "iterator.h"
 #include "module_attributes.h"
 #include "python_names.h"
@@ -21,67 +21,12 @@ namespace py = pybind11;
 
 namespace {
 
-pyparams::Kind to_kind(int kind) {
-  if (kind < 0 || kind > static_cast<int>(pyparams::Kind::Modules)) {
-    throw py::value_error("kind must be PARAMETERS, BUFFERS or MODULES, got " +
-                          std::to_string(kind));
-  }
-  return static_cast<pyparams::Kind>(kind);
-}
-
-// The method of torch's dispatch chain a walk starts at (see walker.h).
-pyparams::Dispatch to_dispatch(pyparams::Kind kind, bool named, const py::object& dispatch) {
-  using pyparams::Dispatch;
-  if (dispatch.is_none()) {
-    if (!named) {
-      return Dispatch::Public;
-    }
-    return kind == pyparams::Kind::Modules ? Dispatch::NamedModules : Dispatch::Named;
-  }
-  std::string name = py::cast<std::string>(dispatch);
-  bool members = kind != pyparams::Kind::Modules;
-  const char* public_name = kind == pyparams::Kind::Parameters ? "parameters"
-      : kind == pyparams::Kind::Buffers                        ? "buffers"
-                                                               : "modules";
-  if (name == public_name) {
-    return Dispatch::Public;
-  }
-  if (members &&
-      name == (kind == pyparams::Kind::Parameters ? "named_parameters" : "named_buffers")) {
-    return Dispatch::Named;
-  }
-  if (members && name == "_named_members") {
-    return Dispatch::NamedMembers;
-  }
-  if (name == "named_modules") {
-    return Dispatch::NamedModules;
-  }
-  if (name == "children") {
-    return Dispatch::Children;
-  }
-  throw py::value_error("dispatch " + py::repr(dispatch).cast<std::string>() +
-                        " is not a method on torch's dispatch chain for this kind of walk");
-}
-
 pyparams::Method to_method(const std::string& name) {
   pyparams::Method method;
   if (!pyparams::method_named(name.c_str(), method)) {
     throw py::value_error("'" + name + "' is not a walking method of torch.nn.Module");
   }
   return method;
-}
-
-pyparams::WalkOptions walk_options(int kind, bool named, bool recurse, bool remove_duplicate,
-                                   bool trainable, const py::object& dispatch) {
-  pyparams::Kind walk_kind = to_kind(kind);
-  return pyparams::WalkOptions{
-      .kind = walk_kind,
-      .recurse = recurse,
-      .remove_duplicate = remove_duplicate,
-      .trainable_only = trainable,
-      .named = named,
-      .dispatch = to_dispatch(walk_kind, named, dispatch),
-  };
 }
 
 py::object steal_or_throw(PyObject* result) {
@@ -97,7 +42,8 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "Native walker of torch.nn.Module trees (see the pyparams package for the API).";
   if (!pyparams::init_names() || !pyparams::init_tensor_flags() ||
       !pyparams::init_module_attributes() || !pyparams::init_dispatch() ||
-      !pyparams::init_walk_cache() || !pyparams::add_walk_iterator_type(m.ptr())) {
+      !pyparams::init_walk_cache() || !pyparams::add_walk_iterator_type(m.ptr()) ||
+      !pyparams::add_entry_points(m.ptr())) {
     throw py::error_already_set();
   }
   m.attr("__version__") = PYPARAMS_STRINGIFY(PYPARAMS_VERSION);
@@ -105,38 +51,6 @@ PYBIND11_MODULE(_C, m) {
   m.attr("PARAMETERS") = static_cast<int>(pyparams::Kind::Parameters);
   m.attr("BUFFERS") = static_cast<int>(pyparams::Kind::Buffers);
   m.attr("MODULES") = static_cast<int>(pyparams::Kind::Modules);
-
-  m.def(
-      "walk",
-      [](py::handle module, int kind, bool named, py::handle prefix, bool recurse,
-         bool remove_duplicate, bool trainable, const py::object& dispatch) {
-        pyparams::WalkOptions options =
-            walk_options(kind, named, recurse, remove_duplicate, trainable, dispatch);
-        return steal_or_throw(pyparams::new_walk_iterator(module.ptr(), prefix.ptr(), options));
-      },
-      py::arg("module"), py::kw_only(), py::arg("kind"), py::arg("named") = false,
-      py::arg("prefix") = "", py::arg("recurse") = true, py::arg("remove_duplicate") = true,
-      py::arg("trainable") = false, py::arg("dispatch") = py::none(),
-      R"doc(Return a lazy iterator over `module`'s parameters, buffers or modules.
-
-`kind` is PARAMETERS, BUFFERS or MODULES; `named` yields (name, object) pairs
-whose names start with `prefix`; `trainable` keeps entries whose requires_grad
-is True, read as each is reached. `dispatch` names the first method of torch's
-dispatch chain whose override on `module` is honoured (None: the method the
-public function mirrors; "children": only the submodules' named_modules).)doc");
-
-  m.def(
-      "collect",
-      [](py::handle module, int kind, bool recurse, bool remove_duplicate, bool trainable,
-         const py::object& dispatch) {
-        pyparams::WalkOptions options =
-            walk_options(kind, false, recurse, remove_duplicate, trainable, dispatch);
-        return steal_or_throw(pyparams::collect_list(module.ptr(), options));
-      },
-      py::arg("module"), py::kw_only(), py::arg("kind"), py::arg("recurse") = true,
-      py::arg("remove_duplicate") = true, py::arg("trainable") = false,
-      py::arg("dispatch") = py::none(),
-      R"doc(Return a new list of what walk() would yield (unnamed), built in one native call.)doc");
 
   m.def(
       "cache_info",

@@ -31,38 +31,18 @@ __all__ = [
 ]
 
 
-def _check_prefix(function: str, prefix: object) -> str:
+def _bad_prefix(function: str, prefix: object) -> TypeError:
     # Deliberately at the call (torch raises only at the first next(), and only
     # for some trees): a wrong prefix is a bug at the call site.
-    if not isinstance(prefix, str):
-        raise TypeError(
-            f"pyparams.{function}(): prefix must be a str, got {type(prefix).__name__}"
-        )
-    return prefix
+    return TypeError(f"pyparams.{function}(): prefix must be a str, got {type(prefix).__name__}")
 
 
-def _walk(
-    module: nn.Module,
-    kind: int,
-    *,
-    named: bool = False,
-    prefix: str = "",
-    recurse: bool = True,
-    remove_duplicate: bool = True,
-    trainable: bool = False,
-) -> Iterator[Any]:
-    """The native lazy walk; under a ``torch.compile`` trace, torch's own generator."""
-    if _is_compiling():
-        return _torch_walk(module, kind, named, prefix, recurse, remove_duplicate, trainable)
-    return _C.walk(
-        module,
-        kind=kind,
-        named=named,
-        prefix=prefix,
-        recurse=bool(recurse),
-        remove_duplicate=bool(remove_duplicate),
-        trainable=bool(trainable),
-    )
+# Bound once: each public call is one native call (the flags' truth is read there).
+_walk = _C.walk
+_collect = _C.collect
+_PARAMETERS = _C.PARAMETERS
+_BUFFERS = _C.BUFFERS
+_MODULES = _C.MODULES
 
 
 def _torch_walk(
@@ -101,7 +81,9 @@ def parameters(
     >>> [p is q for p, q in zip(pyparams.parameters(lin), lin.parameters())]
     [True, True]
     """
-    return _walk(module, _C.PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate)
+    if _is_compiling():
+        return _torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, False)
+    return _walk(module, kind=_PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate)
 
 
 def trainable_parameters(
@@ -117,8 +99,10 @@ def trainable_parameters(
     >>> [p is lin.weight for p in pyparams.trainable_parameters(lin)]
     [True]
     """
+    if _is_compiling():
+        return _torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, True)
     return _walk(
-        module, _C.PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate, trainable=True
+        module, kind=_PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate, trainable=True
     )
 
 
@@ -130,10 +114,13 @@ def named_parameters(
     >>> [name for name, _ in pyparams.named_parameters(torch.nn.Linear(2, 2), prefix="fc")]
     ['fc.weight', 'fc.bias']
     """
-    prefix = _check_prefix("named_parameters", prefix)
+    if not isinstance(prefix, str):
+        raise _bad_prefix("named_parameters", prefix)
+    if _is_compiling():
+        return _torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, False)
     return _walk(
         module,
-        _C.PARAMETERS,
+        kind=_PARAMETERS,
         named=True,
         prefix=prefix,
         recurse=recurse,
@@ -150,10 +137,13 @@ def named_trainable_parameters(
     >>> list(pyparams.named_trainable_parameters(lin))
     []
     """
-    prefix = _check_prefix("named_trainable_parameters", prefix)
+    if not isinstance(prefix, str):
+        raise _bad_prefix("named_trainable_parameters", prefix)
+    if _is_compiling():
+        return _torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, True)
     return _walk(
         module,
-        _C.PARAMETERS,
+        kind=_PARAMETERS,
         named=True,
         prefix=prefix,
         recurse=recurse,
@@ -179,14 +169,14 @@ def parameter_list(
     """
     if _is_compiling():
         return list(
-            _torch_walk(module, _C.PARAMETERS, False, "", recurse, remove_duplicate, trainable)
+            _torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, trainable)
         )
-    return _C.collect(
+    return _collect(
         module,
-        kind=_C.PARAMETERS,
-        recurse=bool(recurse),
-        remove_duplicate=bool(remove_duplicate),
-        trainable=bool(trainable),
+        kind=_PARAMETERS,
+        recurse=recurse,
+        remove_duplicate=remove_duplicate,
+        trainable=trainable,
     )
 
 
@@ -198,7 +188,9 @@ def buffers(
     >>> len(list(pyparams.buffers(torch.nn.BatchNorm1d(4))))
     3
     """
-    return _walk(module, _C.BUFFERS, recurse=recurse, remove_duplicate=remove_duplicate)
+    if _is_compiling():
+        return _torch_walk(module, _BUFFERS, False, "", recurse, remove_duplicate, False)
+    return _walk(module, kind=_BUFFERS, recurse=recurse, remove_duplicate=remove_duplicate)
 
 
 def named_buffers(
@@ -209,10 +201,13 @@ def named_buffers(
     >>> [name for name, _ in pyparams.named_buffers(torch.nn.BatchNorm1d(4))]
     ['running_mean', 'running_var', 'num_batches_tracked']
     """
-    prefix = _check_prefix("named_buffers", prefix)
+    if not isinstance(prefix, str):
+        raise _bad_prefix("named_buffers", prefix)
+    if _is_compiling():
+        return _torch_walk(module, _BUFFERS, True, prefix, recurse, remove_duplicate, False)
     return _walk(
         module,
-        _C.BUFFERS,
+        kind=_BUFFERS,
         named=True,
         prefix=prefix,
         recurse=recurse,
@@ -226,7 +221,9 @@ def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Mod
     >>> [type(m).__name__ for m in pyparams.modules(torch.nn.Sequential(torch.nn.ReLU()))]
     ['Sequential', 'ReLU']
     """
-    return _walk(module, _C.MODULES, remove_duplicate=remove_duplicate)
+    if _is_compiling():
+        return _torch_walk(module, _MODULES, False, "", True, remove_duplicate, False)
+    return _walk(module, kind=_MODULES, remove_duplicate=remove_duplicate)
 
 
 def named_modules(
@@ -237,6 +234,10 @@ def named_modules(
     >>> [name for name, _ in pyparams.named_modules(torch.nn.Sequential(torch.nn.ReLU()))]
     ['', '0']
     """
-    prefix = _check_prefix("named_modules", prefix)
-    return _walk(module, _C.MODULES, named=True, prefix=prefix, remove_duplicate=remove_duplicate)
-
+    if not isinstance(prefix, str):
+        raise _bad_prefix("named_modules", prefix)
+    if _is_compiling():
+        return _torch_walk(module, _MODULES, True, prefix, True, remove_duplicate, False)
+    return _walk(
+        module, kind=_MODULES, named=True, prefix=prefix, remove_duplicate=remove_duplicate
+    )

@@ -1,0 +1,210 @@
+#include "entry_points.h"
+
+#include <cstddef>
+
+#include "collect.h"
+#include "iterator.h"
+#include "walker.h"
+
+namespace pyparams {
+namespace {
+
+// The keyword-only arguments of walk() (collect() takes the same less named/prefix).
+enum Argument : std::size_t {
+  kKind,
+  kNamed,
+  kPrefix,
+  kRecurse,
+  kRemoveDuplicate,
+  kTrainable,
+  kDispatch,
+  kArgumentCount
+};
+const char* const kArgumentNames[kArgumentCount] = {
+    "kind", "named", "prefix", "recurse", "remove_duplicate", "trainable", "dispatch"};
+PyObject* g_argument_names[kArgumentCount];  // interned, for the pointer comparison
+PyObject* g_empty_prefix = nullptr;          // "", the default prefix
+
+// Fills `values` (nullptr: not given) from the call's keywords. Call sites'
+// keyword names are interned, so a pointer comparison finds them; equal
+// strings that are not interned are found by value.
+bool parse_arguments(const char* function, PyObject* const* args, Py_ssize_t nargs,
+                     PyObject* kwnames, bool takes_names, PyObject** values) {
+  if (nargs != 1) {
+    PyErr_Format(PyExc_TypeError,
+                 "%s() takes 1 positional argument (the module) but %zd were given; "
+                 "the others are keyword-only",
+                 function, nargs);
+    return false;
+  }
+  for (std::size_t i = 0; i < kArgumentCount; ++i) {
+    values[i] = nullptr;
+  }
+  Py_ssize_t keywords = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
+  for (Py_ssize_t k = 0; k < keywords; ++k) {
+    PyObject* keyword = PyTuple_GET_ITEM(kwnames, k);
+    std::size_t found = kArgumentCount;
+    for (std::size_t i = 0; i < kArgumentCount && found == kArgumentCount; ++i) {
+      if (keyword == g_argument_names[i]) {
+        found = i;
+      }
+    }
+    for (std::size_t i = 0; i < kArgumentCount && found == kArgumentCount; ++i) {
+      if (PyUnicode_Compare(keyword, g_argument_names[i]) == 0) {
+        found = i;
+      }
+    }
+    if (found == kArgumentCount || (!takes_names && (found == kNamed || found == kPrefix))) {
+      PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", function,
+                   keyword);
+      return false;
+    }
+    values[found] = args[nargs + k];
+  }
+  if (values[kKind] == nullptr) {
+    PyErr_Format(PyExc_TypeError, "%s() missing required keyword-only argument: 'kind'", function);
+    return false;
+  }
+  return true;
+}
+
+// A flag argument: its truth, as bool() gives it; `fallback` when not given.
+int flag(PyObject* value, bool fallback) {
+  return value == nullptr ? static_cast<int>(fallback) : PyObject_IsTrue(value);
+}
+
+bool to_kind(PyObject* value, Kind& kind) {
+  long number = PyLong_Check(value) ? PyLong_AsLong(value) : -1;
+  if (number < 0 || number > static_cast<long>(Kind::Modules)) {
+    PyErr_Clear();
+    PyErr_Format(PyExc_ValueError, "kind must be PARAMETERS, BUFFERS or MODULES, got %R", value);
+    return false;
+  }
+  kind = static_cast<Kind>(number);
+  return true;
+}
+
+bool is_name(PyObject* value, const char* name) {
+  return PyUnicode_CompareWithASCIIString(value, name) == 0;
+}
+
+// The method of torch's dispatch chain a walk starts at (see walker.h).
+bool to_dispatch(Kind kind, bool named, PyObject* value, Dispatch& dispatch) {
+  if (value == nullptr || value == Py_None) {
+    dispatch = !named           ? Dispatch::Public
+        : kind == Kind::Modules ? Dispatch::NamedModules
+                                : Dispatch::Named;
+    return true;
+  }
+  bool members = kind != Kind::Modules;
+  if (PyUnicode_Check(value)) {
+    const char* public_name = kind == Kind::Parameters ? "parameters"
+        : kind == Kind::Buffers                        ? "buffers"
+                                                       : "modules";
+    if (is_name(value, public_name)) {
+      dispatch = Dispatch::Public;
+      return true;
+    }
+    if (members &&
+        is_name(value, kind == Kind::Parameters ? "named_parameters" : "named_buffers")) {
+      dispatch = Dispatch::Named;
+      return true;
+    }
+    if (members && is_name(value, "_named_members")) {
+      dispatch = Dispatch::NamedMembers;
+      return true;
+    }
+    if (is_name(value, "named_modules")) {
+      dispatch = Dispatch::NamedModules;
+      return true;
+    }
+    if (is_name(value, "children")) {
+      dispatch = Dispatch::Children;
+      return true;
+    }
+  }
+  PyErr_Format(PyExc_ValueError,
+               "dispatch %R is not a method on torch's dispatch chain for this kind of walk",
+               value);
+  return false;
+}
+
+bool to_options(PyObject** values, bool named, WalkOptions& options) {
+  int recurse = flag(values[kRecurse], true);
+  int remove_duplicate = flag(values[kRemoveDuplicate], true);
+  int trainable = flag(values[kTrainable], false);
+  if (recurse < 0 || remove_duplicate < 0 || trainable < 0 ||
+      !to_kind(values[kKind], options.kind) ||
+      !to_dispatch(options.kind, named, values[kDispatch], options.dispatch)) {
+    return false;
+  }
+  options.recurse = recurse != 0;
+  options.remove_duplicate = remove_duplicate != 0;
+  options.trainable_only = trainable != 0;
+  options.named = named;
+  return true;
+}
+
+PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  PyObject* values[kArgumentCount];
+  if (!parse_arguments("walk", args, nargs, kwnames, true, values)) {
+    return nullptr;
+  }
+  int named = flag(values[kNamed], false);
+  WalkOptions options;
+  if (named < 0 || !to_options(values, named != 0, options)) {
+    return nullptr;
+  }
+  PyObject* prefix = values[kPrefix] != nullptr ? values[kPrefix] : g_empty_prefix;
+  return new_walk_iterator(args[0], prefix, options);
+}
+
+PyObject* collect(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  PyObject* values[kArgumentCount];
+  WalkOptions options;
+  if (!parse_arguments("collect", args, nargs, kwnames, false, values) ||
+      !to_options(values, false, options)) {
+    return nullptr;
+  }
+  return collect_list(args[0], options);
+}
+
+// (PyCFunctionFastWithKeywords, spelled out: 3.10 and 3.11 call it _PyCFunctionFastWithKeywords.)
+using FastWithKeywords = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
+
+PyCFunction fastcall(FastWithKeywords function) {
+  return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(function));
+}
+
+PyMethodDef entry_points[] = {
+    {"walk", fastcall(walk), METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("walk(module, *, kind, named=False, prefix='', recurse=True, remove_duplicate=True, "
+               "trainable=False, dispatch=None)\n--\n\n"
+               "Return a lazy iterator over `module`'s parameters, buffers or modules.\n\n"
+               "`kind` is PARAMETERS, BUFFERS or MODULES; `named` yields (name, object) pairs\n"
+               "whose names start with `prefix`; `trainable` keeps entries whose requires_grad\n"
+               "is True, read as each is reached. `dispatch` names the first method of torch's\n"
+               "dispatch chain whose override on `module` is honoured (None: the method the\n"
+               "public function mirrors; \"children\": only the submodules' named_modules).")},
+    {"collect", fastcall(collect), METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("collect(module, *, kind, recurse=True, remove_duplicate=True, trainable=False, "
+               "dispatch=None)\n--\n\n"
+               "Return a new list of what walk() would yield (unnamed), built in one native "
+               "call.")},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
+
+bool add_entry_points(PyObject* module) {
+  for (std::size_t i = 0; i < kArgumentCount; ++i) {
+    g_argument_names[i] = PyUnicode_InternFromString(kArgumentNames[i]);
+    if (g_argument_names[i] == nullptr) {
+      return false;
+    }
+  }
+  g_empty_prefix = PyUnicode_InternFromString("");
+  return g_empty_prefix != nullptr && PyModule_AddFunctions(module, entry_points) == 0;
+}
+
+}  // namespace pyparams
