@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from torch import nn
-from torch.compiler import is_compiling
+from torch.compiler import is_dynamo_compiling
 
 from pyparams._extension import _C
 
@@ -52,7 +52,7 @@ def zero_grad(module: nn.Module, set_to_none: bool = True) -> None:
     if bound is not None and not _is_base(getattr(bound, "__func__", None)):
         bound(set_to_none)  # an override (class or instance), as module.zero_grad() runs it
         return
-    if is_compiling():
+    if is_dynamo_compiling():  # folded to True by dynamo (see pyparams._patch)
         _TORCH_ZERO_GRAD(module, set_to_none)  # torch's own code, which dynamo traces
         return
     if getattr(module, "_is_replica", False):
