@@ -31,6 +31,21 @@ def test_every_consumer_is_checked_and_timed_on_every_model(rows) -> None:
         assert all(value > 0 for value in row.speedups.values())
 
 
+def test_the_walk_alone_is_the_calls_each_consumer_makes(rows) -> None:
+    walks = {(r.model, r.consumer): r.walk_calls for r in rows}
+    for model_name in ("moe-2x4", "gpt2-tiny"):
+        model = consumers.build_consumer_model(model_name)
+        leaves = [m for m in model.module.modules() if not m._modules]
+        assert walks[model_name, "zero_grad"] == 1  # self.parameters()
+        assert walks[model_name, "requires_grad_"] == 2  # (False) then (True)
+        assert walks[model_name, "zero3_fetch"] == len(leaves)
+        assert walks[model_name, "state_dict"] == walks[model_name, "train"] == 0
+    for row in rows:
+        timed_walk = {"walk:torch", "walk:patched"} <= set(row.medians_ns)
+        assert timed_walk == (row.walk_calls > 0) == bool(row.walk_share)
+    assert walks["moe-2x4", "zero3_blocks"] == 2  # its two MoE layers
+
+
 def test_a_mode_that_differs_from_torch_is_never_timed(monkeypatch) -> None:
     model = consumers.build_consumer_model("moe-2x4")
     wrong = consumers.Consumer(
@@ -56,3 +71,4 @@ def test_outputs_and_report_section(rows, tmp_path) -> None:
     assert "| moe-2x4 | zero_grad |" in text
     table = consumers.format_consumers(rows)
     assert table.splitlines()[0].split()[:3] == ["model", "consumer", "torch"]
+    assert "walk torch" in table and "walk patched" in table

@@ -25,11 +25,14 @@ def consumers_markdown(rows: Sequence[ConsumerRow]) -> str:
                 "Callers of nn.Module's walking methods, run as torch ships them (`torch`), with "
                 "`pyparams.patch()` on (`patched`) and through pyparams' own consumer where one "
                 "exists (`native`: `pyparams.zero_grad`). Each mode's result is checked against "
-                "torch's before it is timed; every call is timed on its own, its set-up untimed; "
-                "medians of interleaved rounds, speedups are medians of per-round ratios. `walk "
-                "share`: the median of the walk the consumer makes (a `list` of the method it "
-                "calls) over the consumer's median. pyparams' walks are timed warm (walk-cache "
-                "replays).",
+                "torch's (read after the call, untimed) before it is timed; every call is timed "
+                "on its own, its set-up untimed; medians of interleaved rounds, speedups are "
+                "medians of per-round ratios. `walk torch` / `walk patched`: the walk alone, "
+                "the very calls to the walking methods one run of the consumer made (recorded "
+                "with torch's methods, each replayed as `list()`, for the items the consumer "
+                "took), timed with torch's methods and patched in the same rounds, with its "
+                "share of that mode's total; the rest of the total is spent outside the walk. "
+                "pyparams' walks are timed warm (walk-cache replays).",
                 "",
                 format_consumers(rows, markdown=True),
                 "",

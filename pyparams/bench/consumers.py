@@ -12,10 +12,13 @@ native consumer where one exists (``pyparams.zero_grad``). For every consumer an
    its own, its set-up (gradients to reset, the patch switched on or off) untimed;
 3. medians are quoted, speedups are medians of per-round ratios over torch.
 
-The walk's share of a consumer is the median time of the walk it makes (``list`` of the
-method it calls) over the consumer's median, torch's walk for torch, the patched walk
-for the patched mode. pyparams' walks are timed warm: each timed call replays the walk
-cache's record of the model (see ``_timed_call``).
+The walk alone: one untimed run of the consumer with torch's methods records every call it
+makes to the walking methods and the items it takes (:mod:`pyparams.bench.consumer_walks`);
+replaying exactly those calls is timed, with torch's methods and patched, in the same
+interleaved rounds as the consumer. The walk's share is that median over the consumer's
+median (torch's walk over torch's total, the patched walk over the patched total); the rest
+is what the consumer spends outside the walk. pyparams' walks are timed warm: each timed
+call replays the walk cache's record of the model (see ``_timed_call``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from torch import nn
 
 import pyparams
+from pyparams.bench.consumer_walks import WalkCall, record_walks, replay_walks
 from pyparams.bench.gc_pause import gc_paused
 from pyparams.bench.stats import median, paired_ratios
 from pyparams.bench.zoo import UnfusedMoE, ZooCache
@@ -98,16 +102,18 @@ def build_consumer_model(name: str, cache: ZooCache | None = None) -> Model:
 
 @dataclass(frozen=True)
 class Consumer:
-    """A caller of the walking methods. ``run(model)`` is what gets timed; ``setup(model)``
-    runs untimed before each call; ``native`` is pyparams' own consumer (if any); ``walk``
-    is the walk it makes, for its share; ``check`` turns a result into comparable data."""
+    """A caller of the walking methods. ``run(model)`` is what gets timed, and nothing
+    else; ``setup(model)`` runs untimed before each call; ``native`` is pyparams' own
+    consumer (if any); ``observe(model)``, untimed after a run, reads the state to compare
+    when the run returns nothing comparable (else its result is compared); ``check`` turns
+    that into comparable data."""
 
     name: str
     description: str
     run: Callable[[Model], object]
     setup: Callable[[Model], None] = lambda model: None
     native: Callable[[Model], object] | None = None
-    walk: str = "parameters"
+    observe: Callable[[Model], object] | None = None
     check: Callable[[object], object] = lambda result: result
     target: float | None = None
 
@@ -137,14 +143,17 @@ def _fresh_grads(model: Model) -> None:
             p.grad.fill_(1.0)
 
 
-def _grads(model: Model) -> list[object]:
-    return [p.grad for p in model.module.parameters()]
+def _grads_are_none(model: Model) -> list[bool]:
+    return [p.grad is None for p in _parameter_list(model)]
 
 
-def _requires_grad(model: Model) -> list[bool]:
+def _requires_grad(model: Model) -> None:
     model.module.requires_grad_(False)
     model.module.requires_grad_(True)
-    return [p.requires_grad for p in model.module.parameters()]
+
+
+def _requires_grad_flags(model: Model) -> list[bool]:
+    return [p.requires_grad for p in _parameter_list(model)]
 
 
 def _num_parameters(model: Model) -> int:
@@ -155,18 +164,40 @@ def _num_parameters(model: Model) -> int:
     return PreTrainedModel.num_parameters(model.module)  # type: ignore[arg-type]
 
 
-def _leaves(model: Model) -> list[nn.Module]:
-    cached = getattr(model, "_leaves", None)
+def _module_list(model: Model) -> list[nn.Module]:
+    """torch's module order, walked once (like ``_parameter_list``)."""
+    cached = getattr(model, "_module_list", None)
     if cached is None:
-        cached = [m for m in nn.Module.modules(model.module) if not m._modules]
-        model._leaves = cached  # type: ignore[attr-defined]
+        cached = list(nn.Module.modules(model.module))
+        model._module_list = cached  # type: ignore[attr-defined]
     return cached
+
+
+def _leaves(model: Model) -> list[nn.Module]:
+    return [m for m in _module_list(model) if not m._modules]
+
+
+def _zero3_leaves(model: Model) -> list[nn.Module]:
+    """ZeRO-3's leaf modules (``deepspeed.utils.set_z3_leaf_modules``): the MoE layers,
+    which it fetches whole; a model without them, its blocks (the entries of its first
+    ``ModuleList`` of two or more modules), the unit per-block sharding fetches."""
+    modules = _module_list(model)
+    moe = [m for m in modules if type(m).__name__ == "MoELayer"]
+    if moe:
+        return moe
+    blocks = next(m for m in modules if isinstance(m, nn.ModuleList) and len(m) > 1)
+    return list(blocks)
 
 
 def _zero3(model: Model) -> list[list[tuple[str, nn.Parameter]]]:
     # ZeRO-3 fetches a module's parameters with named_parameters(recurse=True) before
     # each leaf module runs, every step.
     return [list(leaf.named_parameters(recurse=True)) for leaf in _leaves(model)]
+
+
+def _zero3_blocks(model: Model) -> list[list[tuple[str, nn.Parameter]]]:
+    # ... and each z3 leaf module's (an MoE layer's) parameters, every expert's, whole.
+    return [list(block.named_parameters(recurse=True)) for block in _zero3_leaves(model)]
 
 
 def _functional_call(model: Model) -> torch.Tensor:
@@ -196,13 +227,16 @@ def _clip(model: Model) -> torch.Tensor:
     return nn.utils.clip_grad_norm_(model.module.parameters(), 1.0)
 
 
-def _state_dict(model: Model) -> list[tuple[str, int]]:
-    return [(k, v.data_ptr()) for k, v in model.module.state_dict().items()]
+def _state_dict_entries(state: object) -> list[tuple[str, int]]:
+    return [(k, v.data_ptr()) for k, v in state.items()]  # type: ignore[attr-defined]
 
 
-def _train_mode(model: Model) -> list[bool]:
-    model.module.train()
-    return [m.training for m in nn.Module.modules(model.module)]
+def _evaluation_mode(model: Model) -> None:
+    model.module.eval()  # returns None: pytest-benchmark reads a set-up's result as arguments
+
+
+def _training_flags(model: Model) -> list[bool]:
+    return [m.training for m in _module_list(model)]
 
 
 def _optimizer(model: Model) -> list[nn.Parameter]:
@@ -232,23 +266,23 @@ CONSUMERS: dict[str, Consumer] = {
         Consumer(
             "zero_grad",
             "model.zero_grad() (set_to_none), every parameter with a grad",
-            lambda m: (m.module.zero_grad(), _grads(m))[1],
+            lambda m: m.module.zero_grad(),
             setup=_give_grads,
-            native=lambda m: (pyparams.zero_grad(m.module), _grads(m))[1],
-            check=lambda grads: [g is None for g in grads],
+            native=lambda m: pyparams.zero_grad(m.module),
+            observe=_grads_are_none,
             target=10.0,
         ),
         Consumer(
             "requires_grad_",
             "model.requires_grad_(False) then (True): freezing",
             _requires_grad,
+            observe=_requires_grad_flags,
             target=8.0,
         ),
         Consumer(
             "num_parameters",
             "transformers' PreTrainedModel.num_parameters()",
             _num_parameters,
-            walk="named_parameters",
             target=8.0,
         ),
         Consumer(
@@ -262,7 +296,13 @@ CONSUMERS: dict[str, Consumer] = {
             "zero3_fetch",
             "named_parameters(recurse=True) of every leaf module (ZeRO-3)",
             _zero3,
-            walk="zero3",
+            target=10.0,
+            check=lambda lists: [[(n, id(p)) for n, p in items] for items in lists],
+        ),
+        Consumer(
+            "zero3_blocks",
+            "named_parameters(recurse=True) of every ZeRO-3 leaf module: MoE layer (GPT-2: block)",
+            _zero3_blocks,
             target=10.0,
             check=lambda lists: [[(n, id(p)) for n, p in items] for items in lists],
         ),
@@ -270,7 +310,6 @@ CONSUMERS: dict[str, Consumer] = {
             "functional_call",
             "torch.func.functional_call forward (no grad), loss",
             _functional_call,
-            walk="named_parameters",
             target=1.2,
             check=lambda loss: float(loss),
         ),
@@ -281,8 +320,19 @@ CONSUMERS: dict[str, Consumer] = {
             setup=_fresh_grads,
             check=lambda norm: float(norm),
         ),
-        Consumer("state_dict", "model.state_dict()", _state_dict, walk="none"),
-        Consumer("train", "model.train()", _train_mode, walk="none"),
+        Consumer(
+            "state_dict",
+            "model.state_dict()",
+            lambda m: m.module.state_dict(),
+            check=_state_dict_entries,
+        ),
+        Consumer(
+            "train",
+            "model.train() (after an untimed eval())",
+            lambda m: m.module.train(),
+            setup=_evaluation_mode,
+            observe=_training_flags,
+        ),
         Consumer(
             "train_step",
             "forward, backward, clip_grad_norm_, AdamW step, zero_grad",
@@ -304,22 +354,13 @@ class ConsumerRow:
     medians_ns: dict[str, float] = field(default_factory=dict)
     speedups: dict[str, float] = field(default_factory=dict)
     walk_share: dict[str, float] = field(default_factory=dict)
+    walk_calls: int = 0
     target: float | None = None
     error: str = ""
 
     @property
     def best(self) -> float | None:
         return max(self.speedups.values(), default=None)
-
-
-def _walk_function(walk: str) -> Callable[[Model], object] | None:
-    if walk == "parameters":
-        return lambda m: list(m.module.parameters())
-    if walk == "named_parameters":
-        return lambda m: list(m.module.named_parameters())
-    if walk == "zero3":
-        return _zero3
-    return None
 
 
 def _timed_call(run: Callable[[], object], setup: Callable[[], None], patch: bool) -> float:
@@ -335,8 +376,10 @@ def _timed_call(run: Callable[[], object], setup: Callable[[], None], patch: boo
             run()
         setup()
         start = time.perf_counter_ns()
-        run()
-        return float(time.perf_counter_ns() - start)
+        result = run()
+        elapsed = time.perf_counter_ns() - start
+        del result  # freed outside the timing: the result is the caller's to keep
+        return float(elapsed)
     finally:
         pyparams.unpatch()
 
@@ -358,7 +401,10 @@ def _check(consumer: Consumer, model: Model) -> str:
         try:
             consumer.setup(model)
             torch.manual_seed(0)  # dropout draws the same masks in every mode
-            results[mode] = consumer.check(run(model))
+            result = run(model)
+            if consumer.observe is not None:
+                result = consumer.observe(model)
+            results[mode] = consumer.check(result)
         finally:
             pyparams.unpatch()
     wrong = [mode for mode, result in results.items() if result != results["torch"]]
@@ -390,11 +436,13 @@ def measure_consumer(consumer: Consumer, model: Model, rounds: int) -> ConsumerR
     if row.error:
         return row
     modes = _modes(consumer)
-    walk = _walk_function(consumer.walk)
+    calls = _record(consumer, model)
+    row.walk_calls = len(calls)
     timed = dict(modes)
-    if walk is not None:
-        timed["walk:torch"] = (walk, False)
-        timed["walk:patched"] = (walk, True)
+    if calls:
+        replay = replay_walks(calls)
+        timed["walk:torch"] = (lambda m: replay(), False)
+        timed["walk:patched"] = (lambda m: replay(), True)
     names = list(timed)
     samples: dict[str, list[float]] = {name: [] for name in names}
     setup = {
@@ -418,12 +466,20 @@ def measure_consumer(consumer: Consumer, model: Model, rounds: int) -> ConsumerR
     for mode in modes:
         if mode != "torch":
             row.speedups[mode] = median(paired_ratios(samples["torch"], samples[mode]))
-    if walk is not None:
+    if calls:
         row.walk_share = {
             "torch": row.medians_ns["walk:torch"] / row.medians_ns["torch"],
             "patched": row.medians_ns["walk:patched"] / row.medians_ns["patched"],
         }
     return row
+
+
+def _record(consumer: Consumer, model: Model) -> list[WalkCall]:
+    """The walk calls one run of the consumer makes with torch's methods (untimed)."""
+    pyparams.unpatch()
+    consumer.setup(model)
+    torch.manual_seed(0)
+    return record_walks(lambda: consumer.run(model))
 
 
 def run_consumers(
@@ -463,13 +519,17 @@ def _time(ns: float | None) -> str:
     return f"{ns:.0f} ns"
 
 
-def _share(row: ConsumerRow, mode: str) -> str:
+def _walk(row: ConsumerRow, mode: str) -> str:
+    """The walk alone in ``mode``: its median and its share of the consumer's median."""
     value = row.walk_share.get(mode)
-    return "-" if value is None else f"{100 * min(value, 1.0):.0f}%"
+    if value is None:
+        return "-"
+    return f"{_time(row.medians_ns[f'walk:{mode}'])} ({100 * value:.0f}%)"
 
 
 def format_consumers(rows: Sequence[ConsumerRow], markdown: bool = False) -> str:
-    """One row per (model, consumer): medians, speedups, the walk's share, the target."""
+    """One row per (model, consumer): medians, speedups, the walk alone (torch's and
+    patched, each with its share of that mode's total), the saving, the target."""
     header = [
         "model",
         "consumer",
@@ -478,8 +538,8 @@ def format_consumers(rows: Sequence[ConsumerRow], markdown: bool = False) -> str
         "native",
         "x patched",
         "x native",
-        "walk share torch",
-        "walk share patched",
+        "walk torch",
+        "walk patched",
         "saved",
         "target",
     ]
@@ -507,8 +567,8 @@ def format_consumers(rows: Sequence[ConsumerRow], markdown: bool = False) -> str
                 _time(row.medians_ns.get("native")),
                 f"{row.speedups['patched']:.2f}x" if "patched" in row.speedups else "-",
                 f"{row.speedups['native']:.2f}x" if "native" in row.speedups else "-",
-                _share(row, "torch"),
-                _share(row, "patched"),
+                _walk(row, "torch"),
+                _walk(row, "patched"),
                 saved,
                 target,
             ]
@@ -534,6 +594,7 @@ def to_records(rows: Sequence[ConsumerRow]) -> list[dict[str, object]]:
             **{f"{k}_ns": v for k, v in r.medians_ns.items()},
             **{f"x_{k}": v for k, v in r.speedups.items()},
             **{f"walk_share_{k}": v for k, v in r.walk_share.items()},
+            "walk_calls": r.walk_calls,
             "target": r.target,
         }
         for r in rows
