@@ -74,30 +74,40 @@ bool zero_in_place(PyObject* p) {
   return detached && call_on_grad(p, n.zero_, nullptr);
 }
 
-// Whether `p.grad is not None`: 1 or 0, -1 with an error set. Read through
-// LibTorch only where torch's getter would do no more than that: an exact
-// Tensor/Parameter (no __torch_function__, no redefined `grad`), no mode
-// active, and a leaf or retains_grad tensor (else the getter may warn).
-int has_grad(PyObject* p) {
+// What `p.grad` holds: kNone, kGrad, kGradOfPlainTensor (a grad, and torch's
+// own getter and setter would do no more than read and reset it in LibTorch),
+// or kError with an error set. Read through LibTorch only where torch's getter
+// would do no more than that: an exact Tensor/Parameter (no __torch_function__,
+// no redefined `grad`), no mode active, and a leaf or retains_grad tensor (else
+// the getter may warn).
+enum GradState { kError = -1, kNone = 0, kGrad = 1, kGradOfPlainTensor = 2 };
+
+GradState grad_state(PyObject* p) {
   if (THPVariable_CheckExact(p) && !at::impl::torch_function_mode_enabled()) [[likely]] {
     const at::Tensor& var = THPVariable_Unpack(p);
     if (var.is_leaf() || var.retains_grad()) [[likely]] {
-      return var.unsafeGetTensorImpl()->grad().defined() ? 1 : 0;
+      return var.unsafeGetTensorImpl()->grad().defined() ? kGradOfPlainTensor : kNone;
     }
   }
   OwnedRef grad = OwnedRef::steal(PyObject_GetAttr(p, g_zero_grad_names.grad));
   if (!grad) {
-    return -1;
+    return kError;
   }
-  return grad.get() != Py_None ? 1 : 0;
+  return grad.get() != Py_None ? kGrad : kNone;
 }
 
 bool zero_one(PyObject* p, bool set_to_none) {
-  int has = has_grad(p);
-  if (has <= 0) {
-    return has == 0;
+  GradState state = grad_state(p);
+  if (state <= kNone) {
+    return state == kNone;
   }
   if (set_to_none) {
+    if (state == kGradOfPlainTensor) [[likely]] {
+      // What torch's setter does for `p.grad = None` on such a tensor (its
+      // torch-function check is false for it), without the attribute lookup.
+      THPVariable_Unpack(p).mutable_grad().reset();
+      return true;
+    }
     // torch's own setter (`p.grad = None`), whatever p's type.
     return PyObject_SetAttr(p, g_zero_grad_names.grad, Py_None) == 0;
   }
