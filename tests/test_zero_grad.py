@@ -13,6 +13,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import pyparams
+from common_utils import cpu_and_cuda
 from pyparams import _patch
 
 TORCH_ZERO_GRAD = _patch._TORCH["zero_grad"]
@@ -34,12 +35,13 @@ def _patched_way(module: nn.Module, set_to_none: bool = True) -> None:
 WAYS = {"pyparams.zero_grad": _pyparams_way, "patched Module.zero_grad": _patched_way}
 
 
-def _model_with_grads(create_graph: bool = False) -> nn.Module:
+def _model_with_grads(create_graph: bool = False, device: str = "cpu") -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
     model.frozen = nn.Linear(2, 2).requires_grad_(False)  # no grad: skipped
     model.extra = nn.Parameter(torch.ones(2))  # never used: grad stays None
-    loss = model(torch.randn(5, 3)).pow(2).sum()
+    model.to(device)  # the same values on every device (drawn on the CPU generator)
+    loss = model(torch.randn(5, 3).to(device)).pow(2).sum()
     loss.backward(create_graph=create_graph)
     return model
 
@@ -51,9 +53,10 @@ def _grads(model: nn.Module) -> list[object]:
 @pytest.mark.parametrize("way", list(WAYS))
 @pytest.mark.parametrize("set_to_none", [True, False, 0, 1])
 @pytest.mark.parametrize("create_graph", [False, True])
-def test_same_grads_as_torch(way: str, set_to_none, create_graph: bool) -> None:
-    expected_model = _model_with_grads(create_graph)
-    actual_model = _model_with_grads(create_graph)  # seeded: the same values
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_same_grads_as_torch(way: str, set_to_none, create_graph: bool, device: str) -> None:
+    expected_model = _model_with_grads(create_graph, device)
+    actual_model = _model_with_grads(create_graph, device)  # seeded: the same values
     before = _grads(actual_model)
     expected_before = _grads(expected_model)
     _torch_way(expected_model, set_to_none)
