@@ -93,7 +93,18 @@ PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   return nullptr;
 }
 
+// PEP 424: lets list() size its result once instead of growing it.
+PyObject* walk_length_hint(PyObject* self, PyObject*) {
+  Py_ssize_t hint = reinterpret_cast<WalkIteratorObject*>(self)->walker.length_hint();
+  if (hint < 0) {
+    Py_RETURN_NOTIMPLEMENTED;
+  }
+  return PyLong_FromSsize_t(hint);
+}
+
 PyMethodDef walk_methods[] = {
+    {"__length_hint__", walk_length_hint, METH_NOARGS,
+     PyDoc_STR("An estimate of the items left (known before the first step of a warm walk).")},
     {"close", walk_close, METH_NOARGS,
      PyDoc_STR("close() -> None. End the walk, drop every reference.")},
     {"send", walk_send, METH_O,

@@ -46,6 +46,9 @@ struct ModuleRecord {
   unsigned int type_version = 0;
   PyObject* dict = nullptr;
   Version dict_version = 0;
+  // Where the type keeps the instance __dict__ pointer, in bytes from the
+  // object (valid for `type` only): one load instead of _PyObject_GetDictPtr.
+  Py_ssize_t dict_offset = 0;
   PyObject* members = nullptr;  // _parameters / _buffers, null when not read
   Version members_version = 0;
   PyObject* children = nullptr;  // _modules, null when not read
@@ -75,6 +78,8 @@ struct WalkRecord {
   RawVector<EntryRecord> members;
   RawVector<EntryRecord> children;
   std::uint64_t epoch = 0;  // the dispatch epoch the walk ran under
+  std::uint32_t depth = 0;  // the deepest stack the walk had (frames reserved by replays)
+  std::uint32_t items = 0;  // what the walk yielded (unfiltered): a replay's length hint
 
   // Names built by named replays under `names_prefix`, one per module and
   // per member entry (null until built): str objects of pyparams' own, held

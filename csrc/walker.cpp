@@ -13,14 +13,22 @@
 namespace pyparams {
 namespace {
 
-// Frames reserved up front: real models nest a few levels, rarely past 8.
-constexpr std::size_t kInitialStackCapacity = 8;
-
 // The largest walks recorded (about 90 bytes a module and 32 an entry): a
 // bigger tree is walked live, its record would cost more memory than it saves time.
 constexpr std::size_t kMaxRecordedModules = std::size_t{1} << 17;
 constexpr std::size_t kMaxRecordedEntries = std::size_t{1} << 19;
 constexpr Py_ssize_t kMaxCachedNameLength = 200;
+
+// Where instances of `type` keep their __dict__ pointer, in bytes from the
+// object; 0 for a layout the replay does not check (a negative tp_dictoffset).
+Py_ssize_t type_dict_offset(PyTypeObject* type) {
+#if PY_VERSION_HEX >= 0x030B0000
+  if (PyType_HasFeature(type, Py_TPFLAGS_MANAGED_DICT)) {
+    return -3 * static_cast<Py_ssize_t>(sizeof(PyObject*));  // CPython 3.11's managed dict slot
+  }
+#endif
+  return type->tp_dictoffset > 0 ? type->tp_dictoffset : 0;
+}
 
 // torch builds every name, even for unnamed walks, so a key that is no str
 // fails there with TypeError; so it does here. True when `key` is fine.
@@ -184,15 +192,6 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
   finished_ = false;
   record_slot_ =
       record_slot(static_cast<int>(options_.kind), options_.recurse, options_.remove_duplicate);
-  if (options_.recurse) {
-    try {
-      stack_.reserve(kInitialStackCapacity);
-    } catch (const std::bad_alloc&) {
-      PyErr_NoMemory();
-      fail();
-      return false;
-    }
-  }
   // The user's own call `m.X(...)` runs an override of X at once; torch's
   // generators reach the deeper methods at the first next().
   if (options_.dispatch == mirrored_level_ && !dispatch_root(/*mirrored_only=*/true)) {
@@ -207,6 +206,23 @@ PyObject* Walker::next() {
     return nullptr;
   }
   try {
+    // A warm walk's steps: the replay first, everything else once it left.
+    if (replay_ && root_done_) [[likely]] {
+      PyObject* item = nullptr;
+      ++step_;
+      int replayed = replay_next(item);
+      if (replayed == 1) [[likely]] {
+        return item;
+      }
+      if (replayed == 0) {
+        clear();
+        return nullptr;
+      }
+      if (replayed < 0) {
+        return fail();
+      }
+      // 2: the record could not vouch for the next read; the live walk goes on.
+    }
     if (!root_dispatched_) {
       root_dispatched_ = true;
       if (!dispatch_root(/*mirrored_only=*/false)) {
@@ -219,9 +235,9 @@ PyObject* Walker::next() {
     if (!root_done_ && !begin_cached_walk()) {
       return fail();
     }
-    if (replay_) [[likely]] {
-      RecordPtr held = replay_;  // leaving the replay may drop the map's reference
+    if (replay_) {
       PyObject* item = nullptr;
+      ++step_;
       int replayed = replay_next(item);
       if (replayed == 1) {
         return item;
@@ -740,8 +756,10 @@ bool Walker::replay_module_unchanged(std::uint32_t index, PyObject* module) {
       type->tp_version_tag != record.type_version) {
     return false;
   }
-  PyObject** dict = _PyObject_GetDictPtr(module);
-  if (dict == nullptr || *dict != record.dict) {
+  // The same type, so the same place for the __dict__ pointer (a managed dict
+  // not materialized reads as null there: not the recorded dict).
+  if (*reinterpret_cast<PyObject**>(reinterpret_cast<char*>(module) + record.dict_offset) !=
+      record.dict) {
     return false;
   }
   if (dict_version(record.dict) == record.dict_version) [[likely]] {
@@ -774,9 +792,9 @@ bool Walker::begin_cached_walk() {
     next_record_ = 1;
     try {
       if (options_.remove_duplicate) {
-        pinned_modules_.reserve(replay_->modules.size());
-        pinned_members_.reserve(replay_->members.size());
+        pins_.reserve(replay_->modules.size() + replay_->members.size());
       }
+      replay_path_.reserve(replay_->depth);
     } catch (const std::bad_alloc&) {
       replay_.reset();  // no replay, no harm: walk live
     }
@@ -799,20 +817,14 @@ bool Walker::begin_cached_walk() {
   return true;
 }
 
-// With remove_duplicate, strong references to what the replay entered and
-// yielded, as the live walk's dedup sets hold them (and become on going live).
-void Walker::pin(RawVector<PyObject*>& pins, PyObject* object) {
-  Py_INCREF(object);
-  pins.push_back(object);
-}
-
+// With remove_duplicate, pin() keeps strong references to what the replay
+// entered and yielded, as the live walk's dedup sets hold them (and become
+// on going live).
 void Walker::unpin_all() noexcept {
-  for (RawVector<PyObject*>* pins : {&pinned_modules_, &pinned_members_}) {
-    RawVector<PyObject*> dropped;
-    dropped.swap(*pins);
-    for (PyObject* object : dropped) {
-      Py_DECREF(object);
-    }
+  RawVector<std::uintptr_t> dropped;
+  dropped.swap(pins_);  // a __del__ run by a release must find no pins left
+  for (std::uintptr_t pinned : dropped) {
+    Py_DECREF(reinterpret_cast<PyObject*>(pinned & ~std::uintptr_t{1}));
   }
 }
 
@@ -828,10 +840,10 @@ int Walker::replay_next(PyObject*& item) {
     last_entered_ = 0;
     names_cached_ = options_.named && record.use_names(root_name_.get());
     if (options_.remove_duplicate) {
-      pin(pinned_modules_, root_.get());
+      pin(root_.get(), true);
     }
     if (options_.recurse) {
-      replay_path_.push_back({0, 0, false,
+      replay_path_.push_back({0, 0, false, step_,
                               OwnedRef::borrow(options_.named ? root_name_.get() : nullptr),
                               OwnedRef::borrow(root_.get()), OwnedRef()});
     }
@@ -840,7 +852,7 @@ int Walker::replay_next(PyObject*& item) {
                             : OwnedRef::borrow(root_.get()).release();
       return item != nullptr ? 1 : -1;
     }
-    int started = replay_start_members(0, options_.named ? root_name_.get() : nullptr);
+    int started = replay_start_members(0, options_.named ? root_name_.get() : nullptr, false);
     if (started != 1) {
       return started;
     }
@@ -851,8 +863,11 @@ int Walker::replay_next(PyObject*& item) {
     }
     if (members_active_) {
       const ModuleRecord& module = record.modules[members_record_];
-      if (dict_version(module.members) != module.members_version) [[unlikely]] {
-        return go_live();
+      if (members_checked_step_ != step_) {
+        if (dict_version(module.members) != module.members_version) [[unlikely]] {
+          return go_live();
+        }
+        members_checked_step_ = step_;
       }
       if (members_read_ == module.member_count) {
         members_active_ = false;
@@ -866,7 +881,7 @@ int Walker::replay_next(PyObject*& item) {
       }
       OwnedRef value = OwnedRef::borrow(entry.value);
       if (options_.remove_duplicate) {
-        pin(pinned_members_, entry.value);
+        pin(entry.value, false);
       }
       if (options_.trainable_only) {
         int trainable = requires_grad(value.get());
@@ -892,11 +907,15 @@ int Walker::replay_next(PyObject*& item) {
     ReplayFrame& top = replay_path_.back();
     const ModuleRecord& module = record.modules[top.record];
     if (!top.started) {
-      if (module.children == nullptr || !replay_module_unchanged(top.record, module.module) ||
+      // Reads `_modules`: the module is checked again unless this step did.
+      if (module.children == nullptr ||
+          (top.checked_step != step_ && !replay_module_unchanged(top.record, module.module)) ||
           dict_version(module.children) != module.children_version) {
         return go_live();
       }
-      top.children = OwnedRef::borrow(module.children);
+      if (module.child_count != 0) {
+        top.children = OwnedRef::borrow(module.children);  // read again in later steps
+      }
       top.started = true;
     } else if (dict_version(module.children) != module.children_version) [[unlikely]] {
       return go_live();
@@ -940,19 +959,21 @@ int Walker::replay_next(PyObject*& item) {
     }
     PyObject* name = options_.named ? label.get() : nullptr;
     if (options_.remove_duplicate) {
-      pin(pinned_modules_, child);
+      pin(child, true);
     }
     ++next_record_;
     last_entered_ = index;
-    // Its frame holds the module (and later its children dict), as a live frame does.
-    replay_path_.push_back({index, 0, false, std::move(label), OwnedRef::borrow(child),
+    // Its frame holds the module (unless a pin does) and, once read, its
+    // children dict, as a live frame does.
+    replay_path_.push_back({index, 0, false, step_, std::move(label),
+                            options_.remove_duplicate ? OwnedRef() : OwnedRef::borrow(child),
                             OwnedRef()});  // `top` is stale
 
     if (!members_kind) {
       item = options_.named ? make_item(name, child) : OwnedRef::borrow(child).release();
       return item != nullptr ? 1 : -1;
     }
-    int started = replay_start_members(index, name);
+    int started = replay_start_members(index, name, true);
     if (started != 1) {
       return started;
     }
@@ -980,11 +1001,12 @@ OwnedRef Walker::replayed_name(RawVector<PyObject*>& names, std::size_t index, P
   return OwnedRef::steal(join_name(parent, key));
 }
 
-// The replay of start_members for ModuleRecord `index`, just entered: 1, or
-// 2 after going live and starting its members there, or -1 with an error set.
-int Walker::replay_start_members(std::uint32_t index, PyObject* name) {
+// The replay of start_members for ModuleRecord `index`, just entered (and
+// `checked` in this step): 1, or 2 after going live and starting its
+// members there, or -1 with an error set.
+int Walker::replay_start_members(std::uint32_t index, PyObject* name, bool checked) {
   const ModuleRecord& module = replay_->modules[index];
-  if (module.members == nullptr || !replay_module_unchanged(index, module.module) ||
+  if (module.members == nullptr || (!checked && !replay_module_unchanged(index, module.module)) ||
       dict_version(module.members) != module.members_version) {
     OwnedRef held_name = OwnedRef::borrow(name);
     OwnedRef held_module = OwnedRef::borrow(module.module);  // held by its replay frame
@@ -992,6 +1014,7 @@ int Walker::replay_start_members(std::uint32_t index, PyObject* name) {
     return start_members(held_module.get(), held_name.get(), false) ? 2 : -1;
   }
   replay_members_dict_ = OwnedRef::borrow(module.members);
+  members_checked_step_ = step_;
   members_record_ = index;
   members_read_ = 0;
   members_name_ = OwnedRef::borrow(name);
@@ -1036,17 +1059,15 @@ int Walker::go_live() noexcept {
                       module.member_count - members_read_);
   }
   if (options_.remove_duplicate) {
-    for (PyObject* module : pinned_modules_) {
-      seen_modules_.insert(module);
-    }
-    for (PyObject* member : pinned_members_) {
-      seen_members_.insert(member);
+    for (std::uintptr_t pinned : pins_) {
+      auto* object = reinterpret_cast<PyObject*>(pinned & ~std::uintptr_t{1});
+      (pinned & 1 ? seen_modules_ : seen_members_).insert(object);
     }
   }
   unpin_all();
   drop_record(root_.get(), record_slot_, replay_.get());
   ++cache_counters().invalidations;
-  replay_.reset();
+  retired_ = std::move(replay_);  // the caller may still read it in this step
   return 2;
 }
 // Appends the ModuleRecord of `module`, entered now. False when its reads
@@ -1064,10 +1085,15 @@ bool Walker::record_enter(PyObject* module) {
   if (dict == nullptr || *dict == nullptr || !PyDict_CheckExact(*dict)) {
     return false;
   }
+  Py_ssize_t dict_offset = reinterpret_cast<char*>(dict) - reinterpret_cast<char*>(module);
+  if (dict_offset != type_dict_offset(type)) {
+    return false;  // a layout the replay's one-load check does not know
+  }
   ModuleRecord record;
   record.module = module;
   record.type = type;
   record.type_version = type->tp_version_tag;
+  record.dict_offset = dict_offset;
   record.dict = *dict;
   record.dict_version = dict_version(*dict);
   last_entered_ = static_cast<std::uint32_t>(recording_->modules.size());
@@ -1111,6 +1137,13 @@ void Walker::abandon_recording() noexcept {
 // dict is unchanged, which was checked just before).
 void Walker::finish_recording() {
   RecordPtr record = std::move(recording_);
+  if (options_.kind == Kind::Modules) {
+    record->items = static_cast<std::uint32_t>(record->modules.size());
+  } else {
+    for (const EntryRecord& entry : record->members) {
+      record->items += entry.module_index != 0 ? 1 : 0;
+    }
+  }
   for (const ModuleRecord& module : record->modules) {
     PyTypeObject* type = Py_TYPE(module.module);
     PyObject** dict = _PyObject_GetDictPtr(module.module);
@@ -1184,6 +1217,9 @@ bool Walker::push(PyObject* module, OwnedRef name, OwnedRef overridden) {
     return false;
   }
   ModuleFrame& frame = stack_.emplace_back();
+  if (recording_ && stack_.size() > recording_->depth) {
+    recording_->depth = static_cast<std::uint32_t>(stack_.size());
+  }
   frame.module = OwnedRef::borrow(module);
   frame.name = std::move(name);
   frame.overridden = std::move(overridden);
@@ -1243,10 +1279,19 @@ void Walker::clear() noexcept {
   replay_members_dict_.reset();
   unpin_all();
   replay_.reset();
+  retired_.reset();
   recording_.reset();
   counting_ = false;
   root_.reset();
   root_name_.reset();
+}
+
+Py_ssize_t Walker::length_hint() const {
+  if (finished_ || root_done_ || delegated_ != Delegated::None || !cache_enabled()) {
+    return -1;
+  }
+  RecordPtr record = find_record(root_.get(), record_slot_);
+  return record ? static_cast<Py_ssize_t>(record->items) : -1;
 }
 
 int Walker::traverse(visitproc visit, void* arg) const {
@@ -1257,10 +1302,8 @@ int Walker::traverse(visitproc visit, void* arg) const {
   Py_VISIT(override_item_.get());
   Py_VISIT(memo_.get());
   Py_VISIT(replay_members_dict_.get());
-  for (const RawVector<PyObject*>* pins : {&pinned_modules_, &pinned_members_}) {
-    for (PyObject* object : *pins) {
-      Py_VISIT(object);
-    }
+  for (std::uintptr_t pinned : pins_) {
+    Py_VISIT(reinterpret_cast<PyObject*>(pinned & ~std::uintptr_t{1}));
   }
   for (const ReplayFrame& frame : replay_path_) {
     Py_VISIT(frame.label.get());

@@ -67,6 +67,10 @@ class Walker {
   // finished and keeps returning nullptr, as an exhausted generator does.
   PyObject* next();
 
+  // For list(walk): before the first step of a walk that will replay, how
+  // many items the record yielded (filters may yield fewer); -1 when unknown.
+  Py_ssize_t length_hint() const;
+
   int traverse(visitproc visit, void* arg) const;
   // Drops every reference; the walk becomes finished.
   void clear() noexcept;
@@ -114,12 +118,15 @@ class Walker {
   // records what it reads for the next walk of the same root.
   bool begin_cached_walk();
   int replay_next(PyObject*& item);
-  int replay_start_members(std::uint32_t index, PyObject* name);
+  int replay_start_members(std::uint32_t index, PyObject* name, bool checked);
   bool replay_module_unchanged(std::uint32_t index, PyObject* module);
   int go_live() noexcept;
   OwnedRef replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
                          PyObject* key);
-  static void pin(RawVector<PyObject*>& pins, PyObject* object);
+  void pin(PyObject* object, bool module) {
+    Py_INCREF(object);
+    pins_.push_back(reinterpret_cast<std::uintptr_t>(object) | (module ? 1 : 0));
+  }
   void unpin_all() noexcept;
   bool record_enter(PyObject* module);
   void record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children);
@@ -157,15 +164,20 @@ class Walker {
   // The item an overriding named_modules yielded for the module just returned.
   OwnedRef override_item_;
 
-  RecordPtr replay_;       // set while every read so far matched the record
+  RecordPtr replay_;   // set while every read so far matched the record
+  RecordPtr retired_;  // a record the replay left (kept until the walk ends: still read)
+  // Counts the replay's steps (next() calls): a check made in this step
+  // still holds, no code but the walk's own has run since.
+  std::uint32_t step_ = 0;
   RecordPtr recording_;    // set while this walk records what it reads
   bool counting_ = false;  // a first walk of its root: note its size at the end
   std::size_t modules_entered_ = 0;
   int record_slot_ = 0;
-  std::uint32_t next_record_ = 0;     // replay: the ModuleRecord the next entered module has
-  std::uint32_t last_entered_ = 0;    // the ModuleRecord of the module entered last
-  std::uint32_t members_record_ = 0;  // the ModuleRecord whose members are being read
-  std::uint32_t members_read_ = 0;    // replay: how many of them were read
+  std::uint32_t next_record_ = 0;           // replay: the ModuleRecord the next entered module has
+  std::uint32_t last_entered_ = 0;          // the ModuleRecord of the module entered last
+  std::uint32_t members_record_ = 0;        // the ModuleRecord whose members are being read
+  std::uint32_t members_read_ = 0;          // replay: how many of them were read
+  std::uint32_t members_checked_step_ = 0;  // replay: the step that last checked them
   // The replay's stack: which ModuleRecord, how many children entries read,
   // whether its children dict was read, and its frame label (see ModuleFrame).
   // It holds its module and children dict as a live frame does: whatever the
@@ -174,15 +186,17 @@ class Walker {
     std::uint32_t record;
     std::uint32_t read;
     bool started;
+    std::uint32_t checked_step;  // the step that last checked its module
     OwnedRef label;
     OwnedRef module;
     OwnedRef children;
   };
   RawVector<ReplayFrame> replay_path_;
-  bool names_cached_ = false;            // named replay: names come from the record's cache
-  OwnedRef replay_members_dict_;         // the member dict being replayed
-  RawVector<PyObject*> pinned_modules_;  // strong, remove_duplicate: the modules entered
-  RawVector<PyObject*> pinned_members_;  // strong, remove_duplicate: first occurrences
+  bool names_cached_ = false;     // named replay: names come from the record's cache
+  OwnedRef replay_members_dict_;  // the member dict being replayed
+  // Strong, remove_duplicate: the modules entered (low bit set) and the first
+  // occurrences of members, in one vector (one allocation a walk).
+  RawVector<std::uintptr_t> pins_;
   bool finished_ = true;
   std::uint32_t steps_since_signal_check_ = 0;
 
