@@ -38,6 +38,7 @@ def test_the_walk_alone_is_the_calls_each_consumer_makes(rows) -> None:
         leaves = [m for m in model.module.modules() if not m._modules]
         assert walks[model_name, "zero_grad"] == 1  # self.parameters()
         assert walks[model_name, "requires_grad_"] == 2  # (False) then (True)
+        assert walks[model_name, "num_parameters"] == 2  # named_modules, named_parameters
         assert walks[model_name, "zero3_fetch"] == len(leaves)
         assert walks[model_name, "state_dict"] == walks[model_name, "train"] == 0
     for row in rows:

@@ -157,11 +157,17 @@ def _requires_grad_flags(model: Model) -> list[bool]:
 
 
 def _num_parameters(model: Model) -> int:
+    # As transformers' Trainer calls it every step (floating_point_ops): the embeddings
+    # excluded, which walks named_modules() then named_parameters().
     try:
         from transformers import PreTrainedModel
-    except ImportError:  # the bench extra is missing: the same loop, written out
-        return sum(p.numel() for _, p in model.module.named_parameters())
-    return PreTrainedModel.num_parameters(model.module)  # type: ignore[arg-type]
+    except ImportError:  # the bench extra is missing: the same walks and loop, written out
+        module = model.module
+        embeddings = [
+            f"{n}.weight" for n, m in module.named_modules() if isinstance(m, nn.Embedding)
+        ]
+        return sum(p.numel() for n, p in module.named_parameters() if n not in embeddings)
+    return PreTrainedModel.num_parameters(model.module, exclude_embeddings=True)  # type: ignore[arg-type]
 
 
 def _module_list(model: Model) -> list[nn.Module]:
@@ -281,7 +287,7 @@ CONSUMERS: dict[str, Consumer] = {
         ),
         Consumer(
             "num_parameters",
-            "transformers' PreTrainedModel.num_parameters()",
+            "transformers' num_parameters(exclude_embeddings=True), as its Trainer calls it",
             _num_parameters,
             target=8.0,
         ),
