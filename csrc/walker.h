@@ -121,6 +121,9 @@ class Walker {
   int replay_start_members(std::uint32_t index, PyObject* name, bool checked);
   bool replay_module_unchanged(std::uint32_t index, PyObject* module);
   int go_live() noexcept;
+  // A replay frame for ModuleRecord `record`, checked in this step; it holds
+  // `held_module` (null: a pin or the root reference holds the module).
+  void push_replay_frame(std::uint32_t record, OwnedRef label, PyObject* held_module);
   OwnedRef replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
                          PyObject* key);
   void pin(PyObject* object, bool module) {

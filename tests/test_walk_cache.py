@@ -177,6 +177,28 @@ MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
 )
 
 
+def test_length_hint_is_what_the_recorded_walk_yielded() -> None:
+    # list() sizes its result from it; torch's generators give none (the default).
+    import operator
+
+    net = model()
+    pyparams.cache_clear()
+    assert operator.length_hint(pyparams.parameters(net), -1) == -1  # no record yet
+    warm(net)
+    for function, kwargs in [
+        ("parameters", {}),
+        ("named_parameters", {"remove_duplicate": False}),
+        ("named_buffers", {}),
+        ("modules", {}),
+        ("named_modules", {"remove_duplicate": False}),
+    ]:
+        walk = getattr(pyparams, function)(net, **kwargs)
+        expected = list(getattr(net, function)(**kwargs))
+        assert operator.length_hint(walk) == len(expected), (function, kwargs)
+        assert same_items(list(walk), expected)
+        assert operator.length_hint(walk, -1) == -1  # unknown once started
+
+
 @pytest.mark.parametrize("mutate", MUTATIONS, ids=lambda f: f.__name__.strip("_"))
 def test_change_between_walks_is_seen(mutate: Callable[[nn.Module], None]) -> None:
     net = model()
