@@ -180,19 +180,26 @@ def _module_list(model: Model) -> list[nn.Module]:
 
 
 def _leaves(model: Model) -> list[nn.Module]:
-    return [m for m in _module_list(model) if not m._modules]
+    """The modules without children, found once (finding them is no part of the pattern)."""
+    cached = getattr(model, "_leaves", None)
+    if cached is None:
+        cached = [m for m in _module_list(model) if not m._modules]
+        model._leaves = cached  # type: ignore[attr-defined]
+    return cached
 
 
 def _zero3_leaves(model: Model) -> list[nn.Module]:
-    """ZeRO-3's leaf modules (``deepspeed.utils.set_z3_leaf_modules``): the MoE layers,
-    which it fetches whole; a model without them, its blocks (the entries of its first
-    ``ModuleList`` of two or more modules), the unit per-block sharding fetches."""
-    modules = _module_list(model)
-    moe = [m for m in modules if type(m).__name__ == "MoELayer"]
-    if moe:
-        return moe
-    blocks = next(m for m in modules if isinstance(m, nn.ModuleList) and len(m) > 1)
-    return list(blocks)
+    """ZeRO-3's leaf modules (``deepspeed.utils.set_z3_leaf_modules``), found once: the MoE
+    layers, which it fetches whole; a model without them, its blocks (the entries of its
+    first ``ModuleList`` of two or more modules), the unit per-block sharding fetches."""
+    cached = getattr(model, "_zero3_leaves", None)
+    if cached is None:
+        modules = _module_list(model)
+        cached = [m for m in modules if type(m).__name__ == "MoELayer"] or list(
+            next(m for m in modules if isinstance(m, nn.ModuleList) and len(m) > 1)
+        )
+        model._zero3_leaves = cached  # type: ignore[attr-defined]
+    return cached
 
 
 def _zero3(model: Model) -> list[list[tuple[str, nn.Parameter]]]:
