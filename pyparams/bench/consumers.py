@@ -24,6 +24,7 @@ call replays the walk cache's record of the model (see ``_timed_call``).
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -159,15 +160,26 @@ def _requires_grad_flags(model: Model) -> list[bool]:
 def _num_parameters(model: Model) -> int:
     # As transformers' Trainer calls it every step (floating_point_ops): the embeddings
     # excluded, which walks named_modules() then named_parameters().
+    return _transformers_num_parameters()(model.module, exclude_embeddings=True)
+
+
+@functools.cache
+def _transformers_num_parameters() -> Callable[..., int]:
+    """transformers' function, imported once (not inside each timed call)."""
     try:
         from transformers import PreTrainedModel
     except ImportError:  # the bench extra is missing: the same walks and loop, written out
-        module = model.module
-        embeddings = [
-            f"{n}.weight" for n, m in module.named_modules() if isinstance(m, nn.Embedding)
-        ]
-        return sum(p.numel() for n, p in module.named_parameters() if n not in embeddings)
-    return PreTrainedModel.num_parameters(model.module, exclude_embeddings=True)  # type: ignore[arg-type]
+        return _num_parameters_written_out
+    return PreTrainedModel.num_parameters
+
+
+def _num_parameters_written_out(module: nn.Module, exclude_embeddings: bool) -> int:
+    embeddings = (
+        [f"{n}.weight" for n, m in module.named_modules() if isinstance(m, nn.Embedding)]
+        if exclude_embeddings
+        else []
+    )
+    return sum(p.numel() for n, p in module.named_parameters() if n not in embeddings)
 
 
 def _module_list(model: Model) -> list[nn.Module]:
