@@ -111,9 +111,10 @@ std::uint32_t overridden_methods(PyTypeObject* type) {
 PyObject* override_for(PyObject* module, Method method) {
   PyObject* name = method_name(method);
   const ModuleClassInfo& info = module_class_info(Py_TYPE(module));
-  // Only classes whose members live in the instance __dict__ (which the walk
-  // materializes anyway) are read here; others keep their inline attributes.
-  bool default_lookup = info.default_lookup && info.plain_attributes;
+  // Only classes whose members live in the instance __dict__ are read here;
+  // an instance keeping its attributes inline is asked by the generic lookup.
+  bool default_lookup =
+      info.default_lookup && info.plain_attributes && !has_inline_attributes(module);
   bool overridden_by_class = (info.overridden & bit(method)) != 0;
   if (default_lookup) [[likely]] {
     if (overridden_by_class) {
@@ -129,7 +130,7 @@ PyObject* override_for(PyObject* module, Method method) {
     Py_XINCREF(shadow);
     return shadow;
   }
-  // Custom lookup (or no __dict__ to read): ask it, as torch's
+  // Custom lookup, or attributes kept inline: ask it, as torch's
   // `self.<name>(...)` would, and keep to the native walk only when it hands
   // back a base method bound to `module`.
   OwnedRef attribute = OwnedRef::steal(PyObject_GetAttr(module, name));

@@ -85,8 +85,15 @@ PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict) {
     *from_dict = false;
   }
   if (module_class_info(Py_TYPE(module)).plain_attributes) [[likely]] {
-    // The instance __dict__ slot (materialized if the object kept its
-    // attributes inline); a missing dict falls back to getattr.
+    if (has_inline_attributes(module)) {
+      PyObject* value = PyObject_GenericGetAttr(module, name);
+      if (value != nullptr || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return value;
+      }
+      PyErr_Clear();  // not an instance attribute: the class's __getattr__ may know it
+      return PyObject_GetAttr(module, name);
+    }
+    // The instance __dict__ slot; a missing dict falls back to getattr.
     PyObject** dict = _PyObject_GetDictPtr(module);
     if (dict != nullptr && *dict != nullptr) {
       PyObject* value = PyDict_GetItemWithError(*dict, name);  // borrowed

@@ -17,6 +17,20 @@ namespace pyparams {
 // __dict__ by the fast path (what the walk cache can prove by dict versions).
 PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict = nullptr);
 
+// True when `object` keeps its attributes inline, with no __dict__ made yet
+// (CPython 3.11's managed dicts; false elsewhere). _PyObject_GetDictPtr would
+// build that dict, about 64 bytes an object that torch's walk never spends:
+// such objects are read with the generic lookup instead.
+inline bool has_inline_attributes(PyObject* object) {
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+  return PyType_HasFeature(Py_TYPE(object), Py_TPFLAGS_MANAGED_DICT) &&
+      reinterpret_cast<PyObject**>(object)[-3] == nullptr;
+#else
+  (void)object;
+  return false;
+#endif
+}
+
 // isinstance(object, torch.nn.Module), without running __instancecheck__.
 bool is_module(PyObject* object);
 

@@ -144,8 +144,10 @@ def _interrupt_after(seconds: float) -> subprocess.Popen:
     return subprocess.Popen(["sh", "-c", f"sleep {seconds}; kill -INT {os.getpid()}"])
 
 
-@pytest.mark.skipif(signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
-                    reason="SIGINT is not Python's default handler here")
+@pytest.mark.skipif(
+    signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
+    reason="SIGINT is not Python's default handler here",
+)
 def test_ctrl_c_interrupts_an_endless_eager_walk():
     # 1000**3 paths with remove_duplicate=False: hours of walking, never a cycle.
     dag = shared_dag(1000, 3)
@@ -159,8 +161,10 @@ def test_ctrl_c_interrupts_an_endless_eager_walk():
     assert time.perf_counter() - start < 10
 
 
-@pytest.mark.skipif(signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
-                    reason="SIGINT is not Python's default handler here")
+@pytest.mark.skipif(
+    signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
+    reason="SIGINT is not Python's default handler here",
+)
 def test_ctrl_c_interrupts_the_million_module_walk(million):
     sender = _interrupt_after(0.2)
     deadline = time.perf_counter() + 20
@@ -256,3 +260,35 @@ def test_allocation_failure_surfaces_as_memory_error():
     assert "memo:MemoryError" in result.stdout, result.stdout
     assert "stack:MemoryError" in result.stdout, result.stdout
     assert "lazy:MemoryError" in result.stdout, result.stdout
+
+
+def _traced_peak(walk) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        walk()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - base
+
+
+def test_a_first_walk_builds_no_instance_dicts() -> None:
+    # Fresh modules keep their attributes inline (no instance __dict__ yet, on
+    # CPython 3.11): reading them through a __dict__ would build one per module,
+    # 64 bytes and more each, more than torch's whole walk costs. What remains is
+    # the memo (see above: < 40 bytes a module).
+    from torch import nn
+
+    def fresh() -> nn.Module:
+        layers = nn.ModuleList(nn.Identity() for _ in range(50_000))
+        layers.append(nn.Linear(2, 2))
+        return layers
+
+    theirs, ours = fresh(), fresh()
+    torch_walk = _traced_peak(lambda: sum(1 for _ in theirs.parameters()))
+    ours_walk = _traced_peak(lambda: sum(1 for _ in pyparams.parameters(ours)))
+    assert ours_walk < 40 * len(ours), ours_walk
+    assert ours_walk < torch_walk, (ours_walk, torch_walk)
