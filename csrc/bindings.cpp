@@ -58,9 +58,10 @@ PYBIND11_MODULE(_C, m) {
         const pyparams::CacheCounters& counters = pyparams::cache_counters();
         return py::make_tuple(counters.hits, counters.misses, counters.invalidations,
                               counters.revalidations, pyparams::cache_records(),
-                              pyparams::cache_bytes(), pyparams::cache_enabled());
+                              pyparams::cache_bytes(), pyparams::cache_enabled(),
+                              counters.dicts_built, counters.dict_bytes);
       },
-      R"doc(Return (hits, misses, invalidations, revalidations, records, bytes, enabled) of the walk cache.)doc");
+      R"doc(Return (hits, misses, invalidations, revalidations, records, bytes, enabled, dicts_built, dict_bytes) of the walk cache.)doc");
 
   m.def(
       "cache_clear", []() { pyparams::cache_clear(); },

@@ -130,6 +130,10 @@ struct CacheCounters {
   std::uint64_t misses = 0;         // walks that found none and walked live
   std::uint64_t invalidations = 0;  // replays that met a change and went on live
   std::uint64_t revalidations = 0;  // __dict__ writes re-checked entry by entry and kept
+  // Instance __dict__s recording built (a fresh module keeps its attributes
+  // inline, with no version to check), and their bytes: the modules own them.
+  std::uint64_t dicts_built = 0;
+  std::uint64_t dict_bytes = 0;
 };
 CacheCounters& cache_counters() noexcept;
 

@@ -1093,9 +1093,20 @@ bool Walker::record_enter(PyObject* module) {
       !module_class_info(type).plain_attributes) {
     return false;
   }
-  PyObject** dict = _PyObject_GetDictPtr(module);
+  bool inline_attributes = has_inline_attributes(module);
+  PyObject** dict = _PyObject_GetDictPtr(module);  // builds the __dict__ of inline attributes
   if (dict == nullptr || *dict == nullptr || !PyDict_CheckExact(*dict)) {
     return false;
+  }
+  if (inline_attributes) {
+    CacheCounters& counters = cache_counters();
+    ++counters.dicts_built;
+    std::size_t size = _PySys_GetSizeOf(*dict);
+    if (size == static_cast<std::size_t>(-1)) {
+      PyErr_Clear();
+    } else {
+      counters.dict_bytes += size;
+    }
   }
   Py_ssize_t dict_offset = reinterpret_cast<char*>(dict) - reinterpret_cast<char*>(module);
   if (dict_offset != type_dict_offset(type)) {

@@ -26,6 +26,11 @@ class CacheInfo(NamedTuple):
     records: int  # records held (one per root and kind of walk)
     bytes: int  # what those records take
     enabled: bool  # False with PYPARAMS_CACHE=0 or on a Python without dict versions
+    # Instance __dict__s that recording built, and their bytes. CPython 3.11 keeps a
+    # fresh object's attributes inline, without a dict version to check; the dicts
+    # belong to the modules (and go with them), not to the cache.
+    dicts_built: int
+    dict_bytes: int
 
 
 def cache_info() -> CacheInfo:

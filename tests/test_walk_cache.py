@@ -177,6 +177,24 @@ MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
 )
 
 
+def test_recording_counts_the_instance_dicts_it_builds() -> None:
+    # nn.Identity sets no attribute through __dict__: CPython keeps its attributes
+    # inline until something asks for the dict, as recording must (dict versions).
+    net = nn.ModuleList(nn.Identity() for _ in range(10))
+    pyparams.cache_clear()
+    list(pyparams.parameters(net))  # the first walk builds none
+    assert pyparams.cache_info().dicts_built == 0
+    list(pyparams.parameters(net))  # the second records
+    info = pyparams.cache_info()
+    assert info.dicts_built >= 10
+    assert info.dict_bytes >= info.dicts_built * sys.getsizeof({})
+    assert all(vars(module) is not None for module in net)
+    list(pyparams.parameters(net))
+    assert pyparams.cache_info()[-2:] == info[-2:]  # replays build nothing
+    pyparams.cache_clear()
+    assert pyparams.cache_info()[-2:] == (0, 0)
+
+
 def test_length_hint_is_what_the_recorded_walk_yielded() -> None:
     # list() sizes its result from it; torch's generators give none (the default).
     import operator
