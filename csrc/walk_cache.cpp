@@ -30,7 +30,10 @@ struct WalkedRoot {
   PyObject* root = nullptr;
   std::size_t modules = SIZE_MAX;
 };
-std::array<WalkedRoot, 64> g_walked{};
+// 4096 slots (64 KiB) in sets of 8: a model's thousands of leaves, each walked
+// by ZeRO-3 every step, get their records instead of evicting one another.
+constexpr std::size_t kWalkedWays = 8;
+std::array<WalkedRoot, 4096> g_walked{};
 
 // The weakref callback: `self` holds the root's address.
 PyObject* forget_root(PyObject* self, PyObject* weakref) {
@@ -152,19 +155,43 @@ void drop_record(PyObject* root, int slot, const WalkRecord* record) noexcept {
   }
 }
 
-bool walked_before(PyObject* root, std::size_t max_modules) noexcept {
-  WalkedRoot& slot = g_walked[(reinterpret_cast<std::uintptr_t>(root) >> 4) % g_walked.size()];
-  if (slot.root == root) {
-    return slot.modules <= max_modules;
+// `root`'s set of kWalkedWays slots: a Fibonacci hash of its address (objects
+// of one size share their low address bits: the 32 layers of an MoE fell into
+// 14 of 64 slots by address alone, and kept evicting each other).
+WalkedRoot* walked_set(PyObject* root) noexcept {
+  constexpr std::uint64_t kGoldenRatio = 0x9E3779B97F4A7C15ull;
+  std::uint64_t hash =
+      static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(root)) * kGoldenRatio;
+  std::size_t sets = g_walked.size() / kWalkedWays;
+  return &g_walked[((hash >> 32) % sets) * kWalkedWays];
+}
+
+WalkedRoot* find_walked(PyObject* root) noexcept {
+  WalkedRoot* set = walked_set(root);
+  for (std::size_t way = 0; way < kWalkedWays; ++way) {
+    if (set[way].root == root) {
+      return &set[way];
+    }
   }
-  slot = WalkedRoot{root, SIZE_MAX};  // size unknown until a walk of it completes
+  return nullptr;
+}
+
+bool walked_before(PyObject* root, std::size_t max_modules) noexcept {
+  if (WalkedRoot* slot = find_walked(root)) {
+    return slot->modules <= max_modules;
+  }
+  // The set's oldest entry makes room: entries move up a way, the new one is last.
+  WalkedRoot* set = walked_set(root);
+  for (std::size_t way = 0; way + 1 < kWalkedWays; ++way) {
+    set[way] = set[way + 1];
+  }
+  set[kWalkedWays - 1] = WalkedRoot{root, SIZE_MAX};  // size unknown until a walk completes
   return false;
 }
 
 void note_walk_size(PyObject* root, std::size_t modules) noexcept {
-  WalkedRoot& slot = g_walked[(reinterpret_cast<std::uintptr_t>(root) >> 4) % g_walked.size()];
-  if (slot.root == root) {
-    slot.modules = modules;
+  if (WalkedRoot* slot = find_walked(root)) {
+    slot->modules = modules;
   }
 }
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from torch import Tensor, nn
-from torch.compiler import is_compiling as _is_compiling
+from torch.compiler import is_dynamo_compiling as _is_compiling
 
 from pyparams._extension import _C
 

@@ -195,6 +195,20 @@ def test_recording_counts_the_instance_dicts_it_builds() -> None:
     assert pyparams.cache_info()[-2:] == (0, 0)
 
 
+def test_many_roots_walked_in_turn_each_get_their_record() -> None:
+    # ZeRO-3 walks every leaf module (thousands) once a step, in turn: each one's
+    # second walk must record, whatever the addresses the allocator gave them.
+    leaves = [nn.Linear(2, 2) for _ in range(300)]
+    pyparams.cache_clear()
+    for _ in range(2):
+        for leaf in leaves:
+            list(pyparams.named_parameters(leaf))
+    assert pyparams.cache_info().records == len(leaves)
+    for leaf in leaves:
+        assert same_items(list(pyparams.named_parameters(leaf)), list(leaf.named_parameters()))
+    assert pyparams.cache_info().hits == len(leaves)
+
+
 def test_length_hint_is_what_the_recorded_walk_yielded() -> None:
     # list() sizes its result from it; torch's generators give none (the default).
     import operator
