@@ -79,12 +79,14 @@ def test_quick_run_writes_every_file(quick_run: tuple[int, str, Path]) -> None:
     for name in ("speedup.png", "scaling.png", "memory.png"):
         assert f"]({name})" in report
     assert "## Claims" in report and "| model | device |" in report
+    assert ("walk cache was off" in report) is not pyparams.cache_info().enabled
 
 
 def test_json_has_machine_and_every_raw_sample(quick_json: dict) -> None:  # type: ignore[type-arg]
     machine = quick_json["machine"]
     for key in ("platform", "cpu_count", "python", "torch", "cuda_device", "pyparams"):
         assert key in machine
+    assert machine["pyparams_cache_enabled"] is pyparams.cache_info().enabled
     assert [c["model"] for c in quick_json["cases"]] == [e.name for e in preset_entries("quick")]
     for case in quick_json["cases"]:
         assert {split(key)[0] for key in case["contenders"]} == set(CONTENDERS)

@@ -357,7 +357,10 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
         "default: untimed walks before each sample, then replays of the unchanged model) and "
         "invalidated (before every timed call, untimed walks, then every module's `__dict__` "
         "written, as `model.train()` does); the set-up is never timed. Torch and the floor "
-        "have no state.",
+        "have no state."
+        + ("" if m.get("pyparams_cache_enabled", True) else
+           " **The walk cache was off in this run** (PYPARAMS_CACHE=0, or a Python without "
+           "dict versions): every walk was live, so the three states time the same walk."),
         "",
         "## Summary",
         "",
