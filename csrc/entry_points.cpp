@@ -3,6 +3,7 @@
 #include <cstddef>
 
 #include "collect.h"
+#include "dispatch.h"
 #include "iterator.h"
 #include "walker.h"
 
@@ -84,11 +85,11 @@ bool to_kind(PyObject* value, Kind& kind) {
   return true;
 }
 
-bool is_name(PyObject* value, const char* name) {
-  return PyUnicode_CompareWithASCIIString(value, name) == 0;
-}
+PyObject* g_children_name = nullptr;  // "children", interned
 
-// The method of torch's dispatch chain a walk starts at (see walker.h).
+// The method of torch's dispatch chain a walk starts at (see walker.h). The
+// names come as literals from the patch, so interned: compared by pointer
+// first, by value only when none is the same object.
 bool to_dispatch(Kind kind, bool named, PyObject* value, Dispatch& dispatch) {
   if (value == nullptr || value == Py_None) {
     dispatch = !named           ? Dispatch::Public
@@ -96,33 +97,39 @@ bool to_dispatch(Kind kind, bool named, PyObject* value, Dispatch& dispatch) {
                                 : Dispatch::Named;
     return true;
   }
-  bool members = kind != Kind::Modules;
-  if (PyUnicode_Check(value)) {
-    const char* public_name = kind == Kind::Parameters ? "parameters"
-        : kind == Kind::Buffers                        ? "buffers"
-                                                       : "modules";
-    if (is_name(value, public_name)) {
-      dispatch = Dispatch::Public;
-      return true;
-    }
-    if (members &&
-        is_name(value, kind == Kind::Parameters ? "named_parameters" : "named_buffers")) {
-      dispatch = Dispatch::Named;
-      return true;
-    }
-    if (members && is_name(value, "_named_members")) {
-      dispatch = Dispatch::NamedMembers;
-      return true;
-    }
-    if (is_name(value, "named_modules")) {
-      dispatch = Dispatch::NamedModules;
-      return true;
-    }
-    if (is_name(value, "children")) {
-      dispatch = Dispatch::Children;
+  struct Candidate {
+    PyObject* name;
+    Dispatch level;
+  };
+  Candidate candidates[5];
+  std::size_t count = 0;
+  if (kind == Kind::Modules) {
+    candidates[count++] = {method_name(Method::Modules), Dispatch::Public};
+  } else {
+    bool parameters = kind == Kind::Parameters;
+    candidates[count++] = {method_name(parameters ? Method::Parameters : Method::Buffers),
+                           Dispatch::Public};
+    candidates[count++] = {method_name(parameters ? Method::NamedParameters : Method::NamedBuffers),
+                           Dispatch::Named};
+    candidates[count++] = {method_name(Method::NamedMembers), Dispatch::NamedMembers};
+  }
+  candidates[count++] = {method_name(Method::NamedModules), Dispatch::NamedModules};
+  candidates[count++] = {g_children_name, Dispatch::Children};
+  for (std::size_t i = 0; i < count; ++i) {
+    if (value == candidates[i].name) {
+      dispatch = candidates[i].level;
       return true;
     }
   }
+  if (PyUnicode_Check(value)) {
+    for (std::size_t i = 0; i < count; ++i) {
+      if (PyUnicode_Compare(value, candidates[i].name) == 0) {
+        dispatch = candidates[i].level;
+        return true;
+      }
+    }
+  }
+  PyErr_Clear();
   PyErr_Format(PyExc_ValueError,
                "dispatch %R is not a method on torch's dispatch chain for this kind of walk",
                value);
@@ -204,6 +211,10 @@ bool add_entry_points(PyObject* module) {
     }
   }
   g_empty_prefix = PyUnicode_InternFromString("");
+  g_children_name = PyUnicode_InternFromString("children");
+  if (g_children_name == nullptr) {
+    return false;
+  }
   return g_empty_prefix != nullptr && PyModule_AddFunctions(module, entry_points) == 0;
 }
 
