@@ -1025,7 +1025,9 @@ int Walker::replay_start_members(std::uint32_t index, PyObject* name, bool check
     go_live();
     return start_members(held_module.get(), held_name.get(), false) ? 2 : -1;
   }
-  replay_members_dict_ = OwnedRef::borrow(module.members);
+  if (module.member_count != 0) {
+    replay_members_dict_ = OwnedRef::borrow(module.members);  // read again in later steps
+  }
   members_checked_step_ = step_;
   members_record_ = index;
   members_read_ = 0;
