@@ -212,10 +212,8 @@ bool add_entry_points(PyObject* module) {
   }
   g_empty_prefix = PyUnicode_InternFromString("");
   g_children_name = PyUnicode_InternFromString("children");
-  if (g_children_name == nullptr) {
-    return false;
-  }
-  return g_empty_prefix != nullptr && PyModule_AddFunctions(module, entry_points) == 0;
+  return g_empty_prefix != nullptr && g_children_name != nullptr &&
+      PyModule_AddFunctions(module, entry_points) == 0;
 }
 
 }  // namespace pyparams

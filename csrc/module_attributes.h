@@ -17,14 +17,28 @@ namespace pyparams {
 // __dict__ by the fast path (what the walk cache can prove by dict versions).
 PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict = nullptr);
 
+// Where instances of `type` keep their __dict__ pointer, in bytes from the
+// object; 0 for a layout not known here (a negative tp_dictoffset, or a
+// managed dict outside CPython 3.11, whose slot is laid out differently).
+inline Py_ssize_t instance_dict_offset(PyTypeObject* type) {
+#if PY_VERSION_HEX >= 0x030B0000  // managed dicts: 3.11 on
+  if (PyType_HasFeature(type, Py_TPFLAGS_MANAGED_DICT)) {
+    return PY_VERSION_HEX < 0x030C0000 ? -3 * static_cast<Py_ssize_t>(sizeof(PyObject*)) : 0;
+  }
+#endif
+  return type->tp_dictoffset > 0 ? type->tp_dictoffset : 0;
+}
+
 // True when `object` keeps its attributes inline, with no __dict__ made yet
 // (CPython 3.11's managed dicts; false elsewhere). _PyObject_GetDictPtr would
 // build that dict, about 64 bytes an object that torch's walk never spends:
 // such objects are read with the generic lookup instead.
 inline bool has_inline_attributes(PyObject* object) {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
-  return PyType_HasFeature(Py_TYPE(object), Py_TPFLAGS_MANAGED_DICT) &&
-      reinterpret_cast<PyObject**>(object)[-3] == nullptr;
+#if PY_VERSION_HEX >= 0x030B0000
+  PyTypeObject* type = Py_TYPE(object);
+  Py_ssize_t offset = instance_dict_offset(type);
+  return PyType_HasFeature(type, Py_TPFLAGS_MANAGED_DICT) && offset != 0 &&
+      *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(object) + offset) == nullptr;
 #else
   (void)object;
   return false;

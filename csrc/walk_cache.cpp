@@ -166,8 +166,7 @@ WalkedRoot* walked_set(PyObject* root) noexcept {
   return &g_walked[((hash >> 32) % sets) * kWalkedWays];
 }
 
-WalkedRoot* find_walked(PyObject* root) noexcept {
-  WalkedRoot* set = walked_set(root);
+WalkedRoot* find_walked(WalkedRoot* set, PyObject* root) noexcept {
   for (std::size_t way = 0; way < kWalkedWays; ++way) {
     if (set[way].root == root) {
       return &set[way];
@@ -177,11 +176,11 @@ WalkedRoot* find_walked(PyObject* root) noexcept {
 }
 
 bool walked_before(PyObject* root, std::size_t max_modules) noexcept {
-  if (WalkedRoot* slot = find_walked(root)) {
+  WalkedRoot* set = walked_set(root);
+  if (WalkedRoot* slot = find_walked(set, root)) {
     return slot->modules <= max_modules;
   }
   // The set's oldest entry makes room: entries move up a way, the new one is last.
-  WalkedRoot* set = walked_set(root);
   for (std::size_t way = 0; way + 1 < kWalkedWays; ++way) {
     set[way] = set[way + 1];
   }
@@ -190,7 +189,7 @@ bool walked_before(PyObject* root, std::size_t max_modules) noexcept {
 }
 
 void note_walk_size(PyObject* root, std::size_t modules) noexcept {
-  if (WalkedRoot* slot = find_walked(root)) {
+  if (WalkedRoot* slot = find_walked(walked_set(root), root)) {
     slot->modules = modules;
   }
 }

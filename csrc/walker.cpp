@@ -19,17 +19,6 @@ constexpr std::size_t kMaxRecordedModules = std::size_t{1} << 17;
 constexpr std::size_t kMaxRecordedEntries = std::size_t{1} << 19;
 constexpr Py_ssize_t kMaxCachedNameLength = 200;
 
-// Where instances of `type` keep their __dict__ pointer, in bytes from the
-// object; 0 for a layout the replay does not check (a negative tp_dictoffset).
-Py_ssize_t type_dict_offset(PyTypeObject* type) {
-#if PY_VERSION_HEX >= 0x030B0000
-  if (PyType_HasFeature(type, Py_TPFLAGS_MANAGED_DICT)) {
-    return -3 * static_cast<Py_ssize_t>(sizeof(PyObject*));  // CPython 3.11's managed dict slot
-  }
-#endif
-  return type->tp_dictoffset > 0 ? type->tp_dictoffset : 0;
-}
-
 // torch builds every name, even for unnamed walks, so a key that is no str
 // fails there with TypeError; so it does here. True when `key` is fine.
 bool check_key(PyObject* key, const char* mapping) {
@@ -206,40 +195,28 @@ PyObject* Walker::next() {
     return nullptr;
   }
   try {
-    // A warm walk's steps: the replay first, everything else once it left.
-    if (replay_ && root_done_) [[likely]] {
+    // The first step readies the walk (the root's overrides, then the cache);
+    // a warm walk's later steps go straight to the replay.
+    if (!root_done_) {
+      if (!root_dispatched_) {
+        root_dispatched_ = true;
+        if (!dispatch_root(/*mirrored_only=*/false)) {
+          return fail();
+        }
+      }
+      if (delegated_ != Delegated::None) [[unlikely]] {
+        return next_delegated();
+      }
+      // (An overriding named_modules at the root has entered it already.)
+      if (!root_done_ && !begin_cached_walk()) {
+        return fail();
+      }
+    }
+    if (replay_) [[likely]] {
       PyObject* item = nullptr;
       ++step_;
       int replayed = replay_next(item);
       if (replayed == 1) [[likely]] {
-        return item;
-      }
-      if (replayed == 0) {
-        clear();
-        return nullptr;
-      }
-      if (replayed < 0) {
-        return fail();
-      }
-      // 2: the record could not vouch for the next read; the live walk goes on.
-    }
-    if (!root_dispatched_) {
-      root_dispatched_ = true;
-      if (!dispatch_root(/*mirrored_only=*/false)) {
-        return fail();
-      }
-    }
-    if (delegated_ != Delegated::None) [[unlikely]] {
-      return next_delegated();
-    }
-    if (!root_done_ && !begin_cached_walk()) {
-      return fail();
-    }
-    if (replay_) {
-      PyObject* item = nullptr;
-      ++step_;
-      int replayed = replay_next(item);
-      if (replayed == 1) {
         return item;
       }
       if (replayed == 0) {
@@ -824,7 +801,7 @@ void Walker::unpin_all() noexcept {
   RawVector<std::uintptr_t> dropped;
   dropped.swap(pins_);  // a __del__ run by a release must find no pins left
   for (std::uintptr_t pinned : dropped) {
-    Py_DECREF(reinterpret_cast<PyObject*>(pinned & ~std::uintptr_t{1}));
+    Py_DECREF(pinned_object(pinned));
   }
 }
 
@@ -1074,8 +1051,7 @@ int Walker::go_live() noexcept {
   }
   if (options_.remove_duplicate) {
     for (std::uintptr_t pinned : pins_) {
-      auto* object = reinterpret_cast<PyObject*>(pinned & ~std::uintptr_t{1});
-      (pinned & 1 ? seen_modules_ : seen_members_).insert(object);
+      (pinned_module(pinned) ? seen_modules_ : seen_members_).insert(pinned_object(pinned));
     }
   }
   unpin_all();
@@ -1111,7 +1087,7 @@ bool Walker::record_enter(PyObject* module) {
     }
   }
   Py_ssize_t dict_offset = reinterpret_cast<char*>(dict) - reinterpret_cast<char*>(module);
-  if (dict_offset != type_dict_offset(type)) {
+  if (dict_offset != instance_dict_offset(type)) {
     return false;  // a layout the replay's one-load check does not know
   }
   ModuleRecord record;
@@ -1328,7 +1304,7 @@ int Walker::traverse(visitproc visit, void* arg) const {
   Py_VISIT(memo_.get());
   Py_VISIT(replay_members_dict_.get());
   for (std::uintptr_t pinned : pins_) {
-    Py_VISIT(reinterpret_cast<PyObject*>(pinned & ~std::uintptr_t{1}));
+    Py_VISIT(pinned_object(pinned));
   }
   for (const ReplayFrame& frame : replay_path_) {
     Py_VISIT(frame.label.get());

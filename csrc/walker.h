@@ -130,6 +130,10 @@ class Walker {
     Py_INCREF(object);
     pins_.push_back(reinterpret_cast<std::uintptr_t>(object) | (module ? 1 : 0));
   }
+  static PyObject* pinned_object(std::uintptr_t pinned) {
+    return reinterpret_cast<PyObject*>(pinned & ~std::uintptr_t{1});
+  }
+  static bool pinned_module(std::uintptr_t pinned) { return (pinned & 1) != 0; }
   void unpin_all() noexcept;
   bool record_enter(PyObject* module);
   void record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children);
