@@ -214,6 +214,11 @@ def _zero3_leaves(model: Model) -> list[nn.Module]:
     return cached
 
 
+def _names_and_ids(lists: list[list[tuple[str, nn.Parameter]]]) -> list[list[tuple[str, int]]]:
+    # What the ZeRO-3 patterns are compared by: each walk's names and parameter identities.
+    return [[(n, id(p)) for n, p in items] for items in lists]
+
+
 def _zero3(model: Model) -> list[list[tuple[str, nn.Parameter]]]:
     # ZeRO-3 fetches a module's parameters with named_parameters(recurse=True) before
     # each leaf module runs, every step.
@@ -322,14 +327,14 @@ CONSUMERS: dict[str, Consumer] = {
             "named_parameters(recurse=True) of every leaf module (ZeRO-3)",
             _zero3,
             target=10.0,
-            check=lambda lists: [[(n, id(p)) for n, p in items] for items in lists],
+            check=_names_and_ids,
         ),
         Consumer(
             "zero3_blocks",
             "named_parameters(recurse=True) of every ZeRO-3 leaf module: MoE layer (GPT-2: block)",
             _zero3_blocks,
             target=10.0,
-            check=lambda lists: [[(n, id(p)) for n, p in items] for items in lists],
+            check=_names_and_ids,
         ),
         Consumer(
             "functional_call",
