@@ -97,6 +97,7 @@ std::size_t WalkRecord::bytes() const noexcept {
   }
   return sizeof(WalkRecord) + modules.capacity() * sizeof(ModuleRecord) +
       (members.capacity() + children.capacity()) * sizeof(EntryRecord) +
+      program.capacity() * sizeof(ReplayOp) +
       (module_names.capacity() + member_names.capacity()) * sizeof(PyObject*) + names;
 }
 

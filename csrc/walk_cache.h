@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pymem_allocator.h"
+#include "replay_op.h"
 
 // Dict versions: PEP 509's ma_version_tag, maintained on every write up to
 // CPython 3.11 (3.12 deprecates it and later versions drop it). Elsewhere the
@@ -80,6 +81,11 @@ struct WalkRecord {
   std::uint64_t epoch = 0;  // the dispatch epoch the walk ran under
   std::uint32_t depth = 0;  // the deepest stack the walk had (frames reserved by replays)
   std::uint32_t items = 0;  // what the walk yielded (unfiltered): a replay's length hint
+
+  // What a replay runs, compiled on the first replay (replay_program.h), and
+  // the most references it pins (reserved at its start).
+  RawVector<ReplayOp> program;
+  std::size_t program_pins = 0;
 
   // Names built by named replays under `names_prefix`, one per module and
   // per member entry (null until built): str objects of pyparams' own, held

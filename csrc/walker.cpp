@@ -7,13 +7,15 @@
 #include "dispatch.h"
 #include "module_attributes.h"
 #include "python_names.h"
+#include "replay_program.h"
 #include "script_module.h"
 #include "tensor_flags.h"
 
 namespace pyparams {
 namespace {
 
-// The largest walks recorded (about 90 bytes a module and 32 an entry): a
+// The largest walks recorded (about 90 bytes a module, 32 an entry, and 12
+// an op of the replay's program, about 3 ops a module): a
 // bigger tree is walked live, its record would cost more memory than it saves time.
 constexpr std::size_t kMaxRecordedModules = std::size_t{1} << 17;
 constexpr std::size_t kMaxRecordedEntries = std::size_t{1} << 19;
@@ -190,13 +192,13 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
   return true;
 }
 
-PyObject* Walker::next() {
+// The first step of a walk, and every step of a live one.
+PyObject* Walker::next_unreplayed() {
   if (finished_) {
     return nullptr;
   }
   try {
-    // The first step readies the walk (the root's overrides, then the cache);
-    // a warm walk's later steps go straight to the replay.
+    // The first step readies the walk (the root's overrides, then the cache).
     if (!root_done_) {
       if (!root_dispatched_) {
         root_dispatched_ = true;
@@ -211,22 +213,9 @@ PyObject* Walker::next() {
       if (!root_done_ && !begin_cached_walk()) {
         return fail();
       }
-    }
-    if (replay_) [[likely]] {
-      PyObject* item = nullptr;
-      ++step_;
-      int replayed = replay_next(item);
-      if (replayed == 1) [[likely]] {
-        return item;
+      if (replay_) {
+        return next();
       }
-      if (replayed == 0) {
-        clear();
-        return nullptr;
-      }
-      if (replayed < 0) {
-        return fail();
-      }
-      // 2: the record could not vouch for the next read; the live walk goes on.
     }
     for (;;) {
       if (members_active_) {
@@ -720,39 +709,23 @@ PyObject* Walker::next_delegated() {
   }
 }
 
-// Whether `module` still reads as recorded: the same class at the same
-// version (so the same attribute lookup, no new override) and the same
-// instance __dict__ at the same version. A __dict__ written for another reason
-// (model.train() writes `training` everywhere) is re-checked entry by entry:
-// the member dicts it maps and no `named_modules` attribute, then kept.
-bool Walker::replay_module_unchanged(std::uint32_t index, PyObject* module) {
-  ModuleRecord& record = replay_->modules[index];
-  PyTypeObject* type = Py_TYPE(module);
-  if (record.module != module || type != record.type ||
-      !PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) ||
-      type->tp_version_tag != record.type_version) {
-    return false;
-  }
-  // The same type, so the same place for the __dict__ pointer (a managed dict
-  // not materialized reads as null there: not the recorded dict).
-  if (*reinterpret_cast<PyObject**>(reinterpret_cast<char*>(module) + record.dict_offset) !=
-      record.dict) {
-    return false;
-  }
-  if (dict_version(record.dict) == record.dict_version) [[likely]] {
-    return true;
-  }
+// A module whose __dict__ was written for another reason (model.train()
+// writes `training` everywhere) is re-checked entry by entry: the member dicts
+// it maps and no `named_modules` attribute. Then the new version is kept.
+bool Walker::revalidate(ModuleRecord& recorded) {
+  PyObject* dict = recorded.dict;
   PyObject* members_name = member_attribute(options_.kind);
-  if ((record.members != nullptr &&
-       PyDict_GetItemWithError(record.dict, members_name) != record.members) ||
-      (record.children != nullptr &&
-       PyDict_GetItemWithError(record.dict, names().modules) != record.children) ||
-      PyDict_GetItemWithError(record.dict, method_name(Method::NamedModules)) != nullptr ||
+  if ((recorded.members != nullptr &&
+       PyDict_GetItemWithError(dict, members_name) != recorded.members) ||
+      (recorded.children != nullptr &&
+       PyDict_GetItemWithError(dict, names().modules) != recorded.children) ||
+      PyDict_GetItemWithError(dict, method_name(Method::NamedModules)) != nullptr ||
       PyErr_Occurred()) {
     PyErr_Clear();  // a lookup that fails proves nothing: the live walk will raise it
     return false;
   }
-  record.dict_version = dict_version(record.dict);
+  // The record is shared by every walk of this root; the new version holds for all.
+  recorded.dict_version = dict_version(dict);
   ++cache_counters().revalidations;
   return true;
 }
@@ -765,16 +738,26 @@ bool Walker::begin_cached_walk() {
   }
   replay_ = find_record(root_.get(), record_slot_);
   if (replay_) {
-    ++cache_counters().hits;
-    next_record_ = 1;
     try {
-      if (options_.remove_duplicate) {
-        pins_.reserve(replay_->modules.size() + replay_->members.size());
+      WalkRecord& record = *replay_;
+      if (record.program.empty()) {
+        build_replay_program(record, options_.kind != Kind::Modules, options_.recurse);
       }
-      replay_path_.reserve(replay_->depth);
+      if (!pins_.reserve(record.program_pins)) {
+        throw std::bad_alloc();
+      }
+      if (options_.named) {
+        replay_names_.reserve(record.depth + 1);
+        names_cached_ = record.use_names(root_name_.get());
+        replay_names_.push_back(OwnedRef::borrow(root_name_.get()).release());
+      }
     } catch (const std::bad_alloc&) {
       replay_.reset();  // no replay, no harm: walk live
+      return true;
     }
+    ++cache_counters().hits;
+    root_done_ = true;  // the program enters the root; a walk going live goes on below it
+    replay_op_ = 0;
     return true;
   }
   ++cache_counters().misses;
@@ -794,179 +777,181 @@ bool Walker::begin_cached_walk() {
   return true;
 }
 
-// With remove_duplicate, pin() keeps strong references to what the replay
-// entered and yielded, as the live walk's dedup sets hold them (and become
-// on going live).
 void Walker::unpin_all() noexcept {
-  RawVector<std::uintptr_t> dropped;
-  dropped.swap(pins_);  // a __del__ run by a release must find no pins left
-  for (std::uintptr_t pinned : dropped) {
-    Py_DECREF(pinned_object(pinned));
+  pins_.release_all();
+  RawVector<PyObject*> names;
+  names.swap(replay_names_);
+  for (PyObject* name : names) {
+    Py_DECREF(name);
   }
 }
 
-// One step of the replay: 1 with `item` set, 0 at the end, -1 with an error
-// set, 2 when a read differs from the record (the walk is now live, at
-// exactly that point). Every read the live walk would make is checked at the
-// moment it would make it; nothing else is read.
+// One step of the replay: runs the record's program up to its next yield. 1
+// with `item` set, 0 at the end, -1 with an error set, 2 when a check failed
+// (the walk is now live, at exactly that point). Every read the live walk
+// would make is checked at the moment it would make it; nothing else is read.
 int Walker::replay_next(PyObject*& item) {
-  WalkRecord& record = *replay_;
-  bool members_kind = options_.kind != Kind::Modules;
-  if (!root_done_) {
-    root_done_ = true;
-    last_entered_ = 0;
-    names_cached_ = options_.named && record.use_names(root_name_.get());
-    if (options_.remove_duplicate) {
-      pin(root_.get(), true);
-    }
-    if (options_.recurse) {
-      push_replay_frame(0, OwnedRef::borrow(options_.named ? root_name_.get() : nullptr),
-                        root_.get());
-    }
-    if (!members_kind) {
-      item = options_.named ? make_item(root_name_.get(), root_.get())
-                            : OwnedRef::borrow(root_.get()).release();
-      return item != nullptr ? 1 : -1;
-    }
-    int started = replay_start_members(0, options_.named ? root_name_.get() : nullptr, false);
-    if (started != 1) {
-      return started;
-    }
+  if (!poll_signals()) {  // before the step's first check: handlers may change the tree
+    return -1;
   }
-  for (;;) {
-    if (!poll_signals()) {
-      return -1;
-    }
-    if (members_active_) {
-      const ModuleRecord& module = record.modules[members_record_];
-      if (members_checked_step_ != step_) {
-        if (dict_version(module.members) != module.members_version) [[unlikely]] {
-          return go_live();
+  WalkRecord& record = *replay_;
+  const bool remove_duplicate = options_.remove_duplicate;
+  const ReplayOp* const program = record.program.data();
+  for (const ReplayOp* op = program + replay_op_;; ++op) {
+    std::uint32_t part = 0;   // which part of a fused op failed
+    std::uint32_t entry = 0;  // the member entry a yield yields
+    auto kind = static_cast<ReplayOpKind>(op->kind);
+    switch (kind) {
+      case ReplayOpKind::PinRoot:
+        if (remove_duplicate) {
+          pins_.pin(root_.get(), PinBuffer::kModule);
         }
-        members_checked_step_ = step_;
-      }
-      if (members_read_ == module.member_count) {
-        members_active_ = false;
-        members_name_.reset();
-        replay_members_dict_.reset();
         continue;
-      }
-      const EntryRecord& entry = record.members[module.first_member + members_read_++];
-      if (entry.module_index == 0) {
-        continue;  // None, or a duplicate
-      }
-      OwnedRef value = OwnedRef::borrow(entry.value);
-      if (options_.remove_duplicate) {
-        pin(entry.value, false);
-      }
-      if (options_.trainable_only) {
-        int trainable = requires_grad(value.get());
-        if (trainable <= 0) {
-          if (trainable < 0) {
-            return -1;
-          }
+      case ReplayOpKind::CheckModule:
+        if (replay_module_unchanged(record, op->index)) [[likely]] {
           continue;
         }
+        break;
+      case ReplayOpKind::Enter:
+      case ReplayOpKind::EnterMembers:
+      case ReplayOpKind::EnterMembersYield:
+        if (!replay_module_unchanged(record, op->index)) [[unlikely]] {
+          break;
+        }
+        pins_.pin(record.modules[op->index].module, PinBuffer::kModule);
+        if (options_.named && !push_replayed_name(record, *op)) {
+          return -1;
+        }
+        if (kind == ReplayOpKind::Enter) {
+          continue;
+        }
+        part = 1;
+        if (!replay_members_unchanged(record, op->index, op->hold)) [[unlikely]] {
+          break;
+        }
+        if (kind == ReplayOpKind::EnterMembers) {
+          continue;
+        }
+        entry = record.modules[op->index].first_member;
+        goto yield_entry;
+      case ReplayOpKind::Members:
+        if (replay_members_unchanged(record, op->index, op->hold)) [[likely]] {
+          continue;
+        }
+        break;
+      case ReplayOpKind::Children:
+        if (replay_children_unchanged(record, op->index, op->hold)) [[likely]] {
+          continue;
+        }
+        break;
+      case ReplayOpKind::MembersModuleChildren:
+      case ReplayOpKind::ModuleChildren:
+        if (kind == ReplayOpKind::MembersModuleChildren) {
+          if (!replay_members_unchanged(record, op->index, false)) [[unlikely]] {
+            break;
+          }
+          part = 1;
+        }
+        if (!replay_module_unchanged(record, op->index)) [[unlikely]] {
+          break;
+        }
+        ++part;
+        if (replay_children_unchanged(record, op->index, op->hold)) [[likely]] {
+          continue;
+        }
+        break;
+      case ReplayOpKind::Yield:
+      case ReplayOpKind::MembersYield: {
+        entry = op->index;
+        if (kind == ReplayOpKind::MembersYield) {
+          if (!replay_members_unchanged(record, op->index, false)) [[unlikely]] {
+            break;
+          }
+          entry = op->entry;
+        }
+      yield_entry:
+        replay_op_ = static_cast<std::size_t>(op + 1 - program);
+        PyObject* value = record.members[entry].value;
+        if (remove_duplicate) {
+          pins_.pin(value, PinBuffer::kMember);
+        }
+        if (!options_.trainable_only && !options_.named) [[likely]] {
+          Py_INCREF(value);
+          item = value;
+          return 1;
+        }
+        int yielded = replay_yield(record, entry, item);
+        if (yielded == 0) {
+          continue;  // filtered out; the next op was compiled as a new step: it checks again
+        }
+        return yielded;
       }
-      if (!options_.named) {
-        item = value.release();
-        return 1;
+      case ReplayOpKind::YieldModule: {
+        PyObject* module = record.modules[op->index].module;
+        replay_op_ = static_cast<std::size_t>(op + 1 - program);
+        item = options_.named ? make_item(replay_names_.back(), module)
+                              : OwnedRef::borrow(module).release();
+        return item != nullptr ? 1 : -1;
       }
-      OwnedRef name = replayed_name(record.member_names, module.first_member + members_read_ - 1,
-                                    members_name_.get(), entry.key);
-      item = name ? make_item(name.get(), value.get()) : nullptr;
-      return item != nullptr ? 1 : -1;
-    }
-    if (replay_path_.empty()) {
-      return 0;
-    }
-    ReplayFrame& top = replay_path_.back();
-    const ModuleRecord& module = record.modules[top.record];
-    if (!top.started) {
-      // Reads `_modules`: the module is checked again unless this step did.
-      if (module.children == nullptr ||
-          (top.checked_step != step_ && !replay_module_unchanged(top.record, module.module)) ||
-          dict_version(module.children) != module.children_version) {
-        return go_live();
+      case ReplayOpKind::Duplicate: {
+        // A duplicate when recorded: still one unless its class (or instance)
+        // now brings a named_modules override, which the live walk would call.
+        PyObject* child = record.children[op->index].value;
+        if (!remove_duplicate || !is_module(child)) {
+          break;
+        }
+        OwnedRef override = OwnedRef::steal(override_for(child, Method::NamedModules));
+        if (override || PyErr_Occurred()) {
+          PyErr_Clear();
+          break;
+        }
+        continue;
       }
-      if (module.child_count != 0) {
-        top.children = OwnedRef::borrow(module.children);  // read again in later steps
-      }
-      top.started = true;
-    } else if (dict_version(module.children) != module.children_version) [[unlikely]] {
-      return go_live();
+      case ReplayOpKind::Live:
+        break;
+      case ReplayOpKind::End:
+        return 0;
     }
-    if (top.read == module.child_count) {
-      replay_path_.pop_back();
-      continue;
-    }
-    const EntryRecord& entry = record.children[module.first_child + top.read];
-    PyObject* child = entry.value;
-    if (child == Py_None) {
-      ++top.read;
-      continue;
-    }
-    if (entry.module_index < 0) {
-      // A duplicate when recorded: still one unless its class (or instance)
-      // now brings a named_modules override, which the live walk would call.
-      if (!options_.remove_duplicate || !is_module(child)) {
-        return go_live();
-      }
-      OwnedRef override = OwnedRef::steal(override_for(child, Method::NamedModules));
-      if (override || PyErr_Occurred()) {
-        PyErr_Clear();
-        return go_live();
-      }
-      ++top.read;
-      continue;
-    }
-    auto index = static_cast<std::uint32_t>(entry.module_index);
-    // Same class at the same version and an unchanged __dict__: is_module,
-    // no override and the attribute reads all answer as recorded.
-    if (index != next_record_ || !replay_module_unchanged(index, child)) {
-      return go_live();
-    }
-    ++top.read;
-    OwnedRef label = options_.named
-        ? replayed_name(record.module_names, index, top.label.get(), entry.key)
-        : OwnedRef::borrow(entry.key);
-    if (!label) {
-      return -1;
-    }
-    PyObject* name = options_.named ? label.get() : nullptr;
-    if (options_.remove_duplicate) {
-      pin(child, true);
-    }
-    ++next_record_;
-    last_entered_ = index;
-    // Its frame holds the module (unless a pin does) and, once read, its
-    // children dict, as a live frame does.
-    push_replay_frame(index, std::move(label), options_.remove_duplicate ? nullptr : child);
-    // (`top` is stale from here)
-
-    if (!members_kind) {
-      item = options_.named ? make_item(name, child) : OwnedRef::borrow(child).release();
-      return item != nullptr ? 1 : -1;
-    }
-    int started = replay_start_members(index, name, true);
-    if (started != 1) {
-      return started;
-    }
+    // A check failed (or the record stops vouching) at this part of this op.
+    return go_live(unfused_op_index(record.program, static_cast<std::size_t>(op - program), part));
   }
 }
 
-// Built in place: a temporary frame moved in cost a store-forwarding stall
-// per module (17 cycles, the replay's hottest instruction on deep chains).
-void Walker::push_replay_frame(std::uint32_t record, OwnedRef label, PyObject* held_module) {
-  ReplayFrame& frame = replay_path_.emplace_back();
-  frame.record = record;
-  frame.read = 0;
-  frame.started = false;
-  frame.checked_step = step_;
-  frame.label = std::move(label);
-  if (held_module != nullptr) {
-    frame.module = OwnedRef::borrow(held_module);
+// Member entry `entry` of a Yield, pinned already, filtered and named: 1 with
+// `item` set, 0 when filtered out, -1 with an error set.
+int Walker::replay_yield(WalkRecord& record, std::uint32_t entry_index, PyObject*& item) {
+  const EntryRecord& entry = record.members[entry_index];
+  OwnedRef value = OwnedRef::borrow(entry.value);  // requires_grad may run code
+  if (options_.trainable_only) {
+    int trainable = requires_grad(value.get());
+    if (trainable <= 0) {
+      return trainable;
+    }
   }
+  if (!options_.named) {
+    item = value.release();
+    return 1;
+  }
+  OwnedRef name = replayed_name(record.member_names, entry_index, replay_names_.back(), entry.key);
+  item = name ? make_item(name.get(), value.get()) : nullptr;
+  return item != nullptr ? 1 : -1;
+}
+
+// Named replays: the name of the module an Enter op entered at depth d, from
+// its parent's name and the key it was reached under. It becomes the path's
+// name at d: the names of modules left since are dropped here.
+bool Walker::push_replayed_name(WalkRecord& record, const ReplayOp& op) {
+  while (replay_names_.size() > op.depth) {
+    Py_DECREF(replay_names_.back());  // a str of ours or the prefix: runs no code
+    replay_names_.pop_back();
+  }
+  OwnedRef name = replayed_name(record.module_names, op.index, replay_names_.back(),
+                                record.children[op.entry].key);
+  if (!name) {
+    return false;
+  }
+  replay_names_.push_back(name.release());  // reserved to the record's depth
+  return true;
 }
 
 // `parent + "." + key` for a named replay: built once per prefix and kept in
@@ -990,43 +975,30 @@ OwnedRef Walker::replayed_name(RawVector<PyObject*>& names, std::size_t index, P
   return OwnedRef::steal(join_name(parent, key));
 }
 
-// The replay of start_members for ModuleRecord `index`, just entered (and
-// `checked` in this step): 1, or 2 after going live and starting its
-// members there, or -1 with an error set.
-int Walker::replay_start_members(std::uint32_t index, PyObject* name, bool checked) {
-  const ModuleRecord& module = replay_->modules[index];
-  if (module.members == nullptr || (!checked && !replay_module_unchanged(index, module.module)) ||
-      dict_version(module.members) != module.members_version) {
-    OwnedRef held_name = OwnedRef::borrow(name);
-    OwnedRef held_module = OwnedRef::borrow(module.module);  // held by its replay frame
-    go_live();
-    return start_members(held_module.get(), held_name.get(), false) ? 2 : -1;
-  }
-  if (module.member_count != 0) {
-    replay_members_dict_ = OwnedRef::borrow(module.members);  // read again in later steps
-  }
-  members_checked_step_ = step_;
-  members_record_ = index;
-  members_read_ = 0;
-  members_name_ = OwnedRef::borrow(name);
-  members_active_ = true;
-  return 1;
-}
-
-// Hands the walk to the live walker at exactly the replay's point: frames
-// with their cursors at the recorded positions (and the sizes they started
-// with), the dedup sets holding what the replay entered and yielded. The
-// record, stale, is dropped. Returns 2.
-int Walker::go_live() noexcept {
+// Hands the walk to the live walker at exactly the replay's point (before op
+// `unfused_op` of the unfused program): frames with their cursors at the recorded positions (and
+// the sizes they started with), the dedup sets holding what the replay entered and yielded. The
+// record, stale, is dropped. Returns 2, or -1 with an error set.
+int Walker::go_live(std::size_t unfused_op) noexcept {
   const WalkRecord& record = *replay_;
+  const bool members_kind = options_.kind != Kind::Modules;
   auto position_after = [](const RawVector<EntryRecord>& entries, std::uint32_t first,
                            std::uint32_t read) -> Py_ssize_t {
     return read == 0 ? 0 : entries[first + read - 1].position_after;
   };
+  ReplayPosition position;
   try {
-    for (ReplayFrame& replayed : replay_path_) {
+    replay_position_at(record, members_kind, options_.recurse, unfused_op, position);
+    for (std::size_t depth = 0; depth < position.frames.size(); ++depth) {
+      const ReplayPosition::Frame& replayed = position.frames[depth];
       const ModuleRecord& module = record.modules[replayed.record];
-      push(module.module, std::move(replayed.label));
+      // Named: its full name; unnamed: the key it was reached under (see ModuleFrame).
+      PyObject* label = options_.named ? replay_names_[depth]
+          : replayed.entry < 0         ? nullptr
+                                       : record.children[replayed.entry].key;
+      if (!push(module.module, OwnedRef::borrow(label))) {
+        return -1;
+      }
       ModuleFrame& frame = stack_.back();
       frame.record = replayed.record;
       frame.entries_read = replayed.read;
@@ -1038,26 +1010,43 @@ int Walker::go_live() noexcept {
       }
     }
   } catch (const std::bad_alloc&) {
-    // Cannot happen past reserve(); a walk that could not rebuild its frames
-    // would be wrong, so it ends, as an exhausted one would not: with an error.
+    PyErr_NoMemory();  // a walk that could not rebuild its position would be wrong: it ends
+    return -1;
   }
-  replay_path_.clear();
-  replay_members_dict_.reset();
-  if (members_active_) {
-    const ModuleRecord& module = record.modules[members_record_];
-    members_.start_at(module.members, module.member_count,
-                      position_after(record.members, module.first_member, members_read_),
-                      module.member_count - members_read_);
+  PyObject* members_name = options_.named ? replay_names_.back() : nullptr;
+  OwnedRef pending_module;
+  OwnedRef pending_name;
+  if (position.members != ReplayPosition::Members::None) {
+    const ModuleRecord& module = record.modules[position.members_record];
+    members_record_ = position.members_record;
+    if (position.members == ReplayPosition::Members::Active) {
+      members_.start_at(module.members, module.member_count,
+                        position_after(record.members, module.first_member, position.members_read),
+                        module.member_count - position.members_read);
+      members_name_ = OwnedRef::borrow(members_name);
+      members_active_ = true;
+    } else {
+      // Entered, its members not read yet: the live walk reads them now.
+      pending_module = OwnedRef::borrow(module.module);
+      pending_name = OwnedRef::borrow(members_name);
+    }
   }
   if (options_.remove_duplicate) {
     for (std::uintptr_t pinned : pins_) {
-      (pinned_module(pinned) ? seen_modules_ : seen_members_).insert(pinned_object(pinned));
+      PinBuffer::Tag tag = PinBuffer::tag(pinned);
+      if (tag != PinBuffer::kHeld) {
+        (tag == PinBuffer::kModule ? seen_modules_ : seen_members_)
+            .insert(PinBuffer::object(pinned));
+      }
     }
   }
   unpin_all();
   drop_record(root_.get(), record_slot_, replay_.get());
   ++cache_counters().invalidations;
   retired_ = std::move(replay_);  // the caller may still read it in this step
+  if (pending_module) {
+    return start_members(pending_module.get(), pending_name.get(), false) ? 2 : -1;
+  }
   return 2;
 }
 // Appends the ModuleRecord of `module`, entered now. False when its reads
@@ -1276,8 +1265,6 @@ void Walker::clear() noexcept {
   delegate_.reset();
   override_item_.reset();
   memo_.reset();
-  replay_path_.clear();
-  replay_members_dict_.reset();
   unpin_all();
   replay_.reset();
   retired_.reset();
@@ -1302,14 +1289,11 @@ int Walker::traverse(visitproc visit, void* arg) const {
   Py_VISIT(delegate_.get());
   Py_VISIT(override_item_.get());
   Py_VISIT(memo_.get());
-  Py_VISIT(replay_members_dict_.get());
   for (std::uintptr_t pinned : pins_) {
-    Py_VISIT(pinned_object(pinned));
+    Py_VISIT(PinBuffer::object(pinned));
   }
-  for (const ReplayFrame& frame : replay_path_) {
-    Py_VISIT(frame.label.get());
-    Py_VISIT(frame.module.get());
-    Py_VISIT(frame.children.get());
+  for (PyObject* name : replay_names_) {
+    Py_VISIT(name);
   }
   if (int error = members_.traverse(visit, arg)) {
     return error;

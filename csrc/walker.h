@@ -9,6 +9,7 @@
 
 #include "item_cursor.h"
 #include "owned_ref.h"
+#include "pin_buffer.h"
 #include "pointer_set.h"
 #include "pymem_allocator.h"
 #include "walk_cache.h"
@@ -65,7 +66,24 @@ class Walker {
   // The next item as a new reference, or nullptr: at the end with no error
   // set, or with an error set. Either way a walk that returned nullptr is
   // finished and keeps returning nullptr, as an exhausted generator does.
-  PyObject* next();
+  PyObject* next() {
+    if (replay_) [[likely]] {  // a warm walk's steps after its first
+      PyObject* item = nullptr;
+      int replayed = replay_next(item);
+      if (replayed == 1) [[likely]] {
+        return item;
+      }
+      if (replayed == 0) {
+        clear();
+        return nullptr;
+      }
+      if (replayed < 0) {
+        return fail();
+      }
+      // 2: the record could not vouch for the next read; the live walk goes on.
+    }
+    return next_unreplayed();
+  }
 
   // For list(walk): before the first step of a walk that will replay, how
   // many items the record yielded (filters may yield fewer); -1 when unknown.
@@ -94,6 +112,7 @@ class Walker {
   // Where the items come from when an override at the root produced them.
   enum class Delegated { None, Values, Pairs };
 
+  PyObject* next_unreplayed();
   // 1 with `item` set to the next entry of the current module's members, 0
   // when they are exhausted, -1 with an error set.
   int next_member(PyObject*& item);
@@ -118,22 +137,53 @@ class Walker {
   // records what it reads for the next walk of the same root.
   bool begin_cached_walk();
   int replay_next(PyObject*& item);
-  int replay_start_members(std::uint32_t index, PyObject* name, bool checked);
-  bool replay_module_unchanged(std::uint32_t index, PyObject* module);
-  int go_live() noexcept;
-  // A replay frame for ModuleRecord `record`, checked in this step; it holds
-  // `held_module` (null: a pin or the root reference holds the module).
-  void push_replay_frame(std::uint32_t record, OwnedRef label, PyObject* held_module);
+  // Whether ModuleRecord `index` still reads as recorded: the same class at
+  // the same version (the same attribute lookup, no new override) and the same
+  // instance __dict__ at the same version, or one revalidated. The module is
+  // alive: its parent's children dict was checked in this step.
+  bool replay_module_unchanged(WalkRecord& record, std::uint32_t index) {
+    ModuleRecord& recorded = record.modules[index];
+    PyObject* module = recorded.module;
+    PyTypeObject* type = Py_TYPE(module);
+    if (type != recorded.type || !PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) ||
+        type->tp_version_tag != recorded.type_version) {
+      return false;
+    }
+    // The same type, so the same place for the __dict__ pointer (a managed
+    // dict not materialized reads as null there: not the recorded dict).
+    PyObject* dict =
+        *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(module) + recorded.dict_offset);
+    return dict == recorded.dict &&
+        (dict_version(dict) == recorded.dict_version || revalidate(recorded));
+  }
+  bool revalidate(ModuleRecord& recorded);
+  // Whether the member (children) dict of ModuleRecord `index` is unchanged;
+  // `hold`: then held, as a later step reads it again.
+  bool replay_members_unchanged(const WalkRecord& record, std::uint32_t index, bool hold) {
+    const ModuleRecord& module = record.modules[index];
+    if (dict_version(module.members) != module.members_version) [[unlikely]] {
+      return false;
+    }
+    if (hold) {
+      pins_.pin(module.members, PinBuffer::kHeld);
+    }
+    return true;
+  }
+  bool replay_children_unchanged(const WalkRecord& record, std::uint32_t index, bool hold) {
+    const ModuleRecord& module = record.modules[index];
+    if (dict_version(module.children) != module.children_version) [[unlikely]] {
+      return false;
+    }
+    if (hold) {
+      pins_.pin(module.children, PinBuffer::kHeld);
+    }
+    return true;
+  }
+  bool push_replayed_name(WalkRecord& record, const ReplayOp& op);
+  int replay_yield(WalkRecord& record, std::uint32_t entry, PyObject*& item);
+  int go_live(std::size_t unfused_op) noexcept;
   OwnedRef replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
                          PyObject* key);
-  void pin(PyObject* object, bool module) {
-    Py_INCREF(object);
-    pins_.push_back(reinterpret_cast<std::uintptr_t>(object) | (module ? 1 : 0));
-  }
-  static PyObject* pinned_object(std::uintptr_t pinned) {
-    return reinterpret_cast<PyObject*>(pinned & ~std::uintptr_t{1});
-  }
-  static bool pinned_module(std::uintptr_t pinned) { return (pinned & 1) != 0; }
   void unpin_all() noexcept;
   bool record_enter(PyObject* module);
   void record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children);
@@ -171,39 +221,23 @@ class Walker {
   // The item an overriding named_modules yielded for the module just returned.
   OwnedRef override_item_;
 
-  RecordPtr replay_;   // set while every read so far matched the record
-  RecordPtr retired_;  // a record the replay left (kept until the walk ends: still read)
-  // Counts the replay's steps (next() calls): a check made in this step
-  // still holds, no code but the walk's own has run since.
-  std::uint32_t step_ = 0;
-  RecordPtr recording_;    // set while this walk records what it reads
-  bool counting_ = false;  // a first walk of its root: note its size at the end
+  RecordPtr replay_;           // set while every read so far matched the record
+  RecordPtr retired_;          // a record the replay left (kept until the walk ends: still read)
+  std::size_t replay_op_ = 0;  // the next op of the replay's program
+  RecordPtr recording_;        // set while this walk records what it reads
+  bool counting_ = false;      // a first walk of its root: note its size at the end
   std::size_t modules_entered_ = 0;
   int record_slot_ = 0;
-  std::uint32_t next_record_ = 0;           // replay: the ModuleRecord the next entered module has
-  std::uint32_t last_entered_ = 0;          // the ModuleRecord of the module entered last
-  std::uint32_t members_record_ = 0;        // the ModuleRecord whose members are being read
-  std::uint32_t members_read_ = 0;          // replay: how many of them were read
-  std::uint32_t members_checked_step_ = 0;  // replay: the step that last checked them
-  // The replay's stack: which ModuleRecord, how many children entries read,
-  // whether its children dict was read, and its frame label (see ModuleFrame).
-  // It holds its module and children dict as a live frame does: whatever the
-  // caller drops between two steps, what the replay checks again is alive.
-  struct ReplayFrame {
-    std::uint32_t record;
-    std::uint32_t read;
-    bool started;
-    std::uint32_t checked_step;  // the step that last checked its module
-    OwnedRef label;
-    OwnedRef module;
-    OwnedRef children;
-  };
-  RawVector<ReplayFrame> replay_path_;
-  bool names_cached_ = false;     // named replay: names come from the record's cache
-  OwnedRef replay_members_dict_;  // the member dict being replayed
-  // Strong, remove_duplicate: the modules entered (low bit set) and the first
-  // occurrences of members, in one vector (one allocation a walk).
-  RawVector<std::uintptr_t> pins_;
+  std::uint32_t last_entered_ = 0;    // the ModuleRecord of the module entered last
+  std::uint32_t members_record_ = 0;  // the ModuleRecord whose members are being read
+  // Named replays: the names of the modules on the path, the root's first
+  // (strong references; names_cached_: they come from the record's cache).
+  RawVector<PyObject*> replay_names_;
+  bool names_cached_ = false;
+  // What the replay holds: the modules it entered (and with remove_duplicate
+  // the members it yielded), as the live walk's frames and dedup sets would,
+  // and the dicts a later step reads again.
+  PinBuffer pins_;
   bool finished_ = true;
   std::uint32_t steps_since_signal_check_ = 0;
 

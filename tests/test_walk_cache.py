@@ -280,6 +280,50 @@ def test_change_between_steps_of_a_replay_is_seen(function: str, mutate) -> None
                 assert type(a) is type(b) and str(a) == str(b), (function, at)
 
 
+def _touch(module: nn.Module, which: str) -> None:
+    """A write that gives one dict of ``module`` a new version and changes nothing else."""
+    if which == "__dict__":
+        module.training = module.training
+        return
+    mapping = getattr(module, which)
+    if mapping:
+        key = next(iter(mapping))
+        mapping[key] = mapping[key]
+    else:
+        mapping["touched"] = None
+        del mapping["touched"]
+
+
+@pytest.mark.parametrize("which", ["_parameters", "_buffers", "_modules", "__dict__"])
+def test_a_touch_at_any_step_hands_over_to_the_live_walk_exactly_there(which: str) -> None:
+    # Every dict a replay reads, touched after every step in turn: the replay meets
+    # the new version at its next read of it (any op of its program, any part of a
+    # fused op), rebuilds the live walk's position there, and the walk goes on live.
+    net = model()
+    modules = list(net.modules())
+    calls = [(f, kw) for f, kw in every_call() if f in LAZY_FUNCTIONS]
+    handed_over = 0
+    for function, kwargs in calls:
+        expected = reference(function, net, **kwargs)
+        for at in range(len(expected) + 1):
+            for touched in modules:
+                for _ in range(2):  # a record (again, after a hand-over), replayed once
+                    run_pyparams(function, net, **kwargs)
+                before = pyparams.cache_info()
+                ours = getattr(pyparams, function)(net, **kwargs)
+                got = [next(ours) for _ in range(at)]
+                _touch(touched, which)
+                got += list(ours)
+                after = pyparams.cache_info()
+                assert after.hits == before.hits + 1, (function, kwargs)  # it replayed
+                handed_over += after.invalidations - before.invalidations
+                assert same_items(got, expected), (function, kwargs, at, type(touched).__name__)
+    if which == "__dict__":
+        assert handed_over == 0  # revalidated entry by entry, never handed over
+    else:
+        assert handed_over > 0
+
+
 def test_size_change_during_a_replay_raises_as_the_live_walk() -> None:
     net = model()
     warm(net)

@@ -1,0 +1,293 @@
+#include "replay_program.h"
+
+#include <Python.h>
+
+#include <limits>
+
+namespace pyparams {
+namespace {
+
+using Kind = ReplayOpKind;
+using Frame = ReplayPosition::Frame;
+using Members = ReplayPosition::Members;
+
+// Walks a record as the live walk would walk the recorded tree, deciding at
+// each read which check it calls for. It either writes the program, or stops
+// before op `stop_at` with the live walk's position there: both come from this
+// one walk, so a program's ops and the positions between them always agree.
+class ReplayTracer {
+ public:
+  ReplayTracer(const WalkRecord& record, bool members_kind, bool recurse,
+               RawVector<ReplayOp>* program, std::size_t stop_at, ReplayPosition& position)
+      : record_(record),
+        members_kind_(members_kind),
+        recurse_(recurse),
+        program_(program),
+        stop_at_(stop_at),
+        position_(position),
+        module_checked_(record.modules.size(), 0),
+        members_checked_(record.modules.size(), 0),
+        children_checked_(record.modules.size(), 0) {}
+
+  void run();
+  std::size_t pins() const { return pins_; }
+
+ private:
+  // False when the op is `stop_at`: the position is the one before it.
+  bool emit(Kind kind, std::uint32_t index, std::uint32_t entry = 0, std::uint32_t depth = 0,
+            bool hold = false) {
+    if (emitted_ == stop_at_) {
+      return false;
+    }
+    ++emitted_;
+    if (program_ != nullptr) {
+      program_->push_back({index, entry, static_cast<std::uint32_t>(kind), hold ? 1u : 0u, depth});
+    }
+    bool pins = hold || kind == Kind::PinRoot || kind == Kind::Enter || kind == Kind::Yield;
+    pins_ += pins ? 1 : 0;
+    return true;
+  }
+  // Emits `kind` for module `index` unless this step checked it already.
+  bool check(RawVector<std::uint32_t>& checked, Kind kind, std::uint32_t index) {
+    if (checked[index] == step_) {
+      return true;
+    }
+    checked[index] = step_;
+    return emit(kind, index);
+  }
+  // After a yield (the caller's code runs) or a check that may run code.
+  void new_step() { ++step_; }
+  bool start_members(std::uint32_t index);
+  bool next_member();
+  bool next_child();
+
+  const WalkRecord& record_;
+  bool members_kind_;
+  bool recurse_;
+  RawVector<ReplayOp>* program_;
+  std::size_t stop_at_;
+  ReplayPosition& position_;
+  std::size_t emitted_ = 0;
+  std::size_t pins_ = 0;
+  std::uint32_t step_ = 1;
+  std::uint32_t next_module_ = 1;  // the ModuleRecord the next module entered must have
+  // The step that last checked each module, its member dict, its children dict.
+  RawVector<std::uint32_t> module_checked_;
+  RawVector<std::uint32_t> members_checked_;
+  RawVector<std::uint32_t> children_checked_;
+};
+
+void ReplayTracer::run() {
+  // The live walk enters the root before reading anything.
+  if (!emit(Kind::PinRoot, 0)) {
+    return;
+  }
+  if (recurse_) {
+    position_.frames.push_back({0, 0, false, -1});
+  }
+  if (!members_kind_) {
+    if (!emit(Kind::YieldModule, 0)) {
+      return;
+    }
+    new_step();
+  } else if (!start_members(0)) {
+    return;
+  }
+  for (;;) {
+    if (position_.members == Members::Active) {
+      if (!next_member()) {
+        return;
+      }
+      continue;
+    }
+    if (position_.frames.empty()) {
+      emit(Kind::End, 0);
+      return;
+    }
+    if (!next_child()) {
+      return;
+    }
+  }
+}
+
+// Reads the member dict of ModuleRecord `index`, just entered.
+bool ReplayTracer::start_members(std::uint32_t index) {
+  position_.members = Members::Pending;
+  position_.members_record = index;
+  position_.members_read = 0;
+  const ModuleRecord& module = record_.modules[index];
+  if (!check(module_checked_, Kind::CheckModule, index)) {
+    return false;
+  }
+  if (module.members == nullptr) {
+    emit(Kind::Live, index);
+    return false;
+  }
+  members_checked_[index] = step_;
+  if (!emit(Kind::Members, index, 0, 0, /*hold=*/module.member_count != 0)) {
+    return false;
+  }
+  position_.members = Members::Active;
+  return true;
+}
+
+// One entry of the active member dict, or its end. False: the trace is over.
+bool ReplayTracer::next_member() {
+  std::uint32_t index = position_.members_record;
+  const ModuleRecord& module = record_.modules[index];
+  if (!check(members_checked_, Kind::Members, index)) {
+    return false;
+  }
+  if (position_.members_read == module.member_count) {
+    position_.members = Members::None;
+    return true;
+  }
+  std::uint32_t entry = module.first_member + position_.members_read;
+  if (record_.members[entry].module_index == 0) {
+    ++position_.members_read;  // None, or a duplicate: read, not yielded
+    return true;
+  }
+  if (!emit(Kind::Yield, entry)) {
+    return false;
+  }
+  ++position_.members_read;
+  new_step();
+  return true;
+}
+
+// One entry of the top frame's children dict, or its end. False: the trace is over.
+bool ReplayTracer::next_child() {
+  Frame& top = position_.frames.back();
+  std::uint32_t index = top.record;
+  const ModuleRecord& module = record_.modules[index];
+  if (!top.started) {
+    // Reading `_modules` reads the module again.
+    if (!check(module_checked_, Kind::CheckModule, index)) {
+      return false;
+    }
+    if (module.children == nullptr) {
+      emit(Kind::Live, index);
+      return false;
+    }
+    children_checked_[index] = step_;
+    if (!emit(Kind::Children, index, 0, 0, /*hold=*/module.child_count != 0)) {
+      return false;
+    }
+    top.started = true;
+  } else if (!check(children_checked_, Kind::Children, index)) {
+    return false;
+  }
+  if (top.read == module.child_count) {
+    position_.frames.pop_back();  // (named replays drop its name at the next Enter)
+    return true;
+  }
+  std::uint32_t entry = module.first_child + top.read;
+  const EntryRecord& child = record_.children[entry];
+  if (child.value == Py_None) {
+    ++top.read;
+    return true;
+  }
+  if (child.module_index < 0) {
+    if (!emit(Kind::Duplicate, entry)) {
+      return false;
+    }
+    ++top.read;
+    new_step();  // its check looks the class up, which may run code
+    return true;
+  }
+  auto entered = static_cast<std::uint32_t>(child.module_index);
+  if (entered != next_module_) {
+    emit(Kind::Live, entered);
+    return false;
+  }
+  auto depth = static_cast<std::uint32_t>(position_.frames.size());
+  if (!emit(Kind::Enter, entered, entry, depth)) {
+    return false;
+  }
+  module_checked_[entered] = step_;
+  ++next_module_;
+  ++top.read;
+  position_.frames.push_back({entered, 0, false, static_cast<std::int32_t>(entry)});
+  if (!members_kind_) {
+    if (!emit(Kind::YieldModule, entered)) {
+      return false;
+    }
+    new_step();
+    return true;
+  }
+  return start_members(entered);
+}
+
+bool is(const ReplayOp& op, Kind kind) {
+  return op.kind == static_cast<std::uint32_t>(kind);
+}
+
+ReplayOp fused(Kind kind, std::uint32_t index, std::uint32_t entry, std::uint32_t depth,
+               std::uint32_t hold) {
+  return {index, entry, static_cast<std::uint32_t>(kind), hold, depth};
+}
+
+// Fuses the runs of ops that most often follow one another (replay_op.h).
+void fuse(const WalkRecord& record, const RawVector<ReplayOp>& ops, RawVector<ReplayOp>& program) {
+  std::size_t count = ops.size();
+  for (std::size_t at = 0; at < count;) {
+    const ReplayOp& first = ops[at];
+    const ReplayOp* second = at + 1 < count ? &ops[at + 1] : nullptr;
+    const ReplayOp* third = at + 2 < count ? &ops[at + 2] : nullptr;
+    auto same_module = [&first](const ReplayOp* op, Kind kind) {
+      return op != nullptr && is(*op, kind) && op->index == first.index;
+    };
+    if (is(first, Kind::Enter) && same_module(second, Kind::Members) && third != nullptr &&
+        is(*third, Kind::Yield) && third->index == record.modules[first.index].first_member) {
+      program.push_back(
+          fused(Kind::EnterMembersYield, first.index, first.entry, first.depth, second->hold));
+    } else if (is(first, Kind::Enter) && same_module(second, Kind::Members)) {
+      program.push_back(
+          fused(Kind::EnterMembers, first.index, first.entry, first.depth, second->hold));
+    } else if (is(first, Kind::Members) && !first.hold && second != nullptr &&
+               is(*second, Kind::Yield)) {
+      program.push_back(fused(Kind::MembersYield, first.index, second->index, 0, 0));
+    } else if (is(first, Kind::Members) && !first.hold && same_module(second, Kind::CheckModule) &&
+               same_module(third, Kind::Children)) {
+      program.push_back(fused(Kind::MembersModuleChildren, first.index, 0, 0, third->hold));
+    } else if (is(first, Kind::CheckModule) && same_module(second, Kind::Children)) {
+      program.push_back(fused(Kind::ModuleChildren, first.index, 0, 0, second->hold));
+    } else {
+      program.push_back(first);
+    }
+    at += replay_op_parts(static_cast<Kind>(program.back().kind));
+  }
+}
+
+}  // namespace
+
+void build_replay_program(WalkRecord& record, bool members_kind, bool recurse) {
+  ReplayPosition end;
+  RawVector<ReplayOp> ops;
+  ReplayTracer tracer(record, members_kind, recurse, &ops, std::numeric_limits<std::size_t>::max(),
+                      end);
+  tracer.run();
+  RawVector<ReplayOp> program;
+  program.reserve(ops.size());
+  fuse(record, ops, program);
+  program.shrink_to_fit();
+  record.program.swap(program);
+  record.program_pins = tracer.pins();
+}
+
+std::size_t unfused_op_index(const RawVector<ReplayOp>& program, std::size_t op,
+                             std::uint32_t part) {
+  std::size_t index = part;
+  for (std::size_t before = 0; before < op; ++before) {
+    index += replay_op_parts(static_cast<Kind>(program[before].kind));
+  }
+  return index;
+}
+
+void replay_position_at(const WalkRecord& record, bool members_kind, bool recurse, std::size_t op,
+                        ReplayPosition& position) {
+  ReplayTracer tracer(record, members_kind, recurse, nullptr, op, position);
+  tracer.run();
+}
+
+}  // namespace pyparams
