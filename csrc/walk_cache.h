@@ -82,8 +82,8 @@ struct WalkRecord {
   std::uint32_t depth = 0;  // the deepest stack the walk had (frames reserved by replays)
   std::uint32_t items = 0;  // what the walk yielded (unfiltered): a replay's length hint
 
-  // What a replay runs, compiled on the first replay (replay_program.h), and
-  // the most references it pins (reserved at its start).
+  // What a replay runs, compiled when the record is complete (replay_program.h),
+  // and the most references it pins (reserved at its start).
   RawVector<ReplayOp> program;
   std::size_t program_pins = 0;
 

@@ -740,9 +740,6 @@ bool Walker::begin_cached_walk() {
   if (replay_) {
     try {
       WalkRecord& record = *replay_;
-      if (record.program.empty()) {
-        build_replay_program(record, options_.kind != Kind::Modules, options_.recurse);
-      }
       if (!pins_.reserve(record.program_pins)) {
         throw std::bad_alloc();
       }
@@ -1145,6 +1142,13 @@ void Walker::finish_recording() {
     if (!unchanged) {
       return;
     }
+  }
+  // Compiled here, by the recording walk (a root's second), so that its
+  // first replay costs what every later one does.
+  try {
+    build_replay_program(*record, options_.kind != Kind::Modules, options_.recurse);
+  } catch (const std::bad_alloc&) {
+    return;  // no program, no record: the next walk records again
   }
   store_record(root_.get(), record_slot_, std::move(record));
 }
