@@ -73,6 +73,7 @@ bool WalkRecord::use_names(PyObject* prefix) noexcept {
 }
 
 void WalkRecord::forget_names() noexcept {
+  ++names_generation;
   RawVector<PyObject*> dropped_modules;
   RawVector<PyObject*> dropped_members;
   dropped_modules.swap(module_names);

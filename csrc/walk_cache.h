@@ -93,6 +93,9 @@ struct WalkRecord {
   PyObject* names_prefix = nullptr;
   RawVector<PyObject*> module_names;
   RawVector<PyObject*> member_names;
+  // Renewed whenever the names are dropped: a walk still open under another
+  // prefix sees it changed and builds its names itself from then on.
+  std::uint64_t names_generation = 0;
 
   WalkRecord() = default;
   WalkRecord(const WalkRecord&) = delete;

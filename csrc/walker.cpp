@@ -746,6 +746,7 @@ bool Walker::begin_cached_walk() {
       if (options_.named) {
         replay_names_.reserve(record.depth + 1);
         names_cached_ = record.use_names(root_name_.get());
+        names_generation_ = record.names_generation;
         replay_names_.push_back(OwnedRef::borrow(root_name_.get()).release());
       }
     } catch (const std::bad_alloc&) {
@@ -955,7 +956,9 @@ bool Walker::push_replayed_name(WalkRecord& record, const ReplayOp& op) {
 // the record (`names[index]`), then handed out again (str is immutable).
 OwnedRef Walker::replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
                                PyObject* key) {
-  if (names_cached_) [[likely]] {
+  // Another walk of the same record under another prefix may have replaced
+  // the names since this one began (two iterators open at once).
+  if (names_cached_ && replay_->names_generation == names_generation_) [[likely]] {
     PyObject*& cached = names[index];
     if (cached != nullptr) {
       return OwnedRef::borrow(cached);

@@ -234,6 +234,7 @@ class Walker {
   // (strong references; names_cached_: they come from the record's cache).
   RawVector<PyObject*> replay_names_;
   bool names_cached_ = false;
+  std::uint64_t names_generation_ = 0;  // the record's, when names_cached_ was set
   // What the replay holds: the modules it entered (and with remove_duplicate
   // the members it yielded), as the live walk's frames and dedup sets would,
   // and the dicts a later step reads again.

@@ -324,6 +324,22 @@ def test_a_touch_at_any_step_hands_over_to_the_live_walk_exactly_there(which: st
         assert handed_over > 0
 
 
+@pytest.mark.parametrize("function", ["named_parameters", "named_trainable_parameters",
+                                      "named_buffers", "named_modules"])
+def test_named_replays_open_at_once_under_two_prefixes_keep_their_names(function: str) -> None:
+    # A record keeps the names of one prefix: a walk under another prefix replaces them,
+    # and an iterator still open under the first must go on with its own names.
+    net = model()
+    warm(net)
+    for _ in range(3):
+        list(getattr(pyparams, function)(net, prefix="x.y"))
+    ours = getattr(pyparams, function)(net, prefix="x.y")
+    got = [next(ours)]
+    assert same_items(getattr(pyparams, function)(net, prefix=""), reference(function, net))
+    got += list(ours)
+    assert same_items(got, reference(function, net, prefix="x.y"))
+
+
 def test_size_change_during_a_replay_raises_as_the_live_walk() -> None:
     net = model()
     warm(net)
