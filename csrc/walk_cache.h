@@ -79,7 +79,7 @@ struct WalkRecord {
   RawVector<EntryRecord> members;
   RawVector<EntryRecord> children;
   std::uint64_t epoch = 0;  // the dispatch epoch the walk ran under
-  std::uint32_t depth = 0;  // the deepest stack the walk had (frames reserved by replays)
+  std::uint32_t depth = 0;  // the deepest stack the walk had (named replays reserve its names)
   std::uint32_t items = 0;  // what the walk yielded (unfiltered): a replay's length hint
 
   // What a replay runs, compiled when the record is complete (replay_program.h),

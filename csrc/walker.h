@@ -157,27 +157,24 @@ class Walker {
         (dict_version(dict) == recorded.dict_version || revalidate(recorded));
   }
   bool revalidate(ModuleRecord& recorded);
-  // Whether the member (children) dict of ModuleRecord `index` is unchanged;
+  // Whether a member or children dict is still at its recorded version;
   // `hold`: then held, as a later step reads it again.
-  bool replay_members_unchanged(const WalkRecord& record, std::uint32_t index, bool hold) {
-    const ModuleRecord& module = record.modules[index];
-    if (dict_version(module.members) != module.members_version) [[unlikely]] {
+  bool replay_dict_unchanged(PyObject* dict, Version recorded, bool hold) {
+    if (dict_version(dict) != recorded) [[unlikely]] {
       return false;
     }
     if (hold) {
-      pins_.pin(module.members, PinBuffer::kHeld);
+      pins_.pin(dict, PinBuffer::kHeld);
     }
     return true;
   }
+  bool replay_members_unchanged(const WalkRecord& record, std::uint32_t index, bool hold) {
+    const ModuleRecord& module = record.modules[index];
+    return replay_dict_unchanged(module.members, module.members_version, hold);
+  }
   bool replay_children_unchanged(const WalkRecord& record, std::uint32_t index, bool hold) {
     const ModuleRecord& module = record.modules[index];
-    if (dict_version(module.children) != module.children_version) [[unlikely]] {
-      return false;
-    }
-    if (hold) {
-      pins_.pin(module.children, PinBuffer::kHeld);
-    }
-    return true;
+    return replay_dict_unchanged(module.children, module.children_version, hold);
   }
   bool push_replayed_name(WalkRecord& record, const ReplayOp& op);
   int replay_yield(WalkRecord& record, std::uint32_t entry, PyObject*& item);
