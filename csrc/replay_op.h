@@ -46,10 +46,15 @@ constexpr std::uint32_t replay_op_parts(ReplayOpKind kind) {
 }
 
 struct ReplayOp {
-  std::uint32_t index;       // a ModuleRecord, or a member or children entry (see the kind)
-  std::uint32_t entry;       // a second index, for Enter and the fused ops (see the kind)
-  std::uint32_t kind : 7;    // a ReplayOpKind
-  std::uint32_t hold : 1;    // Members, Children: hold the dict (of the last part when fused)
+  std::uint32_t index;     // a ModuleRecord, or a member or children entry (see the kind)
+  std::uint32_t entry;     // a second index, for Enter and the fused ops (see the kind)
+  std::uint32_t kind : 6;  // a ReplayOpKind
+  // Members, Children: hold the dict (of the last part when fused), as a later
+  // step reads it again (Members: the member dict started, as the live walk).
+  std::uint32_t hold : 1;
+  // Children: its module's frame is left in this step (its dict read for the
+  // last time): the dict held since an earlier step is let go.
+  std::uint32_t leave : 1;
   std::uint32_t depth : 24;  // Enter: the depth of its frame (records are shallower)
 };
 

@@ -2,6 +2,7 @@
 
 #include <Python.h>
 
+#include <algorithm>
 #include <limits>
 
 namespace pyparams {
@@ -41,10 +42,10 @@ class ReplayTracer {
     }
     ++emitted_;
     if (program_ != nullptr) {
-      program_->push_back({index, entry, static_cast<std::uint32_t>(kind), hold ? 1u : 0u, depth});
+      program_->push_back(
+          {index, entry, static_cast<std::uint32_t>(kind), hold ? 1u : 0u, 0u, depth});
     }
-    bool pins = hold || kind == Kind::PinRoot || kind == Kind::Enter || kind == Kind::Yield;
-    pins_ += pins ? 1 : 0;
+    pins_ += kind == Kind::PinRoot || kind == Kind::Enter || kind == Kind::Yield ? 1 : 0;
     return true;
   }
   // Emits `kind` for module `index` unless this step checked it already.
@@ -57,6 +58,16 @@ class ReplayTracer {
   }
   // After a yield (the caller's code runs) or a check that may run code.
   void new_step() { ++step_; }
+  // Notes that the top frame's children dict was checked now, by op `op`.
+  void children_checked(std::uint32_t op) {
+    FrameOps& frame = frame_ops_.back();
+    if (frame.started == kNoOp) {
+      frame.started = op;
+      frame.started_in = step_;
+    }
+    frame.checked = op;
+  }
+  void leave_frame();
   bool start_members(std::uint32_t index);
   bool next_member();
   bool next_child();
@@ -69,6 +80,15 @@ class ReplayTracer {
   ReplayPosition& position_;
   std::size_t emitted_ = 0;
   std::size_t pins_ = 0;
+  // Per open frame: the op that started reading its children dict, the step
+  // it ran in, and the op that checked the dict last.
+  static constexpr std::uint32_t kNoOp = std::numeric_limits<std::uint32_t>::max();
+  struct FrameOps {
+    std::uint32_t started = kNoOp;
+    std::uint32_t started_in = 0;
+    std::uint32_t checked = kNoOp;
+  };
+  RawVector<FrameOps> frame_ops_;
   std::uint32_t step_ = 1;
   std::uint32_t next_module_ = 1;  // the ModuleRecord the next module entered must have
   // The step that last checked each module, its member dict, its children dict.
@@ -84,6 +104,7 @@ void ReplayTracer::run() {
   }
   if (recurse_) {
     position_.frames.push_back({0, 0, false, -1});
+    frame_ops_.push_back({});
   }
   if (!members_kind_) {
     if (!emit(Kind::YieldModule, 0)) {
@@ -124,7 +145,8 @@ bool ReplayTracer::start_members(std::uint32_t index) {
     return false;
   }
   members_checked_[index] = step_;
-  if (!emit(Kind::Members, index, 0, 0, /*hold=*/module.member_count != 0)) {
+  // Held, even empty: the live walk holds the member mapping it started last.
+  if (!emit(Kind::Members, index, 0, 0, /*hold=*/true)) {
     return false;
   }
   position_.members = Members::Active;
@@ -173,12 +195,17 @@ bool ReplayTracer::next_child() {
     if (!emit(Kind::Children, index, 0, 0, /*hold=*/module.child_count != 0)) {
       return false;
     }
+    children_checked(static_cast<std::uint32_t>(emitted_ - 1));
     top.started = true;
-  } else if (!check(children_checked_, Kind::Children, index)) {
-    return false;
+  } else if (children_checked_[index] != step_) {
+    children_checked_[index] = step_;
+    if (!emit(Kind::Children, index)) {
+      return false;
+    }
+    children_checked(static_cast<std::uint32_t>(emitted_ - 1));
   }
   if (top.read == module.child_count) {
-    position_.frames.pop_back();  // (named replays drop its name at the next Enter)
+    leave_frame();  // (named replays drop its name at the next Enter)
     return true;
   }
   std::uint32_t entry = module.first_child + top.read;
@@ -208,6 +235,7 @@ bool ReplayTracer::next_child() {
   ++next_module_;
   ++top.read;
   position_.frames.push_back({entered, 0, false, static_cast<std::int32_t>(entry)});
+  frame_ops_.push_back({});
   if (!members_kind_) {
     if (!emit(Kind::YieldModule, entered)) {
       return false;
@@ -218,13 +246,42 @@ bool ReplayTracer::next_child() {
   return start_members(entered);
 }
 
+// The top frame is left, after its children dict's last read (this step's
+// check of it). A dict held since an earlier step is let go there (`leave`);
+// one held in this step is read by no later step: it is not held at all.
+void ReplayTracer::leave_frame() {
+  const FrameOps& frame = frame_ops_.back();
+  if (program_ != nullptr && frame.started != kNoOp && (*program_)[frame.started].hold != 0) {
+    if (frame.started_in == step_) {
+      (*program_)[frame.started].hold = 0;
+    } else {
+      (*program_)[frame.checked].leave = 1;
+    }
+  }
+  frame_ops_.pop_back();
+  position_.frames.pop_back();
+}
+
+// The most children dicts a replay of `ops` holds at once.
+std::size_t most_held(const RawVector<ReplayOp>& ops) {
+  std::size_t held = 0;
+  std::size_t most = 0;
+  for (const ReplayOp& op : ops) {
+    if (op.hold != 0 && op.kind == static_cast<std::uint32_t>(Kind::Children)) {
+      most = std::max(most, ++held);
+    }
+    held -= op.leave;
+  }
+  return most;
+}
+
 bool is(const ReplayOp& op, Kind kind) {
   return op.kind == static_cast<std::uint32_t>(kind);
 }
 
 ReplayOp fused(Kind kind, std::uint32_t index, std::uint32_t entry, std::uint32_t depth,
                std::uint32_t hold) {
-  return {index, entry, static_cast<std::uint32_t>(kind), hold, depth};
+  return {index, entry, static_cast<std::uint32_t>(kind), hold, 0, depth};
 }
 
 // Fuses the runs of ops that most often follow one another (replay_op.h).
@@ -248,9 +305,10 @@ void fuse(const WalkRecord& record, const RawVector<ReplayOp>& ops, RawVector<Re
                is(*second, Kind::Yield)) {
       program.push_back(fused(Kind::MembersYield, first.index, second->index, 0, 0));
     } else if (is(first, Kind::Members) && !first.hold && same_module(second, Kind::CheckModule) &&
-               same_module(third, Kind::Children)) {
+               same_module(third, Kind::Children) && third->leave == 0) {
       program.push_back(fused(Kind::MembersModuleChildren, first.index, 0, 0, third->hold));
-    } else if (is(first, Kind::CheckModule) && same_module(second, Kind::Children)) {
+    } else if (is(first, Kind::CheckModule) && same_module(second, Kind::Children) &&
+               second->leave == 0) {
       program.push_back(fused(Kind::ModuleChildren, first.index, 0, 0, second->hold));
     } else {
       program.push_back(first);
@@ -273,6 +331,7 @@ void build_replay_program(WalkRecord& record, bool members_kind, bool recurse) {
   program.shrink_to_fit();
   record.program.swap(program);
   record.program_pins = tracer.pins();
+  record.program_held = most_held(ops);
 }
 
 std::size_t unfused_op_index(const RawVector<ReplayOp>& program, std::size_t op,

@@ -86,6 +86,7 @@ struct WalkRecord {
   // and the most references it pins (reserved at its start).
   RawVector<ReplayOp> program;
   std::size_t program_pins = 0;
+  std::size_t program_held = 0;  // and the most dicts it holds at once
 
   // Names built by named replays under `names_prefix`, one per module and
   // per member entry (null until built): str objects of pyparams' own, held

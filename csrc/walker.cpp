@@ -740,7 +740,7 @@ bool Walker::begin_cached_walk() {
   if (replay_) {
     try {
       WalkRecord& record = *replay_;
-      if (!pins_.reserve(record.program_pins)) {
+      if (!pins_.reserve(record.program_pins, record.program_held)) {
         throw std::bad_alloc();
       }
       if (options_.named) {
@@ -824,7 +824,7 @@ int Walker::replay_next(PyObject*& item) {
           continue;
         }
         part = 1;
-        if (!replay_members_unchanged(record, op->index, op->hold)) [[unlikely]] {
+        if (!replay_members_unchanged(record, *op, part)) [[unlikely]] {
           break;
         }
         if (kind == ReplayOpKind::EnterMembers) {
@@ -833,19 +833,22 @@ int Walker::replay_next(PyObject*& item) {
         entry = record.modules[op->index].first_member;
         goto yield_entry;
       case ReplayOpKind::Members:
-        if (replay_members_unchanged(record, op->index, op->hold)) [[likely]] {
+        if (replay_members_unchanged(record, *op, part)) [[likely]] {
           continue;
         }
         break;
       case ReplayOpKind::Children:
-        if (replay_children_unchanged(record, op->index, op->hold)) [[likely]] {
+        // Its last read in a frame about to be left: the dict is let go, or
+        // the live walk goes on from here, to free it where it would.
+        if (replay_children_unchanged(record, *op) && (op->leave == 0 || pins_.leave()))
+            [[likely]] {
           continue;
         }
         break;
       case ReplayOpKind::MembersModuleChildren:
       case ReplayOpKind::ModuleChildren:
         if (kind == ReplayOpKind::MembersModuleChildren) {
-          if (!replay_members_unchanged(record, op->index, false)) [[unlikely]] {
+          if (!members_unchanged(record.modules[op->index])) [[unlikely]] {
             break;
           }
           part = 1;
@@ -854,7 +857,7 @@ int Walker::replay_next(PyObject*& item) {
           break;
         }
         ++part;
-        if (replay_children_unchanged(record, op->index, op->hold)) [[likely]] {
+        if (replay_children_unchanged(record, *op)) [[likely]] {
           continue;
         }
         break;
@@ -862,7 +865,7 @@ int Walker::replay_next(PyObject*& item) {
       case ReplayOpKind::MembersYield: {
         entry = op->index;
         if (kind == ReplayOpKind::MembersYield) {
-          if (!replay_members_unchanged(record, op->index, false)) [[unlikely]] {
+          if (!members_unchanged(record.modules[op->index])) [[unlikely]] {
             break;
           }
           entry = op->entry;
@@ -1016,13 +1019,18 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
   PyObject* members_name = options_.named ? replay_names_.back() : nullptr;
   OwnedRef pending_module;
   OwnedRef pending_name;
+  members_mapping_ = OwnedRef::borrow(pins_.held_members());  // the member dict started last
   if (position.members != ReplayPosition::Members::None) {
     const ModuleRecord& module = record.modules[position.members_record];
     members_record_ = position.members_record;
     if (position.members == ReplayPosition::Members::Active) {
-      members_.start_at(module.members, module.member_count,
-                        position_after(record.members, module.first_member, position.members_read),
-                        module.member_count - position.members_read);
+      members_mapping_ = OwnedRef::borrow(module.members);
+      if (position.members_read != 0) {
+        members_.start_at(
+            module.members, module.member_count,
+            position_after(record.members, module.first_member, position.members_read),
+            module.member_count - position.members_read);
+      }  // else started below, once the last member dict is let go
       members_name_ = OwnedRef::borrow(members_name);
       members_active_ = true;
     } else {
@@ -1033,17 +1041,17 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
   }
   if (options_.remove_duplicate) {
     for (std::uintptr_t pinned : pins_) {
-      PinBuffer::Tag tag = PinBuffer::tag(pinned);
-      if (tag != PinBuffer::kHeld) {
-        (tag == PinBuffer::kModule ? seen_modules_ : seen_members_)
-            .insert(PinBuffer::object(pinned));
-      }
+      (PinBuffer::tag(pinned) == PinBuffer::kModule ? seen_modules_ : seen_members_)
+          .insert(PinBuffer::object(pinned));
     }
   }
   unpin_all();
   drop_record(root_.get(), record_slot_, replay_.get());
   ++cache_counters().invalidations;
   retired_ = std::move(replay_);  // the caller may still read it in this step
+  if (position.members == ReplayPosition::Members::Active && position.members_read == 0) {
+    members_.start(members_mapping_.get());  // an exact dict: cannot fail
+  }
   if (pending_module) {
     return start_members(pending_module.get(), pending_name.get(), false) ? 2 : -1;
   }
@@ -1169,6 +1177,9 @@ bool Walker::start_members(PyObject* module, PyObject* name, bool generic_name) 
     members_record_ = last_entered_;
     record_mapping(members_record_, mapping.get(), from_dict, /*children=*/false);
   }
+  // Hold it and let the last one go (which may run code), then start: the
+  // order of torch's `members = ...` before its `for` over them.
+  std::exchange(members_mapping_, OwnedRef::borrow(mapping.get())).reset();
   if (PyDict_CheckExact(mapping.get())) [[likely]] {
     if (!members_.start(mapping.get())) {
       return false;
@@ -1260,6 +1271,7 @@ void Walker::clear() noexcept {
   members_generic_name_ = false;
   members_.reset();
   members_name_.reset();
+  members_mapping_.reset();
   while (!stack_.empty()) {
     ModuleFrame done = std::move(stack_.back());
     stack_.pop_back();
@@ -1293,11 +1305,12 @@ int Walker::traverse(visitproc visit, void* arg) const {
   Py_VISIT(root_.get());
   Py_VISIT(root_name_.get());
   Py_VISIT(members_name_.get());
+  Py_VISIT(members_mapping_.get());
   Py_VISIT(delegate_.get());
   Py_VISIT(override_item_.get());
   Py_VISIT(memo_.get());
-  for (std::uintptr_t pinned : pins_) {
-    Py_VISIT(PinBuffer::object(pinned));
+  if (int error = pins_.traverse(visit, arg)) {
+    return error;
   }
   for (PyObject* name : replay_names_) {
     Py_VISIT(name);

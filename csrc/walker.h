@@ -157,24 +157,34 @@ class Walker {
         (dict_version(dict) == recorded.dict_version || revalidate(recorded));
   }
   bool revalidate(ModuleRecord& recorded);
-  // Whether a member or children dict is still at its recorded version;
-  // `hold`: then held, as a later step reads it again.
-  bool replay_dict_unchanged(PyObject* dict, Version recorded, bool hold) {
-    if (dict_version(dict) != recorded) [[unlikely]] {
+  // Whether a member or children dict is still at its recorded version; with
+  // `op.hold`: then held, as a later step reads it again (a children dict
+  // until its frame is left). A member dict's check is op part `part`: it
+  // becomes the next part when the check passed but the walk must go live
+  // after it (the member dict held before is ours alone: PinBuffer).
+  bool replay_members_unchanged(const WalkRecord& record, const ReplayOp& op, std::uint32_t& part) {
+    const ModuleRecord& module = record.modules[op.index];
+    if (!members_unchanged(module)) [[unlikely]] {
       return false;
     }
-    if (hold) {
-      pins_.pin(dict, PinBuffer::kHeld);
+    if (op.hold && !pins_.hold_members(module.members)) [[unlikely]] {
+      ++part;
+      return false;
     }
     return true;
   }
-  bool replay_members_unchanged(const WalkRecord& record, std::uint32_t index, bool hold) {
-    const ModuleRecord& module = record.modules[index];
-    return replay_dict_unchanged(module.members, module.members_version, hold);
+  static bool members_unchanged(const ModuleRecord& module) {
+    return dict_version(module.members) == module.members_version;
   }
-  bool replay_children_unchanged(const WalkRecord& record, std::uint32_t index, bool hold) {
-    const ModuleRecord& module = record.modules[index];
-    return replay_dict_unchanged(module.children, module.children_version, hold);
+  bool replay_children_unchanged(const WalkRecord& record, const ReplayOp& op) {
+    const ModuleRecord& module = record.modules[op.index];
+    if (dict_version(module.children) != module.children_version) [[unlikely]] {
+      return false;
+    }
+    if (op.hold) {
+      pins_.hold(module.children);
+    }
+    return true;
   }
   bool push_replayed_name(WalkRecord& record, const ReplayOp& op);
   int replay_yield(WalkRecord& record, std::uint32_t entry, PyObject*& item);
@@ -234,7 +244,7 @@ class Walker {
   std::uint64_t names_generation_ = 0;  // the record's, when names_cached_ was set
   // What the replay holds: the modules it entered (and with remove_duplicate
   // the members it yielded), as the live walk's frames and dedup sets would,
-  // and the dicts a later step reads again.
+  // and, while their frames are open, the dicts a later step reads again.
   PinBuffer pins_;
   bool finished_ = true;
   std::uint32_t steps_since_signal_check_ = 0;
@@ -242,6 +252,9 @@ class Walker {
   std::vector<ModuleFrame, PyMemRawAllocator<ModuleFrame>> stack_;
   ItemCursor members_;     // the current module's _parameters / _buffers
   OwnedRef members_name_;  // that module's name, for named walks
+  // The member mapping last started, held until the next one is read, as
+  // torch's `members` local holds it (its cursor lets go at its end).
+  OwnedRef members_mapping_;
   bool members_active_ = false;
   // The module came from an override: its name may be any object, joined
   // with Python's `+` (and so checked even by unnamed walks), as torch does.

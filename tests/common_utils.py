@@ -398,6 +398,24 @@ def seeded_tree(seed: int, device: str = "cpu", **kwargs: Any) -> nn.Module:
     return build_random_tree(random.Random(seed).randint, device=device, **kwargs)
 
 
+class TiedBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(3)
+        self.proj = nn.Linear(3, 3)
+        self.register_buffer("steps", torch.zeros(1))
+
+
+def small_tied_model() -> nn.Module:
+    """Three blocks, one in a ModuleList: a shared submodule, a tied and a frozen parameter."""
+    shared = nn.Linear(3, 3)
+    net = nn.Sequential(TiedBlock(), nn.ModuleList([TiedBlock(), shared]), TiedBlock())
+    net[2].tied = shared  # a shared submodule
+    net[0].proj.weight = net[2].proj.weight  # a tied parameter
+    net[1][0].proj.bias.requires_grad_(False)
+    return net
+
+
 def build_chain(depth: int, device: str = "cpu") -> nn.Module:
     """``depth`` nested modules, each with a parameter and a buffer; written via ``_modules``."""
     root = nn.Module()

@@ -33,6 +33,8 @@ from common_utils import (
     reference,
     run_pyparams,
     seeded_tree,
+    small_tied_model,
+    step,
     subprocess_env,
     torch_iterator,
 )
@@ -195,6 +197,104 @@ def test_mutation_mid_iteration_behaves_like_torch(scenario: str, function: str)
     expected = run(lambda m: torch_iterator(function, m))
     actual = run(lambda m: _call(function, m))
     assert actual == expected
+
+
+class _NoticedKey(str):
+    """A dict key whose release is noticed: it notes the step, then grows the tree."""
+
+    def __del__(self) -> None:
+        self.noticed.append(self.steps[0])
+        self.grow()
+
+
+def _walk_dropping_a_dict(function: str, ours: bool, which: str, owner_index: int, at: int,
+                          grown: str) -> tuple[list[tuple[str, object]], list[int]]:
+    """A walk of ``small_tied_model()`` (and an empty module after it) whose module
+    ``owner_index`` has its ``which`` dict replaced, after ``at`` items, by a copy
+    without one key: the old dict, and the key, die when the last walk frame reading it
+    lets go. The key's ``__del__`` then grows the tree: a parameter and a buffer on the
+    last block's last module (``grown="last"``), or a child of the root (``"root"``:
+    a walk that let go as it entered the empty module must still see it). Returns the
+    steps, each item named by where it sits in the tree, and the steps at which the key
+    died."""
+    net = small_tied_model()
+    modules = list(net.modules())
+    net.add_module("empty", nn.Module())
+    labels: dict[int, str] = {}
+    for kind in ("modules", "parameters", "buffers"):
+        for name, item in getattr(net, f"named_{kind}")(remove_duplicate=False):
+            labels.setdefault(id(item), f"{kind}:{name}")
+    steps, noticed = [0], []
+
+    def grow() -> None:
+        if grown == "root":
+            net._modules["late"] = nn.Identity()
+            labels[id(net._modules["late"])] = "late module"
+            return
+        late = nn.Parameter(torch.zeros(1))
+        labels[id(late)] = "late parameter"
+        modules[-1]._parameters["late"] = late
+        modules[-1]._buffers["late"] = torch.zeros(1)
+        labels[id(modules[-1]._buffers["late"])] = "late buffer"
+
+    # The key goes first, an empty entry last: a walk's frame keeps the last key it
+    # read in a local (torch's generators do), but none keeps the first.
+    owner = list(net.modules())[owner_index]
+    key = _NoticedKey("noticed")
+    key.steps, key.noticed, key.grow = steps, noticed, grow
+    mapping = getattr(owner, which)
+    entries = list(mapping.items())
+    mapping.clear()
+    mapping[key] = None
+    mapping.update(entries)
+    mapping["last"] = None
+    del key, mapping, entries
+    if ours:
+        for _ in range(3):
+            run_pyparams(function, net)
+    walk = getattr(pyparams, function)(net) if ours else torch_iterator(function, net)
+
+    def label(item: object) -> object:
+        if isinstance(item, tuple):
+            return (item[0], labels[id(item[1])])
+        return labels.get(id(item), item)
+
+    log = []
+    while True:
+        if steps[0] == at:
+            kept = {k: v for k, v in getattr(owner, which).items() if type(k) is str}
+            owner.__dict__[which] = kept
+        kind, item = step(walk)
+        log.append((kind, label(item) if kind == "item" else repr(item)))
+        if kind != "item":
+            return log, noticed
+        steps[0] += 1
+
+
+@pytest.mark.parametrize("grown", ["last", "root"])
+@pytest.mark.parametrize("which", ["_modules", "_parameters", "_buffers"])
+def test_a_dict_only_the_replay_still_holds_is_freed_where_torch_frees_it(which: str,
+                                                                          grown: str) -> None:
+    # A walk holds each dict it reads as torch's generators do: a children dict until its
+    # frame is left, the member dict started last until the next is read. A dict whose
+    # module's was replaced meanwhile dies when the walk lets go, which may run code: it
+    # runs where it runs under torch, and the walk sees what it did as torch's does. (A
+    # replay, which holds them too, goes live there.)
+    later = 0  # runs where the key outlived its dict's replacement: a frame held it
+    for function in ("parameters", "named_parameters", "buffers", "modules", "named_modules",
+                     "trainable_parameters"):
+        size = len(reference(function, small_tied_model()))
+        for owner_index in range(len(list(small_tied_model().modules())) + 1):
+            for at in range(size + 1):
+                expected = _walk_dropping_a_dict(function, False, which, owner_index, at, grown)
+                before = pyparams.cache_info()
+                got = _walk_dropping_a_dict(function, True, which, owner_index, at, grown)
+                replayed = pyparams.cache_info().hits > before.hits
+                assert replayed == pyparams.cache_info().enabled
+                assert got == expected, (function, owner_index, at)
+                later += bool(expected[1]) and expected[1][0] > at
+    if which == "_modules":  # a frame holds its children dict until its subtree is done
+        assert later > 0
 
 
 def test_mutation_error_then_exhausted() -> None:

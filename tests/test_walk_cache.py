@@ -33,6 +33,8 @@ from common_utils import (
     subprocess_env,
     torch_iterator,
 )
+from common_utils import TiedBlock as Block
+from common_utils import small_tied_model as model
 
 pytestmark = pytest.mark.skipif(
     not pyparams.cache_info().enabled,
@@ -45,23 +47,6 @@ def warm(model: nn.Module) -> None:
     for _ in range(3):
         for function, kwargs in every_call():
             run_pyparams(function, model, **kwargs)
-
-
-class Block(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(3)
-        self.proj = nn.Linear(3, 3)
-        self.register_buffer("steps", torch.zeros(1))
-
-
-def model() -> nn.Module:
-    shared = nn.Linear(3, 3)
-    net = nn.Sequential(Block(), nn.ModuleList([Block(), shared]), Block())
-    net[2].tied = shared  # a shared submodule
-    net[0].proj.weight = net[2].proj.weight  # a tied parameter
-    net[1][0].proj.bias.requires_grad_(False)
-    return net
 
 
 def test_second_walk_records_third_replays() -> None:
