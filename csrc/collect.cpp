@@ -1,26 +1,59 @@
 #include "collect.h"
 
+#include <new>
+
 #include "owned_ref.h"
 
 namespace pyparams {
+namespace {
+
+// The items gathered so far: strong references, dropped unless handed to the list.
+struct Gathered {
+  RawVector<PyObject*> items;
+  ~Gathered() {
+    for (PyObject* item : items) {
+      Py_DECREF(item);
+    }
+  }
+};
+
+}  // namespace
 
 PyObject* collect_list(PyObject* root, const WalkOptions& options) {
-  OwnedRef list = OwnedRef::steal(PyList_New(0));
-  if (!list) {
-    return nullptr;
-  }
   Walker walker;
   if (!walker.start(root, Py_None, options)) {
     return nullptr;
   }
+  // Gathered first, then the list made once at its size: appending to a list
+  // regrows it a dozen times on a small model, which costs more than a warm walk
+  // of it. A replay knows its length before its first step.
+  Gathered gathered;
+  try {
+    Py_ssize_t hint = walker.length_hint();
+    gathered.items.reserve(hint > 0 ? static_cast<std::size_t>(hint) : 64);
+  } catch (const std::bad_alloc&) {
+    return PyErr_NoMemory();
+  }
   while (PyObject* item = walker.next()) {
-    int appended = PyList_Append(list.get(), item);
-    Py_DECREF(item);
-    if (appended < 0) {
-      return nullptr;
+    try {
+      gathered.items.push_back(item);
+    } catch (const std::bad_alloc&) {
+      Py_DECREF(item);
+      return PyErr_NoMemory();  // `walker` ends the walk as it goes
     }
   }
-  return PyErr_Occurred() ? nullptr : list.release();
+  if (PyErr_Occurred()) {
+    return nullptr;
+  }
+  PyObject* list = PyList_New(static_cast<Py_ssize_t>(gathered.items.size()));
+  if (list == nullptr) {
+    return nullptr;
+  }
+  for (std::size_t index = 0; index < gathered.items.size(); ++index) {
+    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(index), gathered.items[index]);
+  }
+  gathered.items.clear();  // the list owns them now
+  return list;
 }
 
 }  // namespace pyparams
