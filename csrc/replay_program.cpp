@@ -197,12 +197,14 @@ bool ReplayTracer::next_child() {
     }
     children_checked(static_cast<std::uint32_t>(emitted_ - 1));
     top.started = true;
-  } else if (children_checked_[index] != step_) {
-    children_checked_[index] = step_;
-    if (!emit(Kind::Children, index)) {
+  } else {
+    std::size_t emitted_before = emitted_;
+    if (!check(children_checked_, Kind::Children, index)) {
       return false;
     }
-    children_checked(static_cast<std::uint32_t>(emitted_ - 1));
+    if (emitted_ != emitted_before) {  // not left out as checked in this step
+      children_checked(static_cast<std::uint32_t>(emitted_ - 1));
+    }
   }
   if (top.read == module.child_count) {
     leave_frame();  // (named replays drop its name at the next Enter)
