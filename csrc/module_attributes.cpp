@@ -52,16 +52,17 @@ ModuleClassInfo inspect_class(PyTypeObject* type) {
 
 const ModuleClassInfo& module_class_info(PyTypeObject* type) {
   CachedClass& cached = g_cache[(reinterpret_cast<std::uintptr_t>(type) >> 4) % kCacheSize];
-  bool valid_tag = PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG);
-  if (cached.type == type && valid_tag && cached.version == type->tp_version_tag) [[likely]] {
+  unsigned int version = type_version(type);
+  if (cached.type == type && version != 0 && cached.version == version) [[likely]] {
     return cached.info;
   }
   ModuleClassInfo fresh = inspect_class(type);
   // _PyType_Lookup above assigns a version tag when the class can have one;
   // without one the answer cannot be cached safely.
-  if (PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG)) {
+  version = type_version(type);
+  if (version != 0) {
     cached.type = type;
-    cached.version = type->tp_version_tag;
+    cached.version = version;
     cached.info = fresh;
     return cached.info;
   }

@@ -19,26 +19,49 @@ PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict = n
 
 // Where instances of `type` keep their __dict__ pointer, in bytes from the
 // object; 0 for a layout not known here (a negative tp_dictoffset, or a
-// managed dict outside CPython 3.11, whose slot is laid out differently).
+// managed dict of a CPython this was not built and tested for).
 inline Py_ssize_t instance_dict_offset(PyTypeObject* type) {
 #if PY_VERSION_HEX >= 0x030B0000  // managed dicts: 3.11 on
   if (PyType_HasFeature(type, Py_TPFLAGS_MANAGED_DICT)) {
-    return PY_VERSION_HEX < 0x030C0000 ? -3 * static_cast<Py_ssize_t>(sizeof(PyObject*)) : 0;
+    // 3.11 to 3.13 keep the dict pointer three words before the object.
+    return PY_VERSION_HEX < 0x030E0000 ? -3 * static_cast<Py_ssize_t>(sizeof(PyObject*)) : 0;
   }
 #endif
   return type->tp_dictoffset > 0 ? type->tp_dictoffset : 0;
 }
 
+// The version tag of `type`, 0 when it has none. CPython renews it whenever the
+// class or a base changes; 3.13 no longer maintains Py_TPFLAGS_VALID_VERSION_TAG
+// and marks "none" by 0 alone.
+inline unsigned int type_version(PyTypeObject* type) {
+#if PY_VERSION_HEX >= 0x030D0000
+  return type->tp_version_tag;
+#else
+  return PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) ? type->tp_version_tag : 0;
+#endif
+}
+
 // True when `object` keeps its attributes inline, with no __dict__ made yet
-// (CPython 3.11's managed dicts; false elsewhere). _PyObject_GetDictPtr would
+// (managed dicts, CPython 3.11 on; false elsewhere). _PyObject_GetDictPtr would
 // build that dict, about 64 bytes an object that torch's walk never spends:
 // such objects are read with the generic lookup instead.
 inline bool has_inline_attributes(PyObject* object) {
 #if PY_VERSION_HEX >= 0x030B0000
   PyTypeObject* type = Py_TYPE(object);
+  if (!PyType_HasFeature(type, Py_TPFLAGS_MANAGED_DICT)) {
+    return false;
+  }
   Py_ssize_t offset = instance_dict_offset(type);
-  return PyType_HasFeature(type, Py_TPFLAGS_MANAGED_DICT) && offset != 0 &&
-      *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(object) + offset) == nullptr;
+  if (offset == 0) {
+    return true;  // a layout not known here: never build a dict, ask the generic lookup
+  }
+  auto slot = *reinterpret_cast<std::uintptr_t*>(reinterpret_cast<char*>(object) + offset);
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+  // 3.12 keeps either the dict or the inline values there, the values tagged by bit 0.
+  return slot == 0 || (slot & 1) != 0;
+#else
+  return slot == 0;  // 3.11 and 3.13: the dict, or null while the values are inline
+#endif
 #else
   (void)object;
   return false;

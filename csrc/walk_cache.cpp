@@ -21,6 +21,8 @@ struct RootRecords {
 };
 
 bool g_enabled = false;
+// sys.getsizeof, taken at import: CPython 3.13 no longer exports the C function behind it.
+PyObject* g_getsizeof = nullptr;
 std::uint64_t g_epoch = 1;
 CacheCounters g_counters;
 std::unordered_map<PyObject*, RootRecords>* g_roots = nullptr;
@@ -225,21 +227,39 @@ std::size_t cache_bytes() noexcept {
       bytes += record ? record->bytes() : 0;
     }
   }
-  return bytes;
+  return bytes + followed_dicts_bytes();
 }
 
 void cache_clear() noexcept {
   // Swap first: dropping the weakrefs may run code that looks at the map.
   std::unordered_map<PyObject*, RootRecords> gone;
   gone.swap(*g_roots);
+  gone.clear();
+  forget_followed_dicts();  // after the records that relied on them
   g_walked.fill(WalkedRoot{});
   g_counters = CacheCounters{};
+}
+
+std::size_t object_bytes(PyObject* object) noexcept {
+  OwnedRef size = OwnedRef::steal(PyObject_CallOneArg(g_getsizeof, object));
+  std::size_t bytes = size ? PyLong_AsSize_t(size.get()) : static_cast<std::size_t>(-1);
+  if (bytes == static_cast<std::size_t>(-1)) {
+    PyErr_Clear();
+    return 0;
+  }
+  return bytes;
 }
 
 bool init_walk_cache() {
   if (g_roots != nullptr) {
     return true;
   }
+  g_getsizeof = PySys_GetObject("getsizeof");  // borrowed
+  if (g_getsizeof == nullptr) {
+    PyErr_SetString(PyExc_ImportError, "pyparams: sys.getsizeof is missing");
+    return false;
+  }
+  Py_INCREF(g_getsizeof);
   // Lives as long as the process: weakref callbacks may run during shutdown.
   g_roots = new (std::nothrow) std::unordered_map<PyObject*, RootRecords>();
   if (g_roots == nullptr) {
@@ -247,7 +267,11 @@ bool init_walk_cache() {
     return false;
   }
   const char* setting = std::getenv("PYPARAMS_CACHE");
-  g_enabled = PYPARAMS_WALK_CACHE && !(setting != nullptr && std::strcmp(setting, "0") == 0);
+  bool turned_off = setting != nullptr && std::strcmp(setting, "0") == 0;
+  if (PYPARAMS_WALK_CACHE && !turned_off) {
+    init_dict_versions();
+    g_enabled = dict_versions_available();
+  }
   return true;
 }
 

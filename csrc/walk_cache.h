@@ -9,34 +9,11 @@
 #include <memory>
 #include <vector>
 
+#include "dict_versions.h"
 #include "pymem_allocator.h"
 #include "replay_op.h"
 
-// Dict versions: PEP 509's ma_version_tag, maintained on every write up to
-// CPython 3.11 (3.12 deprecates it and later versions drop it). Elsewhere the
-// cache is compiled out and every walk is live.
-#if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
-#define PYPARAMS_WALK_CACHE 1
-#else
-#define PYPARAMS_WALK_CACHE 0
-#endif
-
 namespace pyparams {
-
-using Version = std::uint64_t;
-
-#if PYPARAMS_WALK_CACHE
-// Every dict write gives the dict a new version drawn from one global counter,
-// so an equal version proves the very same dict in the very same state.
-inline Version dict_version(PyObject* dict) noexcept {
-  return reinterpret_cast<PyDictObject*>(dict)->ma_version_tag;
-}
-#else
-// Never called: without versions no record is ever made (cache_enabled() is false).
-inline Version dict_version(PyObject*) noexcept {
-  return 0;
-}
-#endif
 
 // One module a walk entered, and what it read from it: the class (and its
 // version), the instance __dict__, the member dict and the children dict,
@@ -81,6 +58,9 @@ struct WalkRecord {
   std::uint64_t epoch = 0;  // the dispatch epoch the walk ran under
   std::uint32_t depth = 0;  // the deepest stack the walk had (named replays reserve its names)
   std::uint32_t items = 0;  // what the walk yielded (unfiltered): a replay's length hint
+  // A change stamp at which every dict above had its recorded version (dict
+  // watchers only): while no followed dict changes, one load proves them all.
+  ChangeStamp proven_at = kNeverProven;
 
   // What a replay runs, compiled when the record is complete (replay_program.h),
   // and the most references it pins (reserved at its start).
@@ -146,6 +126,9 @@ struct CacheCounters {
   std::uint64_t dict_bytes = 0;
 };
 CacheCounters& cache_counters() noexcept;
+
+// sys.getsizeof(object) (the function as it was at import), 0 when unknown.
+std::size_t object_bytes(PyObject* object) noexcept;
 
 // Records held and their bytes.
 std::size_t cache_records() noexcept;

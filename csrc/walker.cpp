@@ -725,7 +725,11 @@ bool Walker::revalidate(ModuleRecord& recorded) {
     return false;
   }
   // The record is shared by every walk of this root; the new version holds for all.
-  recorded.dict_version = dict_version(dict);
+  Version version = current_version(dict);
+  if (version == 0) {
+    return false;  // no longer followed (the cache was cleared)
+  }
+  recorded.dict_version = version;
   ++cache_counters().revalidations;
   return true;
 }
@@ -756,6 +760,7 @@ bool Walker::begin_cached_walk() {
     ++cache_counters().hits;
     root_done_ = true;  // the program enters the root; a walk going live goes on below it
     replay_op_ = 0;
+    replay_stamp_ = change_stamp();
     return true;
   }
   ++cache_counters().misses;
@@ -848,7 +853,7 @@ int Walker::replay_next(PyObject*& item) {
       case ReplayOpKind::MembersModuleChildren:
       case ReplayOpKind::ModuleChildren:
         if (kind == ReplayOpKind::MembersModuleChildren) {
-          if (!members_unchanged(record.modules[op->index])) [[unlikely]] {
+          if (!members_unchanged(record, record.modules[op->index])) [[unlikely]] {
             break;
           }
           part = 1;
@@ -865,7 +870,7 @@ int Walker::replay_next(PyObject*& item) {
       case ReplayOpKind::MembersYield: {
         entry = op->index;
         if (kind == ReplayOpKind::MembersYield) {
-          if (!members_unchanged(record.modules[op->index])) [[unlikely]] {
+          if (!members_unchanged(record, record.modules[op->index])) [[unlikely]] {
             break;
           }
           entry = op->entry;
@@ -911,6 +916,9 @@ int Walker::replay_next(PyObject*& item) {
       case ReplayOpKind::Live:
         break;
       case ReplayOpKind::End:
+        if (unchanged_since(replay_stamp_)) {
+          record.proven_at = replay_stamp_;  // every dict checked, and none changed since
+        }
         return 0;
     }
     // A check failed (or the record stops vouching) at this part of this op.
@@ -1064,8 +1072,7 @@ bool Walker::record_enter(PyObject* module) {
     return false;  // a huge tree stays live: its record would outweigh the walk
   }
   PyTypeObject* type = Py_TYPE(module);
-  if (!PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) ||
-      !module_class_info(type).plain_attributes) {
+  if (type_version(type) == 0 || !module_class_info(type).plain_attributes) {
     return false;
   }
   bool inline_attributes = has_inline_attributes(module);
@@ -1076,12 +1083,7 @@ bool Walker::record_enter(PyObject* module) {
   if (inline_attributes) {
     CacheCounters& counters = cache_counters();
     ++counters.dicts_built;
-    std::size_t size = _PySys_GetSizeOf(*dict);
-    if (size == static_cast<std::size_t>(-1)) {
-      PyErr_Clear();
-    } else {
-      counters.dict_bytes += size;
-    }
+    counters.dict_bytes += object_bytes(*dict);
   }
   Py_ssize_t dict_offset = reinterpret_cast<char*>(dict) - reinterpret_cast<char*>(module);
   if (dict_offset != instance_dict_offset(type)) {
@@ -1090,10 +1092,13 @@ bool Walker::record_enter(PyObject* module) {
   ModuleRecord record;
   record.module = module;
   record.type = type;
-  record.type_version = type->tp_version_tag;
+  record.type_version = type_version(type);
   record.dict_offset = dict_offset;
   record.dict = *dict;
-  record.dict_version = dict_version(*dict);
+  record.dict_version = follow_dict(*dict);
+  if (record.dict_version == 0) {
+    return false;
+  }
   last_entered_ = static_cast<std::uint32_t>(recording_->modules.size());
   recording_->modules.push_back(record);
   return true;
@@ -1103,7 +1108,7 @@ bool Walker::record_enter(PyObject* module) {
 void Walker::record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children) {
   ModuleRecord& record = recording_->modules[index];
   if (!from_dict || !PyDict_CheckExact(mapping) ||
-      dict_version(record.dict) != record.dict_version) {
+      !dict_unchanged(kNeverProven, record.dict, record.dict_version)) {
     abandon_recording();
     return;
   }
@@ -1112,15 +1117,20 @@ void Walker::record_mapping(std::uint32_t index, PyObject* mapping, bool from_di
     abandon_recording();
     return;
   }
+  Version version = follow_dict(mapping);
+  if (version == 0) {
+    abandon_recording();
+    return;
+  }
   if (children) {
     record.children = mapping;
-    record.children_version = dict_version(mapping);
+    record.children_version = version;
     record.first_child = static_cast<std::uint32_t>(recording_->children.size());
     record.child_count = size;
     recording_->children.resize(recording_->children.size() + size);
   } else {
     record.members = mapping;
-    record.members_version = dict_version(mapping);
+    record.members_version = version;
     record.first_member = static_cast<std::uint32_t>(recording_->members.size());
     record.member_count = 0;  // counted as they are read
   }
@@ -1145,15 +1155,18 @@ void Walker::finish_recording() {
   for (const ModuleRecord& module : record->modules) {
     PyTypeObject* type = Py_TYPE(module.module);
     PyObject** dict = _PyObject_GetDictPtr(module.module);
-    bool unchanged = type == module.type && PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) &&
-        type->tp_version_tag == module.type_version && dict != nullptr && *dict == module.dict &&
-        dict_version(module.dict) == module.dict_version &&
-        (module.members == nullptr || dict_version(module.members) == module.members_version) &&
-        (module.children == nullptr || dict_version(module.children) == module.children_version);
+    bool unchanged = type == module.type && type_version(type) == module.type_version &&
+        dict != nullptr && *dict == module.dict &&
+        dict_unchanged(kNeverProven, module.dict, module.dict_version) &&
+        (module.members == nullptr ||
+         dict_unchanged(kNeverProven, module.members, module.members_version)) &&
+        (module.children == nullptr ||
+         dict_unchanged(kNeverProven, module.children, module.children_version));
     if (!unchanged) {
       return;
     }
   }
+  record->proven_at = change_stamp();  // every dict checked just now, no code ran since
   // Compiled here, by the recording walk (a root's second), so that its
   // first replay costs what every later one does.
   try {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "item_cursor.h"
+#include "module_attributes.h"
 #include "owned_ref.h"
 #include "pin_buffer.h"
 #include "pointer_set.h"
@@ -145,16 +146,16 @@ class Walker {
     ModuleRecord& recorded = record.modules[index];
     PyObject* module = recorded.module;
     PyTypeObject* type = Py_TYPE(module);
-    if (type != recorded.type || !PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) ||
-        type->tp_version_tag != recorded.type_version) {
+    if (type != recorded.type || type_version(type) != recorded.type_version) {
       return false;
     }
     // The same type, so the same place for the __dict__ pointer (a managed
-    // dict not materialized reads as null there: not the recorded dict).
+    // dict not materialized reads as null, or 3.12's tagged inline values,
+    // there: not the recorded dict).
     PyObject* dict =
         *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(module) + recorded.dict_offset);
     return dict == recorded.dict &&
-        (dict_version(dict) == recorded.dict_version || revalidate(recorded));
+        (dict_unchanged(record.proven_at, dict, recorded.dict_version) || revalidate(recorded));
   }
   bool revalidate(ModuleRecord& recorded);
   // Whether a member or children dict is still at its recorded version; with
@@ -164,7 +165,7 @@ class Walker {
   // after it (the member dict held before is ours alone: PinBuffer).
   bool replay_members_unchanged(const WalkRecord& record, const ReplayOp& op, std::uint32_t& part) {
     const ModuleRecord& module = record.modules[op.index];
-    if (!members_unchanged(module)) [[unlikely]] {
+    if (!members_unchanged(record, module)) [[unlikely]] {
       return false;
     }
     if (op.hold && !pins_.hold_members(module.members)) [[unlikely]] {
@@ -173,12 +174,12 @@ class Walker {
     }
     return true;
   }
-  static bool members_unchanged(const ModuleRecord& module) {
-    return dict_version(module.members) == module.members_version;
+  static bool members_unchanged(const WalkRecord& record, const ModuleRecord& module) {
+    return dict_unchanged(record.proven_at, module.members, module.members_version);
   }
   bool replay_children_unchanged(const WalkRecord& record, const ReplayOp& op) {
     const ModuleRecord& module = record.modules[op.index];
-    if (dict_version(module.children) != module.children_version) [[unlikely]] {
+    if (!dict_unchanged(record.proven_at, module.children, module.children_version)) [[unlikely]] {
       return false;
     }
     if (op.hold) {
@@ -228,11 +229,12 @@ class Walker {
   // The item an overriding named_modules yielded for the module just returned.
   OwnedRef override_item_;
 
-  RecordPtr replay_;           // set while every read so far matched the record
-  RecordPtr retired_;          // a record the replay left (kept until the walk ends: still read)
-  std::size_t replay_op_ = 0;  // the next op of the replay's program
-  RecordPtr recording_;        // set while this walk records what it reads
-  bool counting_ = false;      // a first walk of its root: note its size at the end
+  RecordPtr replay_;              // set while every read so far matched the record
+  RecordPtr retired_;             // a record the replay left (kept until the walk ends: still read)
+  std::size_t replay_op_ = 0;     // the next op of the replay's program
+  ChangeStamp replay_stamp_ = 0;  // the change stamp when the replay began
+  RecordPtr recording_;           // set while this walk records what it reads
+  bool counting_ = false;         // a first walk of its root: note its size at the end
   std::size_t modules_entered_ = 0;
   int record_slot_ = 0;
   std::uint32_t last_entered_ = 0;    // the ModuleRecord of the module entered last
