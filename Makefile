@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.pyparams-venv
 DEPS_STAMP := $(VENV)/.pyparams-deps
-BUILD_STAMP := build/.pyparams-built
+BUILD_STAMP := $(VENV)/.pyparams-built
 SOURCES := $(sort $(wildcard csrc/*.cpp csrc/*.h)) setup.py
 
 LINT_STAMP := $(VENV)/.pyparams-lint
@@ -42,9 +42,11 @@ $(VENV_STAMP): pyproject.toml
 
 # The extension, compiled in place (pyparams/_C*.so) against the torch in $(VENV);
 # its objects stay in build/, so a change recompiles only the files it touches.
+# The stamp lives in the venv: another Python (PYTHON=python3.12 VENV=.venv-3.12)
+# builds its own extension beside this one.
 $(BUILD_STAMP): $(VENV_STAMP) $(SOURCES)
 	$(PY) setup.py --quiet build_ext --inplace
-	mkdir -p build && touch $@
+	touch $@
 
 # pyparams, editable, with the dependencies pyproject.toml lists for tests and
 # benchmarks, and the `pyparams` console script. Its build finds the extension
