@@ -163,15 +163,18 @@ MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
 
 
 def test_recording_counts_the_instance_dicts_it_builds() -> None:
-    # nn.Identity sets no attribute through __dict__: CPython keeps its attributes
-    # inline until something asks for the dict, as recording must (dict versions).
+    # nn.Identity sets no attribute through __dict__: CPython 3.11 on keeps its
+    # attributes inline until something asks for the dict, as recording must (dict
+    # versions). 3.10 makes the __dict__ with the first attribute: nothing to build.
+    inline = sys.version_info >= (3, 11)
     net = nn.ModuleList(nn.Identity() for _ in range(10))
     pyparams.cache_clear()
     list(pyparams.parameters(net))  # the first walk builds none
     assert pyparams.cache_info().dicts_built == 0
     list(pyparams.parameters(net))  # the second records
     info = pyparams.cache_info()
-    assert info.dicts_built >= 10
+    assert info.records == 1
+    assert (info.dicts_built >= 10) if inline else (info.dicts_built == 0)
     assert info.dict_bytes >= info.dicts_built * sys.getsizeof({})
     assert all(vars(module) is not None for module in net)
     list(pyparams.parameters(net))
