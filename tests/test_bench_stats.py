@@ -258,8 +258,8 @@ def test_structure_counts_shared_parameters_once() -> None:
 
 # ------------------------------------------------------------------ walk-cache states
 
-# The cache's counters and sizes: nothing to count where it is off (PYPARAMS_CACHE=0, or a
-# Python without dict versions, such as 3.12, where every walk is live).
+# The cache's counters and sizes: nothing to count where it is off (PYPARAMS_CACHE=0, or
+# CPython 3.13+, where every walk is live).
 needs_cache = pytest.mark.skipif(not pyparams.cache_info().enabled,
                                  reason="the walk cache is off: every walk is live")
 
