@@ -62,6 +62,15 @@ void erase(Followed* hole) noexcept {
   --g_count;
 }
 
+// The empty slot where `dict`'s probe ends (the table is never full).
+Followed* free_slot(PyObject* dict) noexcept {
+  std::size_t slot = home(dict);
+  while (g_slots[slot].dict != nullptr) {
+    slot = (slot + 1) & (g_capacity - 1);
+  }
+  return &g_slots[slot];
+}
+
 Followed* insert_new(PyObject* dict) noexcept {
   if ((g_count + 1) * 2 > g_capacity) {  // at most half full
     std::size_t capacity = g_capacity == 0 ? 64 : g_capacity * 2;
@@ -75,22 +84,15 @@ Followed* insert_new(PyObject* dict) noexcept {
     g_capacity = capacity;
     for (std::size_t slot = 0; slot < old_capacity; ++slot) {
       if (old[slot].dict != nullptr) {
-        std::size_t to = home(old[slot].dict);
-        while (g_slots[to].dict != nullptr) {
-          to = (to + 1) & (g_capacity - 1);
-        }
-        g_slots[to] = old[slot];
+        *free_slot(old[slot].dict) = old[slot];
       }
     }
     PyMem_RawFree(old);
   }
-  std::size_t slot = home(dict);
-  while (g_slots[slot].dict != nullptr) {
-    slot = (slot + 1) & (g_capacity - 1);
-  }
+  Followed* slot = free_slot(dict);
+  *slot = Followed{dict, 0};
   ++g_count;
-  g_slots[slot] = Followed{dict, 0};
-  return &g_slots[slot];
+  return slot;
 }
 
 // Called by CPython before every change of a watched dict (and before it is

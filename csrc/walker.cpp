@@ -1108,7 +1108,7 @@ bool Walker::record_enter(PyObject* module) {
 void Walker::record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children) {
   ModuleRecord& record = recording_->modules[index];
   if (!from_dict || !PyDict_CheckExact(mapping) ||
-      !dict_unchanged(kNeverProven, record.dict, record.dict_version)) {
+      current_version(record.dict) != record.dict_version) {
     abandon_recording();
     return;
   }
@@ -1157,11 +1157,9 @@ void Walker::finish_recording() {
     PyObject** dict = _PyObject_GetDictPtr(module.module);
     bool unchanged = type == module.type && type_version(type) == module.type_version &&
         dict != nullptr && *dict == module.dict &&
-        dict_unchanged(kNeverProven, module.dict, module.dict_version) &&
-        (module.members == nullptr ||
-         dict_unchanged(kNeverProven, module.members, module.members_version)) &&
-        (module.children == nullptr ||
-         dict_unchanged(kNeverProven, module.children, module.children_version));
+        current_version(module.dict) == module.dict_version &&
+        (module.members == nullptr || current_version(module.members) == module.members_version) &&
+        (module.children == nullptr || current_version(module.children) == module.children_version);
     if (!unchanged) {
       return;
     }
