@@ -23,8 +23,11 @@ DIR=${PYPARAMS_SANITIZE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/pyparams-sanitize.XXXX
 
 echo "sanitize: copying $ROOT to $DIR"
 mkdir -p "$DIR"
+# Sources only: the tests run on $PYTHON's own environment, so the virtual environments
+# (.venv-3.12 with its CUDA torch is 5 GB) stay behind.
 tar -C "$ROOT" --exclude=./.git --exclude=./build --exclude='*.so' --exclude='__pycache__' \
-    --exclude='.hypothesis' -cf - . | tar -C "$DIR" -xf -
+    --exclude='.hypothesis' --exclude=./.venv --exclude='./.venv-*' --exclude=./venv \
+    -cf - . | tar -C "$DIR" -xf -
 
 echo "sanitize: building with PYPARAMS_SANITIZE=1"
 start=$(date +%s)
