@@ -13,6 +13,7 @@
 #include "pin_buffer.h"
 #include "pointer_set.h"
 #include "pymem_allocator.h"
+#include "python_names.h"
 #include "walk_cache.h"
 
 namespace pyparams {
@@ -20,6 +21,11 @@ namespace pyparams {
 // What a walk yields: the module's own entries of `_parameters`, of
 // `_buffers`, or the modules themselves.
 enum class Kind : int { Parameters = 0, Buffers = 1, Modules = 2 };
+
+// The attribute that holds a member walk's entries: `_parameters` or `_buffers`.
+inline PyObject* member_attribute(Kind kind) {
+  return kind == Kind::Buffers ? names().buffers : names().parameters;
+}
 
 // Where on torch's dispatch chain the walk starts: the first method whose
 // override on the root is honoured. For parameters: parameters ->

@@ -1,0 +1,178 @@
+// Recording a walk for the warm-walk cache (walk_cache.h): what the live walk
+// reads, with the versions it read, kept when the walk completes unchanged.
+#include <memory>
+#include <new>
+#include <utility>
+
+#include "module_attributes.h"
+#include "replay_program.h"
+#include "walker.h"
+
+namespace pyparams {
+namespace {
+
+// The largest walks recorded (about 90 bytes a module, 32 an entry, and 12
+// an op of the replay's program, about 3 ops a module): a
+// bigger tree is walked live, its record would cost more memory than it saves time.
+constexpr std::size_t kMaxRecordedModules = std::size_t{1} << 17;
+constexpr std::size_t kMaxRecordedEntries = std::size_t{1} << 19;
+
+}  // namespace
+
+// The first read of a walk: here it finds a record of the same walk of this
+// root to replay, or (from the second walk of a root on) records one.
+bool Walker::begin_cached_walk() {
+  if (!cache_enabled()) {
+    return true;
+  }
+  replay_ = find_record(root_.get(), record_slot_);
+  if (replay_) {
+    try {
+      WalkRecord& record = *replay_;
+      if (!pins_.reserve(record.program_pins, record.program_held)) {
+        throw std::bad_alloc();
+      }
+      if (options_.named) {
+        replay_names_.reserve(record.depth + 1);
+        names_cached_ = record.use_names(root_name_.get());
+        names_generation_ = record.names_generation;
+        replay_names_.push_back(OwnedRef::borrow(root_name_.get()).release());
+      }
+    } catch (const std::bad_alloc&) {
+      replay_.reset();  // no replay, no harm: walk live
+      return true;
+    }
+    ++cache_counters().hits;
+    root_done_ = true;  // the program enters the root; a walk going live goes on below it
+    replay_op_ = 0;
+    replay_stamp_ = change_stamp();
+    return true;
+  }
+  ++cache_counters().misses;
+  if (!walked_before(root_.get(), kMaxRecordedModules)) {
+    counting_ = true;  // a root walked once may never be walked again: record on its second walk
+    return true;
+  }
+  try {
+    recording_ = std::make_shared<WalkRecord>();
+  } catch (const std::bad_alloc&) {
+    return true;
+  }
+  recording_->epoch = dispatch_epoch();
+  if (!record_enter(root_.get())) {
+    abandon_recording();
+  }
+  return true;
+}
+
+// Appends the ModuleRecord of `module`, entered now. False when its reads
+// cannot be proven by versions (no class version, no instance __dict__).
+bool Walker::record_enter(PyObject* module) {
+  if (recording_->modules.size() >= kMaxRecordedModules) {
+    return false;  // a huge tree stays live: its record would outweigh the walk
+  }
+  PyTypeObject* type = Py_TYPE(module);
+  if (type_version(type) == 0 || !module_class_info(type).plain_attributes) {
+    return false;
+  }
+  bool inline_attributes = has_inline_attributes(module);
+  PyObject** dict = _PyObject_GetDictPtr(module);  // builds the __dict__ of inline attributes
+  if (dict == nullptr || *dict == nullptr || !PyDict_CheckExact(*dict)) {
+    return false;
+  }
+  if (inline_attributes) {
+    CacheCounters& counters = cache_counters();
+    ++counters.dicts_built;
+    counters.dict_bytes += object_bytes(*dict);
+  }
+  Py_ssize_t dict_offset = reinterpret_cast<char*>(dict) - reinterpret_cast<char*>(module);
+  if (dict_offset != instance_dict_offset(type)) {
+    return false;  // a layout the replay's one-load check does not know
+  }
+  ModuleRecord record;
+  record.module = module;
+  record.type = type;
+  record.type_version = type_version(type);
+  record.dict_offset = dict_offset;
+  record.dict = *dict;
+  record.dict_version = follow_dict(*dict);
+  if (record.dict_version == 0) {
+    return false;
+  }
+  last_entered_ = static_cast<std::uint32_t>(recording_->modules.size());
+  recording_->modules.push_back(record);
+  return true;
+}
+
+// Notes the member (or children) dict of ModuleRecord `index`, just read.
+void Walker::record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children) {
+  ModuleRecord& record = recording_->modules[index];
+  if (!from_dict || !PyDict_CheckExact(mapping) ||
+      current_version(record.dict) != record.dict_version) {
+    abandon_recording();
+    return;
+  }
+  auto size = static_cast<std::uint32_t>(PyDict_GET_SIZE(mapping));
+  if (recording_->members.size() + recording_->children.size() + size > kMaxRecordedEntries) {
+    abandon_recording();
+    return;
+  }
+  Version version = follow_dict(mapping);
+  if (version == 0) {
+    abandon_recording();
+    return;
+  }
+  if (children) {
+    record.children = mapping;
+    record.children_version = version;
+    record.first_child = static_cast<std::uint32_t>(recording_->children.size());
+    record.child_count = size;
+    recording_->children.resize(recording_->children.size() + size);
+  } else {
+    record.members = mapping;
+    record.members_version = version;
+    record.first_member = static_cast<std::uint32_t>(recording_->members.size());
+    record.member_count = 0;  // counted as they are read
+  }
+}
+
+void Walker::abandon_recording() noexcept {
+  recording_.reset();
+}
+
+// A complete walk: keep its record if everything it read is still as read,
+// checked parents first (each module is alive while its parent's children
+// dict is unchanged, which was checked just before).
+void Walker::finish_recording() {
+  RecordPtr record = std::move(recording_);
+  if (options_.kind == Kind::Modules) {
+    record->items = static_cast<std::uint32_t>(record->modules.size());
+  } else {
+    for (const EntryRecord& entry : record->members) {
+      record->items += entry.module_index != 0 ? 1 : 0;
+    }
+  }
+  for (const ModuleRecord& module : record->modules) {
+    PyTypeObject* type = Py_TYPE(module.module);
+    PyObject** dict = _PyObject_GetDictPtr(module.module);
+    bool unchanged = type == module.type && type_version(type) == module.type_version &&
+        dict != nullptr && *dict == module.dict &&
+        current_version(module.dict) == module.dict_version &&
+        (module.members == nullptr || current_version(module.members) == module.members_version) &&
+        (module.children == nullptr || current_version(module.children) == module.children_version);
+    if (!unchanged) {
+      return;
+    }
+  }
+  record->proven_at = change_stamp();  // every dict checked just now, no code ran since
+  // Compiled here, by the recording walk (a root's second), so that its
+  // first replay costs what every later one does.
+  try {
+    build_replay_program(*record, options_.kind != Kind::Modules, options_.recurse);
+  } catch (const std::bad_alloc&) {
+    return;  // no program, no record: the next walk records again
+  }
+  store_record(root_.get(), record_slot_, std::move(record));
+}
+
+}  // namespace pyparams

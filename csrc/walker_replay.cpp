@@ -1,0 +1,334 @@
+// The replay of a warm walk (walk_cache.h): a record's program run step by
+// step, each read checked by versions at the moment the live walk would make
+// it; on the first difference the walk goes live from exactly that point.
+#include <new>
+#include <utility>
+
+#include "dispatch.h"
+#include "dotted_names.h"
+#include "module_attributes.h"
+#include "python_names.h"
+#include "replay_program.h"
+#include "tensor_flags.h"
+#include "walker.h"
+
+namespace pyparams {
+namespace {
+
+// Named replays keep the names they build up to this length (see replayed_name).
+constexpr Py_ssize_t kMaxCachedNameLength = 200;
+
+}  // namespace
+
+// A module whose __dict__ was written for another reason (model.train()
+// writes `training` everywhere) is re-checked entry by entry: the member dicts
+// it maps and no `named_modules` attribute. Then the new version is kept.
+bool Walker::revalidate(ModuleRecord& recorded) {
+  PyObject* dict = recorded.dict;
+  PyObject* members_name = member_attribute(options_.kind);
+  if ((recorded.members != nullptr &&
+       PyDict_GetItemWithError(dict, members_name) != recorded.members) ||
+      (recorded.children != nullptr &&
+       PyDict_GetItemWithError(dict, names().modules) != recorded.children) ||
+      PyDict_GetItemWithError(dict, method_name(Method::NamedModules)) != nullptr ||
+      PyErr_Occurred()) {
+    PyErr_Clear();  // a lookup that fails proves nothing: the live walk will raise it
+    return false;
+  }
+  // The record is shared by every walk of this root; the new version holds for all.
+  Version version = current_version(dict);
+  if (version == 0) {
+    return false;  // no longer followed (the cache was cleared)
+  }
+  recorded.dict_version = version;
+  ++cache_counters().revalidations;
+  return true;
+}
+
+void Walker::unpin_all() noexcept {
+  pins_.release_all();
+  RawVector<PyObject*> names;
+  names.swap(replay_names_);
+  for (PyObject* name : names) {
+    Py_DECREF(name);
+  }
+}
+
+// One step of the replay: runs the record's program up to its next yield. 1
+// with `item` set, 0 at the end, -1 with an error set, 2 when a check failed
+// (the walk is now live, at exactly that point). Every read the live walk
+// would make is checked at the moment it would make it; nothing else is read.
+int Walker::replay_next(PyObject*& item) {
+  if (!poll_signals()) {  // before the step's first check: handlers may change the tree
+    return -1;
+  }
+  WalkRecord& record = *replay_;
+  const bool remove_duplicate = options_.remove_duplicate;
+  const ReplayOp* const program = record.program.data();
+  for (const ReplayOp* op = program + replay_op_;; ++op) {
+    std::uint32_t part = 0;   // which part of a fused op failed
+    std::uint32_t entry = 0;  // the member entry a yield yields
+    auto kind = static_cast<ReplayOpKind>(op->kind);
+    switch (kind) {
+      case ReplayOpKind::PinRoot:
+        if (remove_duplicate) {
+          pins_.pin(root_.get(), PinBuffer::kModule);
+        }
+        continue;
+      case ReplayOpKind::CheckModule:
+        if (replay_module_unchanged(record, op->index)) [[likely]] {
+          continue;
+        }
+        break;
+      case ReplayOpKind::Enter:
+      case ReplayOpKind::EnterMembers:
+      case ReplayOpKind::EnterMembersYield:
+        if (!replay_module_unchanged(record, op->index)) [[unlikely]] {
+          break;
+        }
+        pins_.pin(record.modules[op->index].module, PinBuffer::kModule);
+        if (options_.named && !push_replayed_name(record, *op)) {
+          return -1;
+        }
+        if (kind == ReplayOpKind::Enter) {
+          continue;
+        }
+        part = 1;
+        if (!replay_members_unchanged(record, *op, part)) [[unlikely]] {
+          break;
+        }
+        if (kind == ReplayOpKind::EnterMembers) {
+          continue;
+        }
+        entry = record.modules[op->index].first_member;
+        goto yield_entry;
+      case ReplayOpKind::Members:
+        if (replay_members_unchanged(record, *op, part)) [[likely]] {
+          continue;
+        }
+        break;
+      case ReplayOpKind::Children:
+        // Its last read in a frame about to be left: the dict is let go, or
+        // the live walk goes on from here, to free it where it would.
+        if (replay_children_unchanged(record, *op) && (op->leave == 0 || pins_.leave()))
+            [[likely]] {
+          continue;
+        }
+        break;
+      case ReplayOpKind::MembersModuleChildren:
+      case ReplayOpKind::ModuleChildren:
+        if (kind == ReplayOpKind::MembersModuleChildren) {
+          if (!members_unchanged(record, record.modules[op->index])) [[unlikely]] {
+            break;
+          }
+          part = 1;
+        }
+        if (!replay_module_unchanged(record, op->index)) [[unlikely]] {
+          break;
+        }
+        ++part;
+        if (replay_children_unchanged(record, *op)) [[likely]] {
+          continue;
+        }
+        break;
+      case ReplayOpKind::Yield:
+      case ReplayOpKind::MembersYield: {
+        entry = op->index;
+        if (kind == ReplayOpKind::MembersYield) {
+          if (!members_unchanged(record, record.modules[op->index])) [[unlikely]] {
+            break;
+          }
+          entry = op->entry;
+        }
+      yield_entry:
+        replay_op_ = static_cast<std::size_t>(op + 1 - program);
+        PyObject* value = record.members[entry].value;
+        if (remove_duplicate) {
+          pins_.pin(value, PinBuffer::kMember);
+        }
+        if (!options_.trainable_only && !options_.named) [[likely]] {
+          Py_INCREF(value);
+          item = value;
+          return 1;
+        }
+        int yielded = replay_yield(record, entry, item);
+        if (yielded == 0) {
+          continue;  // filtered out; the next op was compiled as a new step: it checks again
+        }
+        return yielded;
+      }
+      case ReplayOpKind::YieldModule: {
+        PyObject* module = record.modules[op->index].module;
+        replay_op_ = static_cast<std::size_t>(op + 1 - program);
+        item = options_.named ? make_item(replay_names_.back(), module)
+                              : OwnedRef::borrow(module).release();
+        return item != nullptr ? 1 : -1;
+      }
+      case ReplayOpKind::Duplicate: {
+        // A duplicate when recorded: still one unless its class (or instance)
+        // now brings a named_modules override, which the live walk would call.
+        PyObject* child = record.children[op->index].value;
+        if (!remove_duplicate || !is_module(child)) {
+          break;
+        }
+        OwnedRef override = OwnedRef::steal(override_for(child, Method::NamedModules));
+        if (override || PyErr_Occurred()) {
+          PyErr_Clear();
+          break;
+        }
+        continue;
+      }
+      case ReplayOpKind::Live:
+        break;
+      case ReplayOpKind::End:
+        if (unchanged_since(replay_stamp_)) {
+          record.proven_at = replay_stamp_;  // every dict checked, and none changed since
+        }
+        return 0;
+    }
+    // A check failed (or the record stops vouching) at this part of this op.
+    return go_live(unfused_op_index(record.program, static_cast<std::size_t>(op - program), part));
+  }
+}
+
+// Member entry `entry` of a Yield, pinned already, filtered and named: 1 with
+// `item` set, 0 when filtered out, -1 with an error set.
+int Walker::replay_yield(WalkRecord& record, std::uint32_t entry_index, PyObject*& item) {
+  const EntryRecord& entry = record.members[entry_index];
+  OwnedRef value = OwnedRef::borrow(entry.value);  // requires_grad may run code
+  if (options_.trainable_only) {
+    int trainable = requires_grad(value.get());
+    if (trainable <= 0) {
+      return trainable;
+    }
+  }
+  if (!options_.named) {
+    item = value.release();
+    return 1;
+  }
+  OwnedRef name = replayed_name(record.member_names, entry_index, replay_names_.back(), entry.key);
+  item = name ? make_item(name.get(), value.get()) : nullptr;
+  return item != nullptr ? 1 : -1;
+}
+
+// Named replays: the name of the module an Enter op entered at depth d, from
+// its parent's name and the key it was reached under. It becomes the path's
+// name at d: the names of modules left since are dropped here.
+bool Walker::push_replayed_name(WalkRecord& record, const ReplayOp& op) {
+  while (replay_names_.size() > op.depth) {
+    Py_DECREF(replay_names_.back());  // a str of ours or the prefix: runs no code
+    replay_names_.pop_back();
+  }
+  OwnedRef name = replayed_name(record.module_names, op.index, replay_names_.back(),
+                                record.children[op.entry].key);
+  if (!name) {
+    return false;
+  }
+  replay_names_.push_back(name.release());  // reserved to the record's depth
+  return true;
+}
+
+// `parent + "." + key` for a named replay: built once per prefix and kept in
+// the record (`names[index]`), then handed out again (str is immutable).
+OwnedRef Walker::replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
+                               PyObject* key) {
+  // Another walk of the same record under another prefix may have replaced
+  // the names since this one began (two iterators open at once).
+  if (names_cached_ && replay_->names_generation == names_generation_) [[likely]] {
+    PyObject*& cached = names[index];
+    if (cached != nullptr) {
+      return OwnedRef::borrow(cached);
+    }
+    OwnedRef built = OwnedRef::steal(join_name(parent, key));
+    // Short names only: a deep chain's names grow with depth, and keeping them
+    // all would cost memory quadratic in it. Never the key itself (what "" + key
+    // is): the cache holds pyparams' own strings, no reference to the model's.
+    if (built && built.get() != key && PyUnicode_GET_LENGTH(built.get()) <= kMaxCachedNameLength) {
+      cached = OwnedRef::borrow(built.get()).release();
+    }
+    return built;
+  }
+  return OwnedRef::steal(join_name(parent, key));
+}
+
+// Hands the walk to the live walker at exactly the replay's point (before op
+// `unfused_op` of the unfused program): frames with their cursors at the recorded positions (and
+// the sizes they started with), the dedup sets holding what the replay entered and yielded. The
+// record, stale, is dropped. Returns 2, or -1 with an error set.
+int Walker::go_live(std::size_t unfused_op) noexcept {
+  const WalkRecord& record = *replay_;
+  const bool members_kind = options_.kind != Kind::Modules;
+  auto position_after = [](const RawVector<EntryRecord>& entries, std::uint32_t first,
+                           std::uint32_t read) -> Py_ssize_t {
+    return read == 0 ? 0 : entries[first + read - 1].position_after;
+  };
+  ReplayPosition position;
+  try {
+    replay_position_at(record, members_kind, options_.recurse, unfused_op, position);
+    for (std::size_t depth = 0; depth < position.frames.size(); ++depth) {
+      const ReplayPosition::Frame& replayed = position.frames[depth];
+      const ModuleRecord& module = record.modules[replayed.record];
+      // Named: its full name; unnamed: the key it was reached under (see ModuleFrame).
+      PyObject* label = options_.named ? replay_names_[depth]
+          : replayed.entry < 0         ? nullptr
+                                       : record.children[replayed.entry].key;
+      if (!push(module.module, OwnedRef::borrow(label))) {
+        return -1;
+      }
+      ModuleFrame& frame = stack_.back();
+      frame.record = replayed.record;
+      frame.entries_read = replayed.read;
+      if (replayed.started) {
+        frame.children_started = true;
+        frame.children.start_at(module.children, module.child_count,
+                                position_after(record.children, module.first_child, replayed.read),
+                                module.child_count - replayed.read);
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();  // a walk that could not rebuild its position would be wrong: it ends
+    return -1;
+  }
+  PyObject* members_name = options_.named ? replay_names_.back() : nullptr;
+  OwnedRef pending_module;
+  OwnedRef pending_name;
+  members_mapping_ = OwnedRef::borrow(pins_.held_members());  // the member dict started last
+  if (position.members != ReplayPosition::Members::None) {
+    const ModuleRecord& module = record.modules[position.members_record];
+    members_record_ = position.members_record;
+    if (position.members == ReplayPosition::Members::Active) {
+      members_mapping_ = OwnedRef::borrow(module.members);
+      if (position.members_read != 0) {
+        members_.start_at(
+            module.members, module.member_count,
+            position_after(record.members, module.first_member, position.members_read),
+            module.member_count - position.members_read);
+      }  // else started below, once the last member dict is let go
+      members_name_ = OwnedRef::borrow(members_name);
+      members_active_ = true;
+    } else {
+      // Entered, its members not read yet: the live walk reads them now.
+      pending_module = OwnedRef::borrow(module.module);
+      pending_name = OwnedRef::borrow(members_name);
+    }
+  }
+  if (options_.remove_duplicate) {
+    for (std::uintptr_t pinned : pins_) {
+      (PinBuffer::tag(pinned) == PinBuffer::kModule ? seen_modules_ : seen_members_)
+          .insert(PinBuffer::object(pinned));
+    }
+  }
+  unpin_all();
+  drop_record(root_.get(), record_slot_, replay_.get());
+  ++cache_counters().invalidations;
+  retired_ = std::move(replay_);  // the caller may still read it in this step
+  if (position.members == ReplayPosition::Members::Active && position.members_read == 0) {
+    members_.start(members_mapping_.get());  // an exact dict: cannot fail
+  }
+  if (pending_module) {
+    return start_members(pending_module.get(), pending_name.get(), false) ? 2 : -1;
+  }
+  return 2;
+}
+
+}  // namespace pyparams
