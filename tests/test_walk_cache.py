@@ -76,6 +76,16 @@ def _child_deleted(net: nn.Module) -> None:
     del net[1][0].norm
 
 
+def _child_added_to_root(net: nn.Module) -> None:
+    # A size change of the dict whose frame stays open longest: any step after it
+    # reads it again (the last ones leave every frame of the path at once).
+    net.add_module("late", nn.Linear(1, 1))
+
+
+def _child_added_to_last_block(net: nn.Module) -> None:
+    net[2].add_module("late", nn.Linear(1, 1))
+
+
 def _child_set_to_none(net: nn.Module) -> None:
     net[2]._modules["proj"] = None
 
@@ -148,6 +158,8 @@ MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
     _tied_weight_replaced,
     _parameter_written_into_dict,
     _child_deleted,
+    _child_added_to_root,
+    _child_added_to_last_block,
     _child_set_to_none,
     _children_dict_replaced,
     _instance_dict_replaced,
