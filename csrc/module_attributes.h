@@ -41,6 +41,13 @@ inline unsigned int type_version(PyTypeObject* type) {
 #endif
 }
 
+// Whether `type` still has `version`, a tag type_version() gave (never 0).
+// Every CPython from 3.10 on zeroes the tag when a class changes, with the
+// flag, and hands out each tag once: the tag alone answers, one load.
+inline bool type_version_is(PyTypeObject* type, unsigned int version) {
+  return type->tp_version_tag == version;
+}
+
 // True when `object` keeps its attributes inline, with no __dict__ made yet
 // (managed dicts, CPython 3.11 on; false elsewhere). _PyObject_GetDictPtr would
 // build that dict, about 64 bytes an object that torch's walk never spends:

@@ -33,32 +33,47 @@ class PinBuffer {
       return false;
     }
     pins_ = static_cast<std::uintptr_t*>(grown);
+    pins_end_ = pins_;
     capacity_ = pins;
     held_ = reinterpret_cast<PyObject**>(pins_ + pins);
+    held_end_ = held_;
     held_capacity_ = held;
     return true;
   }
+  // Where the next pin and the next held dict go. The replay keeps it in
+  // registers through a step (a store through the buffer's own counters would
+  // be reloaded after every Py_INCREF, which may alias them) and commit()s it
+  // back before anything reads the buffer or may run code.
+  struct Cursor {
+    std::uintptr_t* pin;
+    PyObject** held;
+  };
+  Cursor cursor() const noexcept { return {pins_end_, held_end_}; }
+  void commit(const Cursor& cursor) noexcept {
+    pins_end_ = cursor.pin;
+    held_end_ = cursor.held;
+  }
   // Takes a reference to `object` until the walk ends; within the reserved room.
-  void pin(PyObject* object, Tag tag) noexcept {
+  static void pin(Cursor& cursor, PyObject* object, Tag tag) noexcept {
     Py_INCREF(object);
-    pins_[size_++] = reinterpret_cast<std::uintptr_t>(object) | tag;
+    *cursor.pin++ = reinterpret_cast<std::uintptr_t>(object) | tag;
   }
   // Takes a reference to a children dict a later step reads again, until its
   // frame is left (leave()); frames are left in the reverse order.
-  void hold(PyObject* dict) noexcept {
+  static void hold(Cursor& cursor, PyObject* dict) noexcept {
     Py_INCREF(dict);
-    held_[held_size_++] = dict;
+    *cursor.held++ = dict;
   }
   // The frame of the dict held last is left: drops it, as the live walk drops
   // a frame. False, dropping nothing, when ours is its last reference
   // (dropping it frees it, which may run code, and none but the replay's runs
   // within a step): the walk must go live, which drops it in its place.
-  bool leave() noexcept {
-    PyObject* dict = held_[held_size_ - 1];
+  static bool leave(Cursor& cursor) noexcept {
+    PyObject* dict = cursor.held[-1];
     if (!drops_nothing(dict)) {
       return false;
     }
-    --held_size_;
+    --cursor.held;
     Py_DECREF(dict);
     return true;
   }
@@ -78,17 +93,17 @@ class PinBuffer {
   // already empty (it may even start a walk of its own on another buffer).
   void release_all() noexcept {
     std::uintptr_t* pins = std::exchange(pins_, nullptr);
-    std::size_t size = std::exchange(size_, 0);
+    std::uintptr_t* pins_end = std::exchange(pins_end_, nullptr);
     PyObject** held = std::exchange(held_, nullptr);
-    std::size_t held_size = std::exchange(held_size_, 0);
+    PyObject** held_end = std::exchange(held_end_, nullptr);
     PyObject* members = std::exchange(members_, nullptr);
     capacity_ = 0;
     held_capacity_ = 0;
-    for (std::size_t index = 0; index < size; ++index) {
-      Py_DECREF(object(pins[index]));
+    for (std::uintptr_t* pin = pins; pin != pins_end; ++pin) {
+      Py_DECREF(object(*pin));
     }
-    for (std::size_t index = 0; index < held_size; ++index) {
-      Py_DECREF(held[index]);
+    for (PyObject** dict = held; dict != held_end; ++dict) {
+      Py_DECREF(*dict);
     }
     Py_XDECREF(members);
     PyMem_RawFree(pins);
@@ -99,14 +114,14 @@ class PinBuffer {
   }
   static Tag tag(std::uintptr_t pinned) { return static_cast<Tag>(pinned & 3); }
   const std::uintptr_t* begin() const { return pins_; }
-  const std::uintptr_t* end() const { return pins_ + size_; }
+  const std::uintptr_t* end() const { return pins_end_; }
 
   int traverse(visitproc visit, void* arg) const {
-    for (std::size_t index = 0; index < size_; ++index) {
-      Py_VISIT(object(pins_[index]));
+    for (const std::uintptr_t* pin = pins_; pin != pins_end_; ++pin) {
+      Py_VISIT(object(*pin));
     }
-    for (std::size_t index = 0; index < held_size_; ++index) {
-      Py_VISIT(held_[index]);
+    for (PyObject** dict = held_; dict != held_end_; ++dict) {
+      Py_VISIT(*dict);
     }
     Py_VISIT(members_);
     return 0;
@@ -117,10 +132,10 @@ class PinBuffer {
   static bool drops_nothing(PyObject* object) { return Py_REFCNT(object) > 1; }
 
   std::uintptr_t* pins_ = nullptr;  // the allocation; held_ follows the pins
-  std::size_t size_ = 0;
+  std::uintptr_t* pins_end_ = nullptr;
   std::size_t capacity_ = 0;
   PyObject** held_ = nullptr;
-  std::size_t held_size_ = 0;
+  PyObject** held_end_ = nullptr;
   std::size_t held_capacity_ = 0;
   PyObject* members_ = nullptr;  // the member dict held
 };

@@ -28,11 +28,27 @@ enum class ReplayOpKind : std::uint8_t {
   MembersYield,           // Members of module `index`, Yield of member entry `entry`
   ModuleChildren,         // CheckModule, Children of module `index`
   MembersModuleChildren,  // Members, CheckModule, Children of module `index`
+  // `entry` Children ops in a row that each leave their frame (the end of a
+  // deep path): their modules are WalkRecord::leave_runs[index...].
+  LeaveRun,
+};
+
+struct ReplayOp {
+  std::uint32_t index;     // a ModuleRecord, or a member or children entry (see the kind)
+  std::uint32_t entry;     // a second index, for Enter and the fused ops (see the kind)
+  std::uint32_t kind : 8;  // a ReplayOpKind (a whole byte: one load to dispatch on)
+  // Members, Children: hold the dict (of the last part when fused), as a later
+  // step reads it again (Members: the member dict started, as the live walk).
+  std::uint32_t hold : 1;
+  // Children: its module's frame is left in this step (its dict read for the
+  // last time): the dict held since an earlier step is let go.
+  std::uint32_t leave : 1;
+  std::uint32_t depth : 22;  // Enter: the depth of its frame (records are shallower)
 };
 
 // How many ops of the unfused program a (fused) op stands for.
-constexpr std::uint32_t replay_op_parts(ReplayOpKind kind) {
-  switch (kind) {
+constexpr std::uint32_t replay_op_parts(const ReplayOp& op) {
+  switch (static_cast<ReplayOpKind>(op.kind)) {
     case ReplayOpKind::EnterMembers:
     case ReplayOpKind::MembersYield:
     case ReplayOpKind::ModuleChildren:
@@ -40,22 +56,11 @@ constexpr std::uint32_t replay_op_parts(ReplayOpKind kind) {
     case ReplayOpKind::EnterMembersYield:
     case ReplayOpKind::MembersModuleChildren:
       return 3;
+    case ReplayOpKind::LeaveRun:
+      return op.entry;
     default:
       return 1;
   }
 }
-
-struct ReplayOp {
-  std::uint32_t index;     // a ModuleRecord, or a member or children entry (see the kind)
-  std::uint32_t entry;     // a second index, for Enter and the fused ops (see the kind)
-  std::uint32_t kind : 6;  // a ReplayOpKind
-  // Members, Children: hold the dict (of the last part when fused), as a later
-  // step reads it again (Members: the member dict started, as the live walk).
-  std::uint32_t hold : 1;
-  // Children: its module's frame is left in this step (its dict read for the
-  // last time): the dict held since an earlier step is let go.
-  std::uint32_t leave : 1;
-  std::uint32_t depth : 24;  // Enter: the depth of its frame (records are shallower)
-};
 
 }  // namespace pyparams

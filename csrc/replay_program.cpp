@@ -286,11 +286,29 @@ ReplayOp fused(Kind kind, std::uint32_t index, std::uint32_t entry, std::uint32_
   return {index, entry, static_cast<std::uint32_t>(kind), hold, 0, depth};
 }
 
+bool leaves_frame(const ReplayOp& op) {
+  return is(op, Kind::Children) && op.leave != 0 && op.hold == 0;
+}
+
 // Fuses the runs of ops that most often follow one another (replay_op.h).
-void fuse(const WalkRecord& record, const RawVector<ReplayOp>& ops, RawVector<ReplayOp>& program) {
+void fuse(const RawVector<ReplayOp>& ops, const WalkRecord& record, RawVector<ReplayOp>& program,
+          RawVector<std::uint32_t>& leave_runs) {
   std::size_t count = ops.size();
   for (std::size_t at = 0; at < count;) {
     const ReplayOp& first = ops[at];
+    std::size_t leaving = 0;  // frames left one after another from here
+    while (at + leaving < count && leaves_frame(ops[at + leaving])) {
+      ++leaving;
+    }
+    if (leaving >= 2) {
+      program.push_back(fused(Kind::LeaveRun, static_cast<std::uint32_t>(leave_runs.size()),
+                              static_cast<std::uint32_t>(leaving), 0, 0));
+      for (std::size_t part = 0; part < leaving; ++part) {
+        leave_runs.push_back(ops[at + part].index);
+      }
+      at += leaving;
+      continue;
+    }
     const ReplayOp* second = at + 1 < count ? &ops[at + 1] : nullptr;
     const ReplayOp* third = at + 2 < count ? &ops[at + 2] : nullptr;
     auto same_module = [&first](const ReplayOp* op, Kind kind) {
@@ -315,7 +333,7 @@ void fuse(const WalkRecord& record, const RawVector<ReplayOp>& ops, RawVector<Re
     } else {
       program.push_back(first);
     }
-    at += replay_op_parts(static_cast<Kind>(program.back().kind));
+    at += replay_op_parts(program.back());
   }
 }
 
@@ -328,10 +346,13 @@ void build_replay_program(WalkRecord& record, bool members_kind, bool recurse) {
                       end);
   tracer.run();
   RawVector<ReplayOp> program;
+  RawVector<std::uint32_t> leave_runs;
   program.reserve(ops.size());
-  fuse(record, ops, program);
+  fuse(ops, record, program, leave_runs);
   program.shrink_to_fit();
+  leave_runs.shrink_to_fit();
   record.program.swap(program);
+  record.leave_runs.swap(leave_runs);
   record.program_pins = tracer.pins();
   record.program_held = most_held(ops);
 }
@@ -340,7 +361,7 @@ std::size_t unfused_op_index(const RawVector<ReplayOp>& program, std::size_t op,
                              std::uint32_t part) {
   std::size_t index = part;
   for (std::size_t before = 0; before < op; ++before) {
-    index += replay_op_parts(static_cast<Kind>(program[before].kind));
+    index += replay_op_parts(program[before]);
   }
   return index;
 }

@@ -100,7 +100,7 @@ std::size_t WalkRecord::bytes() const noexcept {
   }
   return sizeof(WalkRecord) + modules.capacity() * sizeof(ModuleRecord) +
       (members.capacity() + children.capacity()) * sizeof(EntryRecord) +
-      program.capacity() * sizeof(ReplayOp) +
+      program.capacity() * sizeof(ReplayOp) + leave_runs.capacity() * sizeof(std::uint32_t) +
       (module_names.capacity() + member_names.capacity()) * sizeof(PyObject*) + names;
 }
 

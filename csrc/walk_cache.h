@@ -65,6 +65,7 @@ struct WalkRecord {
   // What a replay runs, compiled when the record is complete (replay_program.h),
   // and the most references it pins (reserved at its start).
   RawVector<ReplayOp> program;
+  RawVector<std::uint32_t> leave_runs;  // the modules of its LeaveRun ops, in order
   std::size_t program_pins = 0;
   std::size_t program_held = 0;  // and the most dicts it holds at once
 

@@ -144,55 +144,9 @@ class Walker {
   // records what it reads for the next walk of the same root.
   bool begin_cached_walk();
   int replay_next(PyObject*& item);
-  // Whether ModuleRecord `index` still reads as recorded: the same class at
-  // the same version (the same attribute lookup, no new override) and the same
-  // instance __dict__ at the same version, or one revalidated. The module is
-  // alive: its parent's children dict was checked in this step.
-  bool replay_module_unchanged(WalkRecord& record, std::uint32_t index) {
-    ModuleRecord& recorded = record.modules[index];
-    PyObject* module = recorded.module;
-    PyTypeObject* type = Py_TYPE(module);
-    if (type != recorded.type || type_version(type) != recorded.type_version) {
-      return false;
-    }
-    // The same type, so the same place for the __dict__ pointer (a managed
-    // dict not materialized reads as null, or 3.12's tagged inline values,
-    // there: not the recorded dict).
-    PyObject* dict =
-        *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(module) + recorded.dict_offset);
-    return dict == recorded.dict &&
-        (dict_unchanged(record.proven_at, dict, recorded.dict_version) || revalidate(recorded));
-  }
+  // A recorded module whose __dict__ was written since (to its entries only)
+  // is re-checked entry by entry; true when it still reads as recorded.
   bool revalidate(ModuleRecord& recorded);
-  // Whether a member or children dict is still at its recorded version; with
-  // `op.hold`: then held, as a later step reads it again (a children dict
-  // until its frame is left). A member dict's check is op part `part`: it
-  // becomes the next part when the check passed but the walk must go live
-  // after it (the member dict held before is ours alone: PinBuffer).
-  bool replay_members_unchanged(const WalkRecord& record, const ReplayOp& op, std::uint32_t& part) {
-    const ModuleRecord& module = record.modules[op.index];
-    if (!members_unchanged(record, module)) [[unlikely]] {
-      return false;
-    }
-    if (op.hold && !pins_.hold_members(module.members)) [[unlikely]] {
-      ++part;
-      return false;
-    }
-    return true;
-  }
-  static bool members_unchanged(const WalkRecord& record, const ModuleRecord& module) {
-    return dict_unchanged(record.proven_at, module.members, module.members_version);
-  }
-  bool replay_children_unchanged(const WalkRecord& record, const ReplayOp& op) {
-    const ModuleRecord& module = record.modules[op.index];
-    if (!dict_unchanged(record.proven_at, module.children, module.children_version)) [[unlikely]] {
-      return false;
-    }
-    if (op.hold) {
-      pins_.hold(module.children);
-    }
-    return true;
-  }
   bool push_replayed_name(WalkRecord& record, const ReplayOp& op);
   int replay_yield(WalkRecord& record, std::uint32_t entry, PyObject*& item);
   int go_live(std::size_t unfused_op) noexcept;
@@ -235,12 +189,12 @@ class Walker {
   // The item an overriding named_modules yielded for the module just returned.
   OwnedRef override_item_;
 
-  RecordPtr replay_;              // set while every read so far matched the record
-  RecordPtr retired_;             // a record the replay left (kept until the walk ends: still read)
-  std::size_t replay_op_ = 0;     // the next op of the replay's program
-  ChangeStamp replay_stamp_ = 0;  // the change stamp when the replay began
-  RecordPtr recording_;           // set while this walk records what it reads
-  bool counting_ = false;         // a first walk of its root: note its size at the end
+  RecordPtr replay_;   // set while every read so far matched the record
+  RecordPtr retired_;  // a record the replay left (kept until the walk ends: still read)
+  const ReplayOp* replay_at_ = nullptr;  // the next op of the replay's program
+  ChangeStamp replay_stamp_ = 0;         // the change stamp when the replay began
+  RecordPtr recording_;                  // set while this walk records what it reads
+  bool counting_ = false;                // a first walk of its root: note its size at the end
   std::size_t modules_entered_ = 0;
   int record_slot_ = 0;
   std::uint32_t last_entered_ = 0;    // the ModuleRecord of the module entered last

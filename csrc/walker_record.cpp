@@ -16,6 +16,7 @@ namespace {
 // bigger tree is walked live, its record would cost more memory than it saves time.
 constexpr std::size_t kMaxRecordedModules = std::size_t{1} << 17;
 constexpr std::size_t kMaxRecordedEntries = std::size_t{1} << 19;
+static_assert(kMaxRecordedModules < (std::size_t{1} << 22), "an op's depth field holds any depth");
 
 }  // namespace
 
@@ -44,7 +45,7 @@ bool Walker::begin_cached_walk() {
     }
     ++cache_counters().hits;
     root_done_ = true;  // the program enters the root; a walk going live goes on below it
-    replay_op_ = 0;
+    replay_at_ = replay_->program.data();
     replay_stamp_ = change_stamp();
     return true;
   }

@@ -18,6 +18,31 @@ namespace {
 // Named replays keep the names they build up to this length (see replayed_name).
 constexpr Py_ssize_t kMaxCachedNameLength = 200;
 
+// How a recorded module reads now: as recorded (the same class at the same
+// version, so the same attribute lookup and no new override, and the same
+// instance __dict__ at the same version); its __dict__ written since (to be
+// re-checked entry by entry); or changed. The module is alive: its parent's
+// children dict was checked in this step.
+enum class ModuleRead { AsRecorded, DictWritten, Changed };
+
+inline ModuleRead read_module(const ModuleRecord& recorded, ChangeStamp proven_at) {
+  PyObject* module = recorded.module;
+  PyTypeObject* type = Py_TYPE(module);
+  if (type != recorded.type || !type_version_is(type, recorded.type_version)) {
+    return ModuleRead::Changed;
+  }
+  // The same type, so the same place for the __dict__ pointer (a managed
+  // dict not materialized reads as null, or 3.12's tagged inline values,
+  // there: not the recorded dict).
+  PyObject* dict =
+      *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(module) + recorded.dict_offset);
+  if (dict != recorded.dict) {
+    return ModuleRead::Changed;
+  }
+  return dict_unchanged(proven_at, dict, recorded.dict_version) ? ModuleRead::AsRecorded
+                                                                : ModuleRead::DictWritten;
+}
+
 }  // namespace
 
 // A module whose __dict__ was written for another reason (model.train()
@@ -58,108 +83,178 @@ void Walker::unpin_all() noexcept {
 // with `item` set, 0 at the end, -1 with an error set, 2 when a check failed
 // (the walk is now live, at exactly that point). Every read the live walk
 // would make is checked at the moment it would make it; nothing else is read.
+//
+// The hot state lives in locals for the step (the record's arrays, the
+// proof stamp, the pin cursor): a Py_INCREF may alias any counter reachable
+// through `this`, and members would be reloaded after each one. The cursor is
+// committed to pins_ before anything that reads the buffer or may run code.
 int Walker::replay_next(PyObject*& item) {
   if (!poll_signals()) {  // before the step's first check: handlers may change the tree
     return -1;
   }
   WalkRecord& record = *replay_;
+  ModuleRecord* const modules = record.modules.data();
+  const EntryRecord* const members = record.members.data();
+  // A stamp at which every dict of the record had its version (watchers).
+  // Another walk may prove the record again while code runs in this step:
+  // the older stamp is still a true statement, only less often useful.
+  const ChangeStamp proven_at = record.proven_at;
   const bool remove_duplicate = options_.remove_duplicate;
+  PinBuffer::Cursor pins = pins_.cursor();
+  // The module check, with its slow path: a written __dict__ is re-read
+  // entry by entry (a lookup may run a key's __eq__: the pins are committed).
+  auto module_unchanged = [&](ModuleRecord& recorded) {
+    ModuleRead read = read_module(recorded, proven_at);
+    if (read == ModuleRead::AsRecorded) [[likely]] {
+      return true;
+    }
+    pins_.commit(pins);
+    return read == ModuleRead::DictWritten && revalidate(recorded);
+  };
+  // A member dict's check, then (`hold`) its hold, as torch's `members` local
+  // holds the mapping it started. A hold that fails (the member dict held
+  // before is ours alone: PinBuffer) fails the next part.
+  auto members_unchanged = [&](const ModuleRecord& module, std::uint32_t hold,
+                               std::uint32_t& part) {
+    if (!dict_unchanged(proven_at, module.members, module.members_version)) [[unlikely]] {
+      return false;
+    }
+    if (hold != 0 && !pins_.hold_members(module.members)) [[unlikely]] {
+      ++part;
+      return false;
+    }
+    return true;
+  };
+  auto children_unchanged = [&](const ModuleRecord& module, const ReplayOp& op) {
+    if (!dict_unchanged(proven_at, module.children, module.children_version)) [[unlikely]] {
+      return false;
+    }
+    if (op.hold != 0) {
+      PinBuffer::hold(pins, module.children);
+    }
+    return true;
+  };
   const ReplayOp* const program = record.program.data();
-  for (const ReplayOp* op = program + replay_op_;; ++op) {
-    std::uint32_t part = 0;   // which part of a fused op failed
-    std::uint32_t entry = 0;  // the member entry a yield yields
+  for (const ReplayOp* op = replay_at_;; ++op) {
+    std::uint32_t part = 0;  // which part of a fused op failed
+    std::uint32_t entry;     // the member entry a yield yields
     auto kind = static_cast<ReplayOpKind>(op->kind);
     switch (kind) {
       case ReplayOpKind::PinRoot:
         if (remove_duplicate) {
-          pins_.pin(root_.get(), PinBuffer::kModule);
+          PinBuffer::pin(pins, root_.get(), PinBuffer::kModule);
         }
         continue;
       case ReplayOpKind::CheckModule:
-        if (replay_module_unchanged(record, op->index)) [[likely]] {
+        if (module_unchanged(modules[op->index])) [[likely]] {
           continue;
         }
         break;
       case ReplayOpKind::Enter:
       case ReplayOpKind::EnterMembers:
-      case ReplayOpKind::EnterMembersYield:
-        if (!replay_module_unchanged(record, op->index)) [[unlikely]] {
+      case ReplayOpKind::EnterMembersYield: {
+        ModuleRecord& module = modules[op->index];
+        if (!module_unchanged(module)) [[unlikely]] {
           break;
         }
-        pins_.pin(record.modules[op->index].module, PinBuffer::kModule);
-        if (options_.named && !push_replayed_name(record, *op)) {
-          return -1;
+        PinBuffer::pin(pins, module.module, PinBuffer::kModule);
+        if (options_.named) {
+          pins_.commit(pins);
+          if (!push_replayed_name(record, *op)) {
+            return -1;
+          }
         }
         if (kind == ReplayOpKind::Enter) {
           continue;
         }
         part = 1;
-        if (!replay_members_unchanged(record, *op, part)) [[unlikely]] {
+        if (!members_unchanged(module, op->hold, part)) [[unlikely]] {
           break;
         }
         if (kind == ReplayOpKind::EnterMembers) {
           continue;
         }
-        entry = record.modules[op->index].first_member;
+        entry = module.first_member;
         goto yield_entry;
+      }
       case ReplayOpKind::Members:
-        if (replay_members_unchanged(record, *op, part)) [[likely]] {
+        if (members_unchanged(modules[op->index], op->hold, part)) [[likely]] {
           continue;
         }
         break;
       case ReplayOpKind::Children:
         // Its last read in a frame about to be left: the dict is let go, or
         // the live walk goes on from here, to free it where it would.
-        if (replay_children_unchanged(record, *op) && (op->leave == 0 || pins_.leave()))
-            [[likely]] {
+        if (children_unchanged(modules[op->index], *op) &&
+            (op->leave == 0 || PinBuffer::leave(pins))) [[likely]] {
           continue;
         }
         break;
+      case ReplayOpKind::LeaveRun: {
+        // The frames of a deep path left one after another, in one loop.
+        const std::uint32_t* leaving = record.leave_runs.data() + op->index;
+        for (; part < op->entry; ++part) {
+          const ModuleRecord& module = modules[leaving[part]];
+          if (!dict_unchanged(proven_at, module.children, module.children_version) ||
+              !PinBuffer::leave(pins)) [[unlikely]] {
+            break;
+          }
+        }
+        if (part == op->entry) [[likely]] {
+          continue;
+        }
+        break;
+      }
       case ReplayOpKind::MembersModuleChildren:
-      case ReplayOpKind::ModuleChildren:
+      case ReplayOpKind::ModuleChildren: {
+        ModuleRecord& module = modules[op->index];
         if (kind == ReplayOpKind::MembersModuleChildren) {
-          if (!members_unchanged(record, record.modules[op->index])) [[unlikely]] {
+          if (!dict_unchanged(proven_at, module.members, module.members_version)) [[unlikely]] {
             break;
           }
           part = 1;
         }
-        if (!replay_module_unchanged(record, op->index)) [[unlikely]] {
+        if (!module_unchanged(module)) [[unlikely]] {
           break;
         }
         ++part;
-        if (replay_children_unchanged(record, *op)) [[likely]] {
+        if (children_unchanged(module, *op)) [[likely]] {
           continue;
         }
         break;
-      case ReplayOpKind::Yield:
-      case ReplayOpKind::MembersYield: {
-        entry = op->index;
-        if (kind == ReplayOpKind::MembersYield) {
-          if (!members_unchanged(record, record.modules[op->index])) [[unlikely]] {
-            break;
-          }
-          entry = op->entry;
-        }
-      yield_entry:
-        replay_op_ = static_cast<std::size_t>(op + 1 - program);
-        PyObject* value = record.members[entry].value;
-        if (remove_duplicate) {
-          pins_.pin(value, PinBuffer::kMember);
-        }
-        if (!options_.trainable_only && !options_.named) [[likely]] {
-          Py_INCREF(value);
-          item = value;
-          return 1;
-        }
-        int yielded = replay_yield(record, entry, item);
-        if (yielded == 0) {
-          continue;  // filtered out; the next op was compiled as a new step: it checks again
-        }
-        return yielded;
       }
+      case ReplayOpKind::Yield:
+        entry = op->index;
+        goto yield_entry;
+      case ReplayOpKind::MembersYield:
+        if (!dict_unchanged(proven_at, modules[op->index].members,
+                            modules[op->index].members_version)) [[unlikely]] {
+          break;
+        }
+        entry = op->entry;
+      yield_entry:
+        {
+          replay_at_ = op + 1;
+          PyObject* value = members[entry].value;
+          if (remove_duplicate) {
+            PinBuffer::pin(pins, value, PinBuffer::kMember);
+          }
+          pins_.commit(pins);
+          if (!options_.trainable_only && !options_.named) [[likely]] {
+            Py_INCREF(value);
+            item = value;
+            return 1;
+          }
+          int yielded = replay_yield(record, entry, item);
+          if (yielded == 0) {
+            continue;  // filtered out; the next op was compiled as a new step: it checks again
+          }
+          return yielded;
+        }
       case ReplayOpKind::YieldModule: {
-        PyObject* module = record.modules[op->index].module;
-        replay_op_ = static_cast<std::size_t>(op + 1 - program);
+        PyObject* module = modules[op->index].module;
+        replay_at_ = op + 1;
+        pins_.commit(pins);
         item = options_.named ? make_item(replay_names_.back(), module)
                               : OwnedRef::borrow(module).release();
         return item != nullptr ? 1 : -1;
@@ -171,6 +266,7 @@ int Walker::replay_next(PyObject*& item) {
         if (!remove_duplicate || !is_module(child)) {
           break;
         }
+        pins_.commit(pins);  // the lookup may run code
         OwnedRef override = OwnedRef::steal(override_for(child, Method::NamedModules));
         if (override || PyErr_Occurred()) {
           PyErr_Clear();
@@ -181,12 +277,16 @@ int Walker::replay_next(PyObject*& item) {
       case ReplayOpKind::Live:
         break;
       case ReplayOpKind::End:
+        pins_.commit(pins);
         if (unchanged_since(replay_stamp_)) {
           record.proven_at = replay_stamp_;  // every dict checked, and none changed since
         }
         return 0;
+      default:
+        Py_UNREACHABLE();  // every kind is above: no range check before the jump
     }
     // A check failed (or the record stops vouching) at this part of this op.
+    pins_.commit(pins);
     return go_live(unfused_op_index(record.program, static_cast<std::size_t>(op - program), part));
   }
 }
