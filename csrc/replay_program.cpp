@@ -12,6 +12,21 @@ using Kind = ReplayOpKind;
 using Frame = ReplayPosition::Frame;
 using Members = ReplayPosition::Members;
 
+// An op as the tracer writes it, by indices into the record (fused in place,
+// then linked into a ReplayOp).
+struct TracedOp {
+  std::uint32_t index;  // a ModuleRecord; for Yield a member entry, for Duplicate a children entry
+  std::uint32_t entry;  // Enter: its children entry; MembersYield: its member entry
+  std::uint32_t kind : 8;
+  std::uint32_t hold : 1;
+  std::uint32_t leave : 1;
+  std::uint32_t depth : 22;  // Enter: its frame's depth; LeaveRun: its length
+};
+
+std::uint32_t parts(const TracedOp& op) {
+  return replay_op_parts(static_cast<Kind>(op.kind), op.depth);
+}
+
 // Walks a record as the live walk would walk the recorded tree, deciding at
 // each read which check it calls for. It either writes the program, or stops
 // before op `stop_at` with the live walk's position there: both come from this
@@ -19,7 +34,7 @@ using Members = ReplayPosition::Members;
 class ReplayTracer {
  public:
   ReplayTracer(const WalkRecord& record, bool members_kind, bool recurse,
-               RawVector<ReplayOp>* program, std::size_t stop_at, ReplayPosition& position)
+               RawVector<TracedOp>* program, std::size_t stop_at, ReplayPosition& position)
       : record_(record),
         members_kind_(members_kind),
         recurse_(recurse),
@@ -75,7 +90,7 @@ class ReplayTracer {
   const WalkRecord& record_;
   bool members_kind_;
   bool recurse_;
-  RawVector<ReplayOp>* program_;
+  RawVector<TracedOp>* program_;
   std::size_t stop_at_;
   ReplayPosition& position_;
   std::size_t emitted_ = 0;
@@ -265,10 +280,10 @@ void ReplayTracer::leave_frame() {
 }
 
 // The most children dicts a replay of `ops` holds at once.
-std::size_t most_held(const RawVector<ReplayOp>& ops) {
+std::size_t most_held(const RawVector<TracedOp>& ops) {
   std::size_t held = 0;
   std::size_t most = 0;
-  for (const ReplayOp& op : ops) {
+  for (const TracedOp& op : ops) {
     if (op.hold != 0 && op.kind == static_cast<std::uint32_t>(Kind::Children)) {
       most = std::max(most, ++held);
     }
@@ -277,41 +292,41 @@ std::size_t most_held(const RawVector<ReplayOp>& ops) {
   return most;
 }
 
-bool is(const ReplayOp& op, Kind kind) {
+bool is(const TracedOp& op, Kind kind) {
   return op.kind == static_cast<std::uint32_t>(kind);
 }
 
-ReplayOp fused(Kind kind, std::uint32_t index, std::uint32_t entry, std::uint32_t depth,
+TracedOp fused(Kind kind, std::uint32_t index, std::uint32_t entry, std::uint32_t depth,
                std::uint32_t hold) {
   return {index, entry, static_cast<std::uint32_t>(kind), hold, 0, depth};
 }
 
-bool leaves_frame(const ReplayOp& op) {
+bool leaves_frame(const TracedOp& op) {
   return is(op, Kind::Children) && op.leave != 0 && op.hold == 0;
 }
 
 // Fuses the runs of ops that most often follow one another (replay_op.h).
-void fuse(const RawVector<ReplayOp>& ops, const WalkRecord& record, RawVector<ReplayOp>& program,
-          RawVector<std::uint32_t>& leave_runs) {
+void fuse(const RawVector<TracedOp>& ops, WalkRecord& record, RawVector<TracedOp>& program,
+          RawVector<ModuleRecord*>& leave_runs) {
   std::size_t count = ops.size();
   for (std::size_t at = 0; at < count;) {
-    const ReplayOp& first = ops[at];
+    const TracedOp& first = ops[at];
     std::size_t leaving = 0;  // frames left one after another from here
     while (at + leaving < count && leaves_frame(ops[at + leaving])) {
       ++leaving;
     }
     if (leaving >= 2) {
-      program.push_back(fused(Kind::LeaveRun, static_cast<std::uint32_t>(leave_runs.size()),
-                              static_cast<std::uint32_t>(leaving), 0, 0));
+      program.push_back(fused(Kind::LeaveRun, static_cast<std::uint32_t>(leave_runs.size()), 0,
+                              static_cast<std::uint32_t>(leaving), 0));
       for (std::size_t part = 0; part < leaving; ++part) {
-        leave_runs.push_back(ops[at + part].index);
+        leave_runs.push_back(&record.modules[ops[at + part].index]);
       }
       at += leaving;
       continue;
     }
-    const ReplayOp* second = at + 1 < count ? &ops[at + 1] : nullptr;
-    const ReplayOp* third = at + 2 < count ? &ops[at + 2] : nullptr;
-    auto same_module = [&first](const ReplayOp* op, Kind kind) {
+    const TracedOp* second = at + 1 < count ? &ops[at + 1] : nullptr;
+    const TracedOp* third = at + 2 < count ? &ops[at + 2] : nullptr;
+    auto same_module = [&first](const TracedOp* op, Kind kind) {
       return op != nullptr && is(*op, kind) && op->index == first.index;
     };
     if (is(first, Kind::Enter) && same_module(second, Kind::Members) && third != nullptr &&
@@ -333,23 +348,57 @@ void fuse(const RawVector<ReplayOp>& ops, const WalkRecord& record, RawVector<Re
     } else {
       program.push_back(first);
     }
-    at += replay_op_parts(program.back());
+    at += parts(program.back());
   }
+}
+
+// The runtime form of a fused op: the module it reads by address.
+ReplayOp link(const TracedOp& traced, WalkRecord& record) {
+  ReplayOp op{nullptr, 0, traced.kind, traced.hold, traced.leave, 0};
+  switch (static_cast<Kind>(traced.kind)) {
+    case Kind::PinRoot:
+    case Kind::Live:
+    case Kind::End:
+      break;
+    case Kind::Yield:
+    case Kind::Duplicate:
+      op.entry = traced.index;
+      break;
+    case Kind::LeaveRun:
+      op.entry = traced.index;
+      op.extent = traced.depth;
+      break;
+    case Kind::Enter:
+    case Kind::EnterMembers:
+    case Kind::EnterMembersYield:
+      op.extent = traced.depth;
+      [[fallthrough]];
+    default:  // the ops on a module
+      op.module = &record.modules[traced.index];
+      op.entry = traced.entry;
+      break;
+  }
+  return op;
 }
 
 }  // namespace
 
 void build_replay_program(WalkRecord& record, bool members_kind, bool recurse) {
   ReplayPosition end;
-  RawVector<ReplayOp> ops;
+  RawVector<TracedOp> ops;
   ReplayTracer tracer(record, members_kind, recurse, &ops, std::numeric_limits<std::size_t>::max(),
                       end);
   tracer.run();
+  RawVector<TracedOp> fused_ops;
+  RawVector<ModuleRecord*> leave_runs;
+  fused_ops.reserve(ops.size());
+  // Linked by address: the record's arrays are complete and never move again.
+  fuse(ops, record, fused_ops, leave_runs);
   RawVector<ReplayOp> program;
-  RawVector<std::uint32_t> leave_runs;
-  program.reserve(ops.size());
-  fuse(ops, record, program, leave_runs);
-  program.shrink_to_fit();
+  program.reserve(fused_ops.size());
+  for (const TracedOp& traced : fused_ops) {
+    program.push_back(link(traced, record));
+  }
   leave_runs.shrink_to_fit();
   record.program.swap(program);
   record.leave_runs.swap(leave_runs);

@@ -100,7 +100,7 @@ std::size_t WalkRecord::bytes() const noexcept {
   }
   return sizeof(WalkRecord) + modules.capacity() * sizeof(ModuleRecord) +
       (members.capacity() + children.capacity()) * sizeof(EntryRecord) +
-      program.capacity() * sizeof(ReplayOp) + leave_runs.capacity() * sizeof(std::uint32_t) +
+      program.capacity() * sizeof(ReplayOp) + leave_runs.capacity() * sizeof(ModuleRecord*) +
       (module_names.capacity() + member_names.capacity()) * sizeof(PyObject*) + names;
 }
 
@@ -122,6 +122,15 @@ RecordPtr find_record(PyObject* root, int slot) {
     record.reset();
   }
   return record;
+}
+
+const WalkRecord* peek_record(PyObject* root, int slot) {
+  auto found = g_roots->find(root);
+  if (found == g_roots->end()) {
+    return nullptr;
+  }
+  const RecordPtr& record = found->second.records[static_cast<std::size_t>(slot)];
+  return record && record->epoch == g_epoch ? record.get() : nullptr;
 }
 
 void store_record(PyObject* root, int slot, RecordPtr record) {

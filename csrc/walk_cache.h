@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dict_versions.h"
+#include "module_attributes.h"
 #include "pymem_allocator.h"
 #include "replay_op.h"
 
@@ -37,6 +38,31 @@ struct ModuleRecord {
   std::uint32_t child_count = 0;
 };
 
+// How a recorded module reads now: as recorded (the same class at the same
+// version, so the same attribute lookup and no new override, and the same
+// instance __dict__ at the same version); its __dict__ written since (to be
+// re-checked entry by entry); or changed. The module is alive: its parent's
+// children dict was checked in this step.
+enum class ModuleRead { AsRecorded, DictWritten, Changed };
+
+inline ModuleRead read_module(const ModuleRecord& recorded, ChangeStamp proven_at) {
+  PyObject* module = recorded.module;
+  PyTypeObject* type = Py_TYPE(module);
+  if (type != recorded.type || !type_version_is(type, recorded.type_version)) {
+    return ModuleRead::Changed;
+  }
+  // The same type, so the same place for the __dict__ pointer (a managed
+  // dict not materialized reads as null, or 3.12's tagged inline values,
+  // there: not the recorded dict).
+  PyObject* dict =
+      *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(module) + recorded.dict_offset);
+  if (dict != recorded.dict) {
+    return ModuleRead::Changed;
+  }
+  return dict_unchanged(proven_at, dict, recorded.dict_version) ? ModuleRead::AsRecorded
+                                                                : ModuleRead::DictWritten;
+}
+
 // One entry of a member or children dict, in PyDict_Next order, with the
 // cursor position after it (to resume the live walk exactly there).
 struct EntryRecord {
@@ -56,6 +82,9 @@ struct WalkRecord {
   RawVector<EntryRecord> members;
   RawVector<EntryRecord> children;
   std::uint64_t epoch = 0;  // the dispatch epoch the walk ran under
+  // The first level of torch's dispatch chain the walk checked at the root
+  // (a Dispatch): from there on, the root had no override.
+  int dispatch_from = 0;
   std::uint32_t depth = 0;  // the deepest stack the walk had (named replays reserve its names)
   std::uint32_t items = 0;  // what the walk yielded (unfiltered): a replay's length hint
   // A change stamp at which every dict above had its recorded version (dict
@@ -65,7 +94,7 @@ struct WalkRecord {
   // What a replay runs, compiled when the record is complete (replay_program.h),
   // and the most references it pins (reserved at its start).
   RawVector<ReplayOp> program;
-  RawVector<std::uint32_t> leave_runs;  // the modules of its LeaveRun ops, in order
+  RawVector<ModuleRecord*> leave_runs;  // the modules of its LeaveRun ops, in order
   std::size_t program_pins = 0;
   std::size_t program_held = 0;  // and the most dicts it holds at once
 
@@ -100,6 +129,8 @@ bool cache_enabled() noexcept;
 
 // The record of `root`'s walk in `slot`, or null.
 RecordPtr find_record(PyObject* root, int slot);
+// The same, borrowed: valid until code runs that may drop it.
+const WalkRecord* peek_record(PyObject* root, int slot);
 // Keeps `record` for `root` until the root dies or the cache is cleared.
 // Gives up quietly (no error set) when `root` cannot be weakly referenced.
 void store_record(PyObject* root, int slot, RecordPtr record);

@@ -125,9 +125,13 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
       record_slot(static_cast<int>(options_.kind), options_.recurse, options_.remove_duplicate);
   // The user's own call `m.X(...)` runs an override of X at once; torch's
   // generators reach the deeper methods at the first next().
-  if (options_.dispatch == mirrored_level_ && !dispatch_root(/*mirrored_only=*/true)) {
-    fail();
-    return false;
+  if (options_.dispatch == mirrored_level_) {
+    if (root_overrides_ruled_out()) {
+      next_level_ = static_cast<Dispatch>(static_cast<int>(next_level_) + 1);  // checked: none
+    } else if (!dispatch_root(/*mirrored_only=*/true)) {
+      fail();
+      return false;
+    }
   }
   return true;
 }
@@ -142,7 +146,9 @@ PyObject* Walker::next_unreplayed() {
     if (!root_done_) {
       if (!root_dispatched_) {
         root_dispatched_ = true;
-        if (!dispatch_root(/*mirrored_only=*/false)) {
+        if (root_overrides_ruled_out()) {
+          next_level_ = Dispatch::Children;  // every level checked: none
+        } else if (!dispatch_root(/*mirrored_only=*/false)) {
           return fail();
         }
       }

@@ -73,24 +73,7 @@ class Walker {
   // The next item as a new reference, or nullptr: at the end with no error
   // set, or with an error set. Either way a walk that returned nullptr is
   // finished and keeps returning nullptr, as an exhausted generator does.
-  PyObject* next() {
-    if (replay_) [[likely]] {  // a warm walk's steps after its first
-      PyObject* item = nullptr;
-      int replayed = replay_next(item);
-      if (replayed == 1) [[likely]] {
-        return item;
-      }
-      if (replayed == 0) {
-        clear();
-        return nullptr;
-      }
-      if (replayed < 0) {
-        return fail();
-      }
-      // 2: the record could not vouch for the next read; the live walk goes on.
-    }
-    return next_unreplayed();
-  }
+  PyObject* next();  // (walker_replay.cpp: a warm walk's steps replay there, inline)
 
   // For list(walk): before the first step of a walk that will replay, how
   // many items the record yielded (filters may yield fewer); -1 when unknown.
@@ -143,7 +126,11 @@ class Walker {
   // proving by versions at every read that nothing it reads has changed, or
   // records what it reads for the next walk of the same root.
   bool begin_cached_walk();
-  int replay_next(PyObject*& item);
+  // True when the cache proves the root has no override on the rest of
+  // torch's dispatch chain (from next_level_ on): dispatch_root would find
+  // none, so it need not look.
+  bool root_overrides_ruled_out();
+  inline int replay_next(PyObject*& item);
   // A recorded module whose __dict__ was written since (to its entries only)
   // is re-checked entry by entry; true when it still reads as recorded.
   bool revalidate(ModuleRecord& recorded);

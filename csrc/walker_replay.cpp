@@ -18,47 +18,33 @@ namespace {
 // Named replays keep the names they build up to this length (see replayed_name).
 constexpr Py_ssize_t kMaxCachedNameLength = 200;
 
-// How a recorded module reads now: as recorded (the same class at the same
-// version, so the same attribute lookup and no new override, and the same
-// instance __dict__ at the same version); its __dict__ written since (to be
-// re-checked entry by entry); or changed. The module is alive: its parent's
-// children dict was checked in this step.
-enum class ModuleRead { AsRecorded, DictWritten, Changed };
-
-inline ModuleRead read_module(const ModuleRecord& recorded, ChangeStamp proven_at) {
-  PyObject* module = recorded.module;
-  PyTypeObject* type = Py_TYPE(module);
-  if (type != recorded.type || !type_version_is(type, recorded.type_version)) {
-    return ModuleRead::Changed;
-  }
-  // The same type, so the same place for the __dict__ pointer (a managed
-  // dict not materialized reads as null, or 3.12's tagged inline values,
-  // there: not the recorded dict).
-  PyObject* dict =
-      *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(module) + recorded.dict_offset);
-  if (dict != recorded.dict) {
-    return ModuleRead::Changed;
-  }
-  return dict_unchanged(proven_at, dict, recorded.dict_version) ? ModuleRead::AsRecorded
-                                                                : ModuleRead::DictWritten;
-}
-
 }  // namespace
 
 // A module whose __dict__ was written for another reason (model.train()
 // writes `training` everywhere) is re-checked entry by entry: the member dicts
-// it maps and no `named_modules` attribute. Then the new version is kept.
+// it maps and no `named_modules` attribute; for the root, no attribute named
+// like any method of torch's dispatch chain either, since a root that reads
+// as recorded is taken to have none (root_overrides_ruled_out). Then the new
+// version is kept.
 bool Walker::revalidate(ModuleRecord& recorded) {
   PyObject* dict = recorded.dict;
   PyObject* members_name = member_attribute(options_.kind);
+  bool root = &recorded == replay_->modules.data();
   if ((recorded.members != nullptr &&
        PyDict_GetItemWithError(dict, members_name) != recorded.members) ||
       (recorded.children != nullptr &&
        PyDict_GetItemWithError(dict, names().modules) != recorded.children) ||
-      PyDict_GetItemWithError(dict, method_name(Method::NamedModules)) != nullptr ||
       PyErr_Occurred()) {
     PyErr_Clear();  // a lookup that fails proves nothing: the live walk will raise it
     return false;
+  }
+  auto first = static_cast<int>(root ? Method::Parameters : Method::NamedModules);
+  for (int method = first; method < static_cast<int>(Method::Count); ++method) {
+    if (PyDict_GetItemWithError(dict, method_name(static_cast<Method>(method))) != nullptr ||
+        PyErr_Occurred()) {
+      PyErr_Clear();
+      return false;
+    }
   }
   // The record is shared by every walk of this root; the new version holds for all.
   Version version = current_version(dict);
@@ -88,18 +74,15 @@ void Walker::unpin_all() noexcept {
 // proof stamp, the pin cursor): a Py_INCREF may alias any counter reachable
 // through `this`, and members would be reloaded after each one. The cursor is
 // committed to pins_ before anything that reads the buffer or may run code.
-int Walker::replay_next(PyObject*& item) {
+inline int Walker::replay_next(PyObject*& item) {
   if (!poll_signals()) {  // before the step's first check: handlers may change the tree
     return -1;
   }
   WalkRecord& record = *replay_;
-  ModuleRecord* const modules = record.modules.data();
-  const EntryRecord* const members = record.members.data();
   // A stamp at which every dict of the record had its version (watchers).
   // Another walk may prove the record again while code runs in this step:
   // the older stamp is still a true statement, only less often useful.
   const ChangeStamp proven_at = record.proven_at;
-  const bool remove_duplicate = options_.remove_duplicate;
   PinBuffer::Cursor pins = pins_.cursor();
   // The module check, with its slow path: a written __dict__ is re-read
   // entry by entry (a lookup may run a key's __eq__: the pins are committed).
@@ -134,26 +117,25 @@ int Walker::replay_next(PyObject*& item) {
     }
     return true;
   };
-  const ReplayOp* const program = record.program.data();
   for (const ReplayOp* op = replay_at_;; ++op) {
     std::uint32_t part = 0;  // which part of a fused op failed
     std::uint32_t entry;     // the member entry a yield yields
     auto kind = static_cast<ReplayOpKind>(op->kind);
     switch (kind) {
       case ReplayOpKind::PinRoot:
-        if (remove_duplicate) {
+        if (options_.remove_duplicate) {
           PinBuffer::pin(pins, root_.get(), PinBuffer::kModule);
         }
         continue;
       case ReplayOpKind::CheckModule:
-        if (module_unchanged(modules[op->index])) [[likely]] {
+        if (module_unchanged(*op->module)) [[likely]] {
           continue;
         }
         break;
       case ReplayOpKind::Enter:
       case ReplayOpKind::EnterMembers:
       case ReplayOpKind::EnterMembersYield: {
-        ModuleRecord& module = modules[op->index];
+        ModuleRecord& module = *op->module;
         if (!module_unchanged(module)) [[unlikely]] {
           break;
         }
@@ -178,36 +160,36 @@ int Walker::replay_next(PyObject*& item) {
         goto yield_entry;
       }
       case ReplayOpKind::Members:
-        if (members_unchanged(modules[op->index], op->hold, part)) [[likely]] {
+        if (members_unchanged(*op->module, op->hold, part)) [[likely]] {
           continue;
         }
         break;
       case ReplayOpKind::Children:
         // Its last read in a frame about to be left: the dict is let go, or
         // the live walk goes on from here, to free it where it would.
-        if (children_unchanged(modules[op->index], *op) &&
-            (op->leave == 0 || PinBuffer::leave(pins))) [[likely]] {
+        if (children_unchanged(*op->module, *op) && (op->leave == 0 || PinBuffer::leave(pins)))
+            [[likely]] {
           continue;
         }
         break;
       case ReplayOpKind::LeaveRun: {
         // The frames of a deep path left one after another, in one loop.
-        const std::uint32_t* leaving = record.leave_runs.data() + op->index;
-        for (; part < op->entry; ++part) {
-          const ModuleRecord& module = modules[leaving[part]];
+        ModuleRecord* const* leaving = record.leave_runs.data() + op->entry;
+        for (; part < op->extent; ++part) {
+          const ModuleRecord& module = *leaving[part];
           if (!dict_unchanged(proven_at, module.children, module.children_version) ||
               !PinBuffer::leave(pins)) [[unlikely]] {
             break;
           }
         }
-        if (part == op->entry) [[likely]] {
+        if (part == op->extent) [[likely]] {
           continue;
         }
         break;
       }
       case ReplayOpKind::MembersModuleChildren:
       case ReplayOpKind::ModuleChildren: {
-        ModuleRecord& module = modules[op->index];
+        ModuleRecord& module = *op->module;
         if (kind == ReplayOpKind::MembersModuleChildren) {
           if (!dict_unchanged(proven_at, module.members, module.members_version)) [[unlikely]] {
             break;
@@ -224,19 +206,19 @@ int Walker::replay_next(PyObject*& item) {
         break;
       }
       case ReplayOpKind::Yield:
-        entry = op->index;
+        entry = op->entry;
         goto yield_entry;
       case ReplayOpKind::MembersYield:
-        if (!dict_unchanged(proven_at, modules[op->index].members,
-                            modules[op->index].members_version)) [[unlikely]] {
+        if (!dict_unchanged(proven_at, op->module->members, op->module->members_version))
+            [[unlikely]] {
           break;
         }
         entry = op->entry;
       yield_entry:
         {
           replay_at_ = op + 1;
-          PyObject* value = members[entry].value;
-          if (remove_duplicate) {
+          PyObject* value = record.members[entry].value;
+          if (options_.remove_duplicate) {
             PinBuffer::pin(pins, value, PinBuffer::kMember);
           }
           pins_.commit(pins);
@@ -252,7 +234,7 @@ int Walker::replay_next(PyObject*& item) {
           return yielded;
         }
       case ReplayOpKind::YieldModule: {
-        PyObject* module = modules[op->index].module;
+        PyObject* module = op->module->module;
         replay_at_ = op + 1;
         pins_.commit(pins);
         item = options_.named ? make_item(replay_names_.back(), module)
@@ -262,8 +244,8 @@ int Walker::replay_next(PyObject*& item) {
       case ReplayOpKind::Duplicate: {
         // A duplicate when recorded: still one unless its class (or instance)
         // now brings a named_modules override, which the live walk would call.
-        PyObject* child = record.children[op->index].value;
-        if (!remove_duplicate || !is_module(child)) {
+        PyObject* child = record.children[op->entry].value;
+        if (!options_.remove_duplicate || !is_module(child)) {
           break;
         }
         pins_.commit(pins);  // the lookup may run code
@@ -287,8 +269,28 @@ int Walker::replay_next(PyObject*& item) {
     }
     // A check failed (or the record stops vouching) at this part of this op.
     pins_.commit(pins);
-    return go_live(unfused_op_index(record.program, static_cast<std::size_t>(op - program), part));
+    return go_live(unfused_op_index(record.program,
+                                    static_cast<std::size_t>(op - record.program.data()), part));
   }
+}
+
+PyObject* Walker::next() {
+  if (replay_) [[likely]] {  // a warm walk's steps after its first
+    PyObject* item = nullptr;
+    int replayed = replay_next(item);
+    if (replayed == 1) [[likely]] {
+      return item;
+    }
+    if (replayed == 0) {
+      clear();
+      return nullptr;
+    }
+    if (replayed < 0) {
+      return fail();
+    }
+    // 2: the record could not vouch for the next read; the live walk goes on.
+  }
+  return next_unreplayed();
 }
 
 // Member entry `entry` of a Yield, pinned already, filtered and named: 1 with
@@ -315,11 +317,12 @@ int Walker::replay_yield(WalkRecord& record, std::uint32_t entry_index, PyObject
 // its parent's name and the key it was reached under. It becomes the path's
 // name at d: the names of modules left since are dropped here.
 bool Walker::push_replayed_name(WalkRecord& record, const ReplayOp& op) {
-  while (replay_names_.size() > op.depth) {
+  while (replay_names_.size() > op.extent) {
     Py_DECREF(replay_names_.back());  // a str of ours or the prefix: runs no code
     replay_names_.pop_back();
   }
-  OwnedRef name = replayed_name(record.module_names, op.index, replay_names_.back(),
+  auto index = static_cast<std::size_t>(op.module - record.modules.data());
+  OwnedRef name = replayed_name(record.module_names, index, replay_names_.back(),
                                 record.children[op.entry].key);
   if (!name) {
     return false;

@@ -12,9 +12,11 @@ import gc
 import random
 import subprocess
 import sys
+import types
 import weakref
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import pytest
 import torch
@@ -172,6 +174,62 @@ MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
     _train_and_eval,
     _attribute_stashed,
 )
+
+
+ROOT_METHODS = ("parameters", "named_parameters", "buffers", "named_buffers", "_named_members",
+                "modules", "named_modules")
+
+
+def _dropping_last(method: str) -> Callable[..., Any]:
+    """An override of ``method`` that yields what torch's does, less its last item."""
+    base = getattr(nn.Module, method)
+
+    def override(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return iter(list(base(self, *args, **kwargs))[:-1])
+
+    return override
+
+
+def _assert_every_walk_is_torchs(net: nn.Module) -> None:
+    for function, kwargs in every_call():
+        expected = reference(function, net, **kwargs)
+        assert same_items(run_pyparams(function, net, **kwargs), expected), (function, kwargs)
+
+
+@pytest.mark.parametrize("method", ROOT_METHODS)
+@pytest.mark.parametrize("where", ["class", "instance"])
+def test_an_override_that_appears_on_a_recorded_root_is_called(method: str, where: str) -> None:
+    # A replay skips asking the root for overrides while the root reads as recorded;
+    # an override written since, on its class or in its __dict__, is called as torch
+    # would call it, by every walk.
+    class Root(nn.Sequential):
+        pass
+
+    net = Root(*model())
+    warm(net)
+    if where == "class":
+        setattr(Root, method, _dropping_last(method))
+    else:
+        setattr(net, method, types.MethodType(_dropping_last(method), net))
+    _assert_every_walk_is_torchs(net)
+    _assert_every_walk_is_torchs(net)  # the walks that record, then those that replay
+
+
+@pytest.mark.parametrize("method", ["parameters", "buffers", "modules"])
+def test_a_record_made_below_an_override_does_not_hide_it(method: str) -> None:
+    # With the patch, a class's override that calls super() walks natively from below
+    # the overridden level and records that walk. The record proves nothing about the
+    # level above it: pyparams' own call of that level must still call the override.
+    class Root(nn.Sequential):
+        pass
+
+    setattr(Root, method, _dropping_last(method))
+    net = Root(*model())
+    with pyparams.patched():
+        for _ in range(3):
+            assert len(list(getattr(net, method)())) > 0
+    _assert_every_walk_is_torchs(net)
+    _assert_every_walk_is_torchs(net)
 
 
 def test_recording_counts_the_instance_dicts_it_builds() -> None:
