@@ -11,9 +11,9 @@
 namespace pyparams {
 namespace {
 
-// The largest walks recorded (about 90 bytes a module, 32 an entry, and 12
-// an op of the replay's program, about 3 ops a module): a
-// bigger tree is walked live, its record would cost more memory than it saves time.
+// The largest walks recorded (96 bytes a module, 32 an entry, and 16 an op
+// of the replay's program, about 3 ops a module): a bigger tree is walked
+// live, its record would cost more memory than it saves time.
 constexpr std::size_t kMaxRecordedModules = std::size_t{1} << 17;
 constexpr std::size_t kMaxRecordedEntries = std::size_t{1} << 19;
 static_assert(kMaxRecordedModules < (std::size_t{1} << 22), "an op's depth field holds any depth");
@@ -185,6 +185,10 @@ void Walker::finish_recording() {
   // Compiled here, by the recording walk (a root's second), so that its
   // first replay costs what every later one does.
   try {
+    // Kept for long: no growth slack (up to half of it, appended as the walk
+    // went). Before compiling, which links ops to the modules by address.
+    record->modules.shrink_to_fit();
+    record->members.shrink_to_fit();
     build_replay_program(*record, options_.kind != Kind::Modules, options_.recurse);
   } catch (const std::bad_alloc&) {
     return;  // no program, no record: the next walk records again
