@@ -190,12 +190,6 @@ def _dropping_last(method: str) -> Callable[..., Any]:
     return override
 
 
-def _assert_every_walk_is_torchs(net: nn.Module) -> None:
-    for function, kwargs in every_call():
-        expected = reference(function, net, **kwargs)
-        assert same_items(run_pyparams(function, net, **kwargs), expected), (function, kwargs)
-
-
 @pytest.mark.parametrize("method", ROOT_METHODS)
 @pytest.mark.parametrize("where", ["class", "instance"])
 def test_an_override_that_appears_on_a_recorded_root_is_called(method: str, where: str) -> None:
@@ -211,8 +205,8 @@ def test_an_override_that_appears_on_a_recorded_root_is_called(method: str, wher
         setattr(Root, method, _dropping_last(method))
     else:
         setattr(net, method, types.MethodType(_dropping_last(method), net))
-    _assert_every_walk_is_torchs(net)
-    _assert_every_walk_is_torchs(net)  # the walks that record, then those that replay
+    assert_conforms(net)
+    assert_conforms(net)  # the walks that record, then those that replay
 
 
 @pytest.mark.parametrize("method", ["parameters", "buffers", "modules"])
@@ -228,8 +222,8 @@ def test_a_record_made_below_an_override_does_not_hide_it(method: str) -> None:
     with pyparams.patched():
         for _ in range(3):
             assert len(list(getattr(net, method)())) > 0
-    _assert_every_walk_is_torchs(net)
-    _assert_every_walk_is_torchs(net)
+    assert_conforms(net)
+    assert_conforms(net)
 
 
 def test_recording_counts_the_instance_dicts_it_builds() -> None:
