@@ -108,11 +108,12 @@ inline int Walker::replay_next(PyObject*& item) {
     }
     return true;
   };
-  auto children_unchanged = [&](const ModuleRecord& module, const ReplayOp& op) {
+  // A children dict's check, then (`hold`) its hold until its frame is left.
+  auto children_unchanged = [&](const ModuleRecord& module, std::uint32_t hold) {
     if (!dict_unchanged(proven_at, module.children, module.children_version)) [[unlikely]] {
       return false;
     }
-    if (op.hold != 0) {
+    if (hold != 0) {
       PinBuffer::hold(pins, module.children);
     }
     return true;
@@ -167,7 +168,7 @@ inline int Walker::replay_next(PyObject*& item) {
       case ReplayOpKind::Children:
         // Its last read in a frame about to be left: the dict is let go, or
         // the live walk goes on from here, to free it where it would.
-        if (children_unchanged(*op->module, *op) && (op->leave == 0 || PinBuffer::leave(pins)))
+        if (children_unchanged(*op->module, op->hold) && (op->leave == 0 || PinBuffer::leave(pins)))
             [[likely]] {
           continue;
         }
@@ -177,8 +178,7 @@ inline int Walker::replay_next(PyObject*& item) {
         ModuleRecord* const* leaving = record.leave_runs.data() + op->entry;
         for (; part < op->extent; ++part) {
           const ModuleRecord& module = *leaving[part];
-          if (!dict_unchanged(proven_at, module.children, module.children_version) ||
-              !PinBuffer::leave(pins)) [[unlikely]] {
+          if (!children_unchanged(module, 0) || !PinBuffer::leave(pins)) [[unlikely]] {
             break;
           }
         }
@@ -191,7 +191,7 @@ inline int Walker::replay_next(PyObject*& item) {
       case ReplayOpKind::ModuleChildren: {
         ModuleRecord& module = *op->module;
         if (kind == ReplayOpKind::MembersModuleChildren) {
-          if (!dict_unchanged(proven_at, module.members, module.members_version)) [[unlikely]] {
+          if (!members_unchanged(module, 0, part)) [[unlikely]] {
             break;
           }
           part = 1;
@@ -200,7 +200,7 @@ inline int Walker::replay_next(PyObject*& item) {
           break;
         }
         ++part;
-        if (children_unchanged(module, *op)) [[likely]] {
+        if (children_unchanged(module, op->hold)) [[likely]] {
           continue;
         }
         break;
@@ -209,8 +209,7 @@ inline int Walker::replay_next(PyObject*& item) {
         entry = op->entry;
         goto yield_entry;
       case ReplayOpKind::MembersYield:
-        if (!dict_unchanged(proven_at, op->module->members, op->module->members_version))
-            [[unlikely]] {
+        if (!members_unchanged(*op->module, 0, part)) [[unlikely]] {
           break;
         }
         entry = op->entry;
