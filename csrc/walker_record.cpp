@@ -170,11 +170,8 @@ void Walker::finish_recording() {
     }
   }
   for (const ModuleRecord& module : record->modules) {
-    PyTypeObject* type = Py_TYPE(module.module);
-    PyObject** dict = _PyObject_GetDictPtr(module.module);
-    bool unchanged = type == module.type && type_version(type) == module.type_version &&
-        dict != nullptr && *dict == module.dict &&
-        current_version(module.dict) == module.dict_version &&
+    // (No stamp proves anything yet: every version is compared.)
+    bool unchanged = read_module(module, kNeverProven) == ModuleRead::AsRecorded &&
         (module.members == nullptr || current_version(module.members) == module.members_version) &&
         (module.children == nullptr || current_version(module.children) == module.children_version);
     if (!unchanged) {
