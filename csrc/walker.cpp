@@ -736,15 +736,39 @@ void Walker::pop() {
   }
 }
 
-PyObject* Walker::make_item(PyObject* name, PyObject* value) const {
-  PyObject* item = PyTuple_New(2);
-  if (item != nullptr) {
-    Py_INCREF(name);
-    Py_INCREF(value);
-    PyTuple_SET_ITEM(item, 0, name);
-    PyTuple_SET_ITEM(item, 1, value);
+// A named walk's pairs. When the consumer let the last one go (a for loop
+// unpacking it, a deque draining), only our reference is left and it is
+// refilled instead of freed and allocated again, as CPython's dict.items()
+// and zip iterators do: no one else can see it change. Its old items are let
+// go last, since that may run code.
+PyObject* Walker::refill_pair(PyObject* pair, PyObject* name, PyObject* value) {
+  PyObject* old_name = PyTuple_GET_ITEM(pair, 0);
+  PyObject* old_value = PyTuple_GET_ITEM(pair, 1);
+  Py_INCREF(name);
+  Py_INCREF(value);
+  PyTuple_SET_ITEM(pair, 0, name);
+  PyTuple_SET_ITEM(pair, 1, value);
+  if (!PyObject_GC_IsTracked(pair)) {
+    PyObject_GC_Track(pair);  // a collection may have untracked it (its items were atomic)
   }
-  return item;
+  Py_INCREF(pair);
+  Py_DECREF(old_name);
+  Py_DECREF(old_value);
+  return pair;
+}
+
+PyObject* Walker::make_new_pair(PyObject* name, PyObject* value) {
+  PyObject* pair = PyTuple_New(2);
+  if (pair == nullptr) {
+    return nullptr;
+  }
+  Py_INCREF(name);
+  Py_INCREF(value);
+  PyTuple_SET_ITEM(pair, 0, name);
+  PyTuple_SET_ITEM(pair, 1, value);
+  // The pair kept before is still the consumer's: letting ours go frees nothing.
+  last_pair_ = OwnedRef::borrow(pair);
+  return pair;
 }
 
 PyObject* Walker::fail() noexcept {
@@ -774,6 +798,7 @@ void Walker::clear() noexcept {
   delegated_ = Delegated::None;
   delegate_.reset();
   override_item_.reset();
+  last_pair_.reset();
   memo_.reset();
   unpin_all();
   replay_.reset();
@@ -799,6 +824,7 @@ int Walker::traverse(visitproc visit, void* arg) const {
   Py_VISIT(members_mapping_.get());
   Py_VISIT(delegate_.get());
   Py_VISIT(override_item_.get());
+  Py_VISIT(last_pair_.get());
   Py_VISIT(memo_.get());
   if (int error = pins_.traverse(visit, arg)) {
     return error;

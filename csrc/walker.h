@@ -134,11 +134,13 @@ class Walker {
   // A recorded module whose __dict__ was written since (to its entries only)
   // is re-checked entry by entry; true when it still reads as recorded.
   bool revalidate(ModuleRecord& recorded);
-  bool push_replayed_name(WalkRecord& record, const ReplayOp& op);
-  int replay_yield(WalkRecord& record, std::uint32_t entry, PyObject*& item);
+  inline bool push_replayed_name(const WalkRecord& record, const ReplayOp& op);
+  inline int replay_yield(const WalkRecord& record, std::uint32_t entry, PyObject*& item);
   int go_live(std::size_t unfused_op) noexcept;
-  OwnedRef replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
-                         PyObject* key);
+  // A named replay's name kept in the record's table (`names[index]`), or null.
+  inline PyObject* kept_name(const RawVector<PyObject*>& names, std::size_t index) const;
+  OwnedRef build_replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
+                               PyObject* key);
   void unpin_all() noexcept;
   bool record_enter(PyObject* module);
   void record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children);
@@ -146,7 +148,16 @@ class Walker {
   void finish_recording();
   // nullptr with an error set, after finishing the walk.
   PyObject* fail() noexcept;
-  PyObject* make_item(PyObject* name, PyObject* value) const;
+  // A named walk's (name, value) pair; nullptr with an error set.
+  PyObject* make_item(PyObject* name, PyObject* value) {
+    PyObject* pair = last_pair_.get();
+    if (pair != nullptr && Py_REFCNT(pair) == 1) [[likely]] {
+      return refill_pair(pair, name, value);
+    }
+    return make_new_pair(name, value);
+  }
+  PyObject* refill_pair(PyObject* pair, PyObject* name, PyObject* value);
+  PyObject* make_new_pair(PyObject* name, PyObject* value);
   // Runs pending signal handlers every few steps. They are Python code that
   // may change the tree, so call it before reading an entry, never between
   // reading a borrowed entry and owning it. False with an error set.
@@ -175,6 +186,8 @@ class Walker {
   OwnedRef memo_;
   // The item an overriding named_modules yielded for the module just returned.
   OwnedRef override_item_;
+  // The (name, value) pair yielded last, refilled when the consumer let it go.
+  OwnedRef last_pair_;
 
   RecordPtr replay_;   // set while every read so far matched the record
   RecordPtr retired_;  // a record the replay left (kept until the walk ends: still read)

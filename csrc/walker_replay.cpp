@@ -65,6 +65,69 @@ void Walker::unpin_all() noexcept {
   }
 }
 
+// A named replay's name kept in the record's table, or null. Another walk
+// of the same record under another prefix may have replaced the table since
+// this one began (two iterators open at once): then none is ours.
+inline PyObject* Walker::kept_name(const RawVector<PyObject*>& names, std::size_t index) const {
+  return names_cached_ && replay_->names_generation == names_generation_ ? names[index] : nullptr;
+}
+
+// Named replays: the name of the module an Enter op entered at depth d, from
+// its parent's name and the key it was reached under. It becomes the path's
+// name at d: the names of modules left since are dropped here.
+inline bool Walker::push_replayed_name(const WalkRecord& record, const ReplayOp& op) {
+  while (replay_names_.size() > op.extent) {
+    Py_DECREF(replay_names_.back());  // a str of ours or the prefix: runs no code
+    replay_names_.pop_back();
+  }
+  auto index = static_cast<std::size_t>(op.module - record.modules.data());
+  PyObject* name = kept_name(record.module_names, index);
+  if (name != nullptr) [[likely]] {
+    Py_INCREF(name);
+  } else {
+    name = build_replayed_name(replay_->module_names, index, replay_names_.back(),
+                               record.children[op.entry].key)
+               .release();
+    if (name == nullptr) {
+      return false;
+    }
+  }
+  replay_names_.push_back(name);  // reserved to the record's depth
+  return true;
+}
+
+// Member entry `entry` of a Yield, pinned already, named and filtered: 1 with
+// `item` set, 0 when filtered out, -1 with an error set. The name is taken
+// first, as torch builds it before a filter reads the value (requires_grad
+// may run code, which may drop the entry and its key).
+inline int Walker::replay_yield(const WalkRecord& record, std::uint32_t entry_index,
+                                PyObject*& item) {
+  const EntryRecord& entry = record.members[entry_index];
+  OwnedRef value = OwnedRef::borrow(entry.value);
+  OwnedRef name;
+  if (options_.named) {
+    PyObject* kept = kept_name(record.member_names, entry_index);
+    name = kept != nullptr ? OwnedRef::borrow(kept)
+                           : build_replayed_name(replay_->member_names, entry_index,
+                                                 replay_names_.back(), entry.key);
+    if (!name) {
+      return -1;
+    }
+  }
+  if (options_.trainable_only) {
+    int trainable = requires_grad(value.get());
+    if (trainable <= 0) {
+      return trainable;
+    }
+  }
+  if (!options_.named) {
+    item = value.release();
+    return 1;
+  }
+  item = make_item(name.get(), value.get());
+  return item != nullptr ? 1 : -1;
+}
+
 // One step of the replay: runs the record's program up to its next yield. 1
 // with `item` set, 0 at the end, -1 with an error set, 2 when a check failed
 // (the walk is now live, at exactly that point). Every read the live walk
@@ -292,65 +355,19 @@ PyObject* Walker::next() {
   return next_unreplayed();
 }
 
-// Member entry `entry` of a Yield, pinned already, filtered and named: 1 with
-// `item` set, 0 when filtered out, -1 with an error set.
-int Walker::replay_yield(WalkRecord& record, std::uint32_t entry_index, PyObject*& item) {
-  const EntryRecord& entry = record.members[entry_index];
-  OwnedRef value = OwnedRef::borrow(entry.value);  // requires_grad may run code
-  if (options_.trainable_only) {
-    int trainable = requires_grad(value.get());
-    if (trainable <= 0) {
-      return trainable;
-    }
+// `parent + "." + key` for a named replay whose table lacks it: built and
+// kept in the table (`names[index]`) to be handed out again (str is immutable).
+OwnedRef Walker::build_replayed_name(RawVector<PyObject*>& names, std::size_t index,
+                                     PyObject* parent, PyObject* key) {
+  OwnedRef built = OwnedRef::steal(join_name(parent, key));
+  // Short names only: a deep chain's names grow with depth, and keeping them
+  // all would cost memory quadratic in it. Never the key itself (what "" + key
+  // is): the cache holds pyparams' own strings, no reference to the model's.
+  if (built && names_cached_ && replay_->names_generation == names_generation_ &&
+      built.get() != key && PyUnicode_GET_LENGTH(built.get()) <= kMaxCachedNameLength) {
+    names[index] = OwnedRef::borrow(built.get()).release();
   }
-  if (!options_.named) {
-    item = value.release();
-    return 1;
-  }
-  OwnedRef name = replayed_name(record.member_names, entry_index, replay_names_.back(), entry.key);
-  item = name ? make_item(name.get(), value.get()) : nullptr;
-  return item != nullptr ? 1 : -1;
-}
-
-// Named replays: the name of the module an Enter op entered at depth d, from
-// its parent's name and the key it was reached under. It becomes the path's
-// name at d: the names of modules left since are dropped here.
-bool Walker::push_replayed_name(WalkRecord& record, const ReplayOp& op) {
-  while (replay_names_.size() > op.extent) {
-    Py_DECREF(replay_names_.back());  // a str of ours or the prefix: runs no code
-    replay_names_.pop_back();
-  }
-  auto index = static_cast<std::size_t>(op.module - record.modules.data());
-  OwnedRef name = replayed_name(record.module_names, index, replay_names_.back(),
-                                record.children[op.entry].key);
-  if (!name) {
-    return false;
-  }
-  replay_names_.push_back(name.release());  // reserved to the record's depth
-  return true;
-}
-
-// `parent + "." + key` for a named replay: built once per prefix and kept in
-// the record (`names[index]`), then handed out again (str is immutable).
-OwnedRef Walker::replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
-                               PyObject* key) {
-  // Another walk of the same record under another prefix may have replaced
-  // the names since this one began (two iterators open at once).
-  if (names_cached_ && replay_->names_generation == names_generation_) [[likely]] {
-    PyObject*& cached = names[index];
-    if (cached != nullptr) {
-      return OwnedRef::borrow(cached);
-    }
-    OwnedRef built = OwnedRef::steal(join_name(parent, key));
-    // Short names only: a deep chain's names grow with depth, and keeping them
-    // all would cost memory quadratic in it. Never the key itself (what "" + key
-    // is): the cache holds pyparams' own strings, no reference to the model's.
-    if (built && built.get() != key && PyUnicode_GET_LENGTH(built.get()) <= kMaxCachedNameLength) {
-      cached = OwnedRef::borrow(built.get()).release();
-    }
-    return built;
-  }
-  return OwnedRef::steal(join_name(parent, key));
+  return built;
 }
 
 // Hands the walk to the live walker at exactly the replay's point (before op

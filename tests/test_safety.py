@@ -22,6 +22,7 @@ from torch import nn
 import pyparams
 from common_utils import (
     FUNCTIONS,
+    LAZY_FUNCTIONS,
     REPO,
     argument_combinations,
     assert_conforms,
@@ -413,6 +414,72 @@ def test_non_module_child_raises_attribute_error_like_torch() -> None:
             reference(function, root, **kwargs)
         with pytest.raises(AttributeError, match="int"):
             run_pyparams(function, root, **kwargs)
+
+
+# ------------------------------------------------------------------------------- pairs
+
+NAMED_FUNCTIONS = [f for f in LAZY_FUNCTIONS if f.startswith("named_")]
+
+
+@pytest.mark.parametrize("function", NAMED_FUNCTIONS)
+def test_pairs_unpacked_one_at_a_time_are_torchs_in_every_walk_state(function: str) -> None:
+    # A pair the consumer lets go is refilled for the next item (as dict.items() does):
+    # a for loop that unpacks each one sees torch's items, walk after walk (live,
+    # recording, replaying while the names are built, replaying with them kept).
+    net = small_tied_model()
+    for kwargs in argument_combinations(function):
+        expected = reference(function, net, **kwargs)
+        for _ in range(4):
+            got = [(name, value) for name, value in _call(function, net, **kwargs)]
+            assert_same_items(got, expected, f"{function} {kwargs}")
+
+
+@pytest.mark.parametrize("function", NAMED_FUNCTIONS)
+def test_a_pair_the_consumer_keeps_never_changes(function: str) -> None:
+    net = small_tied_model()
+    expected = reference(function, net)
+    for _ in range(4):
+        iterator = _call(function, net)
+        kept = [next(iterator), next(iterator)]
+        snapshot = [(name, value) for name, value in kept]
+        rest = [(name, value) for name, value in iterator]  # each let go at once
+        assert all(a is b for pair, copy in zip(kept, snapshot, strict=True)
+                   for a, b in zip(pair, copy, strict=True))
+        assert_same_items([*kept, *rest], expected, function)
+
+
+def test_a_refilled_pair_is_tracked_by_the_collector_again() -> None:
+    # The collector untracks a tuple whose items it cannot reach through (a str and an
+    # int): refilled with a Parameter, the pair must be tracked again, or a cycle
+    # through it would never be collected.
+    net = nn.Module()
+    net._parameters["count"] = 5  # a direct write: torch yields it as it is
+    net.weight = _param()
+    iterator = pyparams.named_parameters(net)
+    assert next(iterator) == ("count", 5)
+    gc.collect()
+    second = next(iterator)
+    assert second == ("weight", net.weight)
+    assert gc.is_tracked(second)
+
+
+@pytest.mark.parametrize("function", NAMED_FUNCTIONS)
+def test_the_last_pair_is_let_go_when_the_walk_ends(function: str) -> None:
+    net = small_tied_model()
+    last = reference(function, net)[-1][1]
+    gc.collect()
+    before = sys.getrefcount(last)
+    for _ in range(4):
+        iterator = _call(function, net)
+        for _pair in iterator:
+            pass
+        del _pair
+        assert sys.getrefcount(last) == before  # exhausted: nothing of it is held
+        iterator = _call(function, net)
+        for _ in range(2):
+            next(iterator)
+        del iterator
+        assert sys.getrefcount(last) == before
 
 
 # ------------------------------------------------------------------------------- leaks

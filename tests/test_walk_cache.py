@@ -507,6 +507,53 @@ def test_size_change_during_a_replay_raises_as_the_live_walk() -> None:
     assert str(got[1]) == str(expected[1]) == "dictionary changed size during iteration"
 
 
+class _DropsItsEntry(nn.Parameter):
+    """Once armed, reading its requires_grad deletes its own entry from its module's
+    _parameters: the key (built at run time, held by that dict alone) is freed then."""
+
+    @property
+    def requires_grad(self) -> bool:
+        owner = self.__dict__.pop("armed", None)
+        if owner is not None:
+            for key in [k for k, v in owner._parameters.items() if v is self]:
+                del owner._parameters[key]
+        return True
+
+
+def _dropping_entry_walk(walk: Callable[[nn.Module], Any], warm_walks: int
+                         ) -> tuple[list[tuple[str, Any]], tuple[str, Any]]:
+    net = nn.Sequential(nn.Linear(2, 2))
+    dropping = _DropsItsEntry(torch.ones(1))
+    net[0]._parameters["".join(("dropped", "_on_read"))] = dropping
+    net[0].register_parameter("after", nn.Parameter(torch.zeros(1)))
+    pyparams.cache_clear()
+    for _ in range(warm_walks):
+        list(walk(net))
+    dropping.armed = net[0]
+    iterator = iter(walk(net))
+    got = []
+    while (result := step(iterator))[0] == "item":
+        got.append(result[1])
+    return got, result
+
+
+@pytest.mark.parametrize("warm_walks", [0, 2, 3])  # live; a replay building names; keeping them
+def test_a_name_is_taken_before_requires_grad_runs_code_that_drops_its_key(
+        warm_walks: int) -> None:
+    # torch builds `prefix + key` before its filter reads requires_grad; a property that
+    # deletes the entry then frees the key. The replay must not read the key after the
+    # filter ran (the sanitizer suite sees a read of freed memory); the walk then raises
+    # as torch's, the dict having changed size.
+    got, end = _dropping_entry_walk(pyparams.named_trainable_parameters, warm_walks)
+    assert pyparams.cache_info().hits == max(warm_walks - 1, 0)  # the last walk replayed
+    expected, expected_end = _dropping_entry_walk(
+        partial(torch_iterator, "named_trainable_parameters"), 0)
+    assert [n for n, _ in got] == [n for n, _ in expected] == ["0.weight", "0.bias",
+                                                               "0.dropped_on_read"]
+    assert end[0] == expected_end[0] == "raise"
+    assert str(end[1]) == str(expected_end[1]) == "dictionary changed size during iteration"
+
+
 def test_random_changes_between_walks_match_torch() -> None:
     rng = random.Random(1234)
     net = model()
