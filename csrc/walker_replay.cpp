@@ -107,9 +107,9 @@ inline int Walker::replay_yield(const WalkRecord& record, std::uint32_t entry_in
   OwnedRef name;
   if (options_.named) {
     PyObject* kept = kept_name(record.member_names, entry_index);
-    name = kept != nullptr ? OwnedRef::borrow(kept)
-                           : build_replayed_name(replay_->member_names, entry_index,
-                                                 replay_names_.back(), entry.key);
+    name = kept != nullptr
+        ? OwnedRef::borrow(kept)
+        : build_replayed_name(replay_->member_names, entry_index, replay_names_.back(), entry.key);
     if (!name) {
       return -1;
     }
