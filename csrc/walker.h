@@ -130,7 +130,9 @@ class Walker {
   // torch's dispatch chain (from next_level_ on): dispatch_root would find
   // none, so it need not look.
   bool root_overrides_ruled_out();
+  template <bool kPlain>
   inline int replay_next(PyObject*& item);
+  int replay_next_filtered_or_named(PyObject*& item);
   // A recorded module whose __dict__ was written since (to its entries only)
   // is re-checked entry by entry; true when it still reads as recorded.
   bool revalidate(ModuleRecord& recorded);
@@ -173,6 +175,7 @@ class Walker {
   static constexpr std::uint32_t kSignalCheckInterval = 1024;
 
   WalkOptions options_;
+  bool plain_ = true;  // neither named nor filtered: items are the values as they are
   Dispatch mirrored_level_ = Dispatch::Public;  // the level the public function mirrors
   Dispatch next_level_ = Dispatch::Public;      // root levels not yet checked start here
   OwnedRef root_;

@@ -137,7 +137,11 @@ inline int Walker::replay_yield(const WalkRecord& record, std::uint32_t entry_in
 // proof stamp, the pin cursor): a Py_INCREF may alias any counter reachable
 // through `this`, and members would be reloaded after each one. The cursor is
 // committed to pins_ before anything that reads the buffer or may run code.
-inline int Walker::replay_next(PyObject*& item) {
+//
+// kPlain: a walk that yields each value as it is (neither named nor
+// filtered), compiled apart so that the others' code costs it nothing.
+template <bool kPlain>
+[[gnu::always_inline]] inline int Walker::replay_next(PyObject*& item) {
   if (!poll_signals()) {  // before the step's first check: handlers may change the tree
     return -1;
   }
@@ -204,7 +208,7 @@ inline int Walker::replay_next(PyObject*& item) {
           break;
         }
         PinBuffer::pin(pins, module.module, PinBuffer::kModule);
-        if (options_.named) {
+        if (!kPlain && options_.named) {
           pins_.commit(pins);
           if (!push_replayed_name(record, *op)) {
             return -1;
@@ -284,7 +288,7 @@ inline int Walker::replay_next(PyObject*& item) {
             PinBuffer::pin(pins, value, PinBuffer::kMember);
           }
           pins_.commit(pins);
-          if (!options_.trainable_only && !options_.named) [[likely]] {
+          if (kPlain) {
             Py_INCREF(value);
             item = value;
             return 1;
@@ -299,8 +303,8 @@ inline int Walker::replay_next(PyObject*& item) {
         PyObject* module = op->module->module;
         replay_at_ = op + 1;
         pins_.commit(pins);
-        item = options_.named ? make_item(replay_names_.back(), module)
-                              : OwnedRef::borrow(module).release();
+        item = !kPlain && options_.named ? make_item(replay_names_.back(), module)
+                                         : OwnedRef::borrow(module).release();
         return item != nullptr ? 1 : -1;
       }
       case ReplayOpKind::Duplicate: {
@@ -336,10 +340,16 @@ inline int Walker::replay_next(PyObject*& item) {
   }
 }
 
+// The replay of named and filtered walks: out of line, so that the plain
+// one inlined into next() keeps its state in registers.
+[[gnu::noinline]] int Walker::replay_next_filtered_or_named(PyObject*& item) {
+  return replay_next<false>(item);
+}
+
 PyObject* Walker::next() {
   if (replay_) [[likely]] {  // a warm walk's steps after its first
     PyObject* item = nullptr;
-    int replayed = replay_next(item);
+    int replayed = plain_ ? replay_next<true>(item) : replay_next_filtered_or_named(item);
     if (replayed == 1) [[likely]] {
       return item;
     }
