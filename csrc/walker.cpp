@@ -104,7 +104,6 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
     // `(p for _, p in m.named_parameters(recurse=..., remove_duplicate=False))`.
     options_.dispatch = Dispatch::Named;
   }
-  plain_ = !options_.named && !options_.trainable_only;
   if (!options_.named) {
     mirrored_level_ = options_.dispatch == Dispatch::Named ? Dispatch::Named : Dispatch::Public;
   } else {

@@ -130,14 +130,15 @@ class Walker {
   // torch's dispatch chain (from next_level_ on): dispatch_root would find
   // none, so it need not look.
   bool root_overrides_ruled_out();
-  template <bool kPlain>
+  template <bool kNamed>
   inline int replay_next(PyObject*& item);
-  int replay_next_filtered_or_named(PyObject*& item);
+  int replay_next_named(PyObject*& item);
   // A recorded module whose __dict__ was written since (to its entries only)
   // is re-checked entry by entry; true when it still reads as recorded.
   bool revalidate(ModuleRecord& recorded);
   inline bool push_replayed_name(const WalkRecord& record, const ReplayOp& op);
   inline int replay_yield(const WalkRecord& record, std::uint32_t entry, PyObject*& item);
+  int replay_filtered_yield(const WalkRecord& record, std::uint32_t entry, PyObject*& item);
   int go_live(std::size_t unfused_op) noexcept;
   // A named replay's name kept in the record's table (`names[index]`), or null.
   inline PyObject* kept_name(const RawVector<PyObject*>& names, std::size_t index) const;
@@ -175,7 +176,6 @@ class Walker {
   static constexpr std::uint32_t kSignalCheckInterval = 1024;
 
   WalkOptions options_;
-  bool plain_ = true;  // neither named nor filtered: items are the values as they are
   Dispatch mirrored_level_ = Dispatch::Public;  // the level the public function mirrors
   Dispatch next_level_ = Dispatch::Public;      // root levels not yet checked start here
   OwnedRef root_;

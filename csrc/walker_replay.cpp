@@ -138,9 +138,9 @@ inline int Walker::replay_yield(const WalkRecord& record, std::uint32_t entry_in
 // through `this`, and members would be reloaded after each one. The cursor is
 // committed to pins_ before anything that reads the buffer or may run code.
 //
-// kPlain: a walk that yields each value as it is (neither named nor
-// filtered), compiled apart so that the others' code costs it nothing.
-template <bool kPlain>
+// kNamed: a walk that yields (name, value) pairs, compiled apart so that its
+// code (names on every Enter, pairs) costs the unnamed walks nothing.
+template <bool kNamed>
 [[gnu::always_inline]] inline int Walker::replay_next(PyObject*& item) {
   if (!poll_signals()) {  // before the step's first check: handlers may change the tree
     return -1;
@@ -208,7 +208,7 @@ template <bool kPlain>
           break;
         }
         PinBuffer::pin(pins, module.module, PinBuffer::kModule);
-        if (!kPlain && options_.named) {
+        if (kNamed) {
           pins_.commit(pins);
           if (!push_replayed_name(record, *op)) {
             return -1;
@@ -288,12 +288,13 @@ template <bool kPlain>
             PinBuffer::pin(pins, value, PinBuffer::kMember);
           }
           pins_.commit(pins);
-          if (kPlain) {
+          if (!kNamed && !options_.trainable_only) [[likely]] {
             Py_INCREF(value);
             item = value;
             return 1;
           }
-          int yielded = replay_yield(record, entry, item);
+          int yielded = kNamed ? replay_yield(record, entry, item)
+                               : replay_filtered_yield(record, entry, item);
           if (yielded == 0) {
             continue;  // filtered out; the next op was compiled as a new step: it checks again
           }
@@ -303,8 +304,8 @@ template <bool kPlain>
         PyObject* module = op->module->module;
         replay_at_ = op + 1;
         pins_.commit(pins);
-        item = !kPlain && options_.named ? make_item(replay_names_.back(), module)
-                                         : OwnedRef::borrow(module).release();
+        item =
+            kNamed ? make_item(replay_names_.back(), module) : OwnedRef::borrow(module).release();
         return item != nullptr ? 1 : -1;
       }
       case ReplayOpKind::Duplicate: {
@@ -340,16 +341,22 @@ template <bool kPlain>
   }
 }
 
-// The replay of named and filtered walks: out of line, so that the plain
-// one inlined into next() keeps its state in registers.
-[[gnu::noinline]] int Walker::replay_next_filtered_or_named(PyObject*& item) {
-  return replay_next<false>(item);
+// The replay of named walks: out of line, so that the unnamed one inlined
+// into next() keeps its state in registers.
+[[gnu::noinline]] int Walker::replay_next_named(PyObject*& item) {
+  return replay_next<true>(item);
+}
+
+// An unnamed walk's filtered yield, out of the loop for the same reason.
+[[gnu::noinline]] int Walker::replay_filtered_yield(const WalkRecord& record, std::uint32_t entry,
+                                                    PyObject*& item) {
+  return replay_yield(record, entry, item);
 }
 
 PyObject* Walker::next() {
   if (replay_) [[likely]] {  // a warm walk's steps after its first
     PyObject* item = nullptr;
-    int replayed = plain_ ? replay_next<true>(item) : replay_next_filtered_or_named(item);
+    int replayed = options_.named ? replay_next_named(item) : replay_next<false>(item);
     if (replayed == 1) [[likely]] {
       return item;
     }
