@@ -140,6 +140,7 @@ class Walker {
   inline int replay_yield(const WalkRecord& record, std::uint32_t entry, PyObject*& item);
   int replay_filtered_yield(const WalkRecord& record, std::uint32_t entry, PyObject*& item);
   int go_live(std::size_t unfused_op) noexcept;
+  inline bool names_table_ours() const;
   // A named replay's name kept in the record's table (`names[index]`), or null.
   inline PyObject* kept_name(const RawVector<PyObject*>& names, std::size_t index) const;
   OwnedRef build_replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,

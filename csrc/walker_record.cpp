@@ -172,8 +172,10 @@ void Walker::finish_recording() {
   for (const ModuleRecord& module : record->modules) {
     // (No stamp proves anything yet: every version is compared.)
     bool unchanged = read_module(module, kNeverProven) == ModuleRead::AsRecorded &&
-        (module.members == nullptr || current_version(module.members) == module.members_version) &&
-        (module.children == nullptr || current_version(module.children) == module.children_version);
+        (module.members == nullptr ||
+         dict_unchanged(kNeverProven, module.members, module.members_version)) &&
+        (module.children == nullptr ||
+         dict_unchanged(kNeverProven, module.children, module.children_version));
     if (!unchanged) {
       return;
     }

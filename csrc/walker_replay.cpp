@@ -65,11 +65,16 @@ void Walker::unpin_all() noexcept {
   }
 }
 
-// A named replay's name kept in the record's table, or null. Another walk
-// of the same record under another prefix may have replaced the table since
-// this one began (two iterators open at once): then none is ours.
+// Whether the record's name table is this walk's: another walk of the same
+// record under another prefix may have replaced it since this one began (two
+// iterators open at once).
+inline bool Walker::names_table_ours() const {
+  return names_cached_ && replay_->names_generation == names_generation_;
+}
+
+// A named replay's name kept in the record's table, or null.
 inline PyObject* Walker::kept_name(const RawVector<PyObject*>& names, std::size_t index) const {
-  return names_cached_ && replay_->names_generation == names_generation_ ? names[index] : nullptr;
+  return names_table_ours() ? names[index] : nullptr;
 }
 
 // Named replays: the name of the module an Enter op entered at depth d, from
@@ -380,8 +385,8 @@ OwnedRef Walker::build_replayed_name(RawVector<PyObject*>& names, std::size_t in
   // Short names only: a deep chain's names grow with depth, and keeping them
   // all would cost memory quadratic in it. Never the key itself (what "" + key
   // is): the cache holds pyparams' own strings, no reference to the model's.
-  if (built && names_cached_ && replay_->names_generation == names_generation_ &&
-      built.get() != key && PyUnicode_GET_LENGTH(built.get()) <= kMaxCachedNameLength) {
+  if (built && names_table_ours() && built.get() != key &&
+      PyUnicode_GET_LENGTH(built.get()) <= kMaxCachedNameLength) {
     names[index] = OwnedRef::borrow(built.get()).release();
   }
   return built;

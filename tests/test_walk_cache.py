@@ -26,6 +26,7 @@ import pyparams
 from common_utils import (
     LAZY_FUNCTIONS,
     assert_conforms,
+    drive,
     every_call,
     outcome,
     reference,
@@ -521,7 +522,7 @@ class _DropsItsEntry(nn.Parameter):
 
 
 def _dropping_entry_walk(walk: Callable[[nn.Module], Any], warm_walks: int
-                         ) -> tuple[list[tuple[str, Any]], tuple[str, Any]]:
+                         ) -> tuple[list[object], type[BaseException] | None, str]:
     net = nn.Sequential(nn.Linear(2, 2))
     dropping = _DropsItsEntry(torch.ones(1))
     net[0]._parameters["".join(("dropped", "_on_read"))] = dropping
@@ -530,11 +531,7 @@ def _dropping_entry_walk(walk: Callable[[nn.Module], Any], warm_walks: int
     for _ in range(warm_walks):
         list(walk(net))
     dropping.armed = net[0]
-    iterator = iter(walk(net))
-    got = []
-    while (result := step(iterator))[0] == "item":
-        got.append(result[1])
-    return got, result
+    return drive(iter(walk(net)), {})
 
 
 @pytest.mark.parametrize("warm_walks", [0, 2, 3])  # live; a replay building names; keeping them
@@ -544,14 +541,14 @@ def test_a_name_is_taken_before_requires_grad_runs_code_that_drops_its_key(
     # deletes the entry then frees the key. The replay must not read the key after the
     # filter ran (the sanitizer suite sees a read of freed memory); the walk then raises
     # as torch's, the dict having changed size.
-    got, end = _dropping_entry_walk(pyparams.named_trainable_parameters, warm_walks)
+    got, error, message = _dropping_entry_walk(pyparams.named_trainable_parameters, warm_walks)
     assert pyparams.cache_info().hits == max(warm_walks - 1, 0)  # the last walk replayed
-    expected, expected_end = _dropping_entry_walk(
+    expected, expected_error, expected_message = _dropping_entry_walk(
         partial(torch_iterator, "named_trainable_parameters"), 0)
     assert [n for n, _ in got] == [n for n, _ in expected] == ["0.weight", "0.bias",
                                                                "0.dropped_on_read"]
-    assert end[0] == expected_end[0] == "raise"
-    assert str(end[1]) == str(expected_end[1]) == "dictionary changed size during iteration"
+    assert error is expected_error is RuntimeError
+    assert message == expected_message == "dictionary changed size during iteration"
 
 
 def test_random_changes_between_walks_match_torch() -> None:
