@@ -298,11 +298,13 @@ template <bool kNamed>
             item = value;
             return 1;
           }
-          int yielded = kNamed ? replay_yield(record, entry, item)
-                               : replay_filtered_yield(record, entry, item);
+          PyObject* yielded_item = nullptr;  // its address escapes: not `item`'s register
+          int yielded = kNamed ? replay_yield(record, entry, yielded_item)
+                               : replay_filtered_yield(record, entry, yielded_item);
           if (yielded == 0) {
             continue;  // filtered out; the next op was compiled as a new step: it checks again
           }
+          item = yielded_item;
           return yielded;
         }
       case ReplayOpKind::YieldModule: {
@@ -360,8 +362,17 @@ template <bool kNamed>
 
 PyObject* Walker::next() {
   if (replay_) [[likely]] {  // a warm walk's steps after its first
+    // The item of the inlined unnamed loop stays in a register: the named
+    // loop, out of line, gets a slot of its own whose address it takes.
     PyObject* item = nullptr;
-    int replayed = options_.named ? replay_next_named(item) : replay_next<false>(item);
+    int replayed;
+    if (options_.named) {
+      PyObject* named_item = nullptr;
+      replayed = replay_next_named(named_item);
+      item = named_item;
+    } else {
+      replayed = replay_next<false>(item);
+    }
     if (replayed == 1) [[likely]] {
       return item;
     }
