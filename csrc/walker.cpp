@@ -813,8 +813,10 @@ Py_ssize_t Walker::length_hint() const {
   if (finished_ || root_done_ || delegated_ != Delegated::None || !cache_enabled()) {
     return -1;
   }
-  RecordPtr record = find_record(root_.get(), record_slot_);
-  return record ? static_cast<Py_ssize_t>(record->items) : -1;
+  // Read at once, no code run: a look without a reference of our own (and
+  // the shared pointer's two atomic counts) will do.
+  const WalkRecord* record = peek_record(root_.get(), record_slot_);
+  return record != nullptr ? static_cast<Py_ssize_t>(record->items) : -1;
 }
 
 int Walker::traverse(visitproc visit, void* arg) const {
