@@ -47,16 +47,18 @@ enum class ModuleRead { AsRecorded, DictWritten, Changed };
 
 inline ModuleRead read_module(const ModuleRecord& recorded, ChangeStamp proven_at) {
   PyObject* module = recorded.module;
-  PyTypeObject* type = Py_TYPE(module);
-  if (type != recorded.type || !type_version_is(type, recorded.type_version)) {
+  // The versions are read through the record's pointers, equal to the live
+  // ones once compared: their loads need not wait for the module's own.
+  PyTypeObject* type = recorded.type;
+  if (Py_TYPE(module) != type || !type_version_is(type, recorded.type_version)) {
     return ModuleRead::Changed;
   }
   // The same type, so the same place for the __dict__ pointer (a managed
   // dict not materialized reads as null, or 3.12's tagged inline values,
   // there: not the recorded dict).
-  PyObject* dict =
-      *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(module) + recorded.dict_offset);
-  if (dict != recorded.dict) {
+  PyObject* dict = recorded.dict;
+  if (*reinterpret_cast<PyObject**>(reinterpret_cast<char*>(module) + recorded.dict_offset) !=
+      dict) {
     return ModuleRead::Changed;
   }
   return dict_unchanged(proven_at, dict, recorded.dict_version) ? ModuleRead::AsRecorded
