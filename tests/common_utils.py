@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import itertools
 import os
 import random
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ __all__ = [
     "drive",
     "every_call",
     "outcome",
+    "refcounts",
     "reference",
     "run_pyparams",
     "same_item",
@@ -54,6 +57,16 @@ __all__ = [
 ]
 
 REPO = Path(pyparams.__file__).resolve().parent.parent
+
+
+def refcounts(objects: Iterable[object]) -> list[int]:
+    """The reference counts of ``objects``, after a collection and with CPython's type
+    attribute cache emptied: that cache holds a reference to each name it looked up (a
+    module's key, after ``add_module``'s ``hasattr(self, name)``) until another lookup takes
+    its slot, a count that moves with whatever else runs."""
+    gc.collect()
+    sys._clear_type_cache()
+    return [sys.getrefcount(o) for o in objects]
 
 
 def subprocess_env(pythonpath: Sequence[str | Path] = (REPO,), **extra: str) -> dict[str, str]:

@@ -31,6 +31,7 @@ from common_utils import (
     devices,
     drive,
     every_call,
+    refcounts,
     reference,
     run_pyparams,
     seeded_tree,
@@ -485,10 +486,6 @@ def test_the_last_pair_is_let_go_when_the_walk_ends(function: str) -> None:
 # ------------------------------------------------------------------------------- leaks
 
 
-def _refcounts(objects: list[object]) -> list[int]:
-    return [sys.getrefcount(o) for o in objects]
-
-
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_no_reference_leaks(function: str, device: str) -> None:
@@ -499,8 +496,7 @@ def test_no_reference_leaks(function: str, device: str) -> None:
     watched = [param, child, root, child._parameters, child._modules, root._modules,
                root._parameters, root[1]._buffers, root[1].running_mean]
     calls = argument_combinations(function)
-    gc.collect()
-    before = _refcounts(watched)
+    before = refcounts(watched)
     for _ in range(300):
         for kwargs in calls:
             run_pyparams(function, root, **kwargs)  # full
@@ -508,15 +504,13 @@ def test_no_reference_leaks(function: str, device: str) -> None:
                 iterator = _call(function, root, **kwargs)
                 next(iterator, None)  # abandoned after one item
                 del iterator
-    gc.collect()
-    assert _refcounts(watched) == before
+    assert refcounts(watched) == before
 
 
 def test_no_reference_leaks_on_error_paths() -> None:
     a, b = _cycle()
     watched = [a, b, a._modules, b._modules, a.weight, a._parameters]
-    gc.collect()
-    before = _refcounts(watched)
+    before = refcounts(watched)
     for _ in range(1000):
         for function in ("parameters", "named_modules", "named_buffers"):
             with pytest.raises(RuntimeError):
@@ -529,8 +523,7 @@ def test_no_reference_leaks_on_error_paths() -> None:
         model.register_parameter("x", _param())
         with pytest.raises(RuntimeError):
             next(iterator)
-    gc.collect()
-    assert _refcounts(watched) == before
+    assert refcounts(watched) == before
 
 
 def test_dedup_set_memory_is_visible_to_tracemalloc() -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 import pyparams
+from common_utils import refcounts
 
 # ASan keeps freed memory in quarantine: RSS is not meaningful under it.
 SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
@@ -79,10 +80,6 @@ def watched_objects(model: nn.Module) -> list[object]:
     return [o for o in objects if sys.getrefcount(o) < 10**8]
 
 
-def refcounts(objects: list[object]) -> list[int]:
-    return [sys.getrefcount(o) for o in objects]
-
-
 # A key is a str the rest of the process may share ("weight" is interned): earlier
 # tests' compiled frames and caches let go of theirs at their own time (after the
 # dynamo tests, "weight" lost 74 during a soak). A leak in one of the eight uses
@@ -105,7 +102,6 @@ def test_soak_memory_and_refcounts_stay_flat():
     for _ in range(2000):  # warm-up: caches, interned names, allocator pools
         next(uses)[1](model)
     objects = watched_objects(model)
-    gc.collect()
     counts_before = refcounts(objects)
     process = psutil.Process()
     rss_before = process.memory_info().rss
@@ -159,7 +155,6 @@ def test_soak_under_mutation_raises_and_does_not_leak():
 
     for _ in range(500):
         interrupted()
-    gc.collect()
     before = refcounts(objects)
     tracemalloc.start()
     try:

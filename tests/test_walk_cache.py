@@ -29,6 +29,7 @@ from common_utils import (
     drive,
     every_call,
     outcome,
+    refcounts,
     reference,
     run_pyparams,
     same_items,
@@ -638,20 +639,11 @@ def test_named_replays_hold_no_reference_to_the_models_keys() -> None:
     keys = ["".join(("top_level_", suffix)) for suffix in ("scale", "head")]
     net.register_parameter(keys[0], nn.Parameter(torch.ones(1)))
     net.add_module(keys[1], nn.Linear(1, 1))
-    before = key_refcounts(keys)
+    before = refcounts(keys)
     for prefix in ("", "", "", "top", "top", "top", ""):
         assert same_items(
             list(pyparams.named_parameters(net, prefix=prefix)),
             list(net.named_parameters(prefix=prefix)),
         )
     pyparams.cache_info()
-    assert key_refcounts(keys) == before
-
-
-def key_refcounts(keys: list[str]) -> list[int]:
-    # CPython's type attribute cache holds a reference to each name it looked up
-    # (add_module's hasattr(self, name) put the key there), dropped whenever another
-    # lookup takes its slot: a count that moves with whatever else runs. Emptied first.
-    gc.collect()
-    sys._clear_type_cache()
-    return [sys.getrefcount(k) for k in keys]
+    assert refcounts(keys) == before
