@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "dispatch.h"
+#include "owned_ref.h"
 #include "python_names.h"
 
 namespace pyparams {
@@ -77,6 +78,28 @@ void forget_module_classes() noexcept {
   }
 }
 
+PyObject* held_dict_lookup(PyObject* dict, PyObject* key, bool& found) {
+  // A colliding key's __eq__ may drop the dict (`m.__dict__ = {}`) while the
+  // lookup still reads it: held across it, and the value owned before letting go.
+  OwnedRef held = OwnedRef::borrow(dict);
+  PyObject* value = PyDict_GetItemWithError(dict, key);  // borrowed
+  found = value != nullptr;
+  Py_XINCREF(value);
+  return value;
+}
+
+bool keys_are_exact_str(PyObject* dict) {
+  Py_ssize_t position = 0;
+  PyObject* key;
+  PyObject* value;
+  while (PyDict_Next(dict, &position, &key, &value)) {
+    if (!PyUnicode_CheckExact(key)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool is_module(PyObject* object) {
   return module_class_info(Py_TYPE(object)).is_module;
 }
@@ -95,11 +118,11 @@ PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict) {
       return PyObject_GetAttr(module, name);
     }
     // The instance __dict__ slot; a missing dict falls back to getattr.
-    PyObject** dict = _PyObject_GetDictPtr(module);
-    if (dict != nullptr && *dict != nullptr) {
-      PyObject* value = PyDict_GetItemWithError(*dict, name);  // borrowed
-      if (value != nullptr) {
-        Py_INCREF(value);
+    PyObject** slot = _PyObject_GetDictPtr(module);
+    if (slot != nullptr && *slot != nullptr) {
+      bool found = false;
+      PyObject* value = held_dict_lookup(*slot, name, found);
+      if (found) {
         if (from_dict != nullptr) {
           *from_dict = true;
         }

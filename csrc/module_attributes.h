@@ -75,6 +75,16 @@ inline bool has_inline_attributes(PyObject* object) {
 #endif
 }
 
+// dict[key] as a new reference (`found` set), or nullptr (`found` false, an
+// error set or not), with `dict` held across the lookup: a colliding key's
+// __eq__ may run there, and it may drop or change the dict.
+PyObject* held_dict_lookup(PyObject* dict, PyObject* key, bool& found);
+
+// True when every key of `dict` is an exact str: then a lookup of an exact str
+// key compares str with str only and runs no user code (CPython's specializing
+// interpreter trusts the same for its attribute loads). Runs no code itself.
+bool keys_are_exact_str(PyObject* dict);
+
 // isinstance(object, torch.nn.Module), without running __instancecheck__.
 bool is_module(PyObject* object);
 
