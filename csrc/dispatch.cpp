@@ -49,17 +49,35 @@ PyObject* member_items(PyObject* attribute_name, PyObject* module) {
   return PyObject_CallMethodNoArgs(mapping.get(), names().items);
 }
 
-PyObject* parameter_items(PyObject*, PyObject* module) {
+// torch's lambda takes `module` by position or by keyword.
+PyObject* parameter_items(PyObject*, PyObject* args, PyObject* kwargs) {
+  static const char* keywords[] = {"module", nullptr};
+  PyObject* module;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:<lambda>", const_cast<char**>(keywords),
+                                   &module)) {
+    return nullptr;
+  }
   return member_items(names().parameters, module);
 }
 
-PyObject* buffer_items(PyObject*, PyObject* module) {
+PyObject* buffer_items(PyObject*, PyObject* args, PyObject* kwargs) {
+  static const char* keywords[] = {"module", nullptr};
+  PyObject* module;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:<lambda>", const_cast<char**>(keywords),
+                                   &module)) {
+    return nullptr;
+  }
   return member_items(names().buffers, module);
 }
 
-PyMethodDef g_parameter_items_def = {"parameter_items", parameter_items, METH_O,
-                                     "module._parameters.items()"};
-PyMethodDef g_buffer_items_def = {"buffer_items", buffer_items, METH_O, "module._buffers.items()"};
+PyCFunction with_keywords(PyCFunctionWithKeywords function) {
+  return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(function));
+}
+
+PyMethodDef g_parameter_items_def = {"parameter_items", with_keywords(parameter_items),
+                                     METH_VARARGS | METH_KEYWORDS, "module._parameters.items()"};
+PyMethodDef g_buffer_items_def = {"buffer_items", with_keywords(buffer_items),
+                                  METH_VARARGS | METH_KEYWORDS, "module._buffers.items()"};
 PyObject* g_parameter_items = nullptr;
 PyObject* g_buffer_items = nullptr;
 
@@ -126,9 +144,8 @@ PyObject* override_for(PyObject* module, Method method) {
     if (dict == nullptr || *dict == nullptr) {
       return nullptr;
     }
-    PyObject* shadow = PyDict_GetItemWithError(*dict, name);  // borrowed
-    Py_XINCREF(shadow);
-    return shadow;
+    bool found = false;
+    return held_dict_lookup(*dict, name, found);
   }
   // Custom lookup, or attributes kept inline: ask it, as torch's
   // `self.<name>(...)` would, and keep to the native walk only when it hands
@@ -142,6 +159,20 @@ PyObject* override_for(PyObject* module, Method method) {
     return nullptr;
   }
   return attribute.release();
+}
+
+bool override_ruled_out_without_code(PyObject* module, Method method) {
+  const ModuleClassInfo& info = module_class_info(Py_TYPE(module));
+  if (!info.is_module || !info.default_lookup || !info.plain_attributes ||
+      (info.overridden & bit(method)) != 0 || has_inline_attributes(module)) {
+    return false;
+  }
+  PyObject** dict = _PyObject_GetDictPtr(module);
+  if (dict == nullptr || *dict == nullptr) {
+    return true;  // no instance attribute can shadow the class's base function
+  }
+  return PyDict_CheckExact(*dict) && keys_are_exact_str(*dict) &&
+      PyDict_GetItem(*dict, method_name(method)) == nullptr;
 }
 
 bool register_base_method(Method method, PyObject* function) {

@@ -41,6 +41,12 @@ std::uint32_t overridden_methods(PyTypeObject* type);
 // custom attribute lookup go through getattr, as torch's call would.
 PyObject* override_for(PyObject* module, Method method);
 
+// True when `module.<method>` is provably a base implementation without
+// running any code: the class holds a base function, its attribute lookup is
+// the default one, and its instance __dict__ has only exact str keys and no
+// entry of that name. False when an override is found or it cannot be told so.
+bool override_ruled_out_without_code(PyObject* module, Method method);
+
 // Marks `function`, found on a class under the name of `method`, as a base
 // implementation (a faithful replacement of torch's, like pyparams' patch).
 // False with an error set.

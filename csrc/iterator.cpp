@@ -57,6 +57,9 @@ PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     PyErr_Format(PyExc_TypeError, "throw expected 1 to 3 arguments, got %zd", nargs);
     return nullptr;
   }
+  // A generator that has not finished raises the exception from its frame,
+  // where PEP 479 turns a StopIteration into RuntimeError.
+  bool in_frame = !reinterpret_cast<WalkIteratorObject*>(self)->walker.finished();
   PyObject* result = walk_close(self, nullptr);
   if (result == nullptr) {
     return nullptr;
@@ -89,6 +92,26 @@ PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
       PyException_SetTraceback(raised, traceback);
     }
     PyErr_Restore(raised_type, raised, traceback);
+  }
+  if (in_frame && PyErr_ExceptionMatches(PyExc_StopIteration)) {
+    PyObject *raised_type, *raised, *traceback;
+    PyErr_Fetch(&raised_type, &raised, &traceback);
+    PyErr_NormalizeException(&raised_type, &raised, &traceback);
+    if (traceback != nullptr && raised != nullptr) {
+      PyException_SetTraceback(raised, traceback);
+    }
+    Py_XDECREF(raised_type);
+    Py_XDECREF(traceback);
+    PyErr_SetString(PyExc_RuntimeError, "generator raised StopIteration");
+    PyObject *runtime_type, *runtime, *runtime_traceback;
+    PyErr_Fetch(&runtime_type, &runtime, &runtime_traceback);
+    PyErr_NormalizeException(&runtime_type, &runtime, &runtime_traceback);
+    if (raised != nullptr) {
+      Py_INCREF(raised);
+      PyException_SetCause(runtime, raised);    // steals
+      PyException_SetContext(runtime, raised);  // steals
+    }
+    PyErr_Restore(runtime_type, runtime, runtime_traceback);
   }
   return nullptr;
 }

@@ -1,5 +1,6 @@
 #include "tensor_flags.h"
 
+#include <ATen/PythonTorchFunctionTLS.h>
 #include <torch/csrc/autograd/python_variable.h>
 
 #include "owned_ref.h"
@@ -34,7 +35,9 @@ bool reads_natively(PyTypeObject* type) {
 }  // namespace
 
 int requires_grad(PyObject* value) {
-  if (reads_natively(Py_TYPE(value))) [[likely]] {
+  // An active torch function mode sees every attribute read of a tensor,
+  // requires_grad included (torch's getter hands it over): then ask Python.
+  if (reads_natively(Py_TYPE(value)) && !at::impl::torch_function_mode_enabled()) [[likely]] {
     return THPVariable_Unpack(value).requires_grad() ? 1 : 0;
   }
   PyObject* flag = PyObject_GetAttr(value, names().requires_grad);

@@ -69,8 +69,14 @@ bool WalkRecord::use_names(PyObject* prefix) noexcept {
     forget_names();
     return false;
   }
-  Py_INCREF(prefix);
-  names_prefix = prefix;
+  // A copy of pyparams' own: the cache keeps no object of the caller's alive.
+  names_prefix = PyUnicode_FromKindAndData(PyUnicode_KIND(prefix), PyUnicode_DATA(prefix),
+                                           PyUnicode_GET_LENGTH(prefix));
+  if (names_prefix == nullptr) {
+    PyErr_Clear();
+    forget_names();
+    return false;
+  }
   return true;
 }
 
