@@ -96,18 +96,22 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
     return false;
   }
   options_ = options;
+  if (!options_.named) {
+    mirrored_level_ = Dispatch::Public;
+  } else {
+    mirrored_level_ = options_.kind == Kind::Modules ? Dispatch::NamedModules : Dispatch::Named;
+  }
   if (options_.kind == Kind::Modules) {
     options_.recurse = true;
     options_.trainable_only = false;
   } else if (options_.dispatch == Dispatch::Public && !options_.remove_duplicate) {
     // parameters()/buffers() take no remove_duplicate: with False the walk is
-    // `(p for _, p in m.named_parameters(recurse=..., remove_duplicate=False))`.
+    // `(p for _, p in m.named_parameters(recurse=..., remove_duplicate=False))`,
+    // whose named_parameters is called at once. (The patch's parameters(),
+    // which starts at named_parameters itself, is a generator: it asks at the
+    // first next().)
     options_.dispatch = Dispatch::Named;
-  }
-  if (!options_.named) {
-    mirrored_level_ = options_.dispatch == Dispatch::Named ? Dispatch::Named : Dispatch::Public;
-  } else {
-    mirrored_level_ = options_.kind == Kind::Modules ? Dispatch::NamedModules : Dispatch::Named;
+    mirrored_level_ = Dispatch::Named;
   }
   next_level_ = options_.dispatch;
   root_ = OwnedRef::borrow(root);
@@ -244,7 +248,11 @@ int Walker::next_member(PyObject*& item) {
       }
     }
     if (recording_) {
-      recording_->members.back().module_index = 1;  // a first occurrence: replay yields it
+      if (!PyUnicode_CheckExact(key)) [[unlikely]] {
+        abandon_recording();  // a str subclass's `+` is user code: a replay could not name it
+      } else {
+        recording_->members.back().module_index = 1;  // a first occurrence: replay yields it
+      }
     }
     if (!check_key(key, mapping)) {
       return -1;
@@ -275,7 +283,7 @@ int Walker::next_member(PyObject*& item) {
       return 1;
     }
     if (!name) {
-      name = OwnedRef::steal(join_name(members_name_.get(), held_key.get()));
+      name = OwnedRef::steal(join_name_generic(members_name_.get(), held_key.get()));
       if (!name) {
         return -1;
       }
@@ -369,12 +377,32 @@ int Walker::next_overridden(ModuleFrame& frame, OwnedRef& module, OwnedRef& name
 // module, 0 when it is skipped as a duplicate or handed to an override, -1
 // with an error set.
 int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& name) {
-  if (!is_module(child.get())) {
-    PyErr_Format(PyExc_AttributeError,
-                 "_modules[%R] of '%.100s' holds a '%.100s', not a torch.nn.Module", key.get(),
-                 Py_TYPE(stack_.back().module.get())->tp_name, Py_TYPE(child.get())->tp_name);
-    return -1;
+  if (!is_module(child.get())) [[unlikely]] {
+    // torch calls `child.named_modules(...)` on whatever the dict holds: an
+    // object that has one supplies the subtree; one without raises there.
+    OwnedRef method =
+        OwnedRef::steal(PyObject_GetAttr(child.get(), method_name(Method::NamedModules)));
+    if (!method) {
+      return -1;
+    }
+    return call_named_modules_override(method.get(), std::move(child), std::move(key));
   }
+  // Recording: the child's versions are taken before the reads they vouch
+  // for (its override check, here, may run code that changes it).
+  std::uint32_t entered_before = last_entered_;
+  // (A key that is no exact str would name the frame with its own `+`, user
+  // code a replay cannot run: such a tree is walked live.)
+  if (recording_ && (!PyUnicode_CheckExact(key.get()) || !record_enter(child.get()))) {
+    abandon_recording();
+  }
+  bool recorded = static_cast<bool>(recording_);
+  // A duplicate is no module the record entered: its ModuleRecord goes.
+  auto unrecord = [&]() {
+    if (recorded && recording_) {
+      recording_->modules.pop_back();
+      last_entered_ = entered_before;
+    }
+  };
   // torch calls `child.named_modules(memo, prefix, remove_duplicate)` here.
   OwnedRef override = OwnedRef::steal(override_for(child.get(), Method::NamedModules));
   if (override) [[unlikely]] {
@@ -386,6 +414,7 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   if (memo_) [[unlikely]] {
     int present = PySet_Contains(memo_.get(), child.get());
     if (present != 0) {
+      unrecord();
       return present < 0 ? -1 : 0;
     }
     if (options_.remove_duplicate && PySet_Add(memo_.get(), child.get()) < 0) {
@@ -394,6 +423,7 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   } else if (options_.remove_duplicate) {
     int added = seen_modules_.insert(child.get());
     if (added <= 0) {
+      unrecord();
       return added;
     }
   }
@@ -406,7 +436,7 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   }
   OwnedRef frame_label;
   if (options_.named) {
-    frame_label = OwnedRef::steal(join_name(stack_.back().name.get(), key.get()));
+    frame_label = OwnedRef::steal(join_name_generic(stack_.back().name.get(), key.get()));
     if (!frame_label) {
       return -1;
     }
@@ -419,10 +449,7 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
     EntryRecord& entry =
         recording_
             ->children[recording_->modules[parent.record].first_child + parent.entries_read - 1];
-    entry.module_index = static_cast<std::int32_t>(recording_->modules.size());
-    if (!record_enter(child.get())) {
-      abandon_recording();
-    }
+    entry.module_index = static_cast<std::int32_t>(recording_->modules.size() - 1);
   }
   ++modules_entered_;
   module = OwnedRef::borrow(child.get());
@@ -443,7 +470,7 @@ int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, Owne
   if (!parent_name) {
     return -1;
   }
-  OwnedRef prefix = OwnedRef::steal(join_name(parent_name.get(), key.get()));
+  OwnedRef prefix = OwnedRef::steal(join_name_generic(parent_name.get(), key.get()));
   if (!prefix) {
     return -1;
   }
@@ -469,7 +496,7 @@ PyObject* Walker::frame_name(std::size_t depth) const {
   }
   OwnedRef joined = OwnedRef::borrow(root_name_.get());
   for (std::size_t level = 1; level <= depth; ++level) {
-    joined = OwnedRef::steal(join_name(joined.get(), stack_[level].name.get()));
+    joined = OwnedRef::steal(join_name_generic(joined.get(), stack_[level].name.get()));
     if (!joined) {
       return nullptr;
     }
@@ -506,27 +533,7 @@ bool Walker::dispatch_root(bool mirrored_only) {
     Dispatch level = next_level_;
     next_level_ = static_cast<Dispatch>(static_cast<int>(level) + 1);
     Method method;
-    bool members = options_.kind != Kind::Modules;
-    bool buffers = options_.kind == Kind::Buffers;
-    switch (level) {
-      case Dispatch::Public:
-        method = members ? (buffers ? Method::Buffers : Method::Parameters) : Method::Modules;
-        break;
-      case Dispatch::Named:
-        method = buffers ? Method::NamedBuffers : Method::NamedParameters;
-        break;
-      case Dispatch::NamedMembers:
-        method = Method::NamedMembers;
-        break;
-      default:
-        method = Method::NamedModules;
-        break;
-    }
-    bool applies = (level != Dispatch::Named && level != Dispatch::NamedMembers) || members;
-    if (level == Dispatch::NamedModules && !options_.recurse) {
-      applies = false;  // _named_members(recurse=False) walks [(prefix, self)]
-    }
-    if (applies) {
+    if (method_at(level, method)) {
       OwnedRef override = OwnedRef::steal(override_for(root_.get(), method));
       if (override) {
         next_level_ = Dispatch::Children;
@@ -538,6 +545,43 @@ bool Walker::dispatch_root(bool mirrored_only) {
     }
     if (mirrored_only) {
       return true;
+    }
+  }
+  return true;
+}
+
+bool Walker::method_at(Dispatch level, Method& method) const {
+  bool members = options_.kind != Kind::Modules;
+  bool buffers = options_.kind == Kind::Buffers;
+  switch (level) {
+    case Dispatch::Public:
+      method = members ? (buffers ? Method::Buffers : Method::Parameters) : Method::Modules;
+      return true;
+    case Dispatch::Named:
+      method = buffers ? Method::NamedBuffers : Method::NamedParameters;
+      return members;
+    case Dispatch::NamedMembers:
+      method = Method::NamedMembers;
+      return members;
+    case Dispatch::NamedModules:
+      method = Method::NamedModules;
+      return options_.recurse;  // _named_members(recurse=False) walks [(prefix, self)]
+    default:
+      return false;
+  }
+}
+
+bool Walker::root_has_no_override_since_recorded() {
+  for (int level = static_cast<int>(options_.dispatch);
+       level < static_cast<int>(Dispatch::Children); ++level) {
+    Method method;
+    if (!method_at(static_cast<Dispatch>(level), method)) {
+      continue;
+    }
+    OwnedRef override = OwnedRef::steal(override_for(root_.get(), method));
+    if (override || PyErr_Occurred()) {
+      PyErr_Clear();  // the walk goes on as it began; only the record is given up
+      return false;
     }
   }
   return true;
@@ -799,6 +843,7 @@ void Walker::clear() noexcept {
   delegate_.reset();
   override_item_.reset();
   last_pair_.reset();
+  last_item_.reset();
   memo_.reset();
   unpin_all();
   replay_.reset();
@@ -827,12 +872,14 @@ int Walker::traverse(visitproc visit, void* arg) const {
   Py_VISIT(delegate_.get());
   Py_VISIT(override_item_.get());
   Py_VISIT(last_pair_.get());
+  Py_VISIT(last_item_.get());
   Py_VISIT(memo_.get());
   if (int error = pins_.traverse(visit, arg)) {
     return error;
   }
-  for (PyObject* name : replay_names_) {
-    Py_VISIT(name);
+  for (const PathEntry& entry : replay_path_) {
+    Py_VISIT(entry.label);
+    Py_VISIT(entry.module);
   }
   if (int error = members_.traverse(visit, arg)) {
     return error;

@@ -5,8 +5,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
+#include "dispatch.h"
 #include "item_cursor.h"
 #include "module_attributes.h"
 #include "owned_ref.h"
@@ -79,6 +81,9 @@ class Walker {
   // many items the record yielded (filters may yield fewer); -1 when unknown.
   Py_ssize_t length_hint() const;
 
+  // True once the walk ended (or never started): an exhausted generator.
+  bool finished() const { return finished_; }
+
   int traverse(visitproc visit, void* arg) const;
   // Drops every reference; the walk becomes finished.
   void clear() noexcept;
@@ -118,6 +123,13 @@ class Walker {
   bool start_members(PyObject* module, PyObject* name, bool generic_name);
   bool start_children(ModuleFrame& frame);
   bool push(PyObject* module, OwnedRef name, OwnedRef overridden = OwnedRef());
+  // Recording: true when the root still has no override on torch's dispatch
+  // chain from the walk's first level on, asked after its versions were taken
+  // (the mirrored level was asked at the call, before them).
+  bool root_has_no_override_since_recorded();
+  // The method asked at `level` of torch's dispatch chain for this walk, or
+  // false when that level does not apply to it.
+  bool method_at(Dispatch level, Method& method) const;
   void pop();
   bool ensure_memo();
   PyObject* frame_name(std::size_t depth) const;
@@ -136,7 +148,12 @@ class Walker {
   // A recorded module whose __dict__ was written since (to its entries only)
   // is re-checked entry by entry; true when it still reads as recorded.
   bool revalidate(ModuleRecord& recorded);
-  inline bool push_replayed_name(const WalkRecord& record, const ReplayOp& op);
+  // Enter ops: the path's entry at the op's depth (the module's name or key;
+  // the module itself where no dedup set pins it). 1, 0 when the walk must go
+  // live (leaving a module only the path held would free it, and run code),
+  // -1 with an error set.
+  template <bool kNamed>
+  inline int enter_path(const WalkRecord& record, const ReplayOp& op);
   inline int replay_yield(const WalkRecord& record, std::uint32_t entry, PyObject*& item);
   int replay_filtered_yield(const WalkRecord& record, std::uint32_t entry, PyObject*& item);
   int go_live(std::size_t unfused_op) noexcept;
@@ -161,6 +178,15 @@ class Walker {
     return make_new_pair(name, value);
   }
   PyObject* refill_pair(PyObject* pair, PyObject* name, PyObject* value);
+  // Unnamed walks without dedup hold the item they yield (last_item_),
+  // dropping the one before; with dedup the seen set holds it already.
+  PyObject* hold_last(PyObject* item) {
+    if (options_.remove_duplicate || options_.named || item == nullptr) [[likely]] {
+      return item;
+    }
+    std::exchange(last_item_, OwnedRef::borrow(item)).reset();
+    return item;
+  }
   PyObject* make_new_pair(PyObject* name, PyObject* value);
   // Runs pending signal handlers every few steps. They are Python code that
   // may change the tree, so call it before reading an entry, never between
@@ -192,6 +218,9 @@ class Walker {
   OwnedRef override_item_;
   // The (name, value) pair yielded last, refilled when the consumer let it go.
   OwnedRef last_pair_;
+  // Unnamed walks without dedup: the item yielded last, which torch's
+  // generator holds in its loop variable until the next one.
+  OwnedRef last_item_;
 
   RecordPtr replay_;   // set while every read so far matched the record
   RecordPtr retired_;  // a record the replay left (kept until the walk ends: still read)
@@ -203,9 +232,17 @@ class Walker {
   int record_slot_ = 0;
   std::uint32_t last_entered_ = 0;    // the ModuleRecord of the module entered last
   std::uint32_t members_record_ = 0;  // the ModuleRecord whose members are being read
-  // Named replays: the names of the modules on the path, the root's first
-  // (strong references; names_cached_: they come from the record's cache).
-  RawVector<PyObject*> replay_names_;
+  // The modules on the replay's path, the root's first, as the live walk's
+  // frames (and torch's generator frames) hold them: each with its label (a
+  // named walk's full name, else the key it was reached under; strong
+  // references) and, without dedup (where no pin holds it), the module itself.
+  // Deeper entries linger until the next Enter at their depth replaces them.
+  struct PathEntry {
+    PyObject* label;
+    PyObject* module;
+  };
+  RawVector<PathEntry> replay_path_;
+  // Named replays: names_cached_ when the names come from the record's cache.
   bool names_cached_ = false;
   std::uint64_t names_generation_ = 0;  // the record's, when names_cached_ was set
   // What the replay holds: the modules it entered (and with remove_duplicate

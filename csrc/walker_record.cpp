@@ -38,7 +38,9 @@ bool Walker::root_overrides_ruled_out() {
 // The first read of a walk: here it finds a record of the same walk of this
 // root to replay, or (from the second walk of a root on) records one.
 bool Walker::begin_cached_walk() {
-  if (!cache_enabled()) {
+  // A prefix that is a str subclass joins names with its own `+`: user code
+  // in every step, which only the live walk holds references across.
+  if (!cache_enabled() || (options_.named && !PyUnicode_CheckExact(root_name_.get()))) {
     return true;
   }
   replay_ = find_record(root_.get(), record_slot_);
@@ -48,12 +50,15 @@ bool Walker::begin_cached_walk() {
       if (!pins_.reserve(record.program_pins, record.program_held)) {
         throw std::bad_alloc();
       }
+      replay_path_.reserve(record.depth + 1);
       if (options_.named) {
-        replay_names_.reserve(record.depth + 1);
         names_cached_ = record.use_names(root_name_.get());
         names_generation_ = record.names_generation;
-        replay_names_.push_back(OwnedRef::borrow(root_name_.get()).release());
       }
+      // The root's entry: its name (named walks); no key, and the walk holds it.
+      PyObject* root_label = options_.named ? root_name_.get() : nullptr;
+      Py_XINCREF(root_label);
+      replay_path_.push_back({root_label, nullptr});
     } catch (const std::bad_alloc&) {
       replay_.reset();  // no replay, no harm: walk live
       return true;
@@ -76,7 +81,9 @@ bool Walker::begin_cached_walk() {
   }
   recording_->epoch = dispatch_epoch();
   recording_->dispatch_from = static_cast<int>(options_.dispatch);
-  if (!record_enter(root_.get())) {
+  // The root's versions first, then the dispatch chain asked again: the
+  // record's "no override at the root" rests on reads made after them.
+  if (!record_enter(root_.get()) || !root_has_no_override_since_recorded()) {
     abandon_recording();
   }
   return true;

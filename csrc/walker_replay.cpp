@@ -24,33 +24,32 @@ constexpr Py_ssize_t kMaxCachedNameLength = 200;
 // writes `training` everywhere) is re-checked entry by entry: the member dicts
 // it maps and no `named_modules` attribute; for the root, no attribute named
 // like any method of torch's dispatch chain either, since a root that reads
-// as recorded is taken to have none (root_overrides_ruled_out). Then the new
-// version is kept.
+// as recorded is taken to have none (root_overrides_ruled_out). Then the
+// version taken before those reads is kept. Only a __dict__ whose keys are all
+// exact str is re-read: its lookups run no user code, so this step's checks
+// still stand after them; any other goes live, where every read is held.
 bool Walker::revalidate(ModuleRecord& recorded) {
   PyObject* dict = recorded.dict;
+  // The version first: a write after it, even one made by the reads below,
+  // leaves the record behind and is met by the next check.
+  Version version = current_version(dict);
+  if (version == 0 || !keys_are_exact_str(dict)) {
+    return false;  // no longer followed (the cache was cleared), or lookups could run code
+  }
   PyObject* members_name = member_attribute(options_.kind);
   bool root = &recorded == replay_->modules.data();
-  if ((recorded.members != nullptr &&
-       PyDict_GetItemWithError(dict, members_name) != recorded.members) ||
+  if ((recorded.members != nullptr && PyDict_GetItem(dict, members_name) != recorded.members) ||
       (recorded.children != nullptr &&
-       PyDict_GetItemWithError(dict, names().modules) != recorded.children) ||
-      PyErr_Occurred()) {
-    PyErr_Clear();  // a lookup that fails proves nothing: the live walk will raise it
+       PyDict_GetItem(dict, names().modules) != recorded.children)) {
     return false;
   }
   auto first = static_cast<int>(root ? Method::Parameters : Method::NamedModules);
   for (int method = first; method < static_cast<int>(Method::Count); ++method) {
-    if (PyDict_GetItemWithError(dict, method_name(static_cast<Method>(method))) != nullptr ||
-        PyErr_Occurred()) {
-      PyErr_Clear();
+    if (PyDict_GetItem(dict, method_name(static_cast<Method>(method))) != nullptr) {
       return false;
     }
   }
   // The record is shared by every walk of this root; the new version holds for all.
-  Version version = current_version(dict);
-  if (version == 0) {
-    return false;  // no longer followed (the cache was cleared)
-  }
   recorded.dict_version = version;
   ++cache_counters().revalidations;
   return true;
@@ -58,10 +57,11 @@ bool Walker::revalidate(ModuleRecord& recorded) {
 
 void Walker::unpin_all() noexcept {
   pins_.release_all();
-  RawVector<PyObject*> names;
-  names.swap(replay_names_);
-  for (PyObject* name : names) {
-    Py_DECREF(name);
+  RawVector<PathEntry> path;
+  path.swap(replay_path_);
+  for (const PathEntry& entry : path) {
+    Py_XDECREF(entry.label);
+    Py_XDECREF(entry.module);
   }
 }
 
@@ -77,28 +77,46 @@ inline PyObject* Walker::kept_name(const RawVector<PyObject*>& names, std::size_
   return names_table_ours() ? names[index] : nullptr;
 }
 
-// Named replays: the name of the module an Enter op entered at depth d, from
-// its parent's name and the key it was reached under. It becomes the path's
-// name at d: the names of modules left since are dropped here.
-inline bool Walker::push_replayed_name(const WalkRecord& record, const ReplayOp& op) {
-  while (replay_names_.size() > op.extent) {
-    Py_DECREF(replay_names_.back());  // a str of ours or the prefix: runs no code
-    replay_names_.pop_back();
-  }
-  auto index = static_cast<std::size_t>(op.module - record.modules.data());
-  PyObject* name = kept_name(record.module_names, index);
-  if (name != nullptr) [[likely]] {
-    Py_INCREF(name);
-  } else {
-    name = build_replayed_name(replay_->module_names, index, replay_names_.back(),
-                               record.children[op.entry].key)
-               .release();
-    if (name == nullptr) {
-      return false;
+// The path's entry for the module an Enter op entered at depth d: its name
+// (named replays: from its parent's name and the key it was reached under)
+// or its key, and without dedup the module. The entries of modules left
+// since are dropped here: names and keys are exact str (recording takes no
+// other), whose release runs no code; a module only the path held is not
+// dropped mid-step (its __del__ is user code): the live walk drops it.
+template <bool kNamed>
+inline int Walker::enter_path(const WalkRecord& record, const ReplayOp& op) {
+  while (replay_path_.size() > op.extent) {
+    PathEntry left = replay_path_.back();
+    if (left.module != nullptr && Py_REFCNT(left.module) == 1) [[unlikely]] {
+      return 0;
     }
+    replay_path_.pop_back();
+    Py_XDECREF(left.label);
+    Py_XDECREF(left.module);
   }
-  replay_names_.push_back(name);  // reserved to the record's depth
-  return true;
+  PyObject* key = record.children[op.entry].key;
+  PyObject* label;
+  if (kNamed) {
+    auto index = static_cast<std::size_t>(op.module - record.modules.data());
+    label = kept_name(record.module_names, index);
+    if (label != nullptr) [[likely]] {
+      Py_INCREF(label);
+    } else {
+      // Exact str on both sides: a plain concatenation, no user code.
+      label = build_replayed_name(replay_->module_names, index, replay_path_.back().label, key)
+                  .release();
+      if (label == nullptr) {
+        return -1;
+      }
+    }
+  } else {
+    label = key;
+    Py_INCREF(label);
+  }
+  PyObject* module = options_.remove_duplicate ? nullptr : op.module->module;
+  Py_XINCREF(module);
+  replay_path_.push_back({label, module});  // reserved to the record's depth
+  return 1;
 }
 
 // Member entry `entry` of a Yield, pinned already, named and filtered: 1 with
@@ -112,9 +130,9 @@ inline int Walker::replay_yield(const WalkRecord& record, std::uint32_t entry_in
   OwnedRef name;
   if (options_.named) {
     PyObject* kept = kept_name(record.member_names, entry_index);
-    name = kept != nullptr
-        ? OwnedRef::borrow(kept)
-        : build_replayed_name(replay_->member_names, entry_index, replay_names_.back(), entry.key);
+    name = kept != nullptr ? OwnedRef::borrow(kept)
+                           : build_replayed_name(replay_->member_names, entry_index,
+                                                 replay_path_.back().label, entry.key);
     if (!name) {
       return -1;
     }
@@ -212,12 +230,15 @@ template <bool kNamed>
         if (!module_unchanged(module)) [[unlikely]] {
           break;
         }
-        PinBuffer::pin(pins, module.module, PinBuffer::kModule);
-        if (kNamed) {
-          pins_.commit(pins);
-          if (!push_replayed_name(record, *op)) {
+        if (options_.remove_duplicate) {
+          PinBuffer::pin(pins, module.module, PinBuffer::kModule);  // torch's memo holds it
+        }
+        if (int entered = enter_path<kNamed>(record, *op); entered <= 0) [[unlikely]] {
+          if (entered < 0) {
+            pins_.commit(pins);
             return -1;
           }
+          break;
         }
         if (kind == ReplayOpKind::Enter) {
           continue;
@@ -311,8 +332,8 @@ template <bool kNamed>
         PyObject* module = op->module->module;
         replay_at_ = op + 1;
         pins_.commit(pins);
-        item =
-            kNamed ? make_item(replay_names_.back(), module) : OwnedRef::borrow(module).release();
+        item = kNamed ? make_item(replay_path_.back().label, module)
+                      : OwnedRef::borrow(module).release();
         return item != nullptr ? 1 : -1;
       }
       case ReplayOpKind::Duplicate: {
@@ -322,10 +343,8 @@ template <bool kNamed>
         if (!options_.remove_duplicate || !is_module(child)) {
           break;
         }
-        pins_.commit(pins);  // the lookup may run code
-        OwnedRef override = OwnedRef::steal(override_for(child, Method::NamedModules));
-        if (override || PyErr_Occurred()) {
-          PyErr_Clear();
+        // Only where the lookup runs no user code; else the live walk asks.
+        if (!override_ruled_out_without_code(child, Method::NamedModules)) {
           break;
         }
         continue;
@@ -374,7 +393,7 @@ PyObject* Walker::next() {
       replayed = replay_next<false>(item);
     }
     if (replayed == 1) [[likely]] {
-      return item;
+      return hold_last(item);
     }
     if (replayed == 0) {
       clear();
@@ -385,7 +404,7 @@ PyObject* Walker::next() {
     }
     // 2: the record could not vouch for the next read; the live walk goes on.
   }
-  return next_unreplayed();
+  return hold_last(next_unreplayed());
 }
 
 // `parent + "." + key` for a named replay whose table lacks it: built and
@@ -420,10 +439,9 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
     for (std::size_t depth = 0; depth < position.frames.size(); ++depth) {
       const ReplayPosition::Frame& replayed = position.frames[depth];
       const ModuleRecord& module = record.modules[replayed.record];
-      // Named: its full name; unnamed: the key it was reached under (see ModuleFrame).
-      PyObject* label = options_.named ? replay_names_[depth]
-          : replayed.entry < 0         ? nullptr
-                                       : record.children[replayed.entry].key;
+      // Named: its full name; unnamed: the key it was reached under (see
+      // ModuleFrame), held by the path: its parent's dict may have let it go.
+      PyObject* label = replay_path_[depth].label;
       if (!push(module.module, OwnedRef::borrow(label))) {
         return -1;
       }
@@ -441,7 +459,7 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
     PyErr_NoMemory();  // a walk that could not rebuild its position would be wrong: it ends
     return -1;
   }
-  PyObject* members_name = options_.named ? replay_names_.back() : nullptr;
+  PyObject* members_name = options_.named ? replay_path_.back().label : nullptr;
   OwnedRef pending_module;
   OwnedRef pending_name;
   members_mapping_ = OwnedRef::borrow(pins_.held_members());  // the member dict started last
