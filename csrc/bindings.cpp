@@ -51,6 +51,11 @@ PYBIND11_MODULE(_C, m) {
   m.attr("PARAMETERS") = static_cast<int>(pyparams::Kind::Parameters);
   m.attr("BUFFERS") = static_cast<int>(pyparams::Kind::Buffers);
   m.attr("MODULES") = static_cast<int>(pyparams::Kind::Modules);
+  PyObject* chain = pyparams::dispatch_chain_as_dict();
+  if (chain == nullptr) {
+    throw py::error_already_set();
+  }
+  m.attr("DISPATCH_CHAIN") = py::reinterpret_steal<py::object>(chain);
 
   m.def(
       "cache_info",

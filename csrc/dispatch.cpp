@@ -13,13 +13,6 @@
 namespace pyparams {
 namespace {
 
-constexpr auto kMethodCount = static_cast<std::size_t>(Method::Count);
-
-constexpr std::array<const char*, kMethodCount> kMethodNames = {
-    "parameters", "named_parameters", "buffers",       "named_buffers",
-    "modules",    "_named_members",   "named_modules",
-};
-
 std::array<PyObject*, kMethodCount> g_method_names{};
 
 // The base implementations of each method (strong references, kept for the
@@ -173,6 +166,34 @@ bool override_ruled_out_without_code(PyObject* module, Method method) {
   }
   return PyDict_CheckExact(*dict) && keys_are_exact_str(*dict) &&
       PyDict_GetItem(*dict, method_name(method)) == nullptr;
+}
+
+PyObject* dispatch_chain_as_dict() {
+  OwnedRef chain = OwnedRef::steal(PyDict_New());
+  if (!chain) {
+    return nullptr;
+  }
+  for (std::size_t kind = 0; kind < kKindCount; ++kind) {
+    OwnedRef levels = OwnedRef::steal(PyTuple_New(kLevelCount));
+    if (!levels) {
+      return nullptr;
+    }
+    for (std::size_t level = 0; level < kLevelCount; ++level) {
+      Method method = chain_method(static_cast<Kind>(kind), static_cast<Dispatch>(level));
+      PyObject* name = level + 1 == kLevelCount ? PyUnicode_InternFromString(kChildrenLevelName)
+          : method == Method::Count             ? Py_NewRef(Py_None)
+                                                : Py_NewRef(method_name(method));
+      if (name == nullptr) {
+        return nullptr;
+      }
+      PyTuple_SET_ITEM(levels.get(), level, name);
+    }
+    OwnedRef key = OwnedRef::steal(PyLong_FromSize_t(kind));
+    if (!key || PyDict_SetItem(chain.get(), key.get(), levels.get()) < 0) {
+      return nullptr;
+    }
+  }
+  return chain.release();
 }
 
 bool register_base_method(Method method, PyObject* function) {

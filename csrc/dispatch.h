@@ -6,27 +6,19 @@
 
 #include <cstdint>
 
-namespace pyparams {
+#include "dispatch_chain.h"
 
-// The nn.Module methods on torch's dispatch chain:
-//   parameters -> named_parameters -> _named_members -> named_modules (root)
-//   -> named_modules (every child); buffers alike; modules -> named_modules.
-enum class Method : int {
-  Parameters = 0,
-  NamedParameters,
-  Buffers,
-  NamedBuffers,
-  Modules,
-  NamedMembers,
-  NamedModules,
-  Count,
-};
+namespace pyparams {
 
 // The interned name of `method` ("parameters", "_named_members", ...).
 PyObject* method_name(Method method);
 
 // The method called `name`; false when no method on the chain has that name.
 bool method_named(const char* name, Method& method) noexcept;
+
+// The chain as Python sees it: {kind: (method name per level, None where the
+// kind has none, ..., "children")}. A new reference, or nullptr with an error set.
+PyObject* dispatch_chain_as_dict();
 
 // Bit `1 << Method` set for each method whose class attribute on `type` is
 // not one of torch's base implementations (or a registered replacement).

@@ -85,11 +85,20 @@ bool to_kind(PyObject* value, Kind& kind) {
   return true;
 }
 
-PyObject* g_children_name = nullptr;  // "children", interned
+PyObject* g_children_name = nullptr;  // the Children level's name, interned
 
-// The method of torch's dispatch chain a walk starts at (see walker.h). The
-// names come as literals from the patch, so interned: compared by pointer
-// first, by value only when none is the same object.
+// The name of `level` on a walk of `kind`'s chain, or null where it has none.
+PyObject* level_name(Kind kind, Dispatch level) {
+  if (level == Dispatch::Children) {
+    return g_children_name;
+  }
+  Method method = chain_method(kind, level);
+  return method == Method::Count ? nullptr : method_name(method);
+}
+
+// The level of the chain (dispatch_chain.h) a walk starts at, by its
+// method's name. The names come as literals from the patch, so interned:
+// compared by pointer first, by value only when none is the same object.
 bool to_dispatch(Kind kind, bool named, PyObject* value, Dispatch& dispatch) {
   if (value == nullptr || value == Py_None) {
     dispatch = !named           ? Dispatch::Public
@@ -97,34 +106,14 @@ bool to_dispatch(Kind kind, bool named, PyObject* value, Dispatch& dispatch) {
                                 : Dispatch::Named;
     return true;
   }
-  struct Candidate {
-    PyObject* name;
-    Dispatch level;
-  };
-  Candidate candidates[5];
-  std::size_t count = 0;
-  if (kind == Kind::Modules) {
-    candidates[count++] = {method_name(Method::Modules), Dispatch::Public};
-  } else {
-    bool parameters = kind == Kind::Parameters;
-    candidates[count++] = {method_name(parameters ? Method::Parameters : Method::Buffers),
-                           Dispatch::Public};
-    candidates[count++] = {method_name(parameters ? Method::NamedParameters : Method::NamedBuffers),
-                           Dispatch::Named};
-    candidates[count++] = {method_name(Method::NamedMembers), Dispatch::NamedMembers};
-  }
-  candidates[count++] = {method_name(Method::NamedModules), Dispatch::NamedModules};
-  candidates[count++] = {g_children_name, Dispatch::Children};
-  for (std::size_t i = 0; i < count; ++i) {
-    if (value == candidates[i].name) {
-      dispatch = candidates[i].level;
-      return true;
-    }
-  }
-  if (PyUnicode_Check(value)) {
-    for (std::size_t i = 0; i < count; ++i) {
-      if (PyUnicode_Compare(value, candidates[i].name) == 0) {
-        dispatch = candidates[i].level;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (std::size_t index = 0; index < kLevelCount; ++index) {
+      auto level = static_cast<Dispatch>(index);
+      PyObject* name = level_name(kind, level);
+      if (name != nullptr &&
+          (value == name ||
+           (pass == 1 && PyUnicode_Check(value) && PyUnicode_Compare(value, name) == 0))) {
+        dispatch = level;
         return true;
       }
     }
@@ -211,7 +200,7 @@ bool add_entry_points(PyObject* module) {
     }
   }
   g_empty_prefix = PyUnicode_InternFromString("");
-  g_children_name = PyUnicode_InternFromString("children");
+  g_children_name = PyUnicode_InternFromString(kChildrenLevelName);
   return g_empty_prefix != nullptr && g_children_name != nullptr &&
       PyModule_AddFunctions(module, entry_points) == 0;
 }

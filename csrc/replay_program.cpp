@@ -180,7 +180,7 @@ bool ReplayTracer::next_member() {
     return true;
   }
   std::uint32_t entry = module.first_member + position_.members_read;
-  if (record_.members[entry].module_index == 0) {
+  if (!record_.members[entry].yielded) {
     ++position_.members_read;  // None, or a duplicate: read, not yielded
     return true;
   }
@@ -231,7 +231,7 @@ bool ReplayTracer::next_child() {
     ++top.read;
     return true;
   }
-  if (child.module_index < 0) {
+  if (child.entered == EntryRecord::kNotEntered) {
     if (!emit(Kind::Duplicate, entry)) {
       return false;
     }
@@ -239,7 +239,7 @@ bool ReplayTracer::next_child() {
     new_step();  // its check looks the class up, which may run code
     return true;
   }
-  auto entered = static_cast<std::uint32_t>(child.module_index);
+  auto entered = static_cast<std::uint32_t>(child.entered);
   if (entered != next_module_) {
     emit(Kind::Live, entered);
     return false;

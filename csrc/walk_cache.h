@@ -71,9 +71,14 @@ struct EntryRecord {
   PyObject* key = nullptr;
   PyObject* value = nullptr;
   Py_ssize_t position_after = 0;
-  // Children only: the ModuleRecord the walk entered for it, -1 when it was
-  // None or a duplicate.
-  std::int32_t module_index = -1;
+  // Children: the ModuleRecord the walk entered for it, kNotEntered when it
+  // was None or a duplicate. Members: unused.
+  std::int32_t entered = kNotEntered;
+  // Members: a first occurrence, which the walk yielded (unfiltered); false
+  // for None and duplicates. Children: unused.
+  bool yielded = false;
+
+  static constexpr std::int32_t kNotEntered = -1;
 };
 
 template <typename T>

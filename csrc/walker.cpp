@@ -131,7 +131,7 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
   // generators reach the deeper methods at the first next().
   if (options_.dispatch == mirrored_level_) {
     if (root_overrides_ruled_out()) {
-      next_level_ = static_cast<Dispatch>(static_cast<int>(next_level_) + 1);  // checked: none
+      next_level_ = next_level(next_level_);  // checked: none
     } else if (!dispatch_root(/*mirrored_only=*/true)) {
       fail();
       return false;
@@ -232,7 +232,7 @@ int Walker::next_member(PyObject*& item) {
       return found;
     }
     if (recording_) {
-      recording_->members.push_back({key, value, members_.position(), 0});
+      recording_->members.push_back({key, value, members_.position()});
       ++recording_->modules[members_record_].member_count;
     }
     if (value == Py_None) {
@@ -251,7 +251,7 @@ int Walker::next_member(PyObject*& item) {
       if (!PyUnicode_CheckExact(key)) [[unlikely]] {
         abandon_recording();  // a str subclass's `+` is user code: a replay could not name it
       } else {
-        recording_->members.back().module_index = 1;  // a first occurrence: replay yields it
+        recording_->members.back().yielded = true;  // a first occurrence: replay yields it
       }
     }
     if (!check_key(key, mapping)) {
@@ -333,7 +333,7 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     if (recording_ && found > 0) {
       const ModuleRecord& record = recording_->modules[top.record];
       recording_->children[record.first_child + top.entries_read++] = {key, child,
-                                                                       top.children.position(), -1};
+                                                                       top.children.position()};
     }
     if (found < 0) {
       return -1;
@@ -449,7 +449,7 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
     EntryRecord& entry =
         recording_
             ->children[recording_->modules[parent.record].first_child + parent.entries_read - 1];
-    entry.module_index = static_cast<std::int32_t>(recording_->modules.size() - 1);
+    entry.entered = static_cast<std::int32_t>(recording_->modules.size() - 1);
   }
   ++modules_entered_;
   module = OwnedRef::borrow(child.get());
@@ -531,7 +531,7 @@ bool Walker::ensure_memo() {
 bool Walker::dispatch_root(bool mirrored_only) {
   while (next_level_ < Dispatch::Children) {
     Dispatch level = next_level_;
-    next_level_ = static_cast<Dispatch>(static_cast<int>(level) + 1);
+    next_level_ = next_level(level);
     Method method;
     if (method_at(level, method)) {
       OwnedRef override = OwnedRef::steal(override_for(root_.get(), method));
@@ -551,24 +551,9 @@ bool Walker::dispatch_root(bool mirrored_only) {
 }
 
 bool Walker::method_at(Dispatch level, Method& method) const {
-  bool members = options_.kind != Kind::Modules;
-  bool buffers = options_.kind == Kind::Buffers;
-  switch (level) {
-    case Dispatch::Public:
-      method = members ? (buffers ? Method::Buffers : Method::Parameters) : Method::Modules;
-      return true;
-    case Dispatch::Named:
-      method = buffers ? Method::NamedBuffers : Method::NamedParameters;
-      return members;
-    case Dispatch::NamedMembers:
-      method = Method::NamedMembers;
-      return members;
-    case Dispatch::NamedModules:
-      method = Method::NamedModules;
-      return options_.recurse;  // _named_members(recurse=False) walks [(prefix, self)]
-    default:
-      return false;
-  }
+  method = chain_method(options_.kind, level);
+  // _named_members(recurse=False) walks [(prefix, self)]: no named_modules.
+  return method != Method::Count && (level != Dispatch::NamedModules || options_.recurse);
 }
 
 bool Walker::root_has_no_override_since_recorded() {

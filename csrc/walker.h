@@ -20,26 +20,10 @@
 
 namespace pyparams {
 
-// What a walk yields: the module's own entries of `_parameters`, of
-// `_buffers`, or the modules themselves.
-enum class Kind : int { Parameters = 0, Buffers = 1, Modules = 2 };
-
 // The attribute that holds a member walk's entries: `_parameters` or `_buffers`.
 inline PyObject* member_attribute(Kind kind) {
   return kind == Kind::Buffers ? names().buffers : names().parameters;
 }
-
-// Where on torch's dispatch chain the walk starts: the first method whose
-// override on the root is honoured. For parameters: parameters ->
-// named_parameters -> _named_members -> named_modules (root) -> children's
-// named_modules; buffers alike; modules skips the two member levels.
-enum class Dispatch : int {
-  Public = 0,
-  Named = 1,
-  NamedMembers = 2,
-  NamedModules = 3,
-  Children = 4
-};
 
 struct WalkOptions {
   Kind kind = Kind::Parameters;

@@ -173,7 +173,7 @@ void Walker::finish_recording() {
     record->items = static_cast<std::uint32_t>(record->modules.size());
   } else {
     for (const EntryRecord& entry : record->members) {
-      record->items += entry.module_index != 0 ? 1 : 0;
+      record->items += entry.yielded ? 1 : 0;
     }
   }
   for (const ModuleRecord& module : record->modules) {

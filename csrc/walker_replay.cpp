@@ -43,9 +43,10 @@ bool Walker::revalidate(ModuleRecord& recorded) {
        PyDict_GetItem(dict, names().modules) != recorded.children)) {
     return false;
   }
-  auto first = static_cast<int>(root ? Method::Parameters : Method::NamedModules);
-  for (int method = first; method < static_cast<int>(Method::Count); ++method) {
-    if (PyDict_GetItem(dict, method_name(static_cast<Method>(method))) != nullptr) {
+  for (std::size_t method = 0; method < kMethodCount; ++method) {
+    auto asked = static_cast<Method>(method);
+    if ((root || asked == Method::NamedModules) &&
+        PyDict_GetItem(dict, method_name(asked)) != nullptr) {
       return false;
     }
   }

@@ -55,6 +55,22 @@ _torch_named_modules = _TORCH["named_modules"]
 _torch_zero_grad = _TORCH["zero_grad"]
 
 
+
+def _below(kind: int, method: str) -> str:
+    """The level after ``method`` on torch's dispatch chain for ``kind`` (the native table)."""
+    levels = _C.DISPATCH_CHAIN[kind]
+    return next(level for level in levels[levels.index(method) + 1 :] if level is not None)
+
+
+# Where each replacement starts the native walk: one step below itself on torch's
+# dispatch chain, so that an override calling super() does not come back to itself.
+_BELOW_PARAMETERS = _below(_PARAMETERS, "parameters")  # named_parameters
+_BELOW_NAMED_PARAMETERS = _below(_PARAMETERS, "named_parameters")  # _named_members
+_BELOW_BUFFERS = _below(_BUFFERS, "buffers")  # named_buffers
+_BELOW_NAMED_BUFFERS = _below(_BUFFERS, "named_buffers")  # _named_members
+_BELOW_MODULES = _below(_MODULES, "modules")  # named_modules
+_BELOW_NAMED_MODULES = _below(_MODULES, "named_modules")  # children
+
 # The replacements. Each starts the native walk one step below itself on torch's
 # dispatch chain, so that an override calling super() does not come back to itself.
 # Inside a dynamo trace, and for arguments the native walk does not take (a memo, a
@@ -70,7 +86,7 @@ _torch_zero_grad = _TORCH["zero_grad"]
 def parameters(self: nn.Module, recurse: bool = True) -> Iterator[Parameter]:
     if is_dynamo_compiling():
         return _torch_parameters(self, recurse)
-    return _C.walk(self, kind=_PARAMETERS, recurse=recurse, dispatch="named_parameters")
+    return _C.walk(self, kind=_PARAMETERS, recurse=recurse, dispatch=_BELOW_PARAMETERS)
 
 
 def named_parameters(
@@ -85,14 +101,14 @@ def named_parameters(
         prefix=prefix,
         recurse=recurse,
         remove_duplicate=remove_duplicate,
-        dispatch="_named_members",
+        dispatch=_BELOW_NAMED_PARAMETERS,
     )
 
 
 def buffers(self: nn.Module, recurse: bool = True) -> Iterator[Tensor]:
     if is_dynamo_compiling():
         return _torch_buffers(self, recurse)
-    return _C.walk(self, kind=_BUFFERS, recurse=recurse, dispatch="named_buffers")
+    return _C.walk(self, kind=_BUFFERS, recurse=recurse, dispatch=_BELOW_BUFFERS)
 
 
 def named_buffers(
@@ -107,14 +123,14 @@ def named_buffers(
         prefix=prefix,
         recurse=recurse,
         remove_duplicate=remove_duplicate,
-        dispatch="_named_members",
+        dispatch=_BELOW_NAMED_BUFFERS,
     )
 
 
 def modules(self: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
     if is_dynamo_compiling():
         return _torch_modules(self, remove_duplicate)
-    return _C.walk(self, kind=_MODULES, remove_duplicate=remove_duplicate, dispatch="named_modules")
+    return _C.walk(self, kind=_MODULES, remove_duplicate=remove_duplicate, dispatch=_BELOW_MODULES)
 
 
 def named_modules(
@@ -133,7 +149,7 @@ def named_modules(
         named=True,
         prefix=prefix,
         remove_duplicate=remove_duplicate,
-        dispatch="children",
+        dispatch=_BELOW_NAMED_MODULES,
     )
 
 
