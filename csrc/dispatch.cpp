@@ -13,8 +13,6 @@
 namespace pyparams {
 namespace {
 
-std::array<PyObject*, kMethodCount> g_method_names{};
-
 // The base implementations of each method (strong references, kept for the
 // life of the process): torch's own, plus registered faithful replacements.
 std::array<std::vector<PyObject*>, kMethodCount> g_base_methods;
@@ -78,7 +76,7 @@ PyObject* g_buffer_items = nullptr;
 // replaced it before pyparams was imported: then it is no base, and the walk
 // calls whatever is there, as torch would).
 bool register_torch_original(Method method, PyTypeObject* module_type) {
-  PyObject* name = g_method_names[static_cast<std::size_t>(method)];
+  PyObject* name = names().methods[static_cast<std::size_t>(method)];
   PyObject* function = _PyType_Lookup(module_type, name);  // borrowed
   if (function == nullptr || !PyFunction_Check(function)) {
     return true;
@@ -94,7 +92,7 @@ bool register_torch_original(Method method, PyTypeObject* module_type) {
 }  // namespace
 
 PyObject* method_name(Method method) {
-  return g_method_names[static_cast<std::size_t>(method)];
+  return names().methods[static_cast<std::size_t>(method)];
 }
 
 bool method_named(const char* name, Method& method) noexcept {
@@ -111,7 +109,7 @@ std::uint32_t overridden_methods(PyTypeObject* type) {
   std::uint32_t overridden = 0;
   for (std::size_t index = 0; index < kMethodCount; ++index) {
     auto method = static_cast<Method>(index);
-    PyObject* found = _PyType_Lookup(type, g_method_names[index]);  // borrowed
+    PyObject* found = _PyType_Lookup(type, names().methods[index]);  // borrowed
     if (found == nullptr || !is_base(method, found)) {
       overridden |= bit(method);
     }
@@ -180,7 +178,7 @@ PyObject* dispatch_chain_as_dict() {
     }
     for (std::size_t level = 0; level < kLevelCount; ++level) {
       Method method = chain_method(static_cast<Kind>(kind), static_cast<Dispatch>(level));
-      PyObject* name = level + 1 == kLevelCount ? PyUnicode_InternFromString(kChildrenLevelName)
+      PyObject* name = level + 1 == kLevelCount ? Py_NewRef(names().children_level)
           : method == Method::Count             ? Py_NewRef(Py_None)
                                                 : Py_NewRef(method_name(method));
       if (name == nullptr) {
@@ -220,14 +218,6 @@ PyObject* members_getter(bool buffers) {
 bool init_dispatch() {
   if (g_parameter_items != nullptr) {
     return true;
-  }
-  for (std::size_t index = 0; index < kMethodCount; ++index) {
-    if (g_method_names[index] == nullptr) {
-      g_method_names[index] = PyUnicode_InternFromString(kMethodNames[index]);
-      if (g_method_names[index] == nullptr) {
-        return false;
-      }
-    }
   }
   auto* module_type = reinterpret_cast<PyTypeObject*>(names().module_class);
   for (std::size_t index = 0; index < kMethodCount; ++index) {

@@ -5,6 +5,7 @@
 #include "collect.h"
 #include "dispatch.h"
 #include "iterator.h"
+#include "python_names.h"
 #include "walker.h"
 
 namespace pyparams {
@@ -21,10 +22,18 @@ enum Argument : std::size_t {
   kDispatch,
   kArgumentCount
 };
-const char* const kArgumentNames[kArgumentCount] = {
-    "kind", "named", "prefix", "recurse", "remove_duplicate", "trainable", "dispatch"};
-PyObject* g_argument_names[kArgumentCount];  // interned, for the pointer comparison
-PyObject* g_empty_prefix = nullptr;          // "", the default prefix
+// Interned (python_names.h), for the pointer comparison; in Argument's order.
+PyObject* argument_name(std::size_t argument) {
+  const PythonNames& n = names();
+  PyObject* const by_argument[kArgumentCount] = {n.argument_kind,
+                                                 n.argument_named,
+                                                 n.argument_prefix,
+                                                 n.argument_recurse,
+                                                 n.argument_remove_duplicate,
+                                                 n.argument_trainable,
+                                                 n.argument_dispatch};
+  return by_argument[argument];
+}
 
 // Fills `values` (nullptr: not given) from the call's keywords. Call sites'
 // keyword names are interned, so a pointer comparison finds them; equal
@@ -46,12 +55,12 @@ bool parse_arguments(const char* function, PyObject* const* args, Py_ssize_t nar
     PyObject* keyword = PyTuple_GET_ITEM(kwnames, k);
     std::size_t found = kArgumentCount;
     for (std::size_t i = 0; i < kArgumentCount && found == kArgumentCount; ++i) {
-      if (keyword == g_argument_names[i]) {
+      if (keyword == argument_name(i)) {
         found = i;
       }
     }
     for (std::size_t i = 0; i < kArgumentCount && found == kArgumentCount; ++i) {
-      if (PyUnicode_Compare(keyword, g_argument_names[i]) == 0) {
+      if (PyUnicode_Compare(keyword, argument_name(i)) == 0) {
         found = i;
       }
     }
@@ -85,12 +94,10 @@ bool to_kind(PyObject* value, Kind& kind) {
   return true;
 }
 
-PyObject* g_children_name = nullptr;  // the Children level's name, interned
-
 // The name of `level` on a walk of `kind`'s chain, or null where it has none.
 PyObject* level_name(Kind kind, Dispatch level) {
   if (level == Dispatch::Children) {
-    return g_children_name;
+    return names().children_level;
   }
   Method method = chain_method(kind, level);
   return method == Method::Count ? nullptr : method_name(method);
@@ -151,7 +158,7 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwn
   if (named < 0 || !to_options(values, named != 0, options)) {
     return nullptr;
   }
-  PyObject* prefix = values[kPrefix] != nullptr ? values[kPrefix] : g_empty_prefix;
+  PyObject* prefix = values[kPrefix] != nullptr ? values[kPrefix] : names().empty;
   return new_walk_iterator(args[0], prefix, options);
 }
 
@@ -193,16 +200,7 @@ PyMethodDef entry_points[] = {
 }  // namespace
 
 bool add_entry_points(PyObject* module) {
-  for (std::size_t i = 0; i < kArgumentCount; ++i) {
-    g_argument_names[i] = PyUnicode_InternFromString(kArgumentNames[i]);
-    if (g_argument_names[i] == nullptr) {
-      return false;
-    }
-  }
-  g_empty_prefix = PyUnicode_InternFromString("");
-  g_children_name = PyUnicode_InternFromString(kChildrenLevelName);
-  return g_empty_prefix != nullptr && g_children_name != nullptr &&
-      PyModule_AddFunctions(module, entry_points) == 0;
+  return PyModule_AddFunctions(module, entry_points) == 0;
 }
 
 }  // namespace pyparams

@@ -20,7 +20,6 @@ constexpr std::size_t kCacheSize = 256;  // direct-mapped; a model has a few doz
 CachedClass g_cache[kCacheSize];
 
 PyObject* g_object_getattribute = nullptr;  // object.__getattribute__
-PyObject* g_getattribute_name = nullptr;    // "__getattribute__"
 getattrofunc g_module_getattro = nullptr;   // torch.nn.Module's tp_getattro (its __getattr__ hook)
 
 // Attribute lookup finds class attributes and the instance __dict__ before
@@ -29,7 +28,7 @@ bool has_default_lookup(PyTypeObject* type) {
   if (type->tp_getattro != PyObject_GenericGetAttr && type->tp_getattro != g_module_getattro) {
     return false;
   }
-  return _PyType_Lookup(type, g_getattribute_name) == g_object_getattribute;
+  return _PyType_Lookup(type, names().getattribute) == g_object_getattribute;
 }
 
 bool has_plain_attributes(PyTypeObject* type) {
@@ -137,11 +136,7 @@ PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict) {
 }
 
 bool init_module_attributes() {
-  g_getattribute_name = PyUnicode_InternFromString("__getattribute__");
-  if (g_getattribute_name == nullptr) {
-    return false;
-  }
-  g_object_getattribute = _PyType_Lookup(&PyBaseObject_Type, g_getattribute_name);
+  g_object_getattribute = _PyType_Lookup(&PyBaseObject_Type, names().getattribute);
   if (g_object_getattribute == nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "object.__getattribute__ not found");
     return false;

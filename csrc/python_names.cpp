@@ -16,20 +16,30 @@ OwnedRef import_attribute(const char* module_name, const char* attribute) {
   return OwnedRef::steal(PyObject_GetAttrString(module.get(), attribute));
 }
 
+bool intern(PyObject*& field, const char* text) {
+  field = PyUnicode_InternFromString(text);
+  return field != nullptr;
+}
+
 }  // namespace
 
 bool init_names() {
-  if (g_names.parameters != nullptr) {
+  if (g_names.module_class != nullptr) {
     return true;
   }
-  // Owned until every lookup succeeded: a failed init releases what it took.
-  OwnedRef parameters = OwnedRef::steal(PyUnicode_InternFromString("_parameters"));
-  OwnedRef buffers = OwnedRef::steal(PyUnicode_InternFromString("_buffers"));
-  OwnedRef modules = OwnedRef::steal(PyUnicode_InternFromString("_modules"));
-  OwnedRef items = OwnedRef::steal(PyUnicode_InternFromString("items"));
-  OwnedRef requires_grad = OwnedRef::steal(PyUnicode_InternFromString("requires_grad"));
-  if (!parameters || !buffers || !modules || !items || !requires_grad) {
-    return false;
+  // Filled apart and published whole: a failed init leaves g_names empty (the
+  // interned strings it made are CPython's to keep).
+  PythonNames made;
+#define PYPARAMS_INTERN_NAME(field, text) \
+  if (!intern(made.field, text)) {        \
+    return false;                         \
+  }
+  PYPARAMS_INTERNED_NAMES(PYPARAMS_INTERN_NAME)
+#undef PYPARAMS_INTERN_NAME
+  for (std::size_t index = 0; index < kMethodCount; ++index) {
+    if (!intern(made.methods[index], kMethodNames[index])) {
+      return false;
+    }
   }
   OwnedRef module_class = import_attribute("torch.nn", "Module");
   if (!module_class) {
@@ -43,13 +53,9 @@ bool init_names() {
     PyErr_SetString(PyExc_TypeError, "torch.nn.Module or torch.jit.ScriptModule is not a type");
     return false;
   }
-  g_names.buffers = buffers.release();
-  g_names.modules = modules.release();
-  g_names.items = items.release();
-  g_names.requires_grad = requires_grad.release();
-  g_names.module_class = module_class.release();
-  g_names.script_module_class = script_module_class.release();
-  g_names.parameters = parameters.release();  // last: it marks the names as loaded
+  made.script_module_class = script_module_class.release();
+  made.module_class = module_class.release();  // it marks the names as loaded
+  g_names = made;
   return true;
 }
 

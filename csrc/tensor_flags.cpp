@@ -9,14 +9,13 @@
 namespace pyparams {
 namespace {
 
-PyObject* g_torch_function_name = nullptr;       // "__torch_function__"
 PyObject* g_disabled_torch_function = nullptr;   // torch._C._disabled_torch_function_impl
 PyObject* g_requires_grad_descriptor = nullptr;  // torch._C.TensorBase.requires_grad
 
 // True when `type` is a torch.Tensor subclass whose attribute reads go
 // through __torch_function__ (torch's own getter would dispatch to it).
 bool overrides_torch_function(PyTypeObject* type) {
-  PyObject* impl = _PyType_Lookup(type, g_torch_function_name);  // borrowed
+  PyObject* impl = _PyType_Lookup(type, names().torch_function);  // borrowed
   return impl != nullptr && impl != g_disabled_torch_function;
 }
 
@@ -50,14 +49,10 @@ int requires_grad(PyObject* value) {
 }
 
 bool init_tensor_flags() {
-  // Set only once every lookup succeeded: a failed init leaves all three null and
+  // Set only once every lookup succeeded: a failed init leaves both null and
   // holds nothing, so a retry starts over instead of reporting a half-done success.
   if (g_requires_grad_descriptor != nullptr) {
     return true;
-  }
-  OwnedRef torch_function_name = OwnedRef::steal(PyUnicode_InternFromString("__torch_function__"));
-  if (!torch_function_name) {
-    return false;
   }
   OwnedRef torch_c = OwnedRef::steal(PyImport_ImportModule("torch._C"));
   if (!torch_c) {
@@ -82,7 +77,6 @@ bool init_tensor_flags() {
     PyErr_SetString(PyExc_RuntimeError, "torch._C.TensorBase.requires_grad not found");
     return false;
   }
-  g_torch_function_name = torch_function_name.release();
   g_disabled_torch_function = disabled.release();
   g_requires_grad_descriptor = descriptor.release();
   return true;

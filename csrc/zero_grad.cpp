@@ -4,47 +4,15 @@
 #include <torch/csrc/autograd/python_variable.h>
 
 #include "owned_ref.h"
+#include "python_names.h"
 
 namespace pyparams {
 namespace {
 
-struct ZeroGradNames {
-  PyObject* grad = nullptr;            // "grad"
-  PyObject* grad_fn = nullptr;         // "grad_fn"
-  PyObject* detach_ = nullptr;         // "detach_"
-  PyObject* requires_grad_ = nullptr;  // "requires_grad_"
-  PyObject* zero_ = nullptr;           // "zero_"
-};
-
-ZeroGradNames g_zero_grad_names;
-
-// Interned once; the references live as long as the process. False with an error set.
-bool init_zero_grad_names() {
-  ZeroGradNames& n = g_zero_grad_names;
-  if (n.zero_ != nullptr) {
-    return true;
-  }
-  PyObject* grad = PyUnicode_InternFromString("grad");
-  PyObject* grad_fn = PyUnicode_InternFromString("grad_fn");
-  PyObject* detach_ = PyUnicode_InternFromString("detach_");
-  PyObject* requires_grad_ = PyUnicode_InternFromString("requires_grad_");
-  PyObject* zero_ = PyUnicode_InternFromString("zero_");
-  if (!grad || !grad_fn || !detach_ || !requires_grad_ || !zero_) {
-    Py_XDECREF(grad);
-    Py_XDECREF(grad_fn);
-    Py_XDECREF(detach_);
-    Py_XDECREF(requires_grad_);
-    Py_XDECREF(zero_);
-    return false;
-  }
-  n = ZeroGradNames{grad, grad_fn, detach_, requires_grad_, zero_};
-  return true;
-}
-
 // `p.grad.<method>(*args)` with `p.grad` read again, as torch's loop reads it
 // before each call. False with an error set.
 bool call_on_grad(PyObject* p, PyObject* method, PyObject* arg) {
-  OwnedRef grad = OwnedRef::steal(PyObject_GetAttr(p, g_zero_grad_names.grad));
+  OwnedRef grad = OwnedRef::steal(PyObject_GetAttr(p, names().grad));
   if (!grad) {
     return false;
   }
@@ -59,7 +27,7 @@ bool call_on_grad(PyObject* p, PyObject* method, PyObject* arg) {
 //   else: p.grad.requires_grad_(False)
 //   p.grad.zero_()
 bool zero_in_place(PyObject* p) {
-  const ZeroGradNames& n = g_zero_grad_names;
+  const PythonNames& n = names();
   OwnedRef grad = OwnedRef::steal(PyObject_GetAttr(p, n.grad));
   if (!grad) {
     return false;
@@ -89,7 +57,7 @@ GradState grad_state(PyObject* p) {
       return var.unsafeGetTensorImpl()->grad().defined() ? kGradOfPlainTensor : kNone;
     }
   }
-  OwnedRef grad = OwnedRef::steal(PyObject_GetAttr(p, g_zero_grad_names.grad));
+  OwnedRef grad = OwnedRef::steal(PyObject_GetAttr(p, names().grad));
   if (!grad) {
     return kError;
   }
@@ -109,7 +77,7 @@ bool zero_one(PyObject* p, bool set_to_none) {
       return true;
     }
     // torch's own setter (`p.grad = None`), whatever p's type.
-    return PyObject_SetAttr(p, g_zero_grad_names.grad, Py_None) == 0;
+    return PyObject_SetAttr(p, names().grad, Py_None) == 0;
   }
   return zero_in_place(p);
 }
@@ -117,9 +85,6 @@ bool zero_one(PyObject* p, bool set_to_none) {
 }  // namespace
 
 PyObject* zero_grad(PyObject* parameters, bool set_to_none) {
-  if (!init_zero_grad_names()) {
-    return nullptr;
-  }
   OwnedRef iterator = OwnedRef::steal(PyObject_GetIter(parameters));
   if (!iterator) {
     return nullptr;
