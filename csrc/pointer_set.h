@@ -1,19 +1,14 @@
-// An open-addressing set of object pointers, allocated through PyMem_Raw*.
+// Identity set of Python objects, on the project's one open-addressing table.
 #pragma once
 
 #include <Python.h>
 
-#include <cstddef>
-#include <cstdint>
+#include "address_table.h"
 
 namespace pyparams {
 
-// Identity set of Python objects (what torch's memo `set()` does for modules
-// and tensors, whose hash is their id). Linear probing over a power-of-two
-// table of bare pointers, kept at most 3/4 full (8 bytes a slot, about a third
-// of what a Python set spends per member); erase uses backward-shift deletion,
-// so no tombstones ever accumulate.
-//
+// What torch's memo `set()` does for modules and tensors, whose hash is their
+// id: 8 bytes a slot, about a third of what a Python set spends per member.
 // With `Ownership::Strong` the set holds a reference to every member, as
 // torch's memo does: a member freed mid-walk can then never have its address
 // reused by a new object that would be mistaken for a duplicate.
@@ -29,148 +24,49 @@ class PointerSet {
   // 1 if `object` was added, 0 if it was already present, -1 with
   // MemoryError set when the table could not grow.
   int insert(PyObject* object) {
-    if ((size_ + 1) * 4 > capacity_ * 3 && !grow()) {
+    bool added = false;
+    if (table_.insert(object, added) == nullptr) {
+      PyErr_NoMemory();
       return -1;
     }
-    std::size_t index = slot_of(object);
-    while (slots_[index] != nullptr) {
-      if (slots_[index] == object) {
-        return 0;
-      }
-      index = (index + 1) & mask();
-    }
-    slots_[index] = object;
-    ++size_;
-    if (ownership_ == Ownership::Strong) {
+    if (added && ownership_ == Ownership::Strong) {
       Py_INCREF(object);
     }
-    return 1;
+    return added ? 1 : 0;
   }
 
-  bool contains(PyObject* object) const noexcept {
-    if (capacity_ == 0) {
-      return false;
-    }
-    for (std::size_t index = slot_of(object); slots_[index] != nullptr;
-         index = (index + 1) & mask()) {
-      if (slots_[index] == object) {
-        return true;
-      }
-    }
-    return false;
-  }
+  bool contains(PyObject* object) const noexcept { return table_.contains(object); }
 
   // Removes `object` if present (used for borrowed sets only).
   void erase(PyObject* object) noexcept {
-    if (capacity_ == 0) {
-      return;
-    }
-    std::size_t hole = slot_of(object);
-    while (slots_[hole] != object) {
-      if (slots_[hole] == nullptr) {
-        return;
-      }
-      hole = (hole + 1) & mask();
-    }
-    slots_[hole] = nullptr;
-    --size_;
-    // Shift back every later entry of the probe run that may sit in the hole.
-    for (std::size_t next = (hole + 1) & mask(); slots_[next] != nullptr;
-         next = (next + 1) & mask()) {
-      std::size_t home = slot_of(slots_[next]);
-      bool stays = (next > hole) ? (home > hole && home <= next) : (home > hole || home <= next);
-      if (!stays) {
-        slots_[hole] = slots_[next];
-        slots_[next] = nullptr;
-        hole = next;
-      }
-    }
-    if (ownership_ == Ownership::Strong) {
+    if (table_.erase(object) && ownership_ == Ownership::Strong) {
       Py_DECREF(object);
     }
   }
 
-  // Drops every member (and its reference, when strong) and frees the table.
+  // Drops every member (and its reference, when strong) and frees the table;
+  // the set is empty before any reference drops (which may run code).
   void clear() noexcept {
-    PyObject** slots = slots_;
-    std::size_t capacity = capacity_;
-    slots_ = nullptr;
-    capacity_ = 0;
-    size_ = 0;
-    if (slots == nullptr) {
-      return;
-    }
-    if (ownership_ == Ownership::Strong) {
-      for (std::size_t i = 0; i < capacity; ++i) {
-        Py_XDECREF(slots[i]);
+    bool strong = ownership_ == Ownership::Strong;
+    table_.drain([strong](const void* member, NoValue) {
+      if (strong) {
+        Py_DECREF(static_cast<PyObject*>(const_cast<void*>(member)));
       }
-    }
-    PyMem_RawFree(slots);
+    });
   }
 
+  // Calls `visit(member, arg)` for each member; stops at the first nonzero result.
   int traverse(visitproc visit, void* arg) const {
     if (ownership_ != Ownership::Strong) {
       return 0;
     }
-    for (std::size_t i = 0; i < capacity_; ++i) {
-      Py_VISIT(slots_[i]);
-    }
-    return 0;
+    return table_.for_each([visit, arg](const void* member, NoValue) {
+      return visit(static_cast<PyObject*>(const_cast<void*>(member)), arg);
+    });
   }
 
  private:
-  static constexpr std::size_t kInitialCapacity = 16;
-
-  std::size_t mask() const noexcept { return capacity_ - 1; }
-
-  // Fibonacci hashing of the address: objects are 16-byte aligned, so the low
-  // bits carry no information and a plain modulo would cluster.
-  std::size_t slot_of(PyObject* object) const noexcept {
-    auto bits = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(object));
-    return static_cast<std::size_t>((bits * 0x9E3779B97F4A7C15ULL) >> shift_);
-  }
-
-  bool grow() {
-    std::size_t new_capacity = capacity_ == 0 ? kInitialCapacity : capacity_ * 2;
-    if (new_capacity > PY_SSIZE_T_MAX / sizeof(PyObject*)) {
-      PyErr_NoMemory();
-      return false;
-    }
-    auto** new_slots = static_cast<PyObject**>(PyMem_RawCalloc(new_capacity, sizeof(PyObject*)));
-    if (new_slots == nullptr) {
-      PyErr_NoMemory();
-      return false;
-    }
-    PyObject** old_slots = slots_;
-    std::size_t old_capacity = capacity_;
-    slots_ = new_slots;
-    capacity_ = new_capacity;
-    shift_ = 64 - log2(new_capacity);
-    for (std::size_t i = 0; i < old_capacity; ++i) {
-      if (old_slots[i] != nullptr) {
-        std::size_t index = slot_of(old_slots[i]);
-        while (slots_[index] != nullptr) {
-          index = (index + 1) & mask();
-        }
-        slots_[index] = old_slots[i];
-      }
-    }
-    PyMem_RawFree(old_slots);
-    return true;
-  }
-
-  static unsigned log2(std::size_t power_of_two) noexcept {
-    unsigned bits = 0;
-    while ((std::size_t{1} << bits) < power_of_two) {
-      ++bits;
-    }
-    return bits;
-  }
-
-  PyObject** slots_ = nullptr;
-  std::size_t capacity_ = 0;
-  std::size_t size_ = 0;
-  unsigned shift_ = 64;
+  AddressTable<NoValue> table_;
   Ownership ownership_;
 };
 

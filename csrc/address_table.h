@@ -1,0 +1,176 @@
+// The one open-addressing table of the project: keys are addresses (objects,
+// dicts), compared by identity, never dereferenced; storage through PyMem_Raw*
+// (tracemalloc sees it). Linear probing over a power-of-two table, Fibonacci
+// hashing of the address, kept at most 3/4 full; erase shifts the later
+// entries of a probe run back (no tombstones). Runs no Python code: usable
+// from a dict watcher's callback (find and erase never allocate).
+#pragma once
+
+#include <Python.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pyparams {
+
+struct NoValue {};
+
+template <typename Value>
+class AddressTable {
+ public:
+  struct Slot {
+    const void* key;
+    [[no_unique_address]] Value value;
+  };
+
+  AddressTable() = default;
+  AddressTable(const AddressTable&) = delete;
+  AddressTable& operator=(const AddressTable&) = delete;
+  ~AddressTable() { PyMem_RawFree(slots_); }
+
+  std::size_t size() const noexcept { return size_; }
+  std::size_t bytes() const noexcept { return capacity_ * sizeof(Slot); }
+
+  Value* find(const void* key) noexcept {
+    if (size_ == 0) {
+      return nullptr;
+    }
+    for (std::size_t index = home(key); slots_[index].key != nullptr; index = next(index)) {
+      if (slots_[index].key == key) {
+        return &slots_[index].value;
+      }
+    }
+    return nullptr;
+  }
+  bool contains(const void* key) const noexcept {
+    return const_cast<AddressTable*>(this)->find(key) != nullptr;
+  }
+
+  // The value of `key`, added (value-initialized, `added` set) when absent;
+  // nullptr when the table could not grow (no error set).
+  Value* insert(const void* key, bool& added) noexcept {
+    added = false;
+    if ((size_ + 1) * 4 > capacity_ * 3 && !grow()) {
+      return nullptr;
+    }
+    std::size_t index = home(key);
+    for (; slots_[index].key != nullptr; index = next(index)) {
+      if (slots_[index].key == key) {
+        return &slots_[index].value;
+      }
+    }
+    slots_[index] = Slot{key, Value{}};
+    ++size_;
+    added = true;
+    return &slots_[index].value;
+  }
+
+  // True when `key` was there (and is gone now).
+  bool erase(const void* key) noexcept {
+    if (size_ == 0) {
+      return false;
+    }
+    std::size_t hole = home(key);
+    while (slots_[hole].key != key) {
+      if (slots_[hole].key == nullptr) {
+        return false;
+      }
+      hole = next(hole);
+    }
+    // Move back every later entry of the run whose home is not in (hole, at].
+    for (std::size_t at = next(hole); slots_[at].key != nullptr; at = next(at)) {
+      std::size_t wanted = home(slots_[at].key);
+      if (((at - wanted) & mask()) >= ((at - hole) & mask())) {
+        slots_[hole] = slots_[at];
+        hole = at;
+      }
+    }
+    slots_[hole] = Slot{nullptr, Value{}};
+    --size_;
+    return true;
+  }
+
+  // Hands the storage to the caller's loop over `visit(key, value)`, then frees it: the
+  // table is empty before any visit runs (a visit may run code that uses the table).
+  template <typename Visit>
+  void drain(Visit&& visit) noexcept {
+    Slot* slots = slots_;
+    std::size_t capacity = capacity_;
+    slots_ = nullptr;
+    capacity_ = 0;
+    size_ = 0;
+    shift_ = 64;
+    for (std::size_t index = 0; index < capacity; ++index) {
+      if (slots[index].key != nullptr) {
+        visit(slots[index].key, slots[index].value);
+      }
+    }
+    PyMem_RawFree(slots);
+  }
+
+  template <typename Visit>
+  int for_each(Visit&& visit) const {
+    for (std::size_t index = 0; index < capacity_; ++index) {
+      if (slots_[index].key != nullptr) {
+        if (int result = visit(slots_[index].key, slots_[index].value)) {
+          return result;
+        }
+      }
+    }
+    return 0;
+  }
+
+ private:
+  static constexpr std::size_t kInitialCapacity = 16;
+
+  std::size_t mask() const noexcept { return capacity_ - 1; }
+  std::size_t next(std::size_t index) const noexcept { return (index + 1) & mask(); }
+
+  // Objects are 16-byte aligned: the low bits carry nothing, a plain modulo would cluster.
+  std::size_t home(const void* key) const noexcept {
+    auto bits = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(key));
+    return static_cast<std::size_t>((bits * 0x9E3779B97F4A7C15ULL) >> shift_);
+  }
+
+  bool grow() noexcept {
+    std::size_t capacity = capacity_ == 0 ? kInitialCapacity : capacity_ * 2;
+    if (capacity > PY_SSIZE_T_MAX / sizeof(Slot)) {
+      return false;
+    }
+    auto* slots = static_cast<Slot*>(PyMem_RawCalloc(capacity, sizeof(Slot)));
+    if (slots == nullptr) {
+      return false;
+    }
+    Slot* old = slots_;
+    std::size_t old_capacity = capacity_;
+    slots_ = slots;
+    capacity_ = capacity;
+    shift_ = 64 - log2(capacity);
+    for (std::size_t index = 0; index < old_capacity; ++index) {
+      if (old[index].key != nullptr) {
+        std::size_t at = home(old[index].key);
+        while (slots_[at].key != nullptr) {
+          at = next(at);
+        }
+        slots_[at] = old[index];
+      }
+    }
+    PyMem_RawFree(old);
+    return true;
+  }
+
+  static unsigned log2(std::size_t power_of_two) noexcept {
+    unsigned bits = 0;
+    while ((std::size_t{1} << bits) < power_of_two) {
+      ++bits;
+    }
+    return bits;
+  }
+
+  Slot* slots_ = nullptr;
+  std::size_t capacity_ = 0;
+  std::size_t size_ = 0;
+  unsigned shift_ = 64;
+};
+
+}  // namespace pyparams
