@@ -1,6 +1,8 @@
 """Builds pyparams._C against the torch installed in this environment.
 
-Install with ``pip install --no-build-isolation .`` so the build sees that torch.
+Install with ``pip install --no-build-isolation .`` so the build sees that torch. Without
+torch, metadata and sdists still build; a command that would compile stops at once with one
+line naming the fix (build_backend.py says it before pip resolves any dependency).
 Switches (environment variables; DEBUG and PYPARAMS_SANITIZE are printed when set):
   DEBUG=1              -O0 -g instead of -O3
   PYPARAMS_SANITIZE=1  -fsanitize=address,undefined (run Python with the ASan runtime preloaded)
@@ -22,10 +24,22 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category
 # (pytest's importlib mode) and the loader's error message handle exactly that case.
 warnings.filterwarnings("ignore", message="Editable installation")
 
-import torch  # noqa: E402
-import torch.utils.cpp_extension as cpp_extension  # noqa: E402
-from setuptools import find_packages, setup  # noqa: E402
-from torch.utils.cpp_extension import BuildExtension, CppExtension  # noqa: E402
+from setuptools import Extension, find_packages, setup  # noqa: E402
+from setuptools.command.build_ext import build_ext  # noqa: E402
+
+from build_backend import NO_TORCH  # noqa: E402
+
+try:
+    import torch
+    import torch.utils.cpp_extension as cpp_extension
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+except ModuleNotFoundError as error:
+    if error.name != "torch":
+        raise
+    # Without torch, egg_info, dist_info and sdist run; build_ext is NoTorch (below), which
+    # stops before compiling. BuildExt, never used then, derives from setuptools' build_ext.
+    torch = None
+    BuildExtension = build_ext
 
 VERSION = "0.1.0"
 DEBUG = os.getenv("DEBUG", "0") == "1"
@@ -56,7 +70,9 @@ def extension_flags() -> tuple[list[str], list[str]]:
     return compile_args, link_args
 
 
-def extensions() -> list[CppExtension]:
+def extensions() -> list[Extension]:
+    if torch is None:  # named for the metadata and the sdist; NoTorch stops a compile
+        return [Extension(name="pyparams._C", sources=sorted(glob("csrc/*.cpp")))]
     compile_args, link_args = extension_flags()
     return [
         CppExtension(
@@ -130,11 +146,19 @@ class BuildExt(BuildExtension):
         super().build_extensions()
 
 
+class NoTorch(build_ext):
+    """build_ext where torch is missing: stops before compiling, with the one-line fix."""
+
+    def run(self) -> None:
+        sys.exit(NO_TORCH)
+
+
 if __name__ == "__main__":
     setup(
         version=VERSION,
         packages=find_packages(include=["pyparams", "pyparams.*"]),
         package_data={"pyparams": ["py.typed", "_C.pyi"]},
         ext_modules=extensions(),
-        cmdclass={"build_ext": BuildExt.with_options(use_ninja=True)},
+        cmdclass={"build_ext": NoTorch if torch is None
+                  else BuildExt.with_options(use_ninja=True)},
     )

@@ -1,16 +1,25 @@
-"""The package: public API and signatures as README states them, stubs, import errors."""
+"""The package: public API and signatures as README states them, stubs, import errors, and
+the build: no torch among its requirements, a build without torch stopped at once with the
+fix, an sdist built without torch that holds what setup.py compiles."""
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata
+import importlib.util
 import inspect
+import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
+import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from packaging.requirements import Requirement
 from packaging.version import Version
 
 import pyparams
@@ -221,3 +230,115 @@ def test_an_extension_that_does_not_load_says_rebuild(tmp_path: Path) -> None:
     message = _import_error([copy.parent], tmp_path)
     assert "pyparams._C could not be loaded" in message and "another torch" in message
     assert f"{REBUILD} --force-reinstall --no-deps ." in message
+
+
+# --------------------------------------------------------------------------------------
+# The build. torch is no build requirement: an isolated build (plain `pip install .`)
+# would fetch the newest torch and compile against it. A build that sees no torch stops
+# at once with one line naming `pip install --no-build-isolation .`; an sdist needs none.
+# These run setup.py and the build backend in a copy of the checkout (nothing compiles,
+# nothing is written here), with `import torch` failing as in pip's isolated build env.
+# --------------------------------------------------------------------------------------
+
+# The source tree these tests came from (REPO is where pyparams is imported from: after a
+# non-editable install, site-packages).
+CHECKOUT = Path(__file__).resolve().parents[1]
+NO_TORCH_PRELUDE = (
+    "import sys\n"
+    "sys.modules['torch'] = None  # import torch fails; importlib.util.find_spec finds none\n"
+    "sys.path.insert(0, '.')\n"
+)
+
+
+def _build_backend() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_backend", CHECKOUT / "build_backend.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _copy_checkout(root: Path) -> Path:
+    """The checkout's files under ``root``, without environments and build outputs."""
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return {n for n in names
+                if n in ("build", "dist", "bench-results", "__pycache__")
+                or n.endswith((".egg-info", ".so", ".o"))
+                or (n.startswith(".") and Path(folder, n).is_dir())  # .git, caches
+                or (Path(folder, n) / "pyvenv.cfg").is_file()}
+
+    copy = root / "checkout"
+    shutil.copytree(CHECKOUT, copy, ignore=ignore)
+    return copy
+
+
+def _without_torch(code: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``code`` run in a child Python, in ``cwd``, where ``import torch`` fails; its time."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-I", "-c", NO_TORCH_PRELUDE + code], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    return done, time.perf_counter() - start
+
+
+def test_torch_is_no_build_requirement() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    build_system = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["build-system"]
+    names = [Requirement(r).name for r in build_system["requires"]]
+    assert "torch" not in names
+    # The backend that says what to do instead, found in the checkout (and the sdist).
+    assert build_system["build-backend"] == "build_backend"
+    assert (CHECKOUT / build_system["backend-path"][0] / "build_backend.py").is_file()
+    # Its one line names the install command, and first everything that build needs.
+    message = _build_backend().NO_TORCH
+    assert "\n" not in message and message.endswith(f"then run `{REBUILD} .`")
+    first = re.search(r"\(pip install ([^)]*)\)", message)
+    assert first is not None, message
+    assert shlex.split(first[1]) == ["torch", *build_system["requires"]]
+
+
+@pytest.mark.parametrize("hook", ["get_requires_for_build_wheel", "get_requires_for_build_editable",
+                                  "prepare_metadata_for_build_wheel",
+                                  "prepare_metadata_for_build_editable"])
+def test_a_wheel_build_without_torch_stops_at_its_first_hook(hook: str, tmp_path: Path) -> None:
+    """pip calls one of these before it resolves (and downloads) pyparams' dependencies."""
+    copy = _copy_checkout(tmp_path)
+    argument = "" if hook.startswith("get_requires") else repr(str(tmp_path))
+    done, seconds = _without_torch(f"import build_backend\nbuild_backend.{hook}({argument})\n",
+                                   copy)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.strip() == _build_backend().NO_TORCH
+    assert seconds < 30
+    assert not list(copy.glob("*.egg-info")) and not list(tmp_path.glob("*.dist-info"))
+
+
+@pytest.mark.parametrize("command", [["build_ext", "--inplace"], ["bdist_wheel"]],
+                         ids=["build_ext", "bdist_wheel"])
+def test_setup_py_without_torch_stops_before_compiling(command: list[str], tmp_path: Path) -> None:
+    copy = _copy_checkout(tmp_path)
+    code = ("import runpy\n"
+            f"sys.argv = ['setup.py', *{command!r}]\n"
+            "runpy.run_path('setup.py', run_name='__main__')\n")
+    done, seconds = _without_torch(code, copy)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.strip().splitlines()[-1] == _build_backend().NO_TORCH
+    assert seconds < 30
+    assert "compile" not in done.stdout and not list(copy.rglob("*.o"))
+
+
+def test_the_sdist_builds_without_torch_and_holds_the_sources(tmp_path: Path) -> None:
+    """``python -m build --sdist`` runs these hooks in an environment without torch."""
+    copy = _copy_checkout(tmp_path)
+    dist = tmp_path / "dist"
+    code = ("import build_backend\n"
+            "assert build_backend.get_requires_for_build_sdist() == []\n"
+            f"print(build_backend.build_sdist({str(dist)!r}))\n")
+    done, _ = _without_torch(code, copy)
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(dist / done.stdout.strip().splitlines()[-1]) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    needed = {"setup.py", "pyproject.toml", "build_backend.py", "README.md",
+              "pyparams/py.typed", "pyparams/_C.pyi"}
+    needed |= {str(p.relative_to(CHECKOUT)) for p in (CHECKOUT / "csrc").glob("*.[ch]*")}
+    assert any(n.endswith(".h") for n in needed)
+    assert needed <= names, sorted(needed - names)
+    assert not [n for n in names if n.endswith((".so", ".o"))]
