@@ -10,7 +10,8 @@ __torch_version__: Final[str]
 PARAMETERS: Final[int]
 BUFFERS: Final[int]
 MODULES: Final[int]
-# torch's dispatch chain per kind: the method at each level (None: the kind has none), "children" last.
+# torch's dispatch chain per kind: the method at each level (None: the kind has none),
+# "children" last.
 DISPATCH_CHAIN: Final[dict[int, tuple[str | None, ...]]]
 
 @final
