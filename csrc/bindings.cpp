@@ -87,10 +87,10 @@ walk then keeps walking natively where it meets them instead of calling them.)do
 
   m.def(
       "zero_grad",
-      [](py::handle parameters, bool set_to_none) {
-        return steal_or_throw(pyparams::zero_grad(parameters.ptr(), set_to_none));
+      [](py::handle parameters, py::handle set_to_none) {
+        return steal_or_throw(pyparams::zero_grad(parameters.ptr(), set_to_none.ptr()));
       },
-      py::arg("parameters"), py::kw_only(), py::arg("set_to_none") = true,
+      py::arg("parameters"), py::kw_only(), py::arg("set_to_none") = py::bool_(true),
       R"doc(Reset the gradient of every parameter `parameters` yields, as Module.zero_grad's loop does.
 
 `set_to_none=True` sets each defined `p.grad` to None; False detaches it (or

@@ -132,17 +132,27 @@ bool to_dispatch(Kind kind, bool named, PyObject* value, Dispatch& dispatch) {
   return false;
 }
 
-bool to_options(PyObject** values, bool named, WalkOptions& options) {
-  int recurse = flag(values[kRecurse], true);
-  int remove_duplicate = flag(values[kRemoveDuplicate], true);
+// torch's own arguments `recurse` and `remove_duplicate` other than True and
+// False: torch asks their truth where its generators read them (recurse at the
+// first next(), remove_duplicate for every module and member), user code a
+// native walk does not run. The caller gets NotImplemented, and torch's walk.
+bool torch_flag(PyObject* value, bool fallback, bool& flag_value) {
+  flag_value = value == nullptr ? fallback : value == Py_True;
+  return value == nullptr || value == Py_True || value == Py_False;
+}
+
+// False with an error set, or (`is_torchs` set) when the walk is torch's to make.
+bool to_options(PyObject** values, bool named, WalkOptions& options, bool& is_torchs) {
+  is_torchs = !torch_flag(values[kRecurse], true, options.recurse) ||
+      !torch_flag(values[kRemoveDuplicate], true, options.remove_duplicate);
+  if (is_torchs) {
+    return false;
+  }
   int trainable = flag(values[kTrainable], false);
-  if (recurse < 0 || remove_duplicate < 0 || trainable < 0 ||
-      !to_kind(values[kKind], options.kind) ||
+  if (trainable < 0 || !to_kind(values[kKind], options.kind) ||
       !to_dispatch(options.kind, named, values[kDispatch], options.dispatch)) {
     return false;
   }
-  options.recurse = recurse != 0;
-  options.remove_duplicate = remove_duplicate != 0;
   options.trainable_only = trainable != 0;
   options.named = named;
   return true;
@@ -155,8 +165,9 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwn
   }
   int named = flag(values[kNamed], false);
   WalkOptions options;
-  if (named < 0 || !to_options(values, named != 0, options)) {
-    return nullptr;
+  bool is_torchs = false;
+  if (named < 0 || !to_options(values, named != 0, options, is_torchs)) {
+    return is_torchs ? Py_NewRef(Py_NotImplemented) : nullptr;
   }
   PyObject* prefix = values[kPrefix] != nullptr ? values[kPrefix] : names().empty;
   return new_walk_iterator(args[0], prefix, options);
@@ -165,9 +176,10 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwn
 PyObject* collect(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* values[kArgumentCount];
   WalkOptions options;
+  bool is_torchs = false;
   if (!parse_arguments("collect", args, nargs, kwnames, false, values) ||
-      !to_options(values, false, options)) {
-    return nullptr;
+      !to_options(values, false, options, is_torchs)) {
+    return is_torchs ? Py_NewRef(Py_NotImplemented) : nullptr;
   }
   return collect_list(args[0], options);
 }
@@ -183,7 +195,10 @@ PyMethodDef entry_points[] = {
     {"walk", fastcall(walk), METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("walk(module, *, kind, named=False, prefix='', recurse=True, remove_duplicate=True, "
                "trainable=False, dispatch=None)\n--\n\n"
-               "Return a lazy iterator over `module`'s parameters, buffers or modules.\n\n"
+               "Return a lazy iterator over `module`'s parameters, buffers or modules;\n"
+               "NotImplemented when `recurse` or `remove_duplicate` is neither True nor False\n"
+               "(torch asks their truth where its generators read them: the caller walks\n"
+               "with torch).\n\n"
                "`kind` is PARAMETERS, BUFFERS or MODULES; `named` yields (name, object) pairs\n"
                "whose names start with `prefix`; `trainable` keeps entries whose requires_grad\n"
                "is True, read as each is reached. `dispatch` names the first method of torch's\n"

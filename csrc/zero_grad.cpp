@@ -64,12 +64,16 @@ GradState grad_state(PyObject* p) {
   return grad.get() != Py_None ? kGrad : kNone;
 }
 
-bool zero_one(PyObject* p, bool set_to_none) {
+bool zero_one(PyObject* p, PyObject* set_to_none) {
   GradState state = grad_state(p);
   if (state <= kNone) {
     return state == kNone;
   }
-  if (set_to_none) {
+  int truth = PyObject_IsTrue(set_to_none);  // torch's `if set_to_none:`, per parameter
+  if (truth < 0) {
+    return false;
+  }
+  if (truth != 0) {
     if (state == kGradOfPlainTensor) [[likely]] {
       // What torch's setter does for `p.grad = None` on such a tensor (its
       // torch-function check is false for it), without the attribute lookup.
@@ -84,7 +88,7 @@ bool zero_one(PyObject* p, bool set_to_none) {
 
 }  // namespace
 
-PyObject* zero_grad(PyObject* parameters, bool set_to_none) {
+PyObject* zero_grad(PyObject* parameters, PyObject* set_to_none) {
   OwnedRef iterator = OwnedRef::steal(PyObject_GetIter(parameters));
   if (!iterator) {
     return nullptr;

@@ -14,8 +14,9 @@ namespace pyparams {
 // The replica warning is the caller's job (it needs the caller's stack level).
 // Exact Tensor/Parameter leaves with no torch-function mode active are read
 // through LibTorch; everything else (subclasses, non-leaves, modes) through the
-// same attribute reads and calls torch's Python loop makes. A new reference to
-// None, or nullptr with an error set.
-PyObject* zero_grad(PyObject* parameters, bool set_to_none);
+// same attribute reads and calls torch's Python loop makes. `set_to_none`'s
+// truth is asked for each parameter with a gradient, as torch's `if` does. A
+// new reference to None, or nullptr with an error set.
+PyObject* zero_grad(PyObject* parameters, PyObject* set_to_none);
 
 }  // namespace pyparams

@@ -1,6 +1,7 @@
 """Type stubs for the native extension pyparams._C (see pyparams._api for the public API)."""
 
 from collections.abc import Callable, Iterable, Iterator
+from types import NotImplementedType
 from typing import Any, Final, NoReturn, final
 
 from torch import nn
@@ -37,7 +38,7 @@ def walk(
     remove_duplicate: bool = True,
     trainable: bool = False,
     dispatch: str | None = None,
-) -> WalkIterator: ...
+) -> WalkIterator | NotImplementedType: ...
 def collect(
     module: nn.Module,
     *,
@@ -46,7 +47,7 @@ def collect(
     remove_duplicate: bool = True,
     trainable: bool = False,
     dispatch: str | None = None,
-) -> list[Any]: ...
+) -> list[Any] | NotImplementedType: ...
 def cache_info() -> tuple[int, int, int, int, int, int, bool, int, int]: ...
 def cache_clear() -> None: ...
 def register_base_method(name: str, function: Callable[..., Any]) -> None: ...

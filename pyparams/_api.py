@@ -54,7 +54,9 @@ def _torch_walk(
     remove_duplicate: bool,
     trainable: bool,
 ) -> Iterator[Any]:
-    # Dynamo cannot trace into the C iterator; torch's methods it knows.
+    # Dynamo cannot trace into the C iterator; torch's methods it knows. Also the walk
+    # for a recurse or remove_duplicate that is neither True nor False (the native call
+    # answers NotImplemented): torch asks their truth where its generators read them.
     if kind == _C.MODULES:
         if named:
             return module.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
@@ -81,9 +83,11 @@ def parameters(
     >>> [p is q for p, q in zip(pyparams.parameters(lin), lin.parameters())]
     [True, True]
     """
-    if _is_compiling():
-        return _torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, False)
-    return _walk(module, kind=_PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate)
+    if not _is_compiling():
+        walk = _walk(module, kind=_PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate)
+        if walk is not NotImplemented:
+            return walk
+    return _torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, False)
 
 
 def trainable_parameters(
@@ -99,11 +103,17 @@ def trainable_parameters(
     >>> [p is lin.weight for p in pyparams.trainable_parameters(lin)]
     [True]
     """
-    if _is_compiling():
-        return _torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, True)
-    return _walk(
-        module, kind=_PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate, trainable=True
-    )
+    if not _is_compiling():
+        walk = _walk(
+            module,
+            kind=_PARAMETERS,
+            recurse=recurse,
+            remove_duplicate=remove_duplicate,
+            trainable=True,
+        )
+        if walk is not NotImplemented:
+            return walk
+    return _torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, True)
 
 
 def named_parameters(
@@ -116,16 +126,18 @@ def named_parameters(
     """
     if not isinstance(prefix, str):
         raise _bad_prefix("named_parameters", prefix)
-    if _is_compiling():
-        return _torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, False)
-    return _walk(
-        module,
-        kind=_PARAMETERS,
-        named=True,
-        prefix=prefix,
-        recurse=recurse,
-        remove_duplicate=remove_duplicate,
-    )
+    if not _is_compiling():
+        walk = _walk(
+            module,
+            kind=_PARAMETERS,
+            named=True,
+            prefix=prefix,
+            recurse=recurse,
+            remove_duplicate=remove_duplicate,
+        )
+        if walk is not NotImplemented:
+            return walk
+    return _torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, False)
 
 
 def named_trainable_parameters(
@@ -139,17 +151,19 @@ def named_trainable_parameters(
     """
     if not isinstance(prefix, str):
         raise _bad_prefix("named_trainable_parameters", prefix)
-    if _is_compiling():
-        return _torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, True)
-    return _walk(
-        module,
-        kind=_PARAMETERS,
-        named=True,
-        prefix=prefix,
-        recurse=recurse,
-        remove_duplicate=remove_duplicate,
-        trainable=True,
-    )
+    if not _is_compiling():
+        walk = _walk(
+            module,
+            kind=_PARAMETERS,
+            named=True,
+            prefix=prefix,
+            recurse=recurse,
+            remove_duplicate=remove_duplicate,
+            trainable=True,
+        )
+        if walk is not NotImplemented:
+            return walk
+    return _torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, True)
 
 
 def parameter_list(
@@ -167,17 +181,17 @@ def parameter_list(
     >>> len(pyparams.parameter_list(torch.nn.Linear(2, 2)))
     2
     """
-    if _is_compiling():
-        return list(
-            _torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, trainable)
+    if not _is_compiling():
+        collected = _collect(
+            module,
+            kind=_PARAMETERS,
+            recurse=recurse,
+            remove_duplicate=remove_duplicate,
+            trainable=trainable,
         )
-    return _collect(
-        module,
-        kind=_PARAMETERS,
-        recurse=recurse,
-        remove_duplicate=remove_duplicate,
-        trainable=trainable,
-    )
+        if collected is not NotImplemented:
+            return collected
+    return list(_torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, trainable))
 
 
 def buffers(
@@ -188,9 +202,11 @@ def buffers(
     >>> len(list(pyparams.buffers(torch.nn.BatchNorm1d(4))))
     3
     """
-    if _is_compiling():
-        return _torch_walk(module, _BUFFERS, False, "", recurse, remove_duplicate, False)
-    return _walk(module, kind=_BUFFERS, recurse=recurse, remove_duplicate=remove_duplicate)
+    if not _is_compiling():
+        walk = _walk(module, kind=_BUFFERS, recurse=recurse, remove_duplicate=remove_duplicate)
+        if walk is not NotImplemented:
+            return walk
+    return _torch_walk(module, _BUFFERS, False, "", recurse, remove_duplicate, False)
 
 
 def named_buffers(
@@ -203,16 +219,18 @@ def named_buffers(
     """
     if not isinstance(prefix, str):
         raise _bad_prefix("named_buffers", prefix)
-    if _is_compiling():
-        return _torch_walk(module, _BUFFERS, True, prefix, recurse, remove_duplicate, False)
-    return _walk(
-        module,
-        kind=_BUFFERS,
-        named=True,
-        prefix=prefix,
-        recurse=recurse,
-        remove_duplicate=remove_duplicate,
-    )
+    if not _is_compiling():
+        walk = _walk(
+            module,
+            kind=_BUFFERS,
+            named=True,
+            prefix=prefix,
+            recurse=recurse,
+            remove_duplicate=remove_duplicate,
+        )
+        if walk is not NotImplemented:
+            return walk
+    return _torch_walk(module, _BUFFERS, True, prefix, recurse, remove_duplicate, False)
 
 
 def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
@@ -221,9 +239,11 @@ def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Mod
     >>> [type(m).__name__ for m in pyparams.modules(torch.nn.Sequential(torch.nn.ReLU()))]
     ['Sequential', 'ReLU']
     """
-    if _is_compiling():
-        return _torch_walk(module, _MODULES, False, "", True, remove_duplicate, False)
-    return _walk(module, kind=_MODULES, remove_duplicate=remove_duplicate)
+    if not _is_compiling():
+        walk = _walk(module, kind=_MODULES, remove_duplicate=remove_duplicate)
+        if walk is not NotImplemented:
+            return walk
+    return _torch_walk(module, _MODULES, False, "", True, remove_duplicate, False)
 
 
 def named_modules(
@@ -236,8 +256,10 @@ def named_modules(
     """
     if not isinstance(prefix, str):
         raise _bad_prefix("named_modules", prefix)
-    if _is_compiling():
-        return _torch_walk(module, _MODULES, True, prefix, True, remove_duplicate, False)
-    return _walk(
-        module, kind=_MODULES, named=True, prefix=prefix, remove_duplicate=remove_duplicate
-    )
+    if not _is_compiling():
+        walk = _walk(
+            module, kind=_MODULES, named=True, prefix=prefix, remove_duplicate=remove_duplicate
+        )
+        if walk is not NotImplemented:
+            return walk
+    return _torch_walk(module, _MODULES, True, prefix, True, remove_duplicate, False)

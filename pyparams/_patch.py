@@ -74,7 +74,8 @@ _BELOW_NAMED_MODULES = _below(_MODULES, "named_modules")  # children
 # The replacements. Each starts the native walk one step below itself on torch's
 # dispatch chain, so that an override calling super() does not come back to itself.
 # Inside a dynamo trace, and for arguments the native walk does not take (a memo, a
-# prefix that is not exactly str), each runs torch's own function instead.
+# prefix that is not exactly str, a recurse or remove_duplicate that is neither True nor
+# False: the native call answers NotImplemented), each runs torch's own function instead.
 #
 # Dynamo folds is_dynamo_compiling() to True while it traces (as it does is_compiling());
 # run eagerly it is one call that returns False, ~45 ns cheaper per call than
@@ -86,7 +87,8 @@ _BELOW_NAMED_MODULES = _below(_MODULES, "named_modules")  # children
 def parameters(self: nn.Module, recurse: bool = True) -> Iterator[Parameter]:
     if is_dynamo_compiling():
         return _torch_parameters(self, recurse)
-    return _C.walk(self, kind=_PARAMETERS, recurse=recurse, dispatch=_BELOW_PARAMETERS)
+    walk = _C.walk(self, kind=_PARAMETERS, recurse=recurse, dispatch=_BELOW_PARAMETERS)
+    return walk if walk is not NotImplemented else _torch_parameters(self, recurse)
 
 
 def named_parameters(
@@ -94,7 +96,7 @@ def named_parameters(
 ) -> Iterator[tuple[str, Parameter]]:
     if is_dynamo_compiling() or type(prefix) is not str:
         return _torch_named_parameters(self, prefix, recurse, remove_duplicate)
-    return _C.walk(
+    walk = _C.walk(
         self,
         kind=_PARAMETERS,
         named=True,
@@ -103,12 +105,16 @@ def named_parameters(
         remove_duplicate=remove_duplicate,
         dispatch=_BELOW_NAMED_PARAMETERS,
     )
+    if walk is NotImplemented:
+        return _torch_named_parameters(self, prefix, recurse, remove_duplicate)
+    return walk
 
 
 def buffers(self: nn.Module, recurse: bool = True) -> Iterator[Tensor]:
     if is_dynamo_compiling():
         return _torch_buffers(self, recurse)
-    return _C.walk(self, kind=_BUFFERS, recurse=recurse, dispatch=_BELOW_BUFFERS)
+    walk = _C.walk(self, kind=_BUFFERS, recurse=recurse, dispatch=_BELOW_BUFFERS)
+    return walk if walk is not NotImplemented else _torch_buffers(self, recurse)
 
 
 def named_buffers(
@@ -116,7 +122,7 @@ def named_buffers(
 ) -> Iterator[tuple[str, Tensor]]:
     if is_dynamo_compiling() or type(prefix) is not str:
         return _torch_named_buffers(self, prefix, recurse, remove_duplicate)
-    return _C.walk(
+    walk = _C.walk(
         self,
         kind=_BUFFERS,
         named=True,
@@ -125,12 +131,16 @@ def named_buffers(
         remove_duplicate=remove_duplicate,
         dispatch=_BELOW_NAMED_BUFFERS,
     )
+    if walk is NotImplemented:
+        return _torch_named_buffers(self, prefix, recurse, remove_duplicate)
+    return walk
 
 
 def modules(self: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
     if is_dynamo_compiling():
         return _torch_modules(self, remove_duplicate)
-    return _C.walk(self, kind=_MODULES, remove_duplicate=remove_duplicate, dispatch=_BELOW_MODULES)
+    walk = _C.walk(self, kind=_MODULES, remove_duplicate=remove_duplicate, dispatch=_BELOW_MODULES)
+    return walk if walk is not NotImplemented else _torch_modules(self, remove_duplicate)
 
 
 def named_modules(
@@ -143,7 +153,7 @@ def named_modules(
     # child): that walk stays torch's, from this module down.
     if is_dynamo_compiling() or memo is not None or type(prefix) is not str:
         return _torch_named_modules(self, memo, prefix, remove_duplicate)
-    return _C.walk(
+    walk = _C.walk(
         self,
         kind=_MODULES,
         named=True,
@@ -151,6 +161,9 @@ def named_modules(
         remove_duplicate=remove_duplicate,
         dispatch=_BELOW_NAMED_MODULES,
     )
+    if walk is NotImplemented:
+        return _torch_named_modules(self, memo, prefix, remove_duplicate)
+    return walk
 
 
 def zero_grad(self: nn.Module, set_to_none: bool = True) -> None:

@@ -31,7 +31,7 @@ def reset_grads(module: nn.Module, set_to_none: bool) -> None:
     ``self.parameters()`` call does.
     """
     walk = _C.walk(module, kind=_C.PARAMETERS, dispatch="parameters")
-    _C.zero_grad(walk, set_to_none=bool(set_to_none))
+    _C.zero_grad(walk, set_to_none=set_to_none)  # its truth asked per parameter, as torch does
 
 
 def zero_grad(module: nn.Module, set_to_none: bool = True) -> None:
