@@ -22,10 +22,10 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.pyparams-venv
 DEPS_STAMP := $(VENV)/.pyparams-deps
 BUILD_STAMP := $(VENV)/.pyparams-built
-SOURCES := $(sort $(wildcard csrc/*.cpp csrc/*.h)) setup.py
+SOURCES := $(sort $(wildcard csrc/*/*.cpp csrc/*/*.h)) setup.py
 
 LINT_STAMP := $(VENV)/.pyparams-lint
-CSRC := $(sort $(wildcard csrc/*.cpp csrc/*.h))
+CSRC := $(sort $(wildcard csrc/*/*.cpp csrc/*/*.h))
 
 .PHONY: all install bench test sanitize valgrind soak lint clean
 

@@ -70,14 +70,17 @@ def extension_flags() -> tuple[list[str], list[str]]:
     return compile_args, link_args
 
 
+SOURCES = sorted(glob("csrc/**/*.cpp", recursive=True))  # reproducible: a stable order
+
+
 def extensions() -> list[Extension]:
     if torch is None:  # named for the metadata and the sdist; NoTorch stops a compile
-        return [Extension(name="pyparams._C", sources=sorted(glob("csrc/*.cpp")))]
+        return [Extension(name="pyparams._C", sources=SOURCES)]
     compile_args, link_args = extension_flags()
     return [
         CppExtension(
             name="pyparams._C",
-            sources=sorted(glob("csrc/*.cpp")),
+            sources=SOURCES,
             include_dirs=[os.path.abspath("csrc")],
             extra_compile_args=compile_args,
             extra_link_args=link_args,

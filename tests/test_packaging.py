@@ -338,7 +338,7 @@ def test_the_sdist_builds_without_torch_and_holds_the_sources(tmp_path: Path) ->
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
     needed = {"setup.py", "pyproject.toml", "build_backend.py", "README.md",
               "pyparams/py.typed", "pyparams/_C.pyi"}
-    needed |= {str(p.relative_to(CHECKOUT)) for p in (CHECKOUT / "csrc").glob("*.[ch]*")}
+    needed |= {str(p.relative_to(CHECKOUT)) for p in (CHECKOUT / "csrc").glob("*/*.[ch]*")}
     assert any(n.endswith(".h") for n in needed)
     assert needed <= names, sorted(needed - names)
     assert not [n for n in names if n.endswith((".so", ".o"))]

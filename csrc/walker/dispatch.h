@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "dispatch_chain.h"
+#include "support/dispatch_chain.h"
 
 namespace pyparams {
 

@@ -1,14 +1,14 @@
-#include "dispatch.h"
+#include "walker/dispatch.h"
 
 #include <array>
 #include <cstring>
 #include <new>
 #include <vector>
 
-#include "module_attributes.h"
-#include "owned_ref.h"
-#include "python_names.h"
-#include "walk_cache.h"
+#include "cache/walk_cache.h"
+#include "support/owned_ref.h"
+#include "support/python_names.h"
+#include "walker/module_attributes.h"
 
 namespace pyparams {
 namespace {

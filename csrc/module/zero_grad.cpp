@@ -1,10 +1,10 @@
-#include "zero_grad.h"
+#include "module/zero_grad.h"
 
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <torch/csrc/autograd/python_variable.h>
 
-#include "owned_ref.h"
-#include "python_names.h"
+#include "support/owned_ref.h"
+#include "support/python_names.h"
 
 namespace pyparams {
 namespace {

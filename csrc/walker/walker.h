@@ -8,15 +8,15 @@
 #include <utility>
 #include <vector>
 
-#include "dispatch.h"
-#include "item_cursor.h"
-#include "module_attributes.h"
-#include "owned_ref.h"
-#include "pin_buffer.h"
-#include "pointer_set.h"
-#include "pymem_allocator.h"
-#include "python_names.h"
-#include "walk_cache.h"
+#include "cache/pin_buffer.h"
+#include "cache/walk_cache.h"
+#include "support/item_cursor.h"
+#include "support/owned_ref.h"
+#include "support/pointer_set.h"
+#include "support/pymem_allocator.h"
+#include "support/python_names.h"
+#include "walker/dispatch.h"
+#include "walker/module_attributes.h"
 
 namespace pyparams {
 
@@ -59,7 +59,7 @@ class Walker {
   // The next item as a new reference, or nullptr: at the end with no error
   // set, or with an error set. Either way a walk that returned nullptr is
   // finished and keeps returning nullptr, as an exhausted generator does.
-  PyObject* next();  // (walker_replay.cpp: a warm walk's steps replay there, inline)
+  PyObject* next();  // (replay.cpp: a warm walk's steps replay there, inline)
 
   // For list(walk): before the first step of a walk that will replay, how
   // many items the record yielded (filters may yield fewer); -1 when unknown.

@@ -1,8 +1,8 @@
-#include "collect.h"
+#include "module/collect.h"
 
 #include <new>
 
-#include "owned_ref.h"
+#include "support/owned_ref.h"
 
 namespace pyparams {
 namespace {

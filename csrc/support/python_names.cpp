@@ -1,6 +1,6 @@
-#include "python_names.h"
+#include "support/python_names.h"
 
-#include "owned_ref.h"
+#include "support/owned_ref.h"
 
 namespace pyparams {
 

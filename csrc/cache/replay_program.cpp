@@ -1,4 +1,4 @@
-#include "replay_program.h"
+#include "cache/replay_program.h"
 
 #include <Python.h>
 

@@ -1,10 +1,10 @@
-#include "module_attributes.h"
+#include "walker/module_attributes.h"
 
 #include <cstdint>
 
-#include "dispatch.h"
-#include "owned_ref.h"
-#include "python_names.h"
+#include "support/owned_ref.h"
+#include "support/python_names.h"
+#include "walker/dispatch.h"
 
 namespace pyparams {
 namespace {

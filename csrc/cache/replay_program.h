@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "walk_cache.h"
+#include "cache/walk_cache.h"
 
 namespace pyparams {
 

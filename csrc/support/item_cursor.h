@@ -3,7 +3,7 @@
 
 #include <Python.h>
 
-#include "owned_ref.h"
+#include "support/owned_ref.h"
 
 namespace pyparams {
 

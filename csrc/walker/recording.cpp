@@ -4,9 +4,9 @@
 #include <new>
 #include <utility>
 
-#include "module_attributes.h"
-#include "replay_program.h"
-#include "walker.h"
+#include "cache/replay_program.h"
+#include "walker/module_attributes.h"
+#include "walker/walker.h"
 
 namespace pyparams {
 namespace {

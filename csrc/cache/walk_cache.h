@@ -9,10 +9,10 @@
 #include <memory>
 #include <vector>
 
-#include "dict_versions.h"
-#include "module_attributes.h"
-#include "pymem_allocator.h"
-#include "replay_op.h"
+#include "cache/dict_versions.h"
+#include "cache/replay_op.h"
+#include "support/pymem_allocator.h"
+#include "walker/module_attributes.h"
 
 namespace pyparams {
 

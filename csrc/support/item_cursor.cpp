@@ -1,6 +1,6 @@
-#include "item_cursor.h"
+#include "support/item_cursor.h"
 
-#include "python_names.h"
+#include "support/python_names.h"
 
 namespace pyparams {
 

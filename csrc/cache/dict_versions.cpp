@@ -1,9 +1,9 @@
-#include "dict_versions.h"
+#include "cache/dict_versions.h"
 
 #include <cstddef>
 #include <new>
 
-#include "address_table.h"
+#include "support/address_table.h"
 
 namespace pyparams {
 

@@ -1,4 +1,4 @@
-#include "iterator.h"
+#include "module/iterator.h"
 
 #include <new>
 

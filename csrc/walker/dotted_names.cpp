@@ -1,8 +1,8 @@
-#include "dotted_names.h"
+#include "walker/dotted_names.h"
 
 #include <cstring>
 
-#include "owned_ref.h"
+#include "support/owned_ref.h"
 
 namespace pyparams {
 

@@ -3,7 +3,7 @@
 
 #include <Python.h>
 
-#include "walker.h"
+#include "walker/walker.h"
 
 namespace pyparams {
 

@@ -1,4 +1,4 @@
-#include "script_module.h"
+#include "walker/script_module.h"
 
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/jit/api/module.h>
@@ -7,8 +7,8 @@
 #include <exception>
 #include <string>
 
-#include "owned_ref.h"
-#include "python_names.h"
+#include "support/owned_ref.h"
+#include "support/python_names.h"
 
 namespace pyparams {
 namespace {

@@ -1,15 +1,15 @@
-#include "walker.h"
+#include "walker/walker.h"
 
 #include <new>
 #include <utility>
 
-#include "dispatch.h"
-#include "dotted_names.h"
-#include "module_attributes.h"
-#include "python_names.h"
-#include "replay_program.h"
-#include "script_module.h"
-#include "tensor_flags.h"
+#include "cache/replay_program.h"
+#include "support/python_names.h"
+#include "walker/dispatch.h"
+#include "walker/dotted_names.h"
+#include "walker/module_attributes.h"
+#include "walker/script_module.h"
+#include "walker/tensor_flags.h"
 
 namespace pyparams {
 namespace {

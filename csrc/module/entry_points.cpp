@@ -1,12 +1,12 @@
-#include "entry_points.h"
+#include "module/entry_points.h"
 
 #include <cstddef>
 
-#include "collect.h"
-#include "dispatch.h"
-#include "iterator.h"
-#include "python_names.h"
-#include "walker.h"
+#include "module/collect.h"
+#include "module/iterator.h"
+#include "support/python_names.h"
+#include "walker/dispatch.h"
+#include "walker/walker.h"
 
 namespace pyparams {
 namespace {

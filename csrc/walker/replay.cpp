@@ -4,13 +4,13 @@
 #include <new>
 #include <utility>
 
-#include "dispatch.h"
-#include "dotted_names.h"
-#include "module_attributes.h"
-#include "python_names.h"
-#include "replay_program.h"
-#include "tensor_flags.h"
-#include "walker.h"
+#include "cache/replay_program.h"
+#include "support/python_names.h"
+#include "walker/dispatch.h"
+#include "walker/dotted_names.h"
+#include "walker/module_attributes.h"
+#include "walker/tensor_flags.h"
+#include "walker/walker.h"
 
 namespace pyparams {
 namespace {

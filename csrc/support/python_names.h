@@ -4,7 +4,7 @@
 
 #include <Python.h>
 
-#include "dispatch_chain.h"
+#include "support/dispatch_chain.h"
 
 namespace pyparams {
 

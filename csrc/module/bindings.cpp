@@ -4,15 +4,15 @@
 #include <string>
 #include <utility>
 
-#include "dispatch.h"
-#include "entry_points.h"
-#include "iterator.h"
-#include "module_attributes.h"
-#include "python_names.h"
-#include "tensor_flags.h"
-#include "walk_cache.h"
-#include "walker.h"
-#include "zero_grad.h"
+#include "cache/walk_cache.h"
+#include "module/entry_points.h"
+#include "module/iterator.h"
+#include "module/zero_grad.h"
+#include "support/python_names.h"
+#include "walker/dispatch.h"
+#include "walker/module_attributes.h"
+#include "walker/tensor_flags.h"
+#include "walker/walker.h"
 
 namespace py = pybind11;
 

@@ -3,7 +3,7 @@
 
 #include <Python.h>
 
-#include "address_table.h"
+#include "support/address_table.h"
 
 namespace pyparams {
 

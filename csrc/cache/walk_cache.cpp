@@ -1,4 +1,4 @@
-#include "walk_cache.h"
+#include "cache/walk_cache.h"
 
 #include <array>
 #include <cstdint>
@@ -7,7 +7,7 @@
 #include <new>
 #include <unordered_map>
 
-#include "owned_ref.h"
+#include "support/owned_ref.h"
 
 namespace pyparams {
 namespace {
