@@ -8,6 +8,7 @@
 #include "walker/dispatch.h"
 #include "walker/dotted_names.h"
 #include "walker/module_attributes.h"
+#include "walker/python_calls.h"
 #include "walker/script_module.h"
 #include "walker/tensor_flags.h"
 
@@ -24,48 +25,6 @@ bool check_key(PyObject* key, const char* mapping) {
   PyErr_Format(PyExc_TypeError, "names in a module's %s must be str, got %.100s: %R", mapping,
                Py_TYPE(key)->tp_name, key);
   return false;
-}
-
-// Python's `first, second = item`, with its error messages. False with an error set.
-bool unpack_pair(PyObject* item, OwnedRef& first, OwnedRef& second) {
-  if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) [[likely]] {
-    first = OwnedRef::borrow(PyTuple_GET_ITEM(item, 0));
-    second = OwnedRef::borrow(PyTuple_GET_ITEM(item, 1));
-    return true;
-  }
-  OwnedRef iterator = OwnedRef::steal(PyObject_GetIter(item));
-  if (!iterator) {
-    if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-      PyErr_Format(PyExc_TypeError, "cannot unpack non-iterable %.100s object",
-                   Py_TYPE(item)->tp_name);
-    }
-    return false;
-  }
-  OwnedRef* targets[2] = {&first, &second};
-  for (int index = 0; index < 2; ++index) {
-    *targets[index] = OwnedRef::steal(PyIter_Next(iterator.get()));
-    if (!*targets[index]) {
-      if (!PyErr_Occurred()) {
-        PyErr_Format(PyExc_ValueError, "not enough values to unpack (expected 2, got %d)", index);
-      }
-      return false;
-    }
-  }
-  OwnedRef extra = OwnedRef::steal(PyIter_Next(iterator.get()));
-  if (extra) {
-    PyErr_SetString(PyExc_ValueError, "too many values to unpack (expected 2)");
-    return false;
-  }
-  return !PyErr_Occurred();
-}
-
-// kwargs[name] = value for a keyword torch passes. False with an error set.
-bool set_keyword(PyObject* kwargs, const char* name, PyObject* value) {
-  return PyDict_SetItemString(kwargs, name, value) == 0;
-}
-
-PyObject* as_bool(bool value) {
-  return value ? Py_True : Py_False;
 }
 
 // getattr(module, attribute), with an AttributeError that says what is most
@@ -97,9 +56,9 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
   }
   options_ = options;
   if (!options_.named) {
-    mirrored_level_ = Dispatch::Public;
+    dispatch_.mirrored = Dispatch::Public;
   } else {
-    mirrored_level_ = options_.kind == Kind::Modules ? Dispatch::NamedModules : Dispatch::Named;
+    dispatch_.mirrored = options_.kind == Kind::Modules ? Dispatch::NamedModules : Dispatch::Named;
   }
   if (options_.kind == Kind::Modules) {
     options_.recurse = true;
@@ -111,9 +70,9 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
     // which starts at named_parameters itself, is a generator: it asks at the
     // first next().)
     options_.dispatch = Dispatch::Named;
-    mirrored_level_ = Dispatch::Named;
+    dispatch_.mirrored = Dispatch::Named;
   }
-  next_level_ = options_.dispatch;
+  dispatch_.next = options_.dispatch;
   root_ = OwnedRef::borrow(root);
   // Unnamed walks still know torch's default prefix "": an override gets names.
   root_name_ = options_.named ? OwnedRef::borrow(prefix)
@@ -122,16 +81,14 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
     fail();
     return false;
   }
-  root_done_ = false;
-  root_dispatched_ = false;
-  finished_ = false;
+  phase_ = Phase::Ready;
   record_slot_ =
       record_slot(static_cast<int>(options_.kind), options_.recurse, options_.remove_duplicate);
   // The user's own call `m.X(...)` runs an override of X at once; torch's
   // generators reach the deeper methods at the first next().
-  if (options_.dispatch == mirrored_level_) {
+  if (options_.dispatch == dispatch_.mirrored) {
     if (root_overrides_ruled_out()) {
-      next_level_ = next_level(next_level_);  // checked: none
+      dispatch_.next = next_level(dispatch_.next);  // checked: none
     } else if (!dispatch_root(/*mirrored_only=*/true)) {
       fail();
       return false;
@@ -142,33 +99,49 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
 
 // The first step of a walk, and every step of a live one.
 PyObject* Walker::next_unreplayed() {
-  if (finished_) {
-    return nullptr;
+  switch (phase_) {
+    case Phase::Finished:
+      return nullptr;
+    case Phase::Delegated:
+      return next_delegated();
+    case Phase::Replaying:
+      return next();
+    case Phase::Ready:
+      return first_step();
+    case Phase::Live:
+      return next_live();
   }
+  Py_UNREACHABLE();
+}
+
+// The first step readies the walk: the root's deeper overrides, then the cache.
+PyObject* Walker::first_step() {
+  phase_ = Phase::Live;  // unless an override or a record takes the walk over below
   try {
-    // The first step readies the walk (the root's overrides, then the cache).
-    if (!root_done_) {
-      if (!root_dispatched_) {
-        root_dispatched_ = true;
-        if (root_overrides_ruled_out()) {
-          next_level_ = Dispatch::Children;  // every level checked: none
-        } else if (!dispatch_root(/*mirrored_only=*/false)) {
-          return fail();
-        }
-      }
-      if (delegated_ != Delegated::None) [[unlikely]] {
-        return next_delegated();
-      }
-      // (An overriding named_modules at the root has entered it already.)
-      if (!root_done_ && !begin_cached_walk()) {
-        return fail();
-      }
-      if (replay_) {
-        return next();
-      }
+    if (root_overrides_ruled_out()) {
+      dispatch_.next = Dispatch::Children;  // every level checked: none
+    } else if (!dispatch_root(/*mirrored_only=*/false)) {
+      return fail();
     }
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+    return fail();
+  }
+  if (phase_ == Phase::Delegated) [[unlikely]] {
+    return next_delegated();
+  }
+  // (An overriding named_modules at the root has entered it already.)
+  if (!live_.root_entered && !begin_cached_walk()) {
+    return fail();
+  }
+  return phase_ == Phase::Replaying ? next() : next_live();
+}
+
+// A step of the live walk.
+PyObject* Walker::next_live() {
+  try {
     for (;;) {
-      if (members_active_) {
+      if (live_.members_active) {
         PyObject* item;
         int found = next_member(item);
         if (found < 0) {
@@ -177,8 +150,8 @@ PyObject* Walker::next_unreplayed() {
         if (found > 0) {
           return item;
         }
-        members_active_ = false;
-        members_name_.reset();
+        live_.members_active = false;
+        live_.members_name.reset();
       }
 
       OwnedRef module;
@@ -188,18 +161,18 @@ PyObject* Walker::next_unreplayed() {
         return fail();
       }
       if (found == 0) {
-        if (recording_) {
+        if (recorder_.record) {
           finish_recording();
-        } else if (counting_) {
-          note_walk_size(root_.get(), modules_entered_);
+        } else if (recorder_.counting) {
+          note_walk_size(root_.get(), recorder_.modules_entered);
         }
         clear();
         return nullptr;
       }
       if (options_.kind == Kind::Modules) {
-        if (override_item_) [[unlikely]] {
+        if (live_.override_item) [[unlikely]] {
           // torch's `yield from module.named_modules(...)`: the override's own items.
-          return options_.named ? override_item_.release() : module.release();
+          return options_.named ? live_.override_item.release() : module.release();
         }
         if (!options_.named) {
           return module.release();
@@ -207,8 +180,8 @@ PyObject* Walker::next_unreplayed() {
         PyObject* item = make_item(name.get(), module.get());
         return item != nullptr ? item : fail();
       }
-      bool from_override = static_cast<bool>(override_item_);
-      override_item_.reset();
+      bool from_override = static_cast<bool>(live_.override_item);
+      live_.override_item.reset();
       if (!start_members(module.get(), name.get(), from_override)) {
         return fail();
       }
@@ -227,19 +200,19 @@ int Walker::next_member(PyObject*& item) {
     }
     PyObject* key;
     PyObject* value;
-    int found = members_.next(key, value);
+    int found = live_.members.next(key, value);
     if (found <= 0) {
       return found;
     }
-    if (recording_) {
-      recording_->members.push_back({key, value, members_.position()});
-      ++recording_->modules[members_record_].member_count;
+    if (recorder_.record) {
+      recorder_.record->members.push_back({key, value, live_.members.position()});
+      ++recorder_.record->modules[recorder_.members_record].member_count;
     }
     if (value == Py_None) {
       continue;
     }
     if (options_.remove_duplicate) {
-      int added = seen_members_.insert(value);
+      int added = live_.seen_members.insert(value);
       if (added <= 0) {
         if (added < 0) {
           return -1;
@@ -247,11 +220,11 @@ int Walker::next_member(PyObject*& item) {
         continue;
       }
     }
-    if (recording_) {
+    if (recorder_.record) {
       if (!PyUnicode_CheckExact(key)) [[unlikely]] {
         abandon_recording();  // a str subclass's `+` is user code: a replay could not name it
       } else {
-        recording_->members.back().yielded = true;  // a first occurrence: replay yields it
+        recorder_.record->members.back().yielded = true;  // a first occurrence: replay yields it
       }
     }
     if (!check_key(key, mapping)) {
@@ -260,11 +233,12 @@ int Walker::next_member(PyObject*& item) {
     // From here Python code may run (requires_grad of a subclass, a name
     // joined with `+`): hold what is still needed.
     OwnedRef held_value = OwnedRef::borrow(value);
-    OwnedRef held_key = OwnedRef::borrow(options_.named || members_generic_name_ ? key : nullptr);
+    OwnedRef held_key =
+        OwnedRef::borrow(options_.named || live_.members_generic_name ? key : nullptr);
     OwnedRef name;
-    if (members_generic_name_) [[unlikely]] {
+    if (live_.members_generic_name) [[unlikely]] {
       // torch builds the name before anyone sees the item, unnamed walks too.
-      name = OwnedRef::steal(join_name_generic(members_name_.get(), held_key.get()));
+      name = OwnedRef::steal(join_name_generic(live_.members_name.get(), held_key.get()));
       if (!name) {
         return -1;
       }
@@ -283,7 +257,7 @@ int Walker::next_member(PyObject*& item) {
       return 1;
     }
     if (!name) {
-      name = OwnedRef::steal(join_name_generic(members_name_.get(), held_key.get()));
+      name = OwnedRef::steal(join_name_generic(live_.members_name.get(), held_key.get()));
       if (!name) {
         return -1;
       }
@@ -294,11 +268,11 @@ int Walker::next_member(PyObject*& item) {
 }
 
 int Walker::next_module(OwnedRef& module, OwnedRef& name) {
-  override_item_.reset();
-  if (!root_done_) {
-    root_done_ = true;
-    modules_entered_ = 1;
-    if (options_.remove_duplicate && seen_modules_.insert(root_.get()) < 0) {
+  live_.override_item.reset();
+  if (!live_.root_entered) {
+    live_.root_entered = true;
+    recorder_.modules_entered = 1;
+    if (options_.remove_duplicate && live_.seen_modules.insert(root_.get()) < 0) {
       return -1;
     }
     module = OwnedRef::borrow(root_.get());
@@ -309,13 +283,13 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     }
     return 1;
   }
-  while (!stack_.empty()) {
+  while (!live_.stack.empty()) {
     // Signal handlers run Python code that may change the tree: check before
     // reading an entry, never between reading a borrowed entry and owning it.
     if (!poll_signals()) {
       return -1;
     }
-    ModuleFrame& top = stack_.back();
+    ModuleFrame& top = live_.stack.back();
     if (top.overridden) [[unlikely]] {
       int found = next_overridden(top, module, name);
       if (found != 0) {
@@ -330,10 +304,10 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     PyObject* key;
     PyObject* child;
     int found = top.children.next(key, child);
-    if (recording_ && found > 0) {
-      const ModuleRecord& record = recording_->modules[top.record];
-      recording_->children[record.first_child + top.entries_read++] = {key, child,
-                                                                       top.children.position()};
+    if (recorder_.record && found > 0) {
+      const ModuleRecord& record = recorder_.record->modules[top.record];
+      recorder_.record->children[record.first_child + top.entries_read++] = {
+          key, child, top.children.position()};
     }
     if (found < 0) {
       return -1;
@@ -357,7 +331,7 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
 }
 
 // The next (name, module) item of an overriding named_modules: 1 with
-// `module`, `name` and override_item_ set, 0 at its end, -1 with an error set.
+// `module`, `name` and live_.override_item set, 0 at its end, -1 with an error set.
 int Walker::next_overridden(ModuleFrame& frame, OwnedRef& module, OwnedRef& name) {
   OwnedRef item = OwnedRef::steal(PyIter_Next(frame.overridden.get()));
   if (!item) {
@@ -369,7 +343,7 @@ int Walker::next_overridden(ModuleFrame& frame, OwnedRef& module, OwnedRef& name
   if (!passed_on && !unpack_pair(item.get(), name, module)) {
     return -1;
   }
-  override_item_ = std::move(item);
+  live_.override_item = std::move(item);
   return 1;
 }
 
@@ -389,18 +363,18 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   }
   // Recording: the child's versions are taken before the reads they vouch
   // for (its override check, here, may run code that changes it).
-  std::uint32_t entered_before = last_entered_;
+  std::uint32_t entered_before = recorder_.last_entered;
   // (A key that is no exact str would name the frame with its own `+`, user
   // code a replay cannot run: such a tree is walked live.)
-  if (recording_ && (!PyUnicode_CheckExact(key.get()) || !record_enter(child.get()))) {
+  if (recorder_.record && (!PyUnicode_CheckExact(key.get()) || !record_enter(child.get()))) {
     abandon_recording();
   }
-  bool recorded = static_cast<bool>(recording_);
+  bool recorded = static_cast<bool>(recorder_.record);
   // A duplicate is no module the record entered: its ModuleRecord goes.
   auto unrecord = [&]() {
-    if (recorded && recording_) {
-      recording_->modules.pop_back();
-      last_entered_ = entered_before;
+    if (recorded && recorder_.record) {
+      recorder_.record->modules.pop_back();
+      recorder_.last_entered = entered_before;
     }
   };
   // torch calls `child.named_modules(memo, prefix, remove_duplicate)` here.
@@ -411,23 +385,23 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   if (PyErr_Occurred()) {
     return -1;
   }
-  if (memo_) [[unlikely]] {
-    int present = PySet_Contains(memo_.get(), child.get());
+  if (live_.memo) [[unlikely]] {
+    int present = PySet_Contains(live_.memo.get(), child.get());
     if (present != 0) {
       unrecord();
       return present < 0 ? -1 : 0;
     }
-    if (options_.remove_duplicate && PySet_Add(memo_.get(), child.get()) < 0) {
+    if (options_.remove_duplicate && PySet_Add(live_.memo.get(), child.get()) < 0) {
       return -1;
     }
   } else if (options_.remove_duplicate) {
-    int added = seen_modules_.insert(child.get());
+    int added = live_.seen_modules.insert(child.get());
     if (added <= 0) {
       unrecord();
       return added;
     }
   }
-  if (!options_.remove_duplicate && on_stack_.contains(child.get())) {
+  if (!options_.remove_duplicate && live_.on_stack.contains(child.get())) {
     PyErr_Format(PyExc_RuntimeError,
                  "module graph has a cycle: '%.100s' under key %R contains itself; "
                  "remove_duplicate=False would walk it forever",
@@ -436,7 +410,7 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   }
   OwnedRef frame_label;
   if (options_.named) {
-    frame_label = OwnedRef::steal(join_name_generic(stack_.back().name.get(), key.get()));
+    frame_label = OwnedRef::steal(join_name_generic(live_.stack.back().name.get(), key.get()));
     if (!frame_label) {
       return -1;
     }
@@ -444,14 +418,14 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   } else {
     frame_label = std::move(key);  // the frame keeps its key; names are built on demand
   }
-  if (recording_) {
-    ModuleFrame& parent = stack_.back();
+  if (recorder_.record) {
+    ModuleFrame& parent = live_.stack.back();
     EntryRecord& entry =
-        recording_
-            ->children[recording_->modules[parent.record].first_child + parent.entries_read - 1];
-    entry.entered = static_cast<std::int32_t>(recording_->modules.size() - 1);
+        recorder_.record->children[recorder_.record->modules[parent.record].first_child +
+                                   parent.entries_read - 1];
+    entry.entered = static_cast<std::int32_t>(recorder_.record->modules.size() - 1);
   }
-  ++modules_entered_;
+  ++recorder_.modules_entered;
   module = OwnedRef::borrow(child.get());
   if (!push(child.get(), std::move(frame_label))) {
     return -1;
@@ -466,7 +440,7 @@ int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, Owne
   if (!ensure_memo()) {
     return -1;
   }
-  OwnedRef parent_name = OwnedRef::steal(frame_name(stack_.size() - 1));
+  OwnedRef parent_name = OwnedRef::steal(frame_name(live_.stack.size() - 1));
   if (!parent_name) {
     return -1;
   }
@@ -475,7 +449,7 @@ int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, Owne
     return -1;
   }
   OwnedRef result = OwnedRef::steal(PyObject_CallFunctionObjArgs(
-      callable, memo_.get(), prefix.get(), as_bool(options_.remove_duplicate), nullptr));
+      callable, live_.memo.get(), prefix.get(), as_bool(options_.remove_duplicate), nullptr));
   if (!result) {
     return -1;
   }
@@ -486,17 +460,17 @@ int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, Owne
   return push(child.get(), std::move(prefix), std::move(items)) ? 0 : -1;
 }
 
-// The name torch gives the module of stack_[depth]: stored by named walks,
+// The name torch gives the module of live_.stack[depth]: stored by named walks,
 // joined from the frames' keys by unnamed ones. A new reference.
 PyObject* Walker::frame_name(std::size_t depth) const {
-  if (options_.named || stack_[depth].overridden) {
-    PyObject* stored = stack_[depth].name.get();
+  if (options_.named || live_.stack[depth].overridden) {
+    PyObject* stored = live_.stack[depth].name.get();
     Py_INCREF(stored);
     return stored;
   }
   OwnedRef joined = OwnedRef::borrow(root_name_.get());
   for (std::size_t level = 1; level <= depth; ++level) {
-    joined = OwnedRef::steal(join_name_generic(joined.get(), stack_[level].name.get()));
+    joined = OwnedRef::steal(join_name_generic(joined.get(), live_.stack[level].name.get()));
     if (!joined) {
       return nullptr;
     }
@@ -507,201 +481,42 @@ PyObject* Walker::frame_name(std::size_t depth) const {
 // torch's memo: every module the base walk has entered so far (with
 // remove_duplicate), as a Python set an override can read and extend.
 bool Walker::ensure_memo() {
-  if (memo_) {
+  if (live_.memo) {
     return true;
   }
   OwnedRef memo = OwnedRef::steal(PySet_New(nullptr));
   if (!memo) {
     return false;
   }
-  int copied = seen_modules_.traverse(
+  int copied = live_.seen_modules.traverse(
       [](PyObject* member, void* set) { return PySet_Add(static_cast<PyObject*>(set), member); },
       memo.get());
   if (copied != 0) {
     return false;
   }
-  memo_ = std::move(memo);
-  seen_modules_.clear();
+  live_.memo = std::move(memo);
+  live_.seen_modules.clear();
   return true;
-}
-
-// Checks the root's methods on torch's dispatch chain, from next_level_ on;
-// the first override found supplies the rest of the walk. With
-// `mirrored_only`, only the level the public function mirrors is checked.
-bool Walker::dispatch_root(bool mirrored_only) {
-  while (next_level_ < Dispatch::Children) {
-    Dispatch level = next_level_;
-    next_level_ = next_level(level);
-    Method method;
-    if (method_at(level, method)) {
-      OwnedRef override = OwnedRef::steal(override_for(root_.get(), method));
-      if (override) {
-        next_level_ = Dispatch::Children;
-        return delegate(override.get(), level);
-      }
-      if (PyErr_Occurred()) {
-        return false;
-      }
-    }
-    if (mirrored_only) {
-      return true;
-    }
-  }
-  return true;
-}
-
-bool Walker::method_at(Dispatch level, Method& method) const {
-  method = chain_method(options_.kind, level);
-  // _named_members(recurse=False) walks [(prefix, self)]: no named_modules.
-  return method != Method::Count && (level != Dispatch::NamedModules || options_.recurse);
-}
-
-bool Walker::root_has_no_override_since_recorded() {
-  for (int level = static_cast<int>(options_.dispatch);
-       level < static_cast<int>(Dispatch::Children); ++level) {
-    Method method;
-    if (!method_at(static_cast<Dispatch>(level), method)) {
-      continue;
-    }
-    OwnedRef override = OwnedRef::steal(override_for(root_.get(), method));
-    if (override || PyErr_Occurred()) {
-      PyErr_Clear();  // the walk goes on as it began; only the record is given up
-      return false;
-    }
-  }
-  return true;
-}
-
-// Calls the root's override of the method at `level` with the arguments
-// torch's caller passes there, and takes its items from then on.
-bool Walker::delegate(PyObject* callable, Dispatch level) {
-  OwnedRef kwargs = OwnedRef::steal(PyDict_New());
-  if (!kwargs) {
-    return false;
-  }
-  PyObject* keywords = kwargs.get();
-  bool mirrored = level == mirrored_level_;
-  bool members = options_.kind != Kind::Modules;
-  bool has_prefix = options_.named && PyUnicode_GET_LENGTH(root_name_.get()) != 0;
-  bool ok = true;
-  OwnedRef positional = OwnedRef::steal(PyTuple_New(0));
-  if (!positional) {
-    return false;
-  }
-  // A mirrored call passes what the user would: only what differs from the defaults.
-  switch (level) {
-    case Dispatch::Public:
-      if (!members) {
-        ok = options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False);
-      } else {
-        ok = options_.recurse || set_keyword(keywords, "recurse", Py_False);
-      }
-      break;
-    case Dispatch::Named:
-      if (options_.named) {
-        ok = (!has_prefix || set_keyword(keywords, "prefix", root_name_.get())) &&
-            (options_.recurse || set_keyword(keywords, "recurse", Py_False)) &&
-            (options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False));
-      } else {
-        // torch's parameters(): self.named_parameters(recurse=recurse); without
-        // dedup, `(p for _, p in m.named_parameters(recurse=r, remove_duplicate=False))`.
-        ok = set_keyword(keywords, "recurse", as_bool(options_.recurse)) &&
-            (options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False));
-      }
-      break;
-    case Dispatch::NamedMembers:  // torch's named_parameters() / named_buffers()
-      positional = OwnedRef::steal(PyTuple_Pack(1, members_getter(options_.kind == Kind::Buffers)));
-      ok = positional && set_keyword(keywords, "prefix", root_name_.get()) &&
-          set_keyword(keywords, "recurse", as_bool(options_.recurse)) &&
-          set_keyword(keywords, "remove_duplicate", as_bool(options_.remove_duplicate));
-      break;
-    default:  // named_modules at the root
-      if (mirrored) {
-        ok = (!has_prefix || set_keyword(keywords, "prefix", root_name_.get())) &&
-            (options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False));
-      } else if (!members) {  // torch's modules()
-        ok = set_keyword(keywords, "remove_duplicate", as_bool(options_.remove_duplicate));
-      } else {  // torch's _named_members()
-        ok = set_keyword(keywords, "prefix", root_name_.get()) &&
-            set_keyword(keywords, "remove_duplicate", as_bool(options_.remove_duplicate));
-      }
-      break;
-  }
-  if (!ok) {
-    return false;
-  }
-  OwnedRef result = OwnedRef::steal(PyObject_Call(callable, positional.get(), keywords));
-  if (!result) {
-    return false;
-  }
-  OwnedRef items = OwnedRef::steal(PyObject_GetIter(result.get()));
-  if (!items) {
-    return false;
-  }
-  if (level == Dispatch::NamedModules && members) {
-    // The override yields the modules; their members are still read natively.
-    root_done_ = true;
-    return push(root_.get(), OwnedRef::borrow(root_name_.get()), std::move(items));
-  }
-  delegated_ = level == Dispatch::Public ? Delegated::Values : Delegated::Pairs;
-  delegate_ = std::move(items);
-  return true;
-}
-
-// The next item of a walk an override at the root supplies: the override's
-// own items, filtered by requires_grad and stripped of names as torch's
-// callers do. nullptr at the end or with an error set.
-PyObject* Walker::next_delegated() {
-  for (;;) {
-    OwnedRef item = OwnedRef::steal(PyIter_Next(delegate_.get()));
-    if (!item) {
-      return PyErr_Occurred() ? fail() : (clear(), nullptr);
-    }
-    if (options_.named && !options_.trainable_only) {
-      return item.release();  // the override's own items, as `m.named_X()` returns them
-    }
-    OwnedRef name;
-    OwnedRef value;
-    if (delegated_ == Delegated::Values) {
-      value = OwnedRef::borrow(item.get());
-    } else if (!unpack_pair(item.get(), name, value)) {
-      return fail();
-    }
-    if (options_.trainable_only) {
-      int trainable = requires_grad(value.get());
-      if (trainable <= 0) {
-        if (trainable < 0) {
-          return fail();
-        }
-        continue;
-      }
-      if (options_.named) {  // `((n, p) for n, p in ... if p.requires_grad)`
-        PyObject* pair = make_item(name.get(), value.get());
-        return pair != nullptr ? pair : fail();
-      }
-    }
-    return options_.named ? item.release() : value.release();
-  }
 }
 
 bool Walker::start_members(PyObject* module, PyObject* name, bool generic_name) {
-  members_name_ = OwnedRef::borrow(name);
-  members_generic_name_ = generic_name;
+  live_.members_name = OwnedRef::borrow(name);
+  live_.members_generic_name = generic_name;
   bool from_dict = false;
   OwnedRef mapping =
       OwnedRef::steal(member_mapping(module, member_attribute(options_.kind), &from_dict));
   if (!mapping) {
     return false;
   }
-  if (recording_) {
-    members_record_ = last_entered_;
-    record_mapping(members_record_, mapping.get(), from_dict, /*children=*/false);
+  if (recorder_.record) {
+    recorder_.members_record = recorder_.last_entered;
+    record_mapping(recorder_.members_record, mapping.get(), from_dict, /*children=*/false);
   }
   // Hold it and let the last one go (which may run code), then start: the
   // order of torch's `members = ...` before its `for` over them.
-  std::exchange(members_mapping_, OwnedRef::borrow(mapping.get())).reset();
+  std::exchange(live_.members_mapping, OwnedRef::borrow(mapping.get())).reset();
   if (PyDict_CheckExact(mapping.get())) [[likely]] {
-    if (!members_.start(mapping.get())) {
+    if (!live_.members.start(mapping.get())) {
       return false;
     }
   } else {
@@ -713,14 +528,14 @@ bool Walker::start_members(PyObject* module, PyObject* name, bool generic_name) 
     if (scripted) {
       OwnedRef pairs =
           OwnedRef::steal(script_module_members(module, options_.kind == Kind::Buffers));
-      if (!pairs || !members_.start_pairs(pairs.get())) {
+      if (!pairs || !live_.members.start_pairs(pairs.get())) {
         return false;
       }
-    } else if (!members_.start(mapping.get())) {
+    } else if (!live_.members.start(mapping.get())) {
       return false;
     }
   }
-  members_active_ = true;
+  live_.members_active = true;
   return true;
 }
 
@@ -732,7 +547,7 @@ bool Walker::start_children(ModuleFrame& frame) {
   if (!mapping) {
     return false;
   }
-  if (recording_) {
+  if (recorder_.record) {
     record_mapping(frame.record, mapping.get(), from_dict, /*children=*/true);
   }
   return frame.children.start(mapping.get());
@@ -741,27 +556,27 @@ bool Walker::start_children(ModuleFrame& frame) {
 bool Walker::push(PyObject* module, OwnedRef name, OwnedRef overridden) {
   // The cycle guard covers the frames this walk descends itself; an override
   // recurses as it sees fit, as it does under torch.
-  if (!options_.remove_duplicate && !overridden && on_stack_.insert(module) < 0) {
+  if (!options_.remove_duplicate && !overridden && live_.on_stack.insert(module) < 0) {
     return false;
   }
-  ModuleFrame& frame = stack_.emplace_back();
-  if (recording_ && stack_.size() > recording_->depth) {
-    recording_->depth = static_cast<std::uint32_t>(stack_.size());
+  ModuleFrame& frame = live_.stack.emplace_back();
+  if (recorder_.record && live_.stack.size() > recorder_.record->depth) {
+    recorder_.record->depth = static_cast<std::uint32_t>(live_.stack.size());
   }
   frame.module = OwnedRef::borrow(module);
   frame.name = std::move(name);
   frame.overridden = std::move(overridden);
-  frame.record = last_entered_;
+  frame.record = recorder_.last_entered;
   return true;
 }
 
 void Walker::pop() {
   // Move the frame out first: dropping its references may run a __del__,
   // which must find the stack already consistent.
-  ModuleFrame done = std::move(stack_.back());
-  stack_.pop_back();
+  ModuleFrame done = std::move(live_.stack.back());
+  live_.stack.pop_back();
   if (!options_.remove_duplicate && !done.overridden) {
-    on_stack_.erase(done.module.get());
+    live_.on_stack.erase(done.module.get());
   }
 }
 
@@ -810,37 +625,38 @@ PyObject* Walker::fail() noexcept {
 }
 
 void Walker::clear() noexcept {
-  finished_ = true;
-  members_active_ = false;
-  members_generic_name_ = false;
-  members_.reset();
-  members_name_.reset();
-  members_mapping_.reset();
-  while (!stack_.empty()) {
-    ModuleFrame done = std::move(stack_.back());
-    stack_.pop_back();
+  phase_ = Phase::Finished;
+  live_.root_entered = false;
+  live_.members_active = false;
+  live_.members_generic_name = false;
+  live_.members.reset();
+  live_.members_name.reset();
+  live_.members_mapping.reset();
+  while (!live_.stack.empty()) {
+    ModuleFrame done = std::move(live_.stack.back());
+    live_.stack.pop_back();
   }
-  stack_.shrink_to_fit();
-  on_stack_.clear();
-  seen_members_.clear();
-  seen_modules_.clear();
-  delegated_ = Delegated::None;
-  delegate_.reset();
-  override_item_.reset();
+  live_.stack.shrink_to_fit();
+  live_.on_stack.clear();
+  live_.seen_members.clear();
+  live_.seen_modules.clear();
+  dispatch_.pairs = false;
+  dispatch_.delegate.reset();
+  live_.override_item.reset();
   last_pair_.reset();
   last_item_.reset();
-  memo_.reset();
+  live_.memo.reset();
   unpin_all();
-  replay_.reset();
-  retired_.reset();
-  recording_.reset();
-  counting_ = false;
+  replay_.record.reset();
+  replay_.retired.reset();
+  recorder_.record.reset();
+  recorder_.counting = false;
   root_.reset();
   root_name_.reset();
 }
 
 Py_ssize_t Walker::length_hint() const {
-  if (finished_ || root_done_ || delegated_ != Delegated::None || !cache_enabled()) {
+  if (phase_ != Phase::Ready || !cache_enabled()) {
     return -1;
   }
   // Read at once, no code run: a look without a reference of our own (and
@@ -852,24 +668,24 @@ Py_ssize_t Walker::length_hint() const {
 int Walker::traverse(visitproc visit, void* arg) const {
   Py_VISIT(root_.get());
   Py_VISIT(root_name_.get());
-  Py_VISIT(members_name_.get());
-  Py_VISIT(members_mapping_.get());
-  Py_VISIT(delegate_.get());
-  Py_VISIT(override_item_.get());
+  Py_VISIT(live_.members_name.get());
+  Py_VISIT(live_.members_mapping.get());
+  Py_VISIT(dispatch_.delegate.get());
+  Py_VISIT(live_.override_item.get());
   Py_VISIT(last_pair_.get());
   Py_VISIT(last_item_.get());
-  Py_VISIT(memo_.get());
-  if (int error = pins_.traverse(visit, arg)) {
+  Py_VISIT(live_.memo.get());
+  if (int error = replay_.pins.traverse(visit, arg)) {
     return error;
   }
-  for (const PathEntry& entry : replay_path_) {
+  for (const PathEntry& entry : replay_.path) {
     Py_VISIT(entry.label);
     Py_VISIT(entry.module);
   }
-  if (int error = members_.traverse(visit, arg)) {
+  if (int error = live_.members.traverse(visit, arg)) {
     return error;
   }
-  for (const ModuleFrame& frame : stack_) {
+  for (const ModuleFrame& frame : live_.stack) {
     Py_VISIT(frame.module.get());
     Py_VISIT(frame.name.get());
     Py_VISIT(frame.overridden.get());
@@ -877,10 +693,10 @@ int Walker::traverse(visitproc visit, void* arg) const {
       return error;
     }
   }
-  if (int error = seen_members_.traverse(visit, arg)) {
+  if (int error = live_.seen_members.traverse(visit, arg)) {
     return error;
   }
-  return seen_modules_.traverse(visit, arg);
+  return live_.seen_modules.traverse(visit, arg);
 }
 
 }  // namespace pyparams

@@ -20,21 +20,6 @@ static_assert(kMaxRecordedModules < (std::size_t{1} << 22), "an op's depth field
 
 }  // namespace
 
-// A record of this walk was made by a walk that checked every level from
-// next_level_ on and found no override; if the root still reads as it did
-// then (its class at the same version, its __dict__ unchanged, under the same
-// base methods: find_record drops other epochs), no override can have
-// appeared since. About a fifth of a small model's warm walk was spent asking.
-bool Walker::root_overrides_ruled_out() {
-  if (!cache_enabled()) {
-    return false;
-  }
-  const WalkRecord* record = peek_record(root_.get(), record_slot_);
-  return record != nullptr && record->dispatch_from <= static_cast<int>(next_level_) &&
-      !record->modules.empty() &&
-      read_module(record->modules[0], record->proven_at) == ModuleRead::AsRecorded;
-}
-
 // The first read of a walk: here it finds a record of the same walk of this
 // root to replay, or (from the second walk of a root on) records one.
 bool Walker::begin_cached_walk() {
@@ -43,44 +28,46 @@ bool Walker::begin_cached_walk() {
   if (!cache_enabled() || (options_.named && !PyUnicode_CheckExact(root_name_.get()))) {
     return true;
   }
-  replay_ = find_record(root_.get(), record_slot_);
-  if (replay_) {
+  replay_.record = find_record(root_.get(), record_slot_);
+  if (replay_.record) {
     try {
-      WalkRecord& record = *replay_;
-      if (!pins_.reserve(record.program_pins, record.program_held)) {
+      WalkRecord& record = *replay_.record;
+      if (!replay_.pins.reserve(record.program_pins, record.program_held)) {
         throw std::bad_alloc();
       }
-      replay_path_.reserve(record.depth + 1);
+      replay_.path.reserve(record.depth + 1);
       if (options_.named) {
-        names_cached_ = record.use_names(root_name_.get());
-        names_generation_ = record.names_generation;
+        replay_.names_cached = record.use_names(root_name_.get());
+        replay_.names_generation = record.names_generation;
       }
       // The root's entry: its name (named walks); no key, and the walk holds it.
       PyObject* root_label = options_.named ? root_name_.get() : nullptr;
       Py_XINCREF(root_label);
-      replay_path_.push_back({root_label, nullptr});
+      replay_.path.push_back({root_label, nullptr});
     } catch (const std::bad_alloc&) {
-      replay_.reset();  // no replay, no harm: walk live
+      replay_.record.reset();  // no replay, no harm: walk live
       return true;
     }
     ++cache_counters().hits;
-    root_done_ = true;  // the program enters the root; a walk going live goes on below it
-    replay_at_ = replay_->program.data();
-    replay_stamp_ = change_stamp();
+    phase_ = Phase::Replaying;
+    live_.root_entered = true;  // the program enters the root; a walk going live goes on below it
+    replay_.at = replay_.record->program.data();
+    replay_.stamp = change_stamp();
     return true;
   }
   ++cache_counters().misses;
   if (!walked_before(root_.get(), kMaxRecordedModules)) {
-    counting_ = true;  // a root walked once may never be walked again: record on its second walk
+    recorder_.counting =
+        true;  // a root walked once may never be walked again: record on its second walk
     return true;
   }
   try {
-    recording_ = std::make_shared<WalkRecord>();
+    recorder_.record = std::make_shared<WalkRecord>();
   } catch (const std::bad_alloc&) {
     return true;
   }
-  recording_->epoch = dispatch_epoch();
-  recording_->dispatch_from = static_cast<int>(options_.dispatch);
+  recorder_.record->epoch = dispatch_epoch();
+  recorder_.record->dispatch_from = static_cast<int>(options_.dispatch);
   // The root's versions first, then the dispatch chain asked again: the
   // record's "no override at the root" rests on reads made after them.
   if (!record_enter(root_.get()) || !root_has_no_override_since_recorded()) {
@@ -92,7 +79,7 @@ bool Walker::begin_cached_walk() {
 // Appends the ModuleRecord of `module`, entered now. False when its reads
 // cannot be proven by versions (no class version, no instance __dict__).
 bool Walker::record_enter(PyObject* module) {
-  if (recording_->modules.size() >= kMaxRecordedModules) {
+  if (recorder_.record->modules.size() >= kMaxRecordedModules) {
     return false;  // a huge tree stays live: its record would outweigh the walk
   }
   PyTypeObject* type = Py_TYPE(module);
@@ -123,21 +110,22 @@ bool Walker::record_enter(PyObject* module) {
   if (record.dict_version == 0) {
     return false;
   }
-  last_entered_ = static_cast<std::uint32_t>(recording_->modules.size());
-  recording_->modules.push_back(record);
+  recorder_.last_entered = static_cast<std::uint32_t>(recorder_.record->modules.size());
+  recorder_.record->modules.push_back(record);
   return true;
 }
 
 // Notes the member (or children) dict of ModuleRecord `index`, just read.
 void Walker::record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children) {
-  ModuleRecord& record = recording_->modules[index];
+  ModuleRecord& record = recorder_.record->modules[index];
   if (!from_dict || !PyDict_CheckExact(mapping) ||
       current_version(record.dict) != record.dict_version) {
     abandon_recording();
     return;
   }
   auto size = static_cast<std::uint32_t>(PyDict_GET_SIZE(mapping));
-  if (recording_->members.size() + recording_->children.size() + size > kMaxRecordedEntries) {
+  if (recorder_.record->members.size() + recorder_.record->children.size() + size >
+      kMaxRecordedEntries) {
     abandon_recording();
     return;
   }
@@ -149,26 +137,26 @@ void Walker::record_mapping(std::uint32_t index, PyObject* mapping, bool from_di
   if (children) {
     record.children = mapping;
     record.children_version = version;
-    record.first_child = static_cast<std::uint32_t>(recording_->children.size());
+    record.first_child = static_cast<std::uint32_t>(recorder_.record->children.size());
     record.child_count = size;
-    recording_->children.resize(recording_->children.size() + size);
+    recorder_.record->children.resize(recorder_.record->children.size() + size);
   } else {
     record.members = mapping;
     record.members_version = version;
-    record.first_member = static_cast<std::uint32_t>(recording_->members.size());
+    record.first_member = static_cast<std::uint32_t>(recorder_.record->members.size());
     record.member_count = 0;  // counted as they are read
   }
 }
 
 void Walker::abandon_recording() noexcept {
-  recording_.reset();
+  recorder_.record.reset();
 }
 
 // A complete walk: keep its record if everything it read is still as read,
 // checked parents first (each module is alive while its parent's children
 // dict is unchanged, which was checked just before).
 void Walker::finish_recording() {
-  RecordPtr record = std::move(recording_);
+  RecordPtr record = std::move(recorder_.record);
   if (options_.kind == Kind::Modules) {
     record->items = static_cast<std::uint32_t>(record->modules.size());
   } else {

@@ -37,7 +37,7 @@ bool Walker::revalidate(ModuleRecord& recorded) {
     return false;  // no longer followed (the cache was cleared), or lookups could run code
   }
   PyObject* members_name = member_attribute(options_.kind);
-  bool root = &recorded == replay_->modules.data();
+  bool root = &recorded == replay_.record->modules.data();
   if ((recorded.members != nullptr && PyDict_GetItem(dict, members_name) != recorded.members) ||
       (recorded.children != nullptr &&
        PyDict_GetItem(dict, names().modules) != recorded.children)) {
@@ -57,9 +57,9 @@ bool Walker::revalidate(ModuleRecord& recorded) {
 }
 
 void Walker::unpin_all() noexcept {
-  pins_.release_all();
+  replay_.pins.release_all();
   RawVector<PathEntry> path;
-  path.swap(replay_path_);
+  path.swap(replay_.path);
   for (const PathEntry& entry : path) {
     Py_XDECREF(entry.label);
     Py_XDECREF(entry.module);
@@ -70,7 +70,7 @@ void Walker::unpin_all() noexcept {
 // record under another prefix may have replaced it since this one began (two
 // iterators open at once).
 inline bool Walker::names_table_ours() const {
-  return names_cached_ && replay_->names_generation == names_generation_;
+  return replay_.names_cached && replay_.record->names_generation == replay_.names_generation;
 }
 
 // A named replay's name kept in the record's table, or null.
@@ -86,12 +86,12 @@ inline PyObject* Walker::kept_name(const RawVector<PyObject*>& names, std::size_
 // dropped mid-step (its __del__ is user code): the live walk drops it.
 template <bool kNamed>
 inline int Walker::enter_path(const WalkRecord& record, const ReplayOp& op) {
-  while (replay_path_.size() > op.extent) {
-    PathEntry left = replay_path_.back();
+  while (replay_.path.size() > op.extent) {
+    PathEntry left = replay_.path.back();
     if (left.module != nullptr && Py_REFCNT(left.module) == 1) [[unlikely]] {
       return 0;
     }
-    replay_path_.pop_back();
+    replay_.path.pop_back();
     Py_XDECREF(left.label);
     Py_XDECREF(left.module);
   }
@@ -104,8 +104,9 @@ inline int Walker::enter_path(const WalkRecord& record, const ReplayOp& op) {
       Py_INCREF(label);
     } else {
       // Exact str on both sides: a plain concatenation, no user code.
-      label = build_replayed_name(replay_->module_names, index, replay_path_.back().label, key)
-                  .release();
+      label =
+          build_replayed_name(replay_.record->module_names, index, replay_.path.back().label, key)
+              .release();
       if (label == nullptr) {
         return -1;
       }
@@ -116,7 +117,7 @@ inline int Walker::enter_path(const WalkRecord& record, const ReplayOp& op) {
   }
   PyObject* module = options_.remove_duplicate ? nullptr : op.module->module;
   Py_XINCREF(module);
-  replay_path_.push_back({label, module});  // reserved to the record's depth
+  replay_.path.push_back({label, module});  // reserved to the record's depth
   return 1;
 }
 
@@ -132,8 +133,8 @@ inline int Walker::replay_yield(const WalkRecord& record, std::uint32_t entry_in
   if (options_.named) {
     PyObject* kept = kept_name(record.member_names, entry_index);
     name = kept != nullptr ? OwnedRef::borrow(kept)
-                           : build_replayed_name(replay_->member_names, entry_index,
-                                                 replay_path_.back().label, entry.key);
+                           : build_replayed_name(replay_.record->member_names, entry_index,
+                                                 replay_.path.back().label, entry.key);
     if (!name) {
       return -1;
     }
@@ -160,7 +161,7 @@ inline int Walker::replay_yield(const WalkRecord& record, std::uint32_t entry_in
 // The hot state lives in locals for the step (the record's arrays, the
 // proof stamp, the pin cursor): a Py_INCREF may alias any counter reachable
 // through `this`, and members would be reloaded after each one. The cursor is
-// committed to pins_ before anything that reads the buffer or may run code.
+// committed to replay_.pins before anything that reads the buffer or may run code.
 //
 // kNamed: a walk that yields (name, value) pairs, compiled apart so that its
 // code (names on every Enter, pairs) costs the unnamed walks nothing.
@@ -169,12 +170,12 @@ template <bool kNamed>
   if (!poll_signals()) {  // before the step's first check: handlers may change the tree
     return -1;
   }
-  WalkRecord& record = *replay_;
+  WalkRecord& record = *replay_.record;
   // A stamp at which every dict of the record had its version (watchers).
   // Another walk may prove the record again while code runs in this step:
   // the older stamp is still a true statement, only less often useful.
   const ChangeStamp proven_at = record.proven_at;
-  PinBuffer::Cursor pins = pins_.cursor();
+  PinBuffer::Cursor pins = replay_.pins.cursor();
   // The module check, with its slow path: a written __dict__ is re-read
   // entry by entry (a lookup may run a key's __eq__: the pins are committed).
   auto module_unchanged = [&](ModuleRecord& recorded) {
@@ -182,7 +183,7 @@ template <bool kNamed>
     if (read == ModuleRead::AsRecorded) [[likely]] {
       return true;
     }
-    pins_.commit(pins);
+    replay_.pins.commit(pins);
     return read == ModuleRead::DictWritten && revalidate(recorded);
   };
   // A member dict's check, then (`hold`) its hold, as torch's `members` local
@@ -193,7 +194,7 @@ template <bool kNamed>
     if (!dict_unchanged(proven_at, module.members, module.members_version)) [[unlikely]] {
       return false;
     }
-    if (hold != 0 && !pins_.hold_members(module.members)) [[unlikely]] {
+    if (hold != 0 && !replay_.pins.hold_members(module.members)) [[unlikely]] {
       ++part;
       return false;
     }
@@ -209,9 +210,10 @@ template <bool kNamed>
     }
     return true;
   };
-  for (const ReplayOp* op = replay_at_;; ++op) {
-    std::uint32_t part = 0;  // which part of a fused op failed
-    std::uint32_t entry;     // the member entry a yield yields
+  for (const ReplayOp* op = replay_.at;; ++op) {
+    std::uint32_t part = 0;   // which part of a fused op failed
+    std::uint32_t entry = 0;  // the member entry a yield yields
+    bool yields = false;      // the op's checks passed and it yields `entry`
     auto kind = static_cast<ReplayOpKind>(op->kind);
     switch (kind) {
       case ReplayOpKind::PinRoot:
@@ -236,7 +238,7 @@ template <bool kNamed>
         }
         if (int entered = enter_path<kNamed>(record, *op); entered <= 0) [[unlikely]] {
           if (entered < 0) {
-            pins_.commit(pins);
+            replay_.pins.commit(pins);
             return -1;
           }
           break;
@@ -252,7 +254,8 @@ template <bool kNamed>
           continue;
         }
         entry = module.first_member;
-        goto yield_entry;
+        yields = true;
+        break;
       }
       case ReplayOpKind::Members:
         if (members_unchanged(*op->module, op->hold, part)) [[likely]] {
@@ -301,39 +304,20 @@ template <bool kNamed>
       }
       case ReplayOpKind::Yield:
         entry = op->entry;
-        goto yield_entry;
+        yields = true;
+        break;
       case ReplayOpKind::MembersYield:
         if (!members_unchanged(*op->module, 0, part)) [[unlikely]] {
           break;
         }
         entry = op->entry;
-      yield_entry:
-        {
-          replay_at_ = op + 1;
-          PyObject* value = record.members[entry].value;
-          if (options_.remove_duplicate) {
-            PinBuffer::pin(pins, value, PinBuffer::kMember);
-          }
-          pins_.commit(pins);
-          if (!kNamed && !options_.trainable_only) [[likely]] {
-            Py_INCREF(value);
-            item = value;
-            return 1;
-          }
-          PyObject* yielded_item = nullptr;  // its address escapes: not `item`'s register
-          int yielded = kNamed ? replay_yield(record, entry, yielded_item)
-                               : replay_filtered_yield(record, entry, yielded_item);
-          if (yielded == 0) {
-            continue;  // filtered out; the next op was compiled as a new step: it checks again
-          }
-          item = yielded_item;
-          return yielded;
-        }
+        yields = true;
+        break;
       case ReplayOpKind::YieldModule: {
         PyObject* module = op->module->module;
-        replay_at_ = op + 1;
-        pins_.commit(pins);
-        item = kNamed ? make_item(replay_path_.back().label, module)
+        replay_.at = op + 1;
+        replay_.pins.commit(pins);
+        item = kNamed ? make_item(replay_.path.back().label, module)
                       : OwnedRef::borrow(module).release();
         return item != nullptr ? 1 : -1;
       }
@@ -353,16 +337,37 @@ template <bool kNamed>
       case ReplayOpKind::Live:
         break;
       case ReplayOpKind::End:
-        pins_.commit(pins);
-        if (unchanged_since(replay_stamp_)) {
-          record.proven_at = replay_stamp_;  // every dict checked, and none changed since
+        replay_.pins.commit(pins);
+        if (unchanged_since(replay_.stamp)) {
+          record.proven_at = replay_.stamp;  // every dict checked, and none changed since
         }
         return 0;
       default:
         Py_UNREACHABLE();  // every kind is above: no range check before the jump
     }
+    if (yields) [[likely]] {  // member entry `entry`: the step's yield
+      replay_.at = op + 1;
+      PyObject* value = record.members[entry].value;
+      if (options_.remove_duplicate) {
+        PinBuffer::pin(pins, value, PinBuffer::kMember);
+      }
+      replay_.pins.commit(pins);
+      if (!kNamed && !options_.trainable_only) [[likely]] {
+        Py_INCREF(value);
+        item = value;
+        return 1;
+      }
+      PyObject* yielded_item = nullptr;  // its address escapes: not `item`'s register
+      int yielded = kNamed ? replay_yield(record, entry, yielded_item)
+                           : replay_filtered_yield(record, entry, yielded_item);
+      if (yielded == 0) {
+        continue;  // filtered out; the next op was compiled as a new step: it checks again
+      }
+      item = yielded_item;
+      return yielded;
+    }
     // A check failed (or the record stops vouching) at this part of this op.
-    pins_.commit(pins);
+    replay_.pins.commit(pins);
     return go_live(unfused_op_index(record.program,
                                     static_cast<std::size_t>(op - record.program.data()), part));
   }
@@ -381,7 +386,7 @@ template <bool kNamed>
 }
 
 PyObject* Walker::next() {
-  if (replay_) [[likely]] {  // a warm walk's steps after its first
+  if (phase_ == Phase::Replaying) [[likely]] {  // a warm walk's steps after its first
     // The item of the inlined unnamed loop stays in a register: the named
     // loop, out of line, gets a slot of its own whose address it takes.
     PyObject* item = nullptr;
@@ -421,85 +426,6 @@ OwnedRef Walker::build_replayed_name(RawVector<PyObject*>& names, std::size_t in
     names[index] = OwnedRef::borrow(built.get()).release();
   }
   return built;
-}
-
-// Hands the walk to the live walker at exactly the replay's point (before op
-// `unfused_op` of the unfused program): frames with their cursors at the recorded positions (and
-// the sizes they started with), the dedup sets holding what the replay entered and yielded. The
-// record, stale, is dropped. Returns 2, or -1 with an error set.
-int Walker::go_live(std::size_t unfused_op) noexcept {
-  const WalkRecord& record = *replay_;
-  const bool members_kind = options_.kind != Kind::Modules;
-  auto position_after = [](const RawVector<EntryRecord>& entries, std::uint32_t first,
-                           std::uint32_t read) -> Py_ssize_t {
-    return read == 0 ? 0 : entries[first + read - 1].position_after;
-  };
-  ReplayPosition position;
-  try {
-    replay_position_at(record, members_kind, options_.recurse, unfused_op, position);
-    for (std::size_t depth = 0; depth < position.frames.size(); ++depth) {
-      const ReplayPosition::Frame& replayed = position.frames[depth];
-      const ModuleRecord& module = record.modules[replayed.record];
-      // Named: its full name; unnamed: the key it was reached under (see
-      // ModuleFrame), held by the path: its parent's dict may have let it go.
-      PyObject* label = replay_path_[depth].label;
-      if (!push(module.module, OwnedRef::borrow(label))) {
-        return -1;
-      }
-      ModuleFrame& frame = stack_.back();
-      frame.record = replayed.record;
-      frame.entries_read = replayed.read;
-      if (replayed.started) {
-        frame.children_started = true;
-        frame.children.start_at(module.children, module.child_count,
-                                position_after(record.children, module.first_child, replayed.read),
-                                module.child_count - replayed.read);
-      }
-    }
-  } catch (const std::bad_alloc&) {
-    PyErr_NoMemory();  // a walk that could not rebuild its position would be wrong: it ends
-    return -1;
-  }
-  PyObject* members_name = options_.named ? replay_path_.back().label : nullptr;
-  OwnedRef pending_module;
-  OwnedRef pending_name;
-  members_mapping_ = OwnedRef::borrow(pins_.held_members());  // the member dict started last
-  if (position.members != ReplayPosition::Members::None) {
-    const ModuleRecord& module = record.modules[position.members_record];
-    members_record_ = position.members_record;
-    if (position.members == ReplayPosition::Members::Active) {
-      members_mapping_ = OwnedRef::borrow(module.members);
-      if (position.members_read != 0) {
-        members_.start_at(
-            module.members, module.member_count,
-            position_after(record.members, module.first_member, position.members_read),
-            module.member_count - position.members_read);
-      }  // else started below, once the last member dict is let go
-      members_name_ = OwnedRef::borrow(members_name);
-      members_active_ = true;
-    } else {
-      // Entered, its members not read yet: the live walk reads them now.
-      pending_module = OwnedRef::borrow(module.module);
-      pending_name = OwnedRef::borrow(members_name);
-    }
-  }
-  if (options_.remove_duplicate) {
-    for (std::uintptr_t pinned : pins_) {
-      (PinBuffer::tag(pinned) == PinBuffer::kModule ? seen_modules_ : seen_members_)
-          .insert(PinBuffer::object(pinned));
-    }
-  }
-  unpin_all();
-  drop_record(root_.get(), record_slot_, replay_.get());
-  ++cache_counters().invalidations;
-  retired_ = std::move(replay_);  // the caller may still read it in this step
-  if (position.members == ReplayPosition::Members::Active && position.members_read == 0) {
-    members_.start(members_mapping_.get());  // an exact dict: cannot fail
-  }
-  if (pending_module) {
-    return start_members(pending_module.get(), pending_name.get(), false) ? 2 : -1;
-  }
-  return 2;
 }
 
 }  // namespace pyparams

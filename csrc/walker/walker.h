@@ -66,7 +66,7 @@ class Walker {
   Py_ssize_t length_hint() const;
 
   // True once the walk ended (or never started): an exhausted generator.
-  bool finished() const { return finished_; }
+  bool finished() const { return phase_ == Phase::Finished; }
 
   int traverse(visitproc visit, void* arg) const;
   // Drops every reference; the walk becomes finished.
@@ -88,10 +88,10 @@ class Walker {
     std::uint32_t entries_read = 0;
   };
 
-  // Where the items come from when an override at the root produced them.
-  enum class Delegated { None, Values, Pairs };
-
+  // next() when no replay runs: dispatches on the phase.
   PyObject* next_unreplayed();
+  PyObject* first_step();
+  PyObject* next_live();
   // 1 with `item` set to the next entry of the current module's members, 0
   // when they are exhausted, -1 with an error set.
   int next_member(PyObject*& item);
@@ -123,7 +123,7 @@ class Walker {
   // records what it reads for the next walk of the same root.
   bool begin_cached_walk();
   // True when the cache proves the root has no override on the rest of
-  // torch's dispatch chain (from next_level_ on): dispatch_root would find
+  // torch's dispatch chain (from dispatch_.next on): dispatch_root would find
   // none, so it need not look.
   bool root_overrides_ruled_out();
   template <bool kNamed>
@@ -186,36 +186,55 @@ class Walker {
   // Walk steps (entries read) between two checks for a pending signal (Ctrl-C).
   static constexpr std::uint32_t kSignalCheckInterval = 1024;
 
-  WalkOptions options_;
-  Dispatch mirrored_level_ = Dispatch::Public;  // the level the public function mirrors
-  Dispatch next_level_ = Dispatch::Public;      // root levels not yet checked start here
-  OwnedRef root_;
-  OwnedRef root_name_;
-  bool root_done_ = false;
-  bool root_dispatched_ = false;
-  Delegated delegated_ = Delegated::None;
-  OwnedRef delegate_;  // iterator over an override's items (Delegated::Values/Pairs)
-  // torch's `memo` set, made once a named_modules override must be handed one;
-  // from then on it, not seen_modules_, decides module duplicates.
-  OwnedRef memo_;
-  // The item an overriding named_modules yielded for the module just returned.
-  OwnedRef override_item_;
-  // The (name, value) pair yielded last, refilled when the consumer let it go.
-  OwnedRef last_pair_;
-  // Unnamed walks without dedup: the item yielded last, which torch's
-  // generator holds in its loop variable until the next one.
-  OwnedRef last_item_;
+  // The one state of a walk: where its next item comes from.
+  enum class Phase : std::uint8_t {
+    Finished,   // ended, failed or never started: next() returns nullptr
+    Ready,      // started; the root's deeper levels are asked at the first next()
+    Delegated,  // an override at the root supplies every item (next_delegated)
+    Replaying,  // a record's program runs, every read so far as recorded (replay.cpp)
+    Live,       // the live walk (live_walk.cpp), recording what it reads or not
+  };
 
-  RecordPtr replay_;   // set while every read so far matched the record
-  RecordPtr retired_;  // a record the replay left (kept until the walk ends: still read)
-  const ReplayOp* replay_at_ = nullptr;  // the next op of the replay's program
-  ChangeStamp replay_stamp_ = 0;         // the change stamp when the replay began
-  RecordPtr recording_;                  // set while this walk records what it reads
-  bool counting_ = false;                // a first walk of its root: note its size at the end
-  std::size_t modules_entered_ = 0;
-  int record_slot_ = 0;
-  std::uint32_t last_entered_ = 0;    // the ModuleRecord of the module entered last
-  std::uint32_t members_record_ = 0;  // the ModuleRecord whose members are being read
+  // Asking the root's methods on torch's dispatch chain (root_dispatch.cpp).
+  struct RootDispatch {
+    Dispatch mirrored = Dispatch::Public;  // the level the public function mirrors
+    Dispatch next = Dispatch::Public;      // levels not yet asked start here
+    OwnedRef delegate;                     // Delegated: the override's items
+    bool pairs = false;                    // Delegated: they are (name, value) pairs
+  };
+
+  // The live walk's state (live_walk.cpp): torch's generators, made explicit.
+  struct LiveWalk {
+    bool root_entered = false;
+    std::vector<ModuleFrame, PyMemRawAllocator<ModuleFrame>> stack;
+    ItemCursor members;     // the current module's _parameters / _buffers
+    OwnedRef members_name;  // that module's name, for named walks
+    // The member mapping last started, held until the next one is read, as
+    // torch's `members` local holds it (its cursor lets go at its end).
+    OwnedRef members_mapping;
+    bool members_active = false;
+    // The module came from an override: its name may be any object, joined
+    // with Python's `+` (and so checked even by unnamed walks), as torch does.
+    bool members_generic_name = false;
+    // torch's `memo` set, made once a named_modules override must be handed
+    // one; from then on it, not seen_modules, decides module duplicates.
+    OwnedRef memo;
+    // The item an overriding named_modules yielded for the module just returned.
+    OwnedRef override_item;
+    PointerSet seen_members{PointerSet::Ownership::Strong};
+    PointerSet seen_modules{PointerSet::Ownership::Strong};
+    PointerSet on_stack{PointerSet::Ownership::Borrowed};  // cycle guard without memo
+  };
+
+  // What the live walk notes for the warm-walk cache (recording.cpp).
+  struct Recorder {
+    RecordPtr record;       // set while this walk records what it reads
+    bool counting = false;  // a first walk of its root: note its size at the end
+    std::size_t modules_entered = 0;
+    std::uint32_t last_entered = 0;    // the ModuleRecord of the module entered last
+    std::uint32_t members_record = 0;  // the ModuleRecord whose members are being read
+  };
+
   // The modules on the replay's path, the root's first, as the live walk's
   // frames (and torch's generator frames) hold them: each with its label (a
   // named walk's full name, else the key it was reached under; strong
@@ -225,31 +244,39 @@ class Walker {
     PyObject* label;
     PyObject* module;
   };
-  RawVector<PathEntry> replay_path_;
-  // Named replays: names_cached_ when the names come from the record's cache.
-  bool names_cached_ = false;
-  std::uint64_t names_generation_ = 0;  // the record's, when names_cached_ was set
-  // What the replay holds: the modules it entered (and with remove_duplicate
-  // the members it yielded), as the live walk's frames and dedup sets would,
-  // and, while their frames are open, the dicts a later step reads again.
-  PinBuffer pins_;
-  bool finished_ = true;
+
+  // A replay's state (replay.cpp; the hand-over to the live walk: handover.cpp).
+  struct Replay {
+    RecordPtr record;   // Replaying: the record whose program runs
+    RecordPtr retired;  // a record the replay left (kept until the walk ends: still read)
+    const ReplayOp* at = nullptr;  // the next op of its program
+    ChangeStamp stamp = 0;         // the change stamp when the replay began
+    RawVector<PathEntry> path;
+    // Named replays: names_cached when the names come from the record's cache,
+    // under the record's names_generation at that moment.
+    bool names_cached = false;
+    std::uint64_t names_generation = 0;
+    // What it holds: the modules it entered and the members it yielded (with
+    // remove_duplicate), as the live walk's dedup sets would, and, while their
+    // frames are open, the dicts a later step reads again.
+    PinBuffer pins;
+  };
+
+  WalkOptions options_;
+  Phase phase_ = Phase::Finished;
+  OwnedRef root_;
+  OwnedRef root_name_;
+  int record_slot_ = 0;  // which of the root's records this walk reads or writes
+  RootDispatch dispatch_;
+  LiveWalk live_;
+  Recorder recorder_;
+  Replay replay_;
+  // The (name, value) pair yielded last, refilled when the consumer let it go.
+  OwnedRef last_pair_;
+  // Unnamed walks without dedup: the item yielded last, which torch's
+  // generator holds in its loop variable until the next one.
+  OwnedRef last_item_;
   std::uint32_t steps_since_signal_check_ = 0;
-
-  std::vector<ModuleFrame, PyMemRawAllocator<ModuleFrame>> stack_;
-  ItemCursor members_;     // the current module's _parameters / _buffers
-  OwnedRef members_name_;  // that module's name, for named walks
-  // The member mapping last started, held until the next one is read, as
-  // torch's `members` local holds it (its cursor lets go at its end).
-  OwnedRef members_mapping_;
-  bool members_active_ = false;
-  // The module came from an override: its name may be any object, joined
-  // with Python's `+` (and so checked even by unnamed walks), as torch does.
-  bool members_generic_name_ = false;
-
-  PointerSet seen_members_{PointerSet::Ownership::Strong};
-  PointerSet seen_modules_{PointerSet::Ownership::Strong};
-  PointerSet on_stack_{PointerSet::Ownership::Borrowed};  // cycle guard without memo
 };
 
 }  // namespace pyparams

@@ -1,0 +1,91 @@
+// The hand-over from a replay to the live walk, at exactly the point where the
+// record stopped vouching for the next read.
+#include <new>
+
+#include "cache/replay_program.h"
+#include "walker/walker.h"
+
+namespace pyparams {
+
+// Hands the walk to the live walker at exactly the replay's point (before op
+// `unfused_op` of the unfused program): frames with their cursors at the recorded positions (and
+// the sizes they started with), the dedup sets holding what the replay entered and yielded. The
+// record, stale, is dropped. Returns 2, or -1 with an error set.
+int Walker::go_live(std::size_t unfused_op) noexcept {
+  const WalkRecord& record = *replay_.record;
+  const bool members_kind = options_.kind != Kind::Modules;
+  auto position_after = [](const RawVector<EntryRecord>& entries, std::uint32_t first,
+                           std::uint32_t read) -> Py_ssize_t {
+    return read == 0 ? 0 : entries[first + read - 1].position_after;
+  };
+  ReplayPosition position;
+  try {
+    replay_position_at(record, members_kind, options_.recurse, unfused_op, position);
+    for (std::size_t depth = 0; depth < position.frames.size(); ++depth) {
+      const ReplayPosition::Frame& replayed = position.frames[depth];
+      const ModuleRecord& module = record.modules[replayed.record];
+      // Named: its full name; unnamed: the key it was reached under (see
+      // ModuleFrame), held by the path: its parent's dict may have let it go.
+      PyObject* label = replay_.path[depth].label;
+      if (!push(module.module, OwnedRef::borrow(label))) {
+        return -1;
+      }
+      ModuleFrame& frame = live_.stack.back();
+      frame.record = replayed.record;
+      frame.entries_read = replayed.read;
+      if (replayed.started) {
+        frame.children_started = true;
+        frame.children.start_at(module.children, module.child_count,
+                                position_after(record.children, module.first_child, replayed.read),
+                                module.child_count - replayed.read);
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();  // a walk that could not rebuild its position would be wrong: it ends
+    return -1;
+  }
+  PyObject* members_name = options_.named ? replay_.path.back().label : nullptr;
+  OwnedRef pending_module;
+  OwnedRef pending_name;
+  live_.members_mapping =
+      OwnedRef::borrow(replay_.pins.held_members());  // the member dict started last
+  if (position.members != ReplayPosition::Members::None) {
+    const ModuleRecord& module = record.modules[position.members_record];
+    recorder_.members_record = position.members_record;
+    if (position.members == ReplayPosition::Members::Active) {
+      live_.members_mapping = OwnedRef::borrow(module.members);
+      if (position.members_read != 0) {
+        live_.members.start_at(
+            module.members, module.member_count,
+            position_after(record.members, module.first_member, position.members_read),
+            module.member_count - position.members_read);
+      }  // else started below, once the last member dict is let go
+      live_.members_name = OwnedRef::borrow(members_name);
+      live_.members_active = true;
+    } else {
+      // Entered, its members not read yet: the live walk reads them now.
+      pending_module = OwnedRef::borrow(module.module);
+      pending_name = OwnedRef::borrow(members_name);
+    }
+  }
+  if (options_.remove_duplicate) {
+    for (std::uintptr_t pinned : replay_.pins) {
+      (PinBuffer::tag(pinned) == PinBuffer::kModule ? live_.seen_modules : live_.seen_members)
+          .insert(PinBuffer::object(pinned));
+    }
+  }
+  unpin_all();
+  drop_record(root_.get(), record_slot_, replay_.record.get());
+  ++cache_counters().invalidations;
+  replay_.retired = std::move(replay_.record);  // the caller may still read it in this step
+  phase_ = Phase::Live;
+  if (position.members == ReplayPosition::Members::Active && position.members_read == 0) {
+    live_.members.start(live_.members_mapping.get());  // an exact dict: cannot fail
+  }
+  if (pending_module) {
+    return start_members(pending_module.get(), pending_name.get(), false) ? 2 : -1;
+  }
+  return 2;
+}
+
+}  // namespace pyparams

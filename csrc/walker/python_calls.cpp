@@ -1,0 +1,37 @@
+#include "walker/python_calls.h"
+
+namespace pyparams {
+
+bool unpack_pair(PyObject* item, OwnedRef& first, OwnedRef& second) {
+  if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) [[likely]] {
+    first = OwnedRef::borrow(PyTuple_GET_ITEM(item, 0));
+    second = OwnedRef::borrow(PyTuple_GET_ITEM(item, 1));
+    return true;
+  }
+  OwnedRef iterator = OwnedRef::steal(PyObject_GetIter(item));
+  if (!iterator) {
+    if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+      PyErr_Format(PyExc_TypeError, "cannot unpack non-iterable %.100s object",
+                   Py_TYPE(item)->tp_name);
+    }
+    return false;
+  }
+  OwnedRef* targets[2] = {&first, &second};
+  for (int index = 0; index < 2; ++index) {
+    *targets[index] = OwnedRef::steal(PyIter_Next(iterator.get()));
+    if (!*targets[index]) {
+      if (!PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError, "not enough values to unpack (expected 2, got %d)", index);
+      }
+      return false;
+    }
+  }
+  OwnedRef extra = OwnedRef::steal(PyIter_Next(iterator.get()));
+  if (extra) {
+    PyErr_SetString(PyExc_ValueError, "too many values to unpack (expected 2)");
+    return false;
+  }
+  return !PyErr_Occurred();
+}
+
+}  // namespace pyparams

@@ -1,0 +1,23 @@
+// Small pieces of Python's calling protocol the walker repeats in C++.
+#pragma once
+
+#include <Python.h>
+
+#include "support/owned_ref.h"
+
+namespace pyparams {
+
+// Python's `first, second = item`, with its error messages. False with an error set.
+bool unpack_pair(PyObject* item, OwnedRef& first, OwnedRef& second);
+
+// kwargs[name] = value for a keyword torch passes. False with an error set.
+inline bool set_keyword(PyObject* kwargs, const char* name, PyObject* value) {
+  return PyDict_SetItemString(kwargs, name, value) == 0;
+}
+
+// Py_True or Py_False, borrowed.
+inline PyObject* as_bool(bool value) {
+  return value ? Py_True : Py_False;
+}
+
+}  // namespace pyparams
