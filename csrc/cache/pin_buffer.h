@@ -14,7 +14,8 @@ namespace pyparams {
 class PinBuffer {
  public:
   // What a pin holds: tagged in the low bits of the object's address.
-  enum Tag : std::uintptr_t { kMember = 0, kModule = 1 };
+  // (kKey: the key an unnamed replay entered a module under.)
+  enum Tag : std::uintptr_t { kMember = 0, kModule = 1, kKey = 2 };
 
   PinBuffer() = default;
   PinBuffer(const PinBuffer&) = delete;

@@ -26,7 +26,10 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
       const ModuleRecord& module = record.modules[replayed.record];
       // Named: its full name; unnamed: the key it was reached under (see
       // ModuleFrame), held by the path: its parent's dict may have let it go.
-      PyObject* label = replay_.path[depth].label;
+      // (Unnamed walks with dedup pin the keys instead of keeping a path.)
+      PyObject* label = options_.named || !options_.remove_duplicate ? replay_.path[depth].label
+          : replayed.entry < 0                                       ? nullptr
+                               : record.children[replayed.entry].key;
       if (!push(module.module, OwnedRef::borrow(label))) {
         return -1;
       }
@@ -70,8 +73,11 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
   }
   if (options_.remove_duplicate) {
     for (std::uintptr_t pinned : replay_.pins) {
-      (PinBuffer::tag(pinned) == PinBuffer::kModule ? live_.seen_modules : live_.seen_members)
-          .insert(PinBuffer::object(pinned));
+      PinBuffer::Tag tag = PinBuffer::tag(pinned);
+      if (tag != PinBuffer::kKey) {
+        (tag == PinBuffer::kModule ? live_.seen_modules : live_.seen_members)
+            .insert(PinBuffer::object(pinned));
+      }
     }
   }
   unpin_all();

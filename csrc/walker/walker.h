@@ -240,6 +240,7 @@ class Walker {
   // named walk's full name, else the key it was reached under; strong
   // references) and, without dedup (where no pin holds it), the module itself.
   // Deeper entries linger until the next Enter at their depth replaces them.
+  // (Unnamed walks with dedup keep no path: their pins hold modules and keys.)
   struct PathEntry {
     PyObject* label;
     PyObject* module;
