@@ -1,7 +1,6 @@
 """Type stubs for the native extension pyparams._C (see pyparams._api for the public API)."""
 
 from collections.abc import Callable, Iterable, Iterator
-from types import NotImplementedType
 from typing import Any, Final, NoReturn, final
 
 from torch import nn
@@ -38,7 +37,7 @@ def walk(
     remove_duplicate: bool = True,
     trainable: bool = False,
     dispatch: str | None = None,
-) -> WalkIterator | NotImplementedType: ...
+) -> WalkIterator | Iterator[Any]: ...
 def collect(
     module: nn.Module,
     *,
@@ -47,7 +46,8 @@ def collect(
     remove_duplicate: bool = True,
     trainable: bool = False,
     dispatch: str | None = None,
-) -> list[Any] | NotImplementedType: ...
+) -> list[Any]: ...
+def set_torch_walk(walk: Callable[..., Iterator[Any]], /) -> None: ...
 def cache_info() -> tuple[int, int, int, int, int, int, bool, int, int]: ...
 def cache_clear() -> None: ...
 def register_base_method(name: str, function: Callable[..., Any]) -> None: ...

@@ -11,12 +11,12 @@ are called instead, so the trace has no graph break.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from torch import Tensor, nn
 from torch.compiler import is_dynamo_compiling as _is_compiling
 
 from pyparams._extension import _C
+from pyparams._torch_walks import torch_walk
 
 __all__ = [
     "buffers",
@@ -45,32 +45,6 @@ _BUFFERS = _C.BUFFERS
 _MODULES = _C.MODULES
 
 
-def _torch_walk(
-    module: nn.Module,
-    kind: int,
-    named: bool,
-    prefix: str,
-    recurse: bool,
-    remove_duplicate: bool,
-    trainable: bool,
-) -> Iterator[Any]:
-    # Dynamo cannot trace into the C iterator; torch's methods it knows. Also the walk
-    # for a recurse or remove_duplicate that is neither True nor False (the native call
-    # answers NotImplemented): torch asks their truth where its generators read them.
-    if kind == _C.MODULES:
-        if named:
-            return module.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
-        return module.modules(remove_duplicate=remove_duplicate)
-    if not named and remove_duplicate:
-        values = module.buffers(recurse) if kind == _C.BUFFERS else module.parameters(recurse)
-        return (p for p in values if p.requires_grad) if trainable else values
-    named_method = module.named_buffers if kind == _C.BUFFERS else module.named_parameters
-    pairs = named_method(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
-    if trainable:
-        pairs = ((n, p) for n, p in pairs if p.requires_grad)
-    return pairs if named else (p for _, p in pairs)
-
-
 def parameters(
     module: nn.Module, recurse: bool = True, remove_duplicate: bool = True
 ) -> Iterator[nn.Parameter]:
@@ -83,11 +57,9 @@ def parameters(
     >>> [p is q for p, q in zip(pyparams.parameters(lin), lin.parameters())]
     [True, True]
     """
-    if not _is_compiling():
-        walk = _walk(module, kind=_PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate)
-        if walk is not NotImplemented:
-            return walk
-    return _torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, False)
+    if _is_compiling():
+        return torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, False)
+    return _walk(module, kind=_PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate)
 
 
 def trainable_parameters(
@@ -103,17 +75,11 @@ def trainable_parameters(
     >>> [p is lin.weight for p in pyparams.trainable_parameters(lin)]
     [True]
     """
-    if not _is_compiling():
-        walk = _walk(
-            module,
-            kind=_PARAMETERS,
-            recurse=recurse,
-            remove_duplicate=remove_duplicate,
-            trainable=True,
-        )
-        if walk is not NotImplemented:
-            return walk
-    return _torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, True)
+    if _is_compiling():
+        return torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, True)
+    return _walk(
+        module, kind=_PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate, trainable=True
+    )
 
 
 def named_parameters(
@@ -126,18 +92,16 @@ def named_parameters(
     """
     if not isinstance(prefix, str):
         raise _bad_prefix("named_parameters", prefix)
-    if not _is_compiling():
-        walk = _walk(
-            module,
-            kind=_PARAMETERS,
-            named=True,
-            prefix=prefix,
-            recurse=recurse,
-            remove_duplicate=remove_duplicate,
-        )
-        if walk is not NotImplemented:
-            return walk
-    return _torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, False)
+    if _is_compiling():
+        return torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, False)
+    return _walk(
+        module,
+        kind=_PARAMETERS,
+        named=True,
+        prefix=prefix,
+        recurse=recurse,
+        remove_duplicate=remove_duplicate,
+    )
 
 
 def named_trainable_parameters(
@@ -151,19 +115,17 @@ def named_trainable_parameters(
     """
     if not isinstance(prefix, str):
         raise _bad_prefix("named_trainable_parameters", prefix)
-    if not _is_compiling():
-        walk = _walk(
-            module,
-            kind=_PARAMETERS,
-            named=True,
-            prefix=prefix,
-            recurse=recurse,
-            remove_duplicate=remove_duplicate,
-            trainable=True,
-        )
-        if walk is not NotImplemented:
-            return walk
-    return _torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, True)
+    if _is_compiling():
+        return torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, True)
+    return _walk(
+        module,
+        kind=_PARAMETERS,
+        named=True,
+        prefix=prefix,
+        recurse=recurse,
+        remove_duplicate=remove_duplicate,
+        trainable=True,
+    )
 
 
 def parameter_list(
@@ -181,17 +143,17 @@ def parameter_list(
     >>> len(pyparams.parameter_list(torch.nn.Linear(2, 2)))
     2
     """
-    if not _is_compiling():
-        collected = _collect(
-            module,
-            kind=_PARAMETERS,
-            recurse=recurse,
-            remove_duplicate=remove_duplicate,
-            trainable=trainable,
+    if _is_compiling():
+        return list(
+            torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, trainable)
         )
-        if collected is not NotImplemented:
-            return collected
-    return list(_torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, trainable))
+    return _collect(
+        module,
+        kind=_PARAMETERS,
+        recurse=recurse,
+        remove_duplicate=remove_duplicate,
+        trainable=trainable,
+    )
 
 
 def buffers(
@@ -202,11 +164,9 @@ def buffers(
     >>> len(list(pyparams.buffers(torch.nn.BatchNorm1d(4))))
     3
     """
-    if not _is_compiling():
-        walk = _walk(module, kind=_BUFFERS, recurse=recurse, remove_duplicate=remove_duplicate)
-        if walk is not NotImplemented:
-            return walk
-    return _torch_walk(module, _BUFFERS, False, "", recurse, remove_duplicate, False)
+    if _is_compiling():
+        return torch_walk(module, _BUFFERS, False, "", recurse, remove_duplicate, False)
+    return _walk(module, kind=_BUFFERS, recurse=recurse, remove_duplicate=remove_duplicate)
 
 
 def named_buffers(
@@ -219,18 +179,16 @@ def named_buffers(
     """
     if not isinstance(prefix, str):
         raise _bad_prefix("named_buffers", prefix)
-    if not _is_compiling():
-        walk = _walk(
-            module,
-            kind=_BUFFERS,
-            named=True,
-            prefix=prefix,
-            recurse=recurse,
-            remove_duplicate=remove_duplicate,
-        )
-        if walk is not NotImplemented:
-            return walk
-    return _torch_walk(module, _BUFFERS, True, prefix, recurse, remove_duplicate, False)
+    if _is_compiling():
+        return torch_walk(module, _BUFFERS, True, prefix, recurse, remove_duplicate, False)
+    return _walk(
+        module,
+        kind=_BUFFERS,
+        named=True,
+        prefix=prefix,
+        recurse=recurse,
+        remove_duplicate=remove_duplicate,
+    )
 
 
 def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
@@ -239,11 +197,9 @@ def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Mod
     >>> [type(m).__name__ for m in pyparams.modules(torch.nn.Sequential(torch.nn.ReLU()))]
     ['Sequential', 'ReLU']
     """
-    if not _is_compiling():
-        walk = _walk(module, kind=_MODULES, remove_duplicate=remove_duplicate)
-        if walk is not NotImplemented:
-            return walk
-    return _torch_walk(module, _MODULES, False, "", True, remove_duplicate, False)
+    if _is_compiling():
+        return torch_walk(module, _MODULES, False, "", True, remove_duplicate, False)
+    return _walk(module, kind=_MODULES, remove_duplicate=remove_duplicate)
 
 
 def named_modules(
@@ -256,10 +212,8 @@ def named_modules(
     """
     if not isinstance(prefix, str):
         raise _bad_prefix("named_modules", prefix)
-    if not _is_compiling():
-        walk = _walk(
-            module, kind=_MODULES, named=True, prefix=prefix, remove_duplicate=remove_duplicate
-        )
-        if walk is not NotImplemented:
-            return walk
-    return _torch_walk(module, _MODULES, True, prefix, True, remove_duplicate, False)
+    if _is_compiling():
+        return torch_walk(module, _MODULES, True, prefix, True, remove_duplicate, False)
+    return _walk(
+        module, kind=_MODULES, named=True, prefix=prefix, remove_duplicate=remove_duplicate
+    )

@@ -26,6 +26,7 @@ from torch.nn import Parameter
 
 from pyparams import _zero_grad
 from pyparams._extension import _C
+from pyparams._torch_walks import TORCH_METHODS
 
 __all__ = ["is_patched", "patch", "patched", "unpatch"]
 
@@ -45,7 +46,7 @@ NAMES = (
 )
 
 # torch's own functions, captured at import (before pyparams can have patched anything).
-_TORCH = {name: nn.Module.__dict__[name] for name in NAMES}
+_TORCH = {**TORCH_METHODS, "zero_grad": nn.Module.__dict__["zero_grad"]}
 _torch_parameters = _TORCH["parameters"]
 _torch_named_parameters = _TORCH["named_parameters"]
 _torch_buffers = _TORCH["buffers"]
@@ -74,8 +75,8 @@ _BELOW_NAMED_MODULES = _below(_MODULES, "named_modules")  # children
 # The replacements. Each starts the native walk one step below itself on torch's
 # dispatch chain, so that an override calling super() does not come back to itself.
 # Inside a dynamo trace, and for arguments the native walk does not take (a memo, a
-# prefix that is not exactly str, a recurse or remove_duplicate that is neither True nor
-# False: the native call answers NotImplemented), each runs torch's own function instead.
+# prefix that is not exactly str), each runs torch's own function instead; so does _C.walk
+# for a recurse or remove_duplicate that is neither True nor False (_torch_walks).
 #
 # Dynamo folds is_dynamo_compiling() to True while it traces (as it does is_compiling());
 # run eagerly it is one call that returns False, ~45 ns cheaper per call than
@@ -87,8 +88,7 @@ _BELOW_NAMED_MODULES = _below(_MODULES, "named_modules")  # children
 def parameters(self: nn.Module, recurse: bool = True) -> Iterator[Parameter]:
     if is_dynamo_compiling():
         return _torch_parameters(self, recurse)
-    walk = _C.walk(self, kind=_PARAMETERS, recurse=recurse, dispatch=_BELOW_PARAMETERS)
-    return walk if walk is not NotImplemented else _torch_parameters(self, recurse)
+    return _C.walk(self, kind=_PARAMETERS, recurse=recurse, dispatch=_BELOW_PARAMETERS)
 
 
 def named_parameters(
@@ -96,7 +96,7 @@ def named_parameters(
 ) -> Iterator[tuple[str, Parameter]]:
     if is_dynamo_compiling() or type(prefix) is not str:
         return _torch_named_parameters(self, prefix, recurse, remove_duplicate)
-    walk = _C.walk(
+    return _C.walk(
         self,
         kind=_PARAMETERS,
         named=True,
@@ -105,16 +105,12 @@ def named_parameters(
         remove_duplicate=remove_duplicate,
         dispatch=_BELOW_NAMED_PARAMETERS,
     )
-    if walk is NotImplemented:
-        return _torch_named_parameters(self, prefix, recurse, remove_duplicate)
-    return walk
 
 
 def buffers(self: nn.Module, recurse: bool = True) -> Iterator[Tensor]:
     if is_dynamo_compiling():
         return _torch_buffers(self, recurse)
-    walk = _C.walk(self, kind=_BUFFERS, recurse=recurse, dispatch=_BELOW_BUFFERS)
-    return walk if walk is not NotImplemented else _torch_buffers(self, recurse)
+    return _C.walk(self, kind=_BUFFERS, recurse=recurse, dispatch=_BELOW_BUFFERS)
 
 
 def named_buffers(
@@ -122,7 +118,7 @@ def named_buffers(
 ) -> Iterator[tuple[str, Tensor]]:
     if is_dynamo_compiling() or type(prefix) is not str:
         return _torch_named_buffers(self, prefix, recurse, remove_duplicate)
-    walk = _C.walk(
+    return _C.walk(
         self,
         kind=_BUFFERS,
         named=True,
@@ -131,16 +127,12 @@ def named_buffers(
         remove_duplicate=remove_duplicate,
         dispatch=_BELOW_NAMED_BUFFERS,
     )
-    if walk is NotImplemented:
-        return _torch_named_buffers(self, prefix, recurse, remove_duplicate)
-    return walk
 
 
 def modules(self: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
     if is_dynamo_compiling():
         return _torch_modules(self, remove_duplicate)
-    walk = _C.walk(self, kind=_MODULES, remove_duplicate=remove_duplicate, dispatch=_BELOW_MODULES)
-    return walk if walk is not NotImplemented else _torch_modules(self, remove_duplicate)
+    return _C.walk(self, kind=_MODULES, remove_duplicate=remove_duplicate, dispatch=_BELOW_MODULES)
 
 
 def named_modules(
@@ -153,7 +145,7 @@ def named_modules(
     # child): that walk stays torch's, from this module down.
     if is_dynamo_compiling() or memo is not None or type(prefix) is not str:
         return _torch_named_modules(self, memo, prefix, remove_duplicate)
-    walk = _C.walk(
+    return _C.walk(
         self,
         kind=_MODULES,
         named=True,
@@ -161,9 +153,6 @@ def named_modules(
         remove_duplicate=remove_duplicate,
         dispatch=_BELOW_NAMED_MODULES,
     )
-    if walk is NotImplemented:
-        return _torch_named_modules(self, memo, prefix, remove_duplicate)
-    return walk
 
 
 def zero_grad(self: nn.Module, set_to_none: bool = True) -> None:

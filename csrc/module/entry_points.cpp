@@ -4,6 +4,7 @@
 
 #include "module/collect.h"
 #include "module/iterator.h"
+#include "support/owned_ref.h"
 #include "support/python_names.h"
 #include "walker/dispatch.h"
 #include "walker/walker.h"
@@ -135,10 +136,32 @@ bool to_dispatch(Kind kind, bool named, PyObject* value, Dispatch& dispatch) {
 // torch's own arguments `recurse` and `remove_duplicate` other than True and
 // False: torch asks their truth where its generators read them (recurse at the
 // first next(), remove_duplicate for every module and member), user code a
-// native walk does not run. The caller gets NotImplemented, and torch's walk.
+// native walk does not run. Such a call is torch's to walk (g_torch_walk).
 bool torch_flag(PyObject* value, bool fallback, bool& flag_value) {
   flag_value = value == nullptr ? fallback : value == Py_True;
   return value == nullptr || value == Py_True || value == Py_False;
+}
+
+// The walk torch's own methods make for this call, arguments unchanged: the
+// Python function pyparams registers at import (set_torch_walk).
+PyObject* g_torch_walk = nullptr;
+
+PyObject* walk_with_torch(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  if (g_torch_walk == nullptr) {
+    PyErr_SetString(PyExc_TypeError, "recurse and remove_duplicate must be True or False");
+    return nullptr;
+  }
+  return PyObject_Vectorcall(g_torch_walk, args, static_cast<std::size_t>(nargs), kwnames);
+}
+
+PyObject* set_torch_walk(PyObject*, PyObject* walk) {
+  if (!PyCallable_Check(walk)) {
+    PyErr_Format(PyExc_TypeError, "set_torch_walk() needs a callable, got %.100s",
+                 Py_TYPE(walk)->tp_name);
+    return nullptr;
+  }
+  Py_XSETREF(g_torch_walk, Py_NewRef(walk));
+  Py_RETURN_NONE;
 }
 
 // False with an error set, or (`is_torchs` set) when the walk is torch's to make.
@@ -167,7 +190,7 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwn
   WalkOptions options;
   bool is_torchs = false;
   if (named < 0 || !to_options(values, named != 0, options, is_torchs)) {
-    return is_torchs ? Py_NewRef(Py_NotImplemented) : nullptr;
+    return is_torchs ? walk_with_torch(args, nargs, kwnames) : nullptr;
   }
   PyObject* prefix = values[kPrefix] != nullptr ? values[kPrefix] : names().empty;
   return new_walk_iterator(args[0], prefix, options);
@@ -179,7 +202,11 @@ PyObject* collect(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* 
   bool is_torchs = false;
   if (!parse_arguments("collect", args, nargs, kwnames, false, values) ||
       !to_options(values, false, options, is_torchs)) {
-    return is_torchs ? Py_NewRef(Py_NotImplemented) : nullptr;
+    if (!is_torchs) {
+      return nullptr;
+    }
+    OwnedRef walk = OwnedRef::steal(walk_with_torch(args, nargs, kwnames));
+    return walk ? PySequence_List(walk.get()) : nullptr;
   }
   return collect_list(args[0], options);
 }
@@ -195,10 +222,10 @@ PyMethodDef entry_points[] = {
     {"walk", fastcall(walk), METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("walk(module, *, kind, named=False, prefix='', recurse=True, remove_duplicate=True, "
                "trainable=False, dispatch=None)\n--\n\n"
-               "Return a lazy iterator over `module`'s parameters, buffers or modules;\n"
-               "NotImplemented when `recurse` or `remove_duplicate` is neither True nor False\n"
-               "(torch asks their truth where its generators read them: the caller walks\n"
-               "with torch).\n\n"
+               "Return a lazy iterator over `module`'s parameters, buffers or modules.\n"
+               "A `recurse` or `remove_duplicate` that is neither True nor False (torch asks\n"
+               "their truth where its generators read them) is walked by the function\n"
+               "set_torch_walk() registered, with these arguments.\n\n"
                "`kind` is PARAMETERS, BUFFERS or MODULES; `named` yields (name, object) pairs\n"
                "whose names start with `prefix`; `trainable` keeps entries whose requires_grad\n"
                "is True, read as each is reached. `dispatch` names the first method of torch's\n"
@@ -209,6 +236,10 @@ PyMethodDef entry_points[] = {
                "dispatch=None)\n--\n\n"
                "Return a new list of what walk() would yield (unnamed), built in one native "
                "call.")},
+    {"set_torch_walk", set_torch_walk, METH_O,
+     PyDoc_STR("set_torch_walk(walk)\n--\n\n"
+               "Register the walk torch's own methods make, called with walk()'s arguments for "
+               "flags that are no bool.")},
     {nullptr, nullptr, 0, nullptr},
 };
 
