@@ -35,15 +35,7 @@ _BUFFERS = _C.BUFFERS
 _MODULES = _C.MODULES
 
 # The methods replaced, in the order they are installed.
-NAMES = (
-    "parameters",
-    "named_parameters",
-    "buffers",
-    "named_buffers",
-    "modules",
-    "named_modules",
-    "zero_grad",
-)
+NAMES = (*TORCH_METHODS, "zero_grad")
 
 # torch's own functions, captured at import (before pyparams can have patched anything).
 _TORCH = {**TORCH_METHODS, "zero_grad": nn.Module.__dict__["zero_grad"]}

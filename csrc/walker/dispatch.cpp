@@ -31,8 +31,15 @@ bool is_base(Method method, PyObject* function) {
 }
 
 // `module._parameters.items()` / `module._buffers.items()`: the lambda torch's
-// named_parameters / named_buffers hand to _named_members.
-PyObject* member_items(PyObject* attribute_name, PyObject* module) {
+// named_parameters / named_buffers hand to _named_members, which takes
+// `module` by position or by keyword. `attribute_name`: the function's self.
+PyObject* member_items(PyObject* attribute_name, PyObject* args, PyObject* kwargs) {
+  static const char* keywords[] = {"module", nullptr};
+  PyObject* module;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:<lambda>", const_cast<char**>(keywords),
+                                   &module)) {
+    return nullptr;
+  }
   OwnedRef mapping = OwnedRef::steal(PyObject_GetAttr(module, attribute_name));
   if (!mapping) {
     return nullptr;
@@ -40,34 +47,13 @@ PyObject* member_items(PyObject* attribute_name, PyObject* module) {
   return PyObject_CallMethodNoArgs(mapping.get(), names().items);
 }
 
-// torch's lambda takes `module` by position or by keyword.
-PyObject* parameter_items(PyObject*, PyObject* args, PyObject* kwargs) {
-  static const char* keywords[] = {"module", nullptr};
-  PyObject* module;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:<lambda>", const_cast<char**>(keywords),
-                                   &module)) {
-    return nullptr;
-  }
-  return member_items(names().parameters, module);
-}
-
-PyObject* buffer_items(PyObject*, PyObject* args, PyObject* kwargs) {
-  static const char* keywords[] = {"module", nullptr};
-  PyObject* module;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:<lambda>", const_cast<char**>(keywords),
-                                   &module)) {
-    return nullptr;
-  }
-  return member_items(names().buffers, module);
-}
-
 PyCFunction with_keywords(PyCFunctionWithKeywords function) {
   return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(function));
 }
 
-PyMethodDef g_parameter_items_def = {"parameter_items", with_keywords(parameter_items),
+PyMethodDef g_parameter_items_def = {"parameter_items", with_keywords(member_items),
                                      METH_VARARGS | METH_KEYWORDS, "module._parameters.items()"};
-PyMethodDef g_buffer_items_def = {"buffer_items", with_keywords(buffer_items),
+PyMethodDef g_buffer_items_def = {"buffer_items", with_keywords(member_items),
                                   METH_VARARGS | METH_KEYWORDS, "module._buffers.items()"};
 PyObject* g_parameter_items = nullptr;
 PyObject* g_buffer_items = nullptr;
@@ -225,8 +211,9 @@ bool init_dispatch() {
       return false;
     }
   }
-  OwnedRef parameter_getter = OwnedRef::steal(PyCFunction_New(&g_parameter_items_def, nullptr));
-  OwnedRef buffer_getter = OwnedRef::steal(PyCFunction_New(&g_buffer_items_def, nullptr));
+  OwnedRef parameter_getter =
+      OwnedRef::steal(PyCFunction_New(&g_parameter_items_def, names().parameters));
+  OwnedRef buffer_getter = OwnedRef::steal(PyCFunction_New(&g_buffer_items_def, names().buffers));
   if (!parameter_getter || !buffer_getter) {
     return false;
   }
