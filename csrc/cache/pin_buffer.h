@@ -14,8 +14,7 @@ namespace pyparams {
 class PinBuffer {
  public:
   // What a pin holds: tagged in the low bits of the object's address.
-  // (kKey: the key an unnamed replay entered a module under.)
-  enum Tag : std::uintptr_t { kMember = 0, kModule = 1, kKey = 2 };
+  enum Tag : std::uintptr_t { kMember = 0, kModule = 1 };
 
   PinBuffer() = default;
   PinBuffer(const PinBuffer&) = delete;

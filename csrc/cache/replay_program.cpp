@@ -60,8 +60,7 @@ class ReplayTracer {
       program_->push_back(
           {index, entry, static_cast<std::uint32_t>(kind), hold ? 1u : 0u, 0u, depth});
     }
-    // An Enter pins its module and, in unnamed walks, the key it was reached under.
-    pins_ += kind == Kind::Enter ? 2 : kind == Kind::PinRoot || kind == Kind::Yield ? 1 : 0;
+    pins_ += kind == Kind::PinRoot || kind == Kind::Enter || kind == Kind::Yield ? 1 : 0;
     return true;
   }
   // Emits `kind` for module `index` unless this step checked it already.

@@ -95,9 +95,31 @@ void WalkRecord::forget_names() noexcept {
   }
 }
 
+bool WalkRecord::copy_keys() noexcept {
+  try {
+    key_copies.assign(modules.size(), nullptr);
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  for (const EntryRecord& entry : children) {
+    if (entry.entered == EntryRecord::kNotEntered) {
+      continue;
+    }
+    PyObject* key = entry.key;  // an exact str (recording takes no other)
+    PyObject* copy = PyUnicode_FromKindAndData(PyUnicode_KIND(key), PyUnicode_DATA(key),
+                                               PyUnicode_GET_LENGTH(key));
+    if (copy == nullptr) {
+      PyErr_Clear();
+      return false;
+    }
+    key_copies[static_cast<std::size_t>(entry.entered)] = copy;
+  }
+  return true;
+}
+
 std::size_t WalkRecord::bytes() const noexcept {
   std::size_t names = 0;
-  for (const RawVector<PyObject*>* built : {&module_names, &member_names}) {
+  for (const RawVector<PyObject*>* built : {&module_names, &member_names, &key_copies}) {
     for (PyObject* name : *built) {
       names += name != nullptr
           ? static_cast<std::size_t>(sizeof(PyASCIIObject) + PyUnicode_GET_LENGTH(name) + 1)
@@ -107,7 +129,9 @@ std::size_t WalkRecord::bytes() const noexcept {
   return sizeof(WalkRecord) + modules.capacity() * sizeof(ModuleRecord) +
       (members.capacity() + children.capacity()) * sizeof(EntryRecord) +
       program.capacity() * sizeof(ReplayOp) + leave_runs.capacity() * sizeof(ModuleRecord*) +
-      (module_names.capacity() + member_names.capacity()) * sizeof(PyObject*) + names;
+      (module_names.capacity() + member_names.capacity() + key_copies.capacity()) *
+      sizeof(PyObject*) +
+      names;
 }
 
 int record_slot(int kind, bool recurse, bool remove_duplicate) noexcept {

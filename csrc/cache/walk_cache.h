@@ -114,11 +114,23 @@ struct WalkRecord {
   // Renewed whenever the names are dropped: a walk still open under another
   // prefix sees it changed and builds its names itself from then on.
   std::uint64_t names_generation = 0;
+  // Per ModuleRecord, a copy of pyparams' own of the key the walk entered it
+  // under (the root's null): what an unnamed replay going live labels a frame
+  // with when the model has let the key itself go.
+  RawVector<PyObject*> key_copies;
 
   WalkRecord() = default;
   WalkRecord(const WalkRecord&) = delete;
   WalkRecord& operator=(const WalkRecord&) = delete;
-  ~WalkRecord() { forget_names(); }
+  ~WalkRecord() {
+    forget_names();
+    for (PyObject* copy : key_copies) {
+      Py_XDECREF(copy);  // exact str of ours: runs no code
+    }
+  }
+  // Makes key_copies (a complete record, its dicts just proven unchanged).
+  // False when out of memory (no error set).
+  bool copy_keys() noexcept;
 
   // The names cache for `prefix`: cleared and resized when the prefix differs.
   // False when it could not be allocated (names are then built as the live walk does).

@@ -6,6 +6,25 @@
 #include "walker/walker.h"
 
 namespace pyparams {
+namespace {
+
+// The key frame `depth` was entered under, for an unnamed replay with dedup
+// (which keeps no path): the model's own key while its parent's children dict
+// is as recorded (the dict is held or was checked in this step, and holds
+// it); else the record's copy, since the model may have let the key go.
+PyObject* recorded_key(const WalkRecord& record, const RawVector<ReplayPosition::Frame>& frames,
+                       std::size_t depth) {
+  const ReplayPosition::Frame& frame = frames[depth];
+  if (frame.entry < 0) {
+    return nullptr;  // the root's frame: no key
+  }
+  const ModuleRecord& parent = record.modules[frames[depth - 1].record];
+  return current_version(parent.children) == parent.children_version
+      ? record.children[static_cast<std::size_t>(frame.entry)].key
+      : record.key_copies[frame.record];
+}
+
+}  // namespace
 
 // Hands the walk to the live walker at exactly the replay's point (before op
 // `unfused_op` of the unfused program): frames with their cursors at the recorded positions (and
@@ -26,10 +45,9 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
       const ModuleRecord& module = record.modules[replayed.record];
       // Named: its full name; unnamed: the key it was reached under (see
       // ModuleFrame), held by the path: its parent's dict may have let it go.
-      // (Unnamed walks with dedup pin the keys instead of keeping a path.)
-      PyObject* label = options_.named || !options_.remove_duplicate ? replay_.path[depth].label
-          : replayed.entry < 0                                       ? nullptr
-                               : record.children[replayed.entry].key;
+      PyObject* label = options_.named || !options_.remove_duplicate
+          ? replay_.path[depth].label
+          : recorded_key(record, position.frames, depth);
       if (!push(module.module, OwnedRef::borrow(label))) {
         return -1;
       }
@@ -73,11 +91,8 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
   }
   if (options_.remove_duplicate) {
     for (std::uintptr_t pinned : replay_.pins) {
-      PinBuffer::Tag tag = PinBuffer::tag(pinned);
-      if (tag != PinBuffer::kKey) {
-        (tag == PinBuffer::kModule ? live_.seen_modules : live_.seen_members)
-            .insert(PinBuffer::object(pinned));
-      }
+      (PinBuffer::tag(pinned) == PinBuffer::kModule ? live_.seen_modules : live_.seen_members)
+          .insert(PinBuffer::object(pinned));
     }
   }
   unpin_all();

@@ -35,15 +35,17 @@ bool Walker::begin_cached_walk() {
       if (!replay_.pins.reserve(record.program_pins, record.program_held)) {
         throw std::bad_alloc();
       }
-      replay_.path.reserve(record.depth + 1);
+      if (options_.named || !options_.remove_duplicate) {
+        replay_.path.reserve(record.depth + 1);
+        // The root's entry: its name (named walks); no key, and the walk holds it.
+        PyObject* root_label = options_.named ? root_name_.get() : nullptr;
+        Py_XINCREF(root_label);
+        replay_.path.push_back({root_label, nullptr});
+      }
       if (options_.named) {
         replay_.names_cached = record.use_names(root_name_.get());
         replay_.names_generation = record.names_generation;
       }
-      // The root's entry: its name (named walks); no key, and the walk holds it.
-      PyObject* root_label = options_.named ? root_name_.get() : nullptr;
-      Py_XINCREF(root_label);
-      replay_.path.push_back({root_label, nullptr});
     } catch (const std::bad_alloc&) {
       replay_.record.reset();  // no replay, no harm: walk live
       return true;
@@ -186,6 +188,9 @@ void Walker::finish_recording() {
     build_replay_program(*record, options_.kind != Kind::Modules, options_.recurse);
   } catch (const std::bad_alloc&) {
     return;  // no program, no record: the next walk records again
+  }
+  if (!record->copy_keys()) {
+    return;  // (allocating a str runs no collection: the proof above still stands)
   }
   store_record(root_.get(), record_slot_, std::move(record));
 }

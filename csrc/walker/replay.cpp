@@ -236,17 +236,16 @@ template <bool kNamed>
         if (options_.remove_duplicate) {
           PinBuffer::pin(pins, module.module, PinBuffer::kModule);  // torch's memo holds it
         }
-        if (!kNamed && options_.remove_duplicate) [[likely]] {
-          // The key the frame is labelled with, should the walk go live: held
-          // to the walk's end with its module (an exact str: nothing observes
-          // how long it lives), where a path would cost every Enter more.
-          PinBuffer::pin(pins, record.children[op->entry].key, PinBuffer::kKey);
-        } else if (int entered = enter_path<kNamed>(record, *op); entered <= 0) [[unlikely]] {
-          if (entered < 0) {
-            replay_.pins.commit(pins);
-            return -1;
+        // (Unnamed walks with dedup keep no path: go_live labels their frames
+        // from the record, whose key copies outlive any key the model drops.)
+        if (kNamed || !options_.remove_duplicate) {
+          if (int entered = enter_path<kNamed>(record, *op); entered <= 0) [[unlikely]] {
+            if (entered < 0) {
+              replay_.pins.commit(pins);
+              return -1;
+            }
+            break;
           }
-          break;
         }
         if (kind == ReplayOpKind::Enter) {
           continue;

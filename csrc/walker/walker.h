@@ -240,7 +240,8 @@ class Walker {
   // named walk's full name, else the key it was reached under; strong
   // references) and, without dedup (where no pin holds it), the module itself.
   // Deeper entries linger until the next Enter at their depth replaces them.
-  // (Unnamed walks with dedup keep no path: their pins hold modules and keys.)
+  // (Unnamed walks with dedup keep no path: their pins hold the modules, and
+  // go_live labels frames from the record: WalkRecord::key_copies.)
   struct PathEntry {
     PyObject* label;
     PyObject* module;
