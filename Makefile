@@ -31,13 +31,13 @@ CSRC := $(sort $(wildcard csrc/*/*.cpp csrc/*/*.h))
 
 all: install
 
-# torch (TORCH_SPEC) and the rest of pyproject.toml's [build-system] requires: a
-# build without isolation uses what is installed, so they come first.
+# torch (TORCH_SPEC, no build requirement: see build_backend.py) and pyproject.toml's
+# [build-system] requires: a build without isolation uses what is installed.
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $$($(PY) -c "import tomllib; print(' '.join(r \
-		for r in tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'] if r != 'torch'))")
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $$($(PY) -c "import tomllib; print(' '.join( \
+		tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))")
 	touch $@
 
 # The extension, compiled in place (pyparams/_C*.so) against the torch in $(VENV);
