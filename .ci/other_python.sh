@@ -29,7 +29,7 @@ fi
 echo "other-python: $("$python" --version) at $python"
 suites="tests/test_walk_cache.py tests/test_conformance.py tests/test_safety.py \
   tests/test_fuzz_state_machine.py tests/test_odd_modules.py tests/test_threads.py \
-  tests/test_huge_trees.py tests/test_hostile.py"
+  tests/test_huge_trees.py tests/test_hostile.py tests/test_fuzz_hostile.py"
 start=$SECONDS
 make test PYTHON="$python" VENV=".venv-$version" PYTEST_ARGS="$suites"
 echo "other-python: CPython $version suites passed in $((SECONDS - start)) s"

@@ -90,7 +90,11 @@ bool Walker::record_enter(PyObject* module) {
   }
   bool inline_attributes = has_inline_attributes(module);
   PyObject** dict = _PyObject_GetDictPtr(module);  // builds the __dict__ of inline attributes
-  if (dict == nullptr || *dict == nullptr || !PyDict_CheckExact(*dict)) {
+  // A key that is no exact str could run code in the lookups torch makes in
+  // this dict on every walk (its __eq__ on a colliding hash), which a replay
+  // skips: such a module is walked live, every time.
+  if (dict == nullptr || *dict == nullptr || !PyDict_CheckExact(*dict) ||
+      !keys_are_exact_str(*dict)) {
     return false;
   }
   if (inline_attributes) {
