@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import json
 import random
 import subprocess
@@ -270,6 +271,14 @@ class _Collider:
         return False
 
 
+# Non-str keys between the collider and the names, a new count in every dict: CPython 3.12+
+# specializes torch's loads (`module._parameters`, `self._modules`) to LOAD_ATTR_WITH_HINT,
+# which reads the entry at the index it met last and compares key pointers (no hash, no
+# __eq__). Each dict here keeps its names where no earlier dict did: torch's load misses the
+# hint and does the lookup that runs __eq__, as it does on 3.11.
+_PADDING = itertools.count()
+
+
 def _collider(mode: str, walks: int, name: str) -> list:
     logs = []
     for where in ("root", "child"):
@@ -297,6 +306,7 @@ def _collider(mode: str, walks: int, name: str) -> list:
                 mapping.clear()
                 collider = _Collider(name)
                 mapping[collider] = None  # first on the name's probe sequence
+                mapping.update(dict.fromkeys(range(-1, -2 - next(_PADDING), -1)))
                 mapping.update(entries)
                 collider.action = act
                 del mapping, entries, collider

@@ -42,7 +42,7 @@ from common_utils import small_tied_model as model
 
 pytestmark = pytest.mark.skipif(
     not pyparams.cache_info().enabled,
-    reason="the walk cache is off (PYPARAMS_CACHE=0, or CPython 3.13+: no cache built there)",
+    reason="the walk cache is off (PYPARAMS_CACHE=0, or CPython 3.13.0 or 3.14+: no cache there)",
 )
 
 

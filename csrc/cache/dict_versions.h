@@ -3,11 +3,11 @@
 // CPython 3.10 and 3.11 keep PEP 509's ma_version_tag, a global counter
 // stamped on every write. 3.12 deprecates that field; there a dict watcher
 // (PyDict_AddWatcher, CPython's tool for this, as torch's dynamo guards use
-// it) notes every change of each dict the cache follows. 3.13.0's watchers
-// miss attribute writes into a __dict__ that shares its object's inline
-// values (CPython gh-125608, fixed in 3.13.1), and 3.13.0 is the only 3.13
-// this was tested on: from 3.13 on (and on free-threaded builds) the cache is
-// compiled out and every walk is live.
+// it) notes every change of each dict the cache follows; 3.13 likewise.
+// 3.13.0's watchers miss attribute writes into a __dict__ that shares its
+// object's inline values (CPython gh-125608, fixed in 3.13.1): under 3.13.0
+// the watcher is never registered and every walk is live. From 3.14 on (and
+// on free-threaded builds) the cache is compiled out.
 #pragma once
 
 #include <Python.h>
@@ -17,7 +17,7 @@
 #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
 #define PYPARAMS_VERSION_TAGS 1
 #define PYPARAMS_WATCHED_DICTS 0
-#elif PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+#elif PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
 #define PYPARAMS_VERSION_TAGS 0
 #define PYPARAMS_WATCHED_DICTS 1
 #else

@@ -58,8 +58,12 @@ PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     return nullptr;
   }
   // A generator that has not finished raises the exception from its frame,
-  // where PEP 479 turns a StopIteration into RuntimeError.
-  bool in_frame = !reinterpret_cast<WalkIteratorObject*>(self)->walker.finished();
+  // where PEP 479 turns a StopIteration into RuntimeError. From 3.12 on that
+  // is the frame's exception table, which starts after the first RESUME: one
+  // never started raises the exception as it is.
+  auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
+  bool in_frame =
+      !iterator->walker.finished() && (PY_VERSION_HEX < 0x030C0000 || iterator->started);
   PyObject* result = walk_close(self, nullptr);
   if (result == nullptr) {
     return nullptr;

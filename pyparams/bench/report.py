@@ -359,9 +359,9 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
         "written, as `model.train()` does); the set-up is never timed. Torch and the floor "
         "have no state."
         + ("" if m.get("pyparams_cache_enabled", True) else
-           " **The walk cache was off in this run** (PYPARAMS_CACHE=0, or CPython 3.13 and "
-           "later, where it is not built): every walk was live, so the three states time the "
-           "same walk."),
+           " **The walk cache was off in this run** (PYPARAMS_CACHE=0, or CPython 3.13.0 "
+           "or 3.14 and later, where it is off): every walk was live, so the three states time "
+           "the same walk."),
         "",
         "## Summary",
         "",
