@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The differential suites under another CPython (default 3.12: the walk cache's dict-watcher
-# path, which CI's Python 3.11 never compiles), in .venv-<version>, through README's
-# `make test PYTHON=... VENV=...`. A machine without that interpreter says so and passes.
+# path, which CI's Python 3.11 never compiles; 3.13 likewise), in .venv-<version>, through
+# README's `make test PYTHON=... VENV=...`. A machine without that interpreter says so and
+# passes; `bash tools/build_cpython.sh 3.13` builds one.
 #
 #   bash .ci/other_python.sh [VERSION]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=${1:-3.12}
 
-# python3.12 on PATH, or pyenv's (whose shim exists but refuses an unselected version).
+# The one tools/build_cpython.sh built (a later 3.13 than pyenv's 3.13.0, where the walk
+# cache is off), python3.X on PATH, or pyenv's (whose shim refuses an unselected version).
 find_python() {
   local root candidate
   root=$(pyenv root 2>/dev/null || true)
-  for candidate in "python$version" "$root"/versions/"$version".*/bin/"python$version"; do
+  for candidate in "/opt/pyparams-python/$version/bin/python$version" "python$version" \
+    "$root"/versions/"$version".*/bin/"python$version"; do
     if "$candidate" -c "import sys; sys.exit('%d.%d' % sys.version_info[:2] != '$version')" \
       >/dev/null 2>&1; then
       echo "$candidate"
