@@ -87,7 +87,52 @@ PyObject* held_dict_lookup(PyObject* dict, PyObject* key, bool& found) {
   return value;
 }
 
+namespace {
+
+// CPython 3.11 to 3.13 (with the GIL) keep a dict's key kind in a byte of its
+// keys object: DICT_KEYS_UNICODE (1) and DICT_KEYS_SPLIT (2) hold exact str
+// keys only (inserting any other key makes the table general, 0). A private
+// layout: init_module_attributes() checks it on dicts it builds, and without
+// that check every answer comes from reading the keys.
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+constexpr std::size_t kKeysKindOffset = sizeof(Py_ssize_t) + 2;  // after dk_refcnt, two log2 bytes
+bool g_keys_kind_known = false;
+
+std::uint8_t keys_kind(PyObject* dict) {
+  auto* keys =
+      reinterpret_cast<const unsigned char*>(reinterpret_cast<PyDictObject*>(dict)->ma_keys);
+  return keys[kKeysKindOffset];
+}
+
+// True when the layout reads as described on dicts built here.
+bool check_keys_kind() {
+  OwnedRef dict = OwnedRef::steal(PyDict_New());
+  OwnedRef key = OwnedRef::steal(PyUnicode_FromString("pyparams"));
+  OwnedRef number = OwnedRef::steal(PyLong_FromLong(7));
+  if (!dict || !key || !number || PyDict_SetItem(dict.get(), key.get(), Py_None) < 0) {
+    PyErr_Clear();
+    return false;
+  }
+  bool unicode = keys_kind(dict.get()) == 1;
+  if (PyDict_SetItem(dict.get(), number.get(), Py_None) < 0) {
+    PyErr_Clear();
+    return false;
+  }
+  return unicode && keys_kind(dict.get()) == 0;
+}
+#endif
+
+}  // namespace
+
 bool keys_are_exact_str(PyObject* dict) {
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+  if (g_keys_kind_known) [[likely]] {
+    std::uint8_t kind = keys_kind(dict);
+    if (kind == 1 || kind == 2) {
+      return true;  // one load instead of a pass over the keys
+    }
+  }
+#endif
   Py_ssize_t position = 0;
   PyObject* key;
   PyObject* value;
@@ -136,6 +181,9 @@ PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict) {
 }
 
 bool init_module_attributes() {
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+  g_keys_kind_known = check_keys_kind();
+#endif
   g_object_getattribute = _PyType_Lookup(&PyBaseObject_Type, names().getattribute);
   if (g_object_getattribute == nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "object.__getattribute__ not found");
