@@ -30,6 +30,7 @@ import pyparams
 
 __all__ = [
     "FUNCTIONS",
+    "FUZZ_LONG",
     "LAZY_FUNCTIONS",
     "PREFIXES",
     "REPO",
@@ -44,6 +45,7 @@ __all__ = [
     "devices",
     "drive",
     "every_call",
+    "fuzz_settings",
     "outcome",
     "refcounts",
     "reference",
@@ -57,6 +59,26 @@ __all__ = [
 ]
 
 REPO = Path(pyparams.__file__).resolve().parent.parent
+
+# The state machines' profiles: quick (CI, derandomized) unless PYPARAMS_FUZZ=long.
+FUZZ_LONG = os.environ.get("PYPARAMS_FUZZ", "quick") == "long"
+
+
+def fuzz_settings(*, quick: tuple[int, int], long: tuple[int, int]) -> Any:
+    """Hypothesis settings for a state machine: (programs, steps) per profile.
+
+    ``PYPARAMS_FUZZ_EXAMPLES`` overrides the number of programs.
+    """
+    from hypothesis import HealthCheck, settings
+
+    examples, steps = long if FUZZ_LONG else quick
+    return settings(
+        max_examples=int(os.environ.get("PYPARAMS_FUZZ_EXAMPLES", examples)),
+        stateful_step_count=steps,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=not FUZZ_LONG,
+    )
 
 
 def refcounts(objects: Iterable[object]) -> list[int]:

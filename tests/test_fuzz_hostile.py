@@ -29,22 +29,28 @@ import collections
 import contextlib
 import functools
 import gc
-import os
 import random
 import sys
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import pyparams
-from common_utils import LAZY_FUNCTIONS, build_random_tree, call_kwargs, step, torch_iterator
+from common_utils import (
+    FUZZ_LONG,
+    LAZY_FUNCTIONS,
+    build_random_tree,
+    call_kwargs,
+    fuzz_settings,
+    step,
+    torch_iterator,
+)
 
-LONG = os.environ.get("PYPARAMS_FUZZ", "quick") == "long"
+LONG = FUZZ_LONG
 STATS: collections.Counter[str] = collections.Counter()
 ARMED = [False]  # hostile code acts (and counts) only while a walk runs
 # What torch looks up: on every module walked first, then on the walk's root only.
@@ -464,13 +470,7 @@ class HostileWalks(RuleBasedStateMachine):
         clear_cache()
 
 
-HostileWalks.TestCase.settings = settings(
-    max_examples=int(os.environ.get("PYPARAMS_FUZZ_EXAMPLES", 1000 if LONG else 60)),
-    stateful_step_count=60 if LONG else 30,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=not LONG,
-)
+HostileWalks.TestCase.settings = fuzz_settings(quick=(60, 30), long=(1000, 60))
 
 
 class TestHostileWalks(HostileWalks.TestCase):

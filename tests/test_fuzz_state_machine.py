@@ -33,7 +33,7 @@ from functools import partial
 
 import pytest
 import torch
-from hypothesis import HealthCheck, note, settings
+from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from torch import nn
@@ -41,8 +41,10 @@ from torch.nn.utils import parametrize
 
 import pyparams
 from common_utils import (
+    FUZZ_LONG,
     LAZY_FUNCTIONS,
     call_kwargs,
+    fuzz_settings,
     outcome,
     reference,
     same_item,
@@ -50,7 +52,7 @@ from common_utils import (
     torch_iterator,
 )
 
-LONG = os.environ.get("PYPARAMS_FUZZ", "quick") == "long"
+LONG = FUZZ_LONG
 
 STATS: collections.Counter[str] = collections.Counter()
 
@@ -360,13 +362,7 @@ class WalkUnderMutation(RuleBasedStateMachine):
         self.pairs.clear()
 
 
-WalkUnderMutation.TestCase.settings = settings(
-    max_examples=int(os.environ.get("PYPARAMS_FUZZ_EXAMPLES", 3000 if LONG else 100)),
-    stateful_step_count=100 if LONG else 50,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=not LONG,
-)
+WalkUnderMutation.TestCase.settings = fuzz_settings(quick=(100, 50), long=(3000, 100))
 
 
 class TestWalkUnderMutation(WalkUnderMutation.TestCase):
