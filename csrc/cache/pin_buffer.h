@@ -1,6 +1,7 @@
 // The references a replay holds, in one buffer sized once per walk: its
 // program knows the most it can pin and hold at once, so a pin is one store,
-// no capacity check.
+// no capacity check. The buffer is pymalloc's (the GIL is held wherever a walk
+// runs): a small walk's costs no system allocation.
 #pragma once
 
 #include <Python.h>
@@ -19,7 +20,7 @@ class PinBuffer {
   PinBuffer() = default;
   PinBuffer(const PinBuffer&) = delete;
   PinBuffer& operator=(const PinBuffer&) = delete;
-  ~PinBuffer() { PyMem_RawFree(pins_); }
+  ~PinBuffer() { PyMem_Free(pins_); }
 
   // Room for `pins` pins and `held` held children dicts, the buffer empty (it must be).
   // False when out of memory.
@@ -28,7 +29,7 @@ class PinBuffer {
       return true;
     }
     std::size_t bytes = (pins + held) * sizeof(std::uintptr_t);
-    void* grown = PyMem_RawRealloc(pins_, bytes == 0 ? 1 : bytes);
+    void* grown = PyMem_Realloc(pins_, bytes == 0 ? 1 : bytes);
     if (grown == nullptr) {
       return false;
     }
@@ -106,7 +107,7 @@ class PinBuffer {
       Py_DECREF(*dict);
     }
     Py_XDECREF(members);
-    PyMem_RawFree(pins);
+    PyMem_Free(pins);
   }
 
   static PyObject* object(std::uintptr_t pinned) {

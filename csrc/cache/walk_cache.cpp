@@ -5,8 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <unordered_map>
-
+#include "support/address_table.h"
 #include "support/owned_ref.h"
 
 namespace pyparams {
@@ -25,7 +24,14 @@ bool g_enabled = false;
 PyObject* g_getsizeof = nullptr;
 std::uint64_t g_epoch = 1;
 CacheCounters g_counters;
-std::unordered_map<PyObject*, RootRecords>* g_roots = nullptr;
+// The roots with records, by address: one probe finds a root's records on
+// every walk (and on every length hint). Entries are owned (new/delete).
+AddressTable<RootRecords*>* g_roots = nullptr;
+
+RootRecords* find_root(PyObject* root) noexcept {
+  RootRecords** found = g_roots->find(root);
+  return found != nullptr ? *found : nullptr;
+}
 // Roots walked live once, by address only, with the number of modules their
 // last complete walk entered (SIZE_MAX: none completed yet).
 struct WalkedRoot {
@@ -43,10 +49,10 @@ PyObject* forget_root(PyObject* self, PyObject* weakref) {
   if (root == nullptr && PyErr_Occurred()) {
     return nullptr;
   }
-  auto found = g_roots->find(static_cast<PyObject*>(root));
-  if (found != g_roots->end() && found->second.weakref.get() == weakref) {
-    RootRecords gone = std::move(found->second);
-    g_roots->erase(found);
+  RootRecords* found = find_root(static_cast<PyObject*>(root));
+  if (found != nullptr && found->weakref.get() == weakref) {
+    g_roots->erase(root);
+    delete found;  // after the erase: dropping its references looks at nothing here
   }
   Py_RETURN_NONE;
 }
@@ -143,11 +149,11 @@ bool cache_enabled() noexcept {
 }
 
 RecordPtr find_record(PyObject* root, int slot) {
-  auto found = g_roots->find(root);
-  if (found == g_roots->end()) {
+  RootRecords* found = find_root(root);
+  if (found == nullptr) {
     return nullptr;
   }
-  RecordPtr& record = found->second.records[static_cast<std::size_t>(slot)];
+  RecordPtr& record = found->records[static_cast<std::size_t>(slot)];
   if (record && record->epoch != g_epoch) {
     record.reset();
   }
@@ -155,17 +161,17 @@ RecordPtr find_record(PyObject* root, int slot) {
 }
 
 const WalkRecord* peek_record(PyObject* root, int slot) {
-  auto found = g_roots->find(root);
-  if (found == g_roots->end()) {
+  const RootRecords* found = find_root(root);
+  if (found == nullptr) {
     return nullptr;
   }
-  const RecordPtr& record = found->second.records[static_cast<std::size_t>(slot)];
+  const RecordPtr& record = found->records[static_cast<std::size_t>(slot)];
   return record && record->epoch == g_epoch ? record.get() : nullptr;
 }
 
 void store_record(PyObject* root, int slot, RecordPtr record) {
-  auto found = g_roots->find(root);
-  if (found == g_roots->end()) {
+  RootRecords* found = find_root(root);
+  if (found == nullptr) {
     if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(root))) {
       return;
     }
@@ -178,20 +184,23 @@ void store_record(PyObject* root, int slot, RecordPtr record) {
       PyErr_Clear();  // no record, no harm: the walk stays live
       return;
     }
-    try {
-      found = g_roots->emplace(root, RootRecords{}).first;
-    } catch (const std::bad_alloc&) {
+    auto* added = new (std::nothrow) RootRecords{};
+    bool inserted = false;
+    RootRecords** slot_for_root = added != nullptr ? g_roots->insert(root, inserted) : nullptr;
+    if (slot_for_root == nullptr) {
+      delete added;  // out of memory: no record, no harm
       return;
     }
-    found->second.weakref = std::move(weakref);
+    *slot_for_root = added;
+    found = added;
+    found->weakref = std::move(weakref);
   }
-  found->second.records[static_cast<std::size_t>(slot)] = std::move(record);
+  found->records[static_cast<std::size_t>(slot)] = std::move(record);
 }
 
 void drop_record(PyObject* root, int slot, const WalkRecord* record) noexcept {
-  auto found = g_roots->find(root);
-  if (found != g_roots->end()) {
-    RecordPtr& held = found->second.records[static_cast<std::size_t>(slot)];
+  if (RootRecords* found = find_root(root)) {
+    RecordPtr& held = found->records[static_cast<std::size_t>(slot)];
     if (held.get() == record) {
       held.reset();
     }
@@ -251,29 +260,30 @@ CacheCounters& cache_counters() noexcept {
 
 std::size_t cache_records() noexcept {
   std::size_t count = 0;
-  for (const auto& [root, entry] : *g_roots) {
-    for (const RecordPtr& record : entry.records) {
+  g_roots->for_each([&count](const void*, RootRecords* entry) {
+    for (const RecordPtr& record : entry->records) {
       count += record ? 1 : 0;
     }
-  }
+    return 0;
+  });
   return count;
 }
 
 std::size_t cache_bytes() noexcept {
   std::size_t bytes = 0;
-  for (const auto& [root, entry] : *g_roots) {
-    for (const RecordPtr& record : entry.records) {
+  g_roots->for_each([&bytes](const void*, RootRecords* entry) {
+    for (const RecordPtr& record : entry->records) {
       bytes += record ? record->bytes() : 0;
     }
-  }
+    return 0;
+  });
   return bytes + followed_dicts_bytes();
 }
 
 void cache_clear() noexcept {
-  // Swap first: dropping the weakrefs may run code that looks at the map.
-  std::unordered_map<PyObject*, RootRecords> gone;
-  gone.swap(*g_roots);
-  gone.clear();
+  // The table is empty before the first entry is deleted: dropping the
+  // weakrefs may run code that looks at it.
+  g_roots->drain([](const void*, RootRecords* entry) { delete entry; });
   forget_followed_dicts();  // after the records that relied on them
   g_walked.fill(WalkedRoot{});
   g_counters = CacheCounters{};
@@ -300,7 +310,7 @@ bool init_walk_cache() {
   }
   Py_INCREF(g_getsizeof);
   // Lives as long as the process: weakref callbacks may run during shutdown.
-  g_roots = new (std::nothrow) std::unordered_map<PyObject*, RootRecords>();
+  g_roots = new (std::nothrow) AddressTable<RootRecords*>();
   if (g_roots == nullptr) {
     PyErr_NoMemory();
     return false;

@@ -13,6 +13,11 @@ struct WalkIteratorObject {
   bool started;  // next() was called once (send() of a value needs it)
 };
 
+// pymalloc serves blocks of up to 512 bytes; a larger iterator would cost a
+// system malloc and free on every call. (The GC's header: two words before it.)
+static_assert(sizeof(WalkIteratorObject) + 2 * sizeof(void*) <= 512,
+              "the walk iterator must stay a small object for pymalloc");
+
 PyObject* walk_iternext(PyObject* self) {
   auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
   if (iterator->running) [[unlikely]] {

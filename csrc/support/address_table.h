@@ -50,7 +50,7 @@ class AddressTable {
   // nullptr when the table could not grow (no error set).
   Value* insert(const void* key, bool& added) noexcept {
     added = false;
-    if ((size_ + 1) * 4 > capacity_ * 3 && !grow()) {
+    if ((std::size_t{size_} + 1) * 4 > std::size_t{capacity_} * 3 && !grow()) {
       return nullptr;
     }
     std::size_t index = home(key);
@@ -122,8 +122,11 @@ class AddressTable {
 
  private:
   static constexpr std::size_t kInitialCapacity = 16;
+  // Counts fit 32 bits (2^31 slots would be 16 GiB of keys alone): the table
+  // is 24 bytes, and a walker that embeds three stays one small object.
+  static constexpr std::size_t kMaxCapacity = std::size_t{1} << 31;
 
-  std::size_t mask() const noexcept { return capacity_ - 1; }
+  std::size_t mask() const noexcept { return std::size_t{capacity_} - 1; }
   std::size_t next(std::size_t index) const noexcept { return (index + 1) & mask(); }
 
   // Objects are 16-byte aligned: the low bits carry nothing, a plain modulo would cluster.
@@ -133,8 +136,8 @@ class AddressTable {
   }
 
   bool grow() noexcept {
-    std::size_t capacity = capacity_ == 0 ? kInitialCapacity : capacity_ * 2;
-    if (capacity > PY_SSIZE_T_MAX / sizeof(Slot)) {
+    std::size_t capacity = capacity_ == 0 ? kInitialCapacity : std::size_t{capacity_} * 2;
+    if (capacity > kMaxCapacity || capacity > PY_SSIZE_T_MAX / sizeof(Slot)) {
       return false;
     }
     auto* slots = static_cast<Slot*>(PyMem_RawCalloc(capacity, sizeof(Slot)));
@@ -144,8 +147,8 @@ class AddressTable {
     Slot* old = slots_;
     std::size_t old_capacity = capacity_;
     slots_ = slots;
-    capacity_ = capacity;
-    shift_ = 64 - log2(capacity);
+    capacity_ = static_cast<std::uint32_t>(capacity);
+    shift_ = static_cast<std::uint8_t>(64 - log2(capacity));
     for (std::size_t index = 0; index < old_capacity; ++index) {
       if (old[index].key != nullptr) {
         std::size_t at = home(old[index].key);
@@ -168,9 +171,9 @@ class AddressTable {
   }
 
   Slot* slots_ = nullptr;
-  std::size_t capacity_ = 0;
-  std::size_t size_ = 0;
-  unsigned shift_ = 64;
+  std::uint32_t capacity_ = 0;
+  std::uint32_t size_ = 0;
+  std::uint8_t shift_ = 64;
 };
 
 }  // namespace pyparams

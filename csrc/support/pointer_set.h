@@ -3,6 +3,8 @@
 
 #include <Python.h>
 
+#include <cstdint>
+
 #include "support/address_table.h"
 
 namespace pyparams {
@@ -14,7 +16,7 @@ namespace pyparams {
 // reused by a new object that would be mistaken for a duplicate.
 class PointerSet {
  public:
-  enum class Ownership { Strong, Borrowed };
+  enum class Ownership : std::uint8_t { Strong, Borrowed };
 
   explicit PointerSet(Ownership ownership) noexcept : ownership_(ownership) {}
   PointerSet(const PointerSet&) = delete;
@@ -66,7 +68,7 @@ class PointerSet {
   }
 
  private:
-  AddressTable<NoValue> table_;
+  [[no_unique_address]] AddressTable<NoValue> table_;  // ownership_ fits in its padding
   Ownership ownership_;
 };
 

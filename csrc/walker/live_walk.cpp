@@ -44,7 +44,8 @@ PyObject* member_mapping(PyObject* module, PyObject* attribute, bool* from_dict 
 }  // namespace
 
 bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options) {
-  clear();
+  clear();  // (a fresh walker holds nothing: no work)
+  settled_ = false;
   if (!is_module(root)) {
     PyErr_Format(PyExc_TypeError, "pyparams expected a torch.nn.Module, got %.100s",
                  Py_TYPE(root)->tp_name);
@@ -625,6 +626,9 @@ PyObject* Walker::fail() noexcept {
 }
 
 void Walker::clear() noexcept {
+  if (settled_) {
+    return;  // nothing taken since the last clear(): a walk's end, then its dealloc
+  }
   phase_ = Phase::Finished;
   live_.root_entered = false;
   live_.members_active = false;
@@ -653,6 +657,9 @@ void Walker::clear() noexcept {
   recorder_.counting = false;
   root_.reset();
   root_name_.reset();
+  // Only start() takes references again. A clear() run by code that the drops
+  // above ran (a __del__ closing this walk) found the same state: idempotent.
+  settled_ = true;
 }
 
 Py_ssize_t Walker::length_hint() const {

@@ -58,7 +58,7 @@ bool Walker::revalidate(ModuleRecord& recorded) {
 
 void Walker::unpin_all() noexcept {
   replay_.pins.release_all();
-  RawVector<PathEntry> path;
+  WalkVector<PathEntry> path;
   path.swap(replay_.path);
   for (const PathEntry& entry : path) {
     Py_XDECREF(entry.label);

@@ -25,6 +25,10 @@ inline PyObject* member_attribute(Kind kind) {
   return kind == Kind::Buffers ? names().buffers : names().parameters;
 }
 
+// A walk's own buffers (pymalloc: small ones cost no system allocation).
+template <typename T>
+using WalkVector = std::vector<T, PyMemAllocator<T>>;
+
 struct WalkOptions {
   Kind kind = Kind::Parameters;
   bool recurse = true;           // false: the root module's own entries only
@@ -197,16 +201,16 @@ class Walker {
 
   // Asking the root's methods on torch's dispatch chain (root_dispatch.cpp).
   struct RootDispatch {
+    OwnedRef delegate;                     // Delegated: the override's items
     Dispatch mirrored = Dispatch::Public;  // the level the public function mirrors
     Dispatch next = Dispatch::Public;      // levels not yet asked start here
-    OwnedRef delegate;                     // Delegated: the override's items
     bool pairs = false;                    // Delegated: they are (name, value) pairs
   };
 
   // The live walk's state (live_walk.cpp): torch's generators, made explicit.
   struct LiveWalk {
     bool root_entered = false;
-    std::vector<ModuleFrame, PyMemRawAllocator<ModuleFrame>> stack;
+    std::vector<ModuleFrame, PyMemAllocator<ModuleFrame>> stack;
     ItemCursor members;     // the current module's _parameters / _buffers
     OwnedRef members_name;  // that module's name, for named walks
     // The member mapping last started, held until the next one is read, as
@@ -253,7 +257,7 @@ class Walker {
     RecordPtr retired;  // a record the replay left (kept until the walk ends: still read)
     const ReplayOp* at = nullptr;  // the next op of its program
     ChangeStamp stamp = 0;         // the change stamp when the replay began
-    RawVector<PathEntry> path;
+    WalkVector<PathEntry> path;
     // Named replays: names_cached when the names come from the record's cache,
     // under the record's names_generation at that moment.
     bool names_cached = false;
@@ -279,6 +283,8 @@ class Walker {
   // generator holds in its loop variable until the next one.
   OwnedRef last_item_;
   std::uint32_t steps_since_signal_check_ = 0;
+  // Nothing held since the last clear() (or ever): clear() has no work.
+  bool settled_ = true;
 };
 
 }  // namespace pyparams
