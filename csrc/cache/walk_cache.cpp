@@ -38,10 +38,12 @@ struct WalkedRoot {
   PyObject* root = nullptr;
   std::size_t modules = SIZE_MAX;
 };
-// 4096 slots (64 KiB) in sets of 8: a model's thousands of leaves, each walked
-// by ZeRO-3 every step, get their records instead of evicting one another.
+// 65,536 slots (1 MiB, zeroed pages the process only maps as they are used)
+// in sets of 8: a model's tens of thousands of leaves, each walked by ZeRO-3
+// every step, get their records instead of evicting one another (an MoE of 32
+// layers x 64 experts has 6,176 leaves; DeepSeek-V3's experts, ~47,000).
 constexpr std::size_t kWalkedWays = 8;
-std::array<WalkedRoot, 4096> g_walked{};
+std::array<WalkedRoot, 65536> g_walked{};
 
 // The weakref callback: `self` holds the root's address.
 PyObject* forget_root(PyObject* self, PyObject* weakref) {

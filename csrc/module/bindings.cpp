@@ -73,6 +73,17 @@ PYBIND11_MODULE(_C, m) {
       R"doc(Drop every walk record and reset the counters: the next walk of any root is cold.)doc");
 
   m.def(
+      "_prefetch_distance",
+      [](py::object ops) {
+        if (!ops.is_none()) {
+          pyparams::set_prefetch_distance(ops.cast<int>());
+        }
+        return pyparams::prefetch_distance();
+      },
+      py::arg("ops") = py::none(),
+      R"doc(The replay's prefetch distance in ops (set it with `ops`; 0: no prefetching). For measuring.)doc");
+
+  m.def(
       "register_base_method",
       [](const std::string& name, py::handle function) {
         if (!pyparams::register_base_method(to_method(name), function.ptr())) {

@@ -153,6 +153,46 @@ inline int Walker::replay_yield(const WalkRecord& record, std::uint32_t entry_in
   return item != nullptr ? 1 : -1;
 }
 
+// How many ops ahead the replay issues the loads an op will make (see
+// prefetch_op). A training step's walk finds the model's objects evicted by the
+// forward and backward: each op's loads (the module, its dicts, the items it
+// yields) then miss, one after another. The record knows every address in
+// advance, so they can be in flight together.
+namespace {
+int g_prefetch_distance = kDefaultPrefetchDistance;
+
+// Starts the cache-line fills op `op` will need: the module (its type, its
+// __dict__ pointer, the pin's count), its dicts where versions are read from
+// them (3.10/3.11; the 3.12+ watcher's stamp proves them in one load), and the
+// object a yield will hold.
+inline void prefetch_op(const WalkRecord& record, const ReplayOp& op) {
+  const ModuleRecord* module = op.module;
+  auto kind = static_cast<ReplayOpKind>(op.kind);
+  if (module != nullptr) {
+    __builtin_prefetch(module->module, 1);
+#if PYPARAMS_VERSION_TAGS
+    __builtin_prefetch(module->dict);
+    __builtin_prefetch(module->members);
+    __builtin_prefetch(module->children);
+#endif
+    if (kind == ReplayOpKind::EnterMembersYield) {
+      __builtin_prefetch(record.members[module->first_member].value, 1);
+    }
+  }
+  if (kind == ReplayOpKind::Yield || kind == ReplayOpKind::MembersYield) {
+    __builtin_prefetch(record.members[op.entry].value, 1);
+  }
+}
+}  // namespace
+
+int prefetch_distance() noexcept {
+  return g_prefetch_distance;
+}
+
+void set_prefetch_distance(int ops) noexcept {
+  g_prefetch_distance = ops < 0 ? 0 : ops;
+}
+
 // One step of the replay: runs the record's program up to its next yield. 1
 // with `item` set, 0 at the end, -1 with an error set, 2 when a check failed
 // (the walk is now live, at exactly that point). Every read the live walk
@@ -210,7 +250,12 @@ template <bool kNamed>
     }
     return true;
   };
+  const ReplayOp* const program_end = record.program.data() + record.program.size();
+  const std::ptrdiff_t prefetch_distance = g_prefetch_distance;
   for (const ReplayOp* op = replay_.at;; ++op) {
+    if (prefetch_distance > 0 && program_end - op > prefetch_distance) {
+      prefetch_op(record, op[prefetch_distance]);
+    }
     std::uint32_t part = 0;   // which part of a fused op failed
     std::uint32_t entry = 0;  // the member entry a yield yields
     bool yields = false;      // the op's checks passed and it yields `entry`

@@ -25,6 +25,12 @@ inline PyObject* member_attribute(Kind kind) {
   return kind == Kind::Buffers ? names().buffers : names().parameters;
 }
 
+// How many ops ahead a replay starts the loads of the op it will run (0: none).
+// The default was measured (docs/performance.md); the setter is for measuring it.
+constexpr int kDefaultPrefetchDistance = 8;
+int prefetch_distance() noexcept;
+void set_prefetch_distance(int ops) noexcept;
+
 // A walk's own buffers (pymalloc: small ones cost no system allocation).
 template <typename T>
 using WalkVector = std::vector<T, PyMemAllocator<T>>;
