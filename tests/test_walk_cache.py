@@ -250,9 +250,10 @@ def test_recording_counts_the_instance_dicts_it_builds() -> None:
 
 
 def test_many_roots_walked_in_turn_each_get_their_record() -> None:
-    # ZeRO-3 walks every leaf module (thousands) once a step, in turn: each one's
-    # second walk must record, whatever the addresses the allocator gave them.
-    leaves = [nn.Linear(2, 2) for _ in range(300)]
+    # ZeRO-3 walks every leaf module (thousands: an unfused MoE of 32 layers x 64
+    # experts has 6,176) once a step, in turn: each one's second walk must record,
+    # whatever the addresses the allocator gave them.
+    leaves = [nn.Linear(2, 2) for _ in range(10_000)]
     pyparams.cache_clear()
     for _ in range(2):
         for leaf in leaves:
@@ -261,6 +262,25 @@ def test_many_roots_walked_in_turn_each_get_their_record() -> None:
     for leaf in leaves:
         assert same_items(list(pyparams.named_parameters(leaf)), list(leaf.named_parameters()))
     assert pyparams.cache_info().hits == len(leaves)
+
+
+@pytest.mark.parametrize("distance", [0, 1, 8, 1_000_000])
+def test_replays_are_exact_at_any_prefetch_distance(distance: int) -> None:
+    # The replay starts the loads of the op `distance` ahead: never past its
+    # program's end (the sanitizer run checks the reads), never changing an answer.
+    from pyparams import _C
+
+    net = model()
+    before = _C._prefetch_distance()
+    try:
+        assert _C._prefetch_distance(distance) == distance
+        pyparams.cache_clear()
+        warm(net)
+        assert_conforms(net)
+    finally:
+        _C._prefetch_distance(before)
+    assert _C._prefetch_distance(-5) == 0
+    _C._prefetch_distance(before)
 
 
 def test_length_hint_is_what_the_recorded_walk_yielded() -> None:
