@@ -4,7 +4,7 @@
 #
 #   make bench                 the benchmark report on the default model zoo
 #   make test                  the test suite
-#   make sanitize | valgrind | soak   the reliability checks (see README)
+#   make sanitize | valgrind | soak   the reliability checks (see docs/reliability.md)
 #   make lint                  ruff and clang-format, at pinned versions
 #
 # TORCH_SPEC picks the torch to build against; the default is the CPU build

@@ -38,10 +38,11 @@ def cache_info() -> CacheInfo:
 
     >>> model = torch.nn.Linear(2, 2)
     >>> pyparams.cache_clear()
-    >>> _ = pyparams.parameter_list(model), pyparams.parameter_list(model)
+    >>> for _ in range(3):  # live; live and recorded; replayed
+    ...     _ = pyparams.parameter_list(model)
     >>> info = pyparams.cache_info()
-    >>> (info.misses, info.hits, info.records) if info.enabled else (1, 1, 1)
-    (1, 1, 1)
+    >>> (info.misses, info.hits, info.records) if info.enabled else (2, 1, 1)
+    (2, 1, 1)
     """
     return CacheInfo(*_C.cache_info())
 

@@ -48,7 +48,6 @@ _torch_named_modules = _TORCH["named_modules"]
 _torch_zero_grad = _TORCH["zero_grad"]
 
 
-
 def _below(kind: int, method: str) -> str:
     """The level after ``method`` on torch's dispatch chain for ``kind`` (the native table)."""
     levels = _C.DISPATCH_CHAIN[kind]
@@ -173,7 +172,10 @@ for _name, _function in _REPLACEMENTS.items():
     if _name != "zero_grad":
         # The native walker treats it as torch's base method, never as an override.
         _C.register_base_method(_name, _function)
+# Reached through _REPLACEMENTS only: they carry torch's docstrings, whose examples are
+# torch's (not meant to run here), and a module attribute would hand them to doctest.
 del _name, _function
+del parameters, named_parameters, buffers, named_buffers, modules, named_modules, zero_grad
 
 _lock = threading.Lock()
 

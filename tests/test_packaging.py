@@ -5,6 +5,7 @@ fix, an sdist built without torch that holds what setup.py compiles."""
 from __future__ import annotations
 
 import ast
+import doctest
 import importlib.metadata
 import importlib.util
 import inspect
@@ -63,18 +64,49 @@ def test_all_is_exactly_the_public_api() -> None:
     assert len(pyparams.__all__) == len(set(pyparams.__all__))
 
 
+def _readme_api_lines() -> list[str]:
+    """The code lines of README's "## API" section (its fenced blocks, comments stripped)."""
+    text = (REPO / "README.md").read_text()
+    section = re.search(r"^## API\n(.*?)(?=^## )", text, re.DOTALL | re.MULTILINE)
+    assert section, "README has no '## API' section"
+    blocks = re.findall(r"^```python\n(.*?)^```", section.group(1), re.DOTALL | re.MULTILINE)
+    return [line.split("  #")[0].rstrip() for block in blocks for line in block.splitlines()]
+
+
+def _readme_line(name: str) -> str:
+    """``pyparams.name(signature) -> return annotation``, as inspect.signature gives them."""
+    signature = inspect.signature(getattr(pyparams, name))
+    plain = signature.replace(
+        parameters=[p.replace(annotation=NO) for p in signature.parameters.values()],
+        return_annotation=inspect.Signature.empty,
+    )
+    return f"pyparams.{name}{plain} -> {signature.return_annotation}"
+
+
 @pytest.mark.parametrize("name", list(PUBLIC_API))
 def test_signature_matches_readme(name: str) -> None:
     signature = inspect.signature(getattr(pyparams, name))
     actual = [(p.name, p.kind, p.default) for p in signature.parameters.values()]
     assert actual == PUBLIC_API[name]
+    assert _readme_line(name) in _readme_api_lines()
+
+
+def test_readme_lists_exactly_the_public_api() -> None:
+    listed = [line for line in _readme_api_lines() if re.match(r"pyparams\.\w+\(", line)]
+    assert sorted(listed) == sorted(_readme_line(name) for name in PUBLIC_API)
 
 
 @pytest.mark.parametrize("name", list(PUBLIC_API))
 def test_public_functions_are_documented_and_annotated(name: str) -> None:
+    """Each has an example, which ``make test`` runs: pyproject.toml collects the package's
+    doctests (pyparams/ in testpaths, --doctest-modules)."""
     function = getattr(pyparams, name)
-    assert function.__doc__ and ">>>" in function.__doc__  # a short example
+    assert doctest.DocTestParser().get_examples(function.__doc__ or "")  # a short example
     assert inspect.signature(function).return_annotation is not inspect.Signature.empty
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^testpaths = \[.*"pyparams".*\]$', pyproject, re.MULTILINE)
+    assert re.search(r'^addopts = \[.*"--doctest-modules".*\]$', pyproject, re.MULTILINE)
+    assert not function.__module__.startswith("pyparams.bench")  # not collected (conftest.py)
 
 
 @pytest.mark.parametrize("name", [n for n in PUBLIC_API if n.startswith(("named_", "buffers"))])
@@ -337,7 +369,7 @@ def test_the_sdist_builds_without_torch_and_holds_the_sources(tmp_path: Path) ->
     with tarfile.open(dist / done.stdout.strip().splitlines()[-1]) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
     needed = {"setup.py", "pyproject.toml", "build_backend.py", "README.md",
-              "pyparams/py.typed", "pyparams/_C.pyi"}
+              "pyparams/py.typed", "pyparams/_C.pyi", "conftest.py", "docs/design.md"}
     needed |= {str(p.relative_to(CHECKOUT)) for p in (CHECKOUT / "csrc").glob("*/*.[ch]*")}
     assert any(n.endswith(".h") for n in needed)
     assert needed <= names, sorted(needed - names)

@@ -5,21 +5,20 @@
 #   PREFIX defaults to /opt/pyparams-python/3.X.
 #   The last line printed is the path of the interpreter (PREFIX/bin/python3.X).
 #
-# Why Debian source packages: this machine is Debian bookworm (Python 3.11) and
-# can only reach Debian's archive and PyPI, so python.org tarballs are out of
-# reach; Debian's python3.X source packages carry the upstream tarball.
+# Why Debian source packages: the script needs only a Debian machine's own
+# archive (no python.org download), and Debian's python3.X source packages
+# carry the upstream tarball.
 # We unpack only that upstream .orig.tar.xz (no Debian patches) and do a plain
 # ./configure && make && make install, so the result is a stock CPython.
 #
 # Exit status: 0 built (or already present), 2 bad usage, 3 no source package
-# for that version can be downloaded (e.g. 3.14 at the time of writing),
+# for that version can be downloaded (no suite searched lists it),
 # anything else: a failed step (the build log path is printed).
 #
 # Environment knobs: JOBS (make -j, default 2), WORKDIR (download/build area,
 # default /var/tmp/pyparams-cpython-build), SUITES (Debian suites searched for
-# source, default "trixie forky sid": trixie has only 3.13.5, while newer 3.13
-# and 3.14 are listed in forky/sid; the mirror may answer 404 for some of them,
-# so every listed version is tried, newest first).
+# source, default "trixie forky sid"; a mirror may answer 404 for some of the
+# versions a suite lists, so every listed version is tried, newest first).
 # Needs root (apt-get). Takes ~5-10 minutes on 2 cores; compiles run at nice 19.
 set -euo pipefail
 
