@@ -260,8 +260,9 @@ def _bench_consumers(args: argparse.Namespace) -> int:
     from pyparams.bench.zoo import get_entry
 
     models = _names(args.consumer_models) or list(CONSUMER_MODELS)
-    # Models that need a missing extra were named once already (the bench's hint line).
-    models = [m for m in models if not missing(get_entry(m).needs)] if models else models
+    # Models that need a missing extra were named once already (the bench's hint line);
+    # the routed MoE (moe-LxE) is the consumers' own model, built without any extra.
+    models = [m for m in models if m.startswith("moe-") or not missing(get_entry(m).needs)]
     rounds = args.repeat or (5 if args.preset == "quick" else 11)
     progress = (
         (lambda text: print(f"  consumers: {text}", file=sys.stderr)) if args.progress else None

@@ -304,6 +304,8 @@ def test_bench_without_the_extra_runs_the_rest_and_says_so(tmp_path: Path) -> No
         "--repeat",
         "3",
         "--no-claims",
+        "--sweep-mib",
+        "4",
         "--out",
         str(out),
         cwd=tmp_path,

@@ -3,6 +3,7 @@ and the ``consumers`` section of report.md (see :mod:`pyparams.bench.consumers`)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def format_consumers(rows: Sequence[ConsumerRow], markdown: bool = False) -> str
 
 
 def to_records(rows: Sequence[ConsumerRow]) -> list[dict[str, object]]:
-    """Flat records for CSV/JSON."""
+    """Flat records, the CSV's rows."""
     return [
         {
             "model": r.model,
@@ -182,7 +183,7 @@ def write_consumer_outputs(rows: Sequence[ConsumerRow], out: Path) -> list[Path]
     out.mkdir(parents=True, exist_ok=True)
     records = to_records(rows)
     written = [out / "consumers.json", out / "consumers.csv"]
-    write_json(written[0], records)
+    write_json(written[0], [dataclasses.asdict(row) for row in rows])  # rows, reloadable
     write_csv(written[1], records)
     if available("matplotlib"):
         consumers_plot(rows, out / "consumers.png")

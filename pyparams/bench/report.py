@@ -2,9 +2,10 @@
 
 ``write_outputs`` writes ``results.json`` (machine, versions, options, the after state's
 sweep and every raw sample), ``results.csv`` (one row per case, contender and state),
-``speedup.png``, ``scaling.png``, ``memory.png`` (matplotlib, Agg backend) and the zoo's
-section of ``report.md`` (:mod:`pyparams.bench.report_file`) embedding them. The goals
-come from :mod:`pyparams.bench.targets`.
+``speedup.png``, ``scaling.png``, ``memory.png`` (matplotlib, Agg backend), ``claims.json``
+and ``claims.md`` when the claims ran, and the zoo's section of ``report.md``
+(:mod:`pyparams.bench.report_file`) embedding them. The goals come from
+:mod:`pyparams.bench.targets`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pyparams.bench import targets as targets_table
-from pyparams.bench.claims import Verdict, format_verdicts
+from pyparams.bench.claims import Verdict, format_verdicts, write_claims
 from pyparams.bench.contenders import BASELINE, CONTENDERS
 from pyparams.bench.extras import available
 from pyparams.bench.formatting import format_bytes, format_ns, format_ratio, render_table
@@ -430,4 +431,6 @@ def write_outputs(run: RunResult, out: Path) -> list[Path]:
         plots.memory_plot(run.cases, out / "memory.png")
         drawn = ["speedup.png", "scaling.png", "memory.png"]
     write_section(out / "report.md", "zoo", _report_markdown(run, drawn))
-    return [out / name for name in OUTPUT_FILES if not name.endswith(".png") or name in drawn]
+    written = [out / name for name in OUTPUT_FILES if not name.endswith(".png") or name in drawn]
+    verdicts = [v for v in run.claims if isinstance(v, Verdict)]
+    return written + (write_claims(verdicts, out) if verdicts else [])
