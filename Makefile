@@ -3,8 +3,8 @@
 # the test/bench dependencies, and pyparams built against that torch.
 #
 #   make bench                 the benchmark report on the default model zoo
-#   make results               benchmarks/results/ regenerated, its manifest, README's and
-#                              docs' result tables rewritten from it (about 15 min on 2 cores)
+#   make results               benchmarks/results/ regenerated with its manifest, then
+#                              README's and docs' result tables rewritten from it
 #   make test                  the test suite
 #   make sanitize | valgrind | soak   the reliability checks (see README)
 #   make lint                  ruff and clang-format, at pinned versions

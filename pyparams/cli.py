@@ -2,8 +2,8 @@
 
 ``python -m pyparams ...`` and the ``pyparams`` console script share :func:`main`.
 
-    pyparams bench                 # default zoo on every device present, < 3 min on 2 cores
-    pyparams bench --quick         # < 1 min
+    pyparams bench                 # default zoo on every device present
+    pyparams bench --quick         # a small zoo, fewer rounds (a few minutes on 2 cores)
     pyparams bench --models gpt2,depth --devices cpu --out /tmp/bench
     pyparams bench --list          # the zoo and the contenders
     pyparams bench --distributed   # DDP and FSDP2 under torchrun, 2 ranks, per-rank table
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="preset",
         action="store_const",
         const="quick",
-        help="a small zoo and fewer rounds (under a minute)",
+        help="a small zoo and fewer rounds (a few minutes on 2 cores)",
     )
     preset.add_argument(
         "--full",

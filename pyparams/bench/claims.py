@@ -35,6 +35,7 @@ from pyparams.bench.zoo import DEFAULT_MEMORY_CAP_BYTES, ZooCache, build_chain, 
 
 __all__ = [
     "CLAIMS",
+    "OUTPUT_FILES",
     "SYNTHETIC_MODEL",
     "Verdict",
     "default_models",
@@ -43,6 +44,7 @@ __all__ = [
     "write_claims",
 ]
 
+OUTPUT_FILES: tuple[str, ...] = ("claims.json", "claims.md")  # what write_claims writes
 # Without transformers the claims run on this synthetic zoo model, with no huge model.
 SYNTHETIC_MODEL = "experts-32"
 
@@ -341,6 +343,7 @@ def format_verdicts(verdicts: Sequence[Verdict]) -> str:
 def write_claims(verdicts: Sequence[Verdict], out: Path) -> list[Path]:
     """``claims.json`` (every verdict, its evidence and data) and ``claims.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "claims.json", [dataclasses.asdict(v) for v in verdicts])
-    (out / "claims.md").write_text(f"```\n{format_verdicts(verdicts)}\n```\n")
-    return [out / "claims.json", out / "claims.md"]
+    data, text = (out / name for name in OUTPUT_FILES)
+    write_json(data, [dataclasses.asdict(v) for v in verdicts])
+    text.write_text(f"```\n{format_verdicts(verdicts)}\n```\n")
+    return [data, text]

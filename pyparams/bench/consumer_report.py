@@ -14,6 +14,7 @@ from pyparams.bench.outputs import write_csv, write_json
 from pyparams.bench.report_file import write_section
 
 __all__ = [
+    "OUTPUT_FILES",
     "consumers_markdown",
     "consumers_plot",
     "format_consumers",
@@ -21,6 +22,8 @@ __all__ = [
     "write_consumer_outputs",
 ]
 
+# What write_consumer_outputs writes (the plot with matplotlib), besides report.md.
+OUTPUT_FILES: tuple[str, ...] = ("consumers.json", "consumers.csv", "consumers.png")
 _HEADER = (
     "model",
     "consumer",
@@ -182,12 +185,12 @@ def write_consumer_outputs(rows: Sequence[ConsumerRow], out: Path) -> list[Path]
     (replacing an older one); returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     records = to_records(rows)
-    written = [out / "consumers.json", out / "consumers.csv"]
+    written = [out / name for name in OUTPUT_FILES[:2]]
     write_json(written[0], [dataclasses.asdict(row) for row in rows])  # rows, reloadable
     write_csv(written[1], records)
     if available("matplotlib"):
-        consumers_plot(rows, out / "consumers.png")
-        written.append(out / "consumers.png")
+        consumers_plot(rows, out / OUTPUT_FILES[2])
+        written.append(out / OUTPUT_FILES[2])
     write_section(out / "report.md", "consumers", consumers_markdown(rows))
     written.append(out / "report.md")
     return written

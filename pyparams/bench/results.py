@@ -22,26 +22,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pyparams.bench import claims, consumer_report, distributed_report, report
+
 __all__ = ["MANIFEST", "PRODUCED", "main", "manifest"]
 
 MANIFEST = "manifest.json"
 # Every file the command writes (the plots only with matplotlib installed).
 PRODUCED: tuple[str, ...] = (
-    "results.json",
-    "results.csv",
-    "speedup.png",
-    "scaling.png",
-    "memory.png",
-    "report.md",
-    "claims.json",
-    "claims.md",
-    "consumers.json",
-    "consumers.csv",
-    "consumers.png",
-    "distributed.json",
-    "distributed.csv",
-    "distributed.png",
-    "distributed.md",
+    *report.OUTPUT_FILES,
+    *claims.OUTPUT_FILES,
+    *consumer_report.OUTPUT_FILES,
+    *distributed_report.OUTPUT_FILES,
     MANIFEST,
 )
 

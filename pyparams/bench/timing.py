@@ -121,17 +121,24 @@ def calibrate(
     overhead: float = 0.0,
 ) -> tuple[int, float]:
     """Calls per sample (``column.calls_per_sample``, or enough for ``min_sample_s``) and
-    the wall ns one sample of that many takes, set-up included (what a budget is spent on)."""
+    the wall ns one sample of that many takes, set-up included (what a budget is spent on).
+    A column with a fixed count takes ``warmup`` samples (at least one), the first timed
+    as the estimate: its set-up is what costs (a sweep, a step), not worth sampling twice."""
+    clock = time.perf_counter_ns
+    if column.calls_per_sample is not None:
+        start = clock()
+        sample(column, 1, sync, overhead)
+        wall = clock() - start
+        for _ in range(warmup - 1):
+            sample(column, 1, sync, overhead)
+        return column.calls_per_sample, wall * column.calls_per_sample
     for _ in range(warmup):
         sample(column, 1, sync, overhead)
-    if column.calls_per_sample is not None:  # nothing to calibrate: one sample is the estimate
-        loops, single = column.calls_per_sample, 0.0
-    else:
-        single = min(sample(column, 1, sync, overhead) for _ in range(3))
-        loops = max(1, min(max_loops, math.ceil(min_sample_s * 1e9 / max(single, 1.0))))
-    start = time.perf_counter_ns()
+    single = min(sample(column, 1, sync, overhead) for _ in range(3))
+    loops = max(1, min(max_loops, math.ceil(min_sample_s * 1e9 / max(single, 1.0))))
+    start = clock()
     sample(column, 1, sync, overhead)
-    wall = time.perf_counter_ns() - start
+    wall = clock() - start
     per_call = column.before_call is not None
     return loops, (wall * loops if per_call else wall + single * (loops - 1))
 
