@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import pyparams
-from pyparams.bench import measure, states, stats, sweep
+from pyparams.bench import measure, states, stats, sweep, targets
 from pyparams.bench.contenders import (
     CONTENDERS,
     Contender,
@@ -24,7 +24,13 @@ from pyparams.bench.contenders import (
     resolve_contenders,
     torch_reference,
 )
-from pyparams.bench.measure import CaseResult, Settings, measure_case, measure_memory
+from pyparams.bench.measure import (
+    CaseResult,
+    ContenderResult,
+    Settings,
+    measure_case,
+    measure_memory,
+)
 from pyparams.bench.report import rows
 from pyparams.bench.states import AFTER, STATES, column_key
 from pyparams.bench.zoo import BuiltModel, ZooEntry, build_chain, measure_structure
@@ -453,3 +459,41 @@ def test_case_reports_the_cache_size_and_leaves_it_empty() -> None:
 def test_unknown_state_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown state 'lukewarm'"):
         _state_case(("lukewarm",))
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+def _case_with(model: str, family: str, medians: dict[str, float]) -> CaseResult:
+    """A case whose contenders took ``medians`` ns in each of three rounds."""
+    contenders = {
+        name: ContenderResult(name, ok=True, samples_ns=[ns] * 3) for name, ns in medians.items()
+    }
+    return CaseResult(
+        model, family, None, "", "cpu", "cpu", "", 10, 10, 10, 40, 10, 0.0, None, 3, contenders
+    )
+
+
+def test_targets_compare_each_state_with_torch_in_the_same_state() -> None:
+    times = {
+        "torch.list": 1000.0,
+        "pyparams.list": 10.0,  # 100x hot
+        "torch.list@after": 3000.0,
+        "pyparams.list@after": 200.0,
+    }  # 15x after
+    cases = [
+        _case_with("gpt2", "arch", times),
+        _case_with("bert", "arch", {**times, "pyparams.list@after": 100.0}),
+    ]  # 30x
+    found = {(t["target"], t["contender"]): t for t in targets.measure(cases)}
+    hot = found["real architectures >= 50x (warm)", "pyparams.list"]
+    after = found["real architectures >= 25x (after other work)", "pyparams.list"]
+    assert (hot["measured"], hot["met"]) == (100.0, True)
+    assert (after["measured"], after["met"]) == (15.0, False)  # the worst case, over torch@after
+    assert after["cases"] == ["gpt2[cpu]", "bert[cpu]"]
+    assert not any(t["target"].startswith("300-deep") for t in found.values())  # not run
+    text = targets.format_targets(list(found.values()))
+    assert (
+        "target MISSED real architectures >= 25x (after other work): pyparams.list worst 15.0x"
+        in text
+    )
