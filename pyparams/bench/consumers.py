@@ -62,7 +62,8 @@ CONSUMER_MODELS: tuple[str, ...] = ("moe-32x64", "gpt2")
 # call right after an untimed forward, backward and optimizer step, which sweep the caches.
 IN_STEP: tuple[str, ...] = ("zero_grad", "optimizer", "num_parameters", "zero3_fetch")
 STEP = "step"
-STEP_ROUNDS = 5  # a step of GPT-2 on a CPU takes a while
+# A step of GPT-2 takes seconds on a small CPU, and each in-step call needs its own.
+STEP_ROUNDS = 3
 
 
 class RoutedMoE(UnfusedMoE):
@@ -540,7 +541,8 @@ def measure_consumer(
             )
             for mode, (run, patch) in modes.items()
         ]
-        samples.update(_timed(steps, step_rounds or min(rounds, STEP_ROUNDS)))
+        # no warm-up sample: the column's untimed warm calls do that, without a step
+        samples.update(_timed(steps, step_rounds or min(rounds, STEP_ROUNDS), warm_up=False))
     row.medians_ns = {name: median(values) for name, values in samples.items()}
     for name in samples:
         mode, _, state = name.partition("@")
@@ -559,11 +561,13 @@ def _nothing() -> None:
     pass
 
 
-def _timed(columns: list[Column], rounds: int) -> dict[str, list[float]]:
-    """One untimed warm-up sample per column, then ``rounds`` interleaved rounds."""
+def _timed(columns: list[Column], rounds: int, warm_up: bool = True) -> dict[str, list[float]]:
+    """An untimed warm-up sample per column (``warm_up``), then ``rounds`` interleaved
+    rounds of one call each."""
     overhead = timer_overhead_ns()
-    for column in columns:
-        sample(column, 1, overhead=overhead)
+    if warm_up:
+        for column in columns:
+            sample(column, 1, overhead=overhead)
     return interleaved(
         columns, dict.fromkeys((c.name for c in columns), 1), rounds, overhead=overhead
     )
