@@ -12,7 +12,8 @@ For every case the harness, in this order:
    sample is bracketed by ``torch.cuda.synchronize()``;
 4. times the first item (lazy iterators produce it before the walk is done), except
    after other work;
-5. measures memory, one contender at a time: the ``tracemalloc`` peak of one full run
+5. measures memory (not after other work: that walk's memory is its hot or warm
+   column's), one contender at a time: the ``tracemalloc`` peak of one full run
    (native allocations through ``PyMem`` included), the RSS delta while its result is held,
    and on CUDA the ``memory_allocated`` / ``max_memory_allocated`` deltas.
 
@@ -114,7 +115,7 @@ class ContenderResult:
     samples_ns: list[float] = field(default_factory=list)  # per call, one per round
     ttf_samples_ns: list[float] = field(default_factory=list)
     memory: MemoryUse | None = None
-    state: str | None = None  # walk-cache state (pyparams contenders), None: state-less
+    state: str | None = None  # states.STATES; None: torch's hot loop, the floor
     # growth of the cache's counters (states.COUNTERS) over every timed call
     cache_counts: dict[str, int] | None = None
 

@@ -25,6 +25,7 @@ from pyparams.bench.report_file import write_section
 from pyparams.bench.runner import RunResult
 from pyparams.bench.states import AFTER, COUNTERS, column_key, split, torch_column
 from pyparams.bench.stats import summarize
+from pyparams.bench.sweep import SweepPlan
 
 __all__ = [
     "OUTPUT_FILES",
@@ -146,7 +147,9 @@ def _cells(row: dict[str, object], first: bool) -> list[str]:
 def format_table(cases: Sequence[CaseResult], markdown: bool = False) -> str:
     """The results table: one row per contender, the model columns on each case's first row.
 
-    ``state`` is the walk-cache state of a pyparams row (cold, warm, invalidated);
+    ``state`` is the state of a row (pyparams: cold, warm, invalidated, after; torch:
+    after, or none for its hot loop); ``x list`` and ``x torch`` of an ``after`` row are
+    over torch after the same sweep;
     ``median`` is per call; ``spread`` the interquartile range over the median;
     ``ns/param`` the median over the number of parameter tensors in the model; ``x list``
     the median per-round speedup over ``list(m.parameters())``; ``x torch`` the same over
@@ -334,13 +337,10 @@ def _sweep_line(sweep: dict[str, object]) -> str:
     if not sweep:
         return ""
     return (
-        f"After other work: before each timed call of an `@after` column, untimed, every "
-        f"byte of a {format_bytes(float(sweep['bytes']))} buffer is written "  # type: ignore[arg-type]
-        f"({sweep['factor']}x the last-level cache of "
-        f"{format_bytes(float(sweep['llc_bytes']))}, from {sweep['source']}"  # type: ignore[arg-type]
-        f"{', capped' if sweep.get('capped') else ''}), as a training step's forward, "
-        "backward and optimizer step do between two walks; torch's `@after` columns get the "
-        "same sweep, and `@after` ratios are over them. One call per sample."
+        "After other work: before each timed call of an `@after` column, untimed, every byte "
+        f"of a buffer is written ({SweepPlan(**sweep).describe()}), as a training step's "  # type: ignore[arg-type]
+        "forward, backward and optimizer step do between two walks; torch's `@after` columns "
+        "get the same sweep, and `@after` ratios are over them. One call per sample."
     )
 
 

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from pyparams.bench.formatting import format_bytes
+
 __all__ = ["LLC_FACTOR", "SweepPlan", "plan", "sweeper"]
 
 LLC_FACTOR = 2  # a buffer twice the last-level cache: nothing of the walk survives it
@@ -40,6 +42,17 @@ class SweepPlan:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def describe(self) -> str:
+        """How large the sweep is and why, in words (the report's)."""
+        size = format_bytes(self.bytes)
+        if not self.factor:
+            return f"{size}, {self.source}"
+        capped = f", capped at {format_bytes(MAX_BYTES)}" if self.capped else ""
+        return (
+            f"{size}: {self.factor}x the largest cache, {format_bytes(self.llc_bytes)} "
+            f"({self.source}){capped}"
+        )
 
 
 def _parse_size(text: str) -> int:
