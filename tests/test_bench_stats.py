@@ -395,11 +395,14 @@ def test_sweep_is_sized_from_the_largest_data_cache(tmp_path) -> None:  # type: 
     assert sweep.plan(1 << 20).bytes == 1 << 20
 
 
-def test_a_sweep_writes_every_byte() -> None:
+def test_a_sweep_writes_every_word_on_one_thread() -> None:
     run = sweep.sweeper(4096)
+    assert run.buffer.numel() * run.buffer.element_size() == 4096
     before = run.buffer.clone()
+    threads = torch.get_num_threads()
     run()
     assert bool(((run.buffer - before) == 1).all())
+    assert torch.get_num_threads() == threads  # one thread for the sweep, then as it was
 
 
 @needs_cache

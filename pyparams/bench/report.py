@@ -337,10 +337,11 @@ def _sweep_line(sweep: dict[str, object]) -> str:
     if not sweep:
         return ""
     return (
-        "After other work: before each timed call of an `@after` column, untimed, every byte "
-        f"of a buffer is written ({SweepPlan(**sweep).describe()}), as a training step's "  # type: ignore[arg-type]
-        "forward, backward and optimizer step do between two walks; torch's `@after` columns "
-        "get the same sweep, and `@after` ratios are over them. One call per sample."
+        "After other work: before each timed call of an `@after` column, untimed, every word "
+        f"of a buffer is written on one thread ({SweepPlan(**sweep).describe()}), "  # type: ignore[arg-type]
+        "as a training step's forward, backward and optimizer step do between two walks; "
+        "torch's `@after` columns get the same sweep, and `@after` ratios are over them. One "
+        "call per sample."
     )
 
 
