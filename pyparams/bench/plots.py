@@ -126,7 +126,8 @@ def _grouped_bars(
             if x is not None and x > 0:
                 ys.append(row + index * height)
                 xs.append(x)
-        ax.barh(ys, xs, height=height, label=name)
+        # tab20: a colour each for up to 20 bars (tab10 repeats from the eleventh)
+        ax.barh(ys, xs, height=height, label=name, color=matplotlib.colormaps["tab20"](index))
     ax.set_yticks([row + 0.4 - height / 2 for row in range(len(cases))])
     ax.set_yticklabels([_label(c) for c in cases])
     ax.invert_yaxis()
