@@ -24,7 +24,7 @@ from pyparams.bench.extras import available, missing, missing_line, total_memory
 from pyparams.bench.measure import CaseResult, Settings, measure_case
 from pyparams.bench.states import AFTER
 from pyparams.bench.stats import cost_per_module, loglog_fit
-from pyparams.bench.sweep import plan
+from pyparams.bench.sweep import plan, sweeper
 from pyparams.bench.zoo import (
     DEFAULT_MEMORY_CAP_BYTES,
     ZooCache,
@@ -271,6 +271,7 @@ def run_bench(options: BenchOptions) -> RunResult:
         bar.set_postfix_str(f"{entry.name} [{device}]")
         cases.append(measure_case(cache.get(entry.name, device), contenders, settings))
     bar.close()
+    sweeper.cache_clear()  # the after state's buffer (about 1 GiB) is not needed past the zoo
     verdicts: list[object] = []
     if options.claims:
         from pyparams.bench.claims import default_models, run_claims
