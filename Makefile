@@ -3,6 +3,8 @@
 # the test/bench dependencies, and pyparams built against that torch.
 #
 #   make bench                 the benchmark report on the default model zoo
+#   make results               benchmarks/results/ regenerated with its manifest, then
+#                              README's and docs' result tables rewritten from it
 #   make test                  the test suite
 #   make sanitize | valgrind | soak   the reliability checks (see docs/reliability.md)
 #   make lint                  ruff and clang-format, at pinned versions
@@ -27,7 +29,7 @@ SOURCES := $(sort $(wildcard csrc/*/*.cpp csrc/*/*.h)) setup.py
 LINT_STAMP := $(VENV)/.pyparams-lint
 CSRC := $(sort $(wildcard csrc/*/*.cpp csrc/*/*.h))
 
-.PHONY: all install bench test sanitize valgrind soak lint clean
+.PHONY: all install bench results test sanitize valgrind soak lint clean
 
 all: install
 
@@ -59,6 +61,13 @@ install: $(BUILD_STAMP) $(DEPS_STAMP)
 
 bench: install
 	$(VENV)/bin/pyparams bench $(BENCH_ARGS)
+
+# Every file under benchmarks/results/ (zoo, claims, consumers, distributed) and
+# manifest.json (commit, date, command, machine, versions, each file's hash); then the
+# tables between <!-- pyparams-table: NAME --> markers in README.md and docs/*.md.
+results: install
+	$(PY) -m pyparams.bench.results --out benchmarks/results
+	$(PY) -m pyparams.bench.tables --write
 
 test: install
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)

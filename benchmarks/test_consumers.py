@@ -4,7 +4,7 @@ One group per consumer and model (``--benchmark-group-by=group``): ``torch`` run
 consumer as torch ships it, ``patched`` the same code with the patch on, ``native``
 pyparams' own consumer where there is one (``pyparams.zero_grad``). Every mode's result is
 checked against torch's before it is timed (the harness' ``_check``). Targets are in
-``pyparams.bench.consumers.CONSUMERS`` and the README; they are measured, never asserted.
+``pyparams.bench.targets.CONSUMER_TARGETS``; they are measured, never asserted.
 
     pytest benchmarks/test_consumers.py --benchmark-group-by=group
     PYPARAMS_CONSUMER_MODELS="moe-2x4 gpt2-tiny" pytest benchmarks/test_consumers.py  # quick
@@ -26,6 +26,7 @@ from pyparams.bench.consumers import (
     _modes,
     build_consumer_model,
 )
+from pyparams.bench.targets import CONSUMER_TARGETS
 from pyparams.bench.zoo import ZooCache
 
 _MODELS: dict[str, Model] = {}
@@ -73,7 +74,7 @@ def test_consumer(
     run, patch = modes[mode]
     benchmark.group = f"{consumer}[{built.name}]"  # type: ignore[attr-defined]
     benchmark.extra_info.update(  # type: ignore[attr-defined]
-        consumer=consumer, mode=mode, model=built.name, target=chosen.target
+        consumer=consumer, mode=mode, model=built.name, target=CONSUMER_TARGETS.get(consumer)
     )
     patch_state(patch)
     benchmark.pedantic(  # type: ignore[attr-defined]

@@ -2,8 +2,8 @@
 
 ``python -m pyparams ...`` and the ``pyparams`` console script share :func:`main`.
 
-    pyparams bench                 # default zoo on every device present, < 3 min on 2 cores
-    pyparams bench --quick         # < 1 min
+    pyparams bench                 # default zoo on every device present
+    pyparams bench --quick         # a small zoo, fewer rounds (a few minutes on 2 cores)
     pyparams bench --models gpt2,depth --devices cpu --out /tmp/bench
     pyparams bench --list          # the zoo and the contenders
     pyparams bench --distributed   # DDP and FSDP2 under torchrun, 2 ranks, per-rank table
@@ -35,52 +35,122 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark pyparams against torch on the model zoo")
     preset = bench.add_mutually_exclusive_group()
-    preset.add_argument("--quick", dest="preset", action="store_const", const="quick",
-                        help="a small zoo and fewer rounds (under a minute)")
-    preset.add_argument("--full", dest="preset", action="store_const", const="full",
-                        help="every model and size, more rounds")
+    preset.add_argument(
+        "--quick",
+        dest="preset",
+        action="store_const",
+        const="quick",
+        help="a small zoo and fewer rounds (a few minutes on 2 cores)",
+    )
+    preset.add_argument(
+        "--full",
+        dest="preset",
+        action="store_const",
+        const="full",
+        help="every model and size, more rounds",
+    )
     bench.set_defaults(preset="default")
-    bench.add_argument("--models", nargs="+", metavar="NAME",
-                       help="zoo models or families (arch, depth, width, experts, frozen); "
-                            "comma or space separated")
-    bench.add_argument("--devices", nargs="+", metavar="DEV",
-                       help="cpu, cuda, meta (default: cpu, and cuda when available)")
-    bench.add_argument("--contenders", nargs="+", metavar="NAME",
-                       help="contenders to run (torch.list, the baseline, is always added)")
+    bench.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help="zoo models or families (arch, depth, width, experts, frozen); "
+        "comma or space separated",
+    )
+    bench.add_argument(
+        "--devices",
+        nargs="+",
+        metavar="DEV",
+        help="cpu, cuda, meta (default: cpu, and cuda when available)",
+    )
+    bench.add_argument(
+        "--contenders",
+        nargs="+",
+        metavar="NAME",
+        help="contenders to run (torch.list, the baseline, is always added)",
+    )
     bench.add_argument("--repeat", type=int, metavar="N", help="interleaved rounds per case")
-    bench.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR",
-                       help="where to write results.json/.csv, the plots and report.md "
-                            "(default: bench-results)")
-    bench.add_argument("--memory-cap-gb", type=float, default=4.0, metavar="GB",
-                       help="architectures whose fp32 weights exceed this run on meta (default 4)")
-    bench.add_argument("--no-claims", dest="claims", action="store_false",
-                       help="skip the claims section of the report")
-    bench.add_argument("--no-progress", dest="progress", action="store_false",
-                       help="no progress bar")
-    bench.add_argument("--consumers", choices=("auto", "on", "off", "only"), default="auto",
-                       help="the consumers section: zero_grad, requires_grad_, optimizers, "
-                            "the ZeRO-3 fetch, functional_call, a training step..., torch "
-                            "vs pyparams.patch() (auto: on for the default and full zoo, "
-                            "off with --quick or --models; only: that section alone)")
-    bench.add_argument("--consumer-models", nargs="+", metavar="NAME",
-                       help="models of the consumers section (default: moe-32x64 gpt2)")
+    bench.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-results"),
+        metavar="DIR",
+        help="where to write results.json/.csv, the plots and report.md (default: bench-results)",
+    )
+    bench.add_argument(
+        "--sweep-mib",
+        type=int,
+        metavar="MIB",
+        help="size of the sweep before each call of the after-other-work "
+        "state (default: twice the last-level cache, from sysfs)",
+    )
+    bench.add_argument(
+        "--memory-cap-gb",
+        type=float,
+        default=4.0,
+        metavar="GB",
+        help="architectures whose fp32 weights exceed this run on meta (default 4)",
+    )
+    bench.add_argument(
+        "--no-claims",
+        dest="claims",
+        action="store_false",
+        help="skip the claims section of the report",
+    )
+    bench.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
+    bench.add_argument(
+        "--consumers",
+        choices=("auto", "on", "off", "only"),
+        default="auto",
+        help="the consumers section: zero_grad, requires_grad_, optimizers, "
+        "the ZeRO-3 fetch, functional_call, a training step..., torch "
+        "vs pyparams.patch() (auto: on for the default and full zoo, "
+        "off with --quick or --models; only: that section alone)",
+    )
+    bench.add_argument(
+        "--consumer-models",
+        nargs="+",
+        metavar="NAME",
+        help="models of the consumers section (default: moe-32x64 gpt2)",
+    )
     bench.add_argument("--list", action="store_true", help="print the zoo and the contenders")
-    bench.add_argument("--distributed", action="store_true",
-                       help="time walks and their consumers under DDP and FSDP2 in a "
-                            "torchrun launch (see --nproc); writes distributed.* and a "
-                            "section of report.md to --out")
-    bench.add_argument("--nproc", type=int, default=2, metavar="N",
-                       help="ranks of the --distributed launch (default 2)")
-    bench.add_argument("--timeout", type=float, default=900.0, metavar="S",
-                       help="the --distributed launch is killed after S seconds (default 900)")
+    bench.add_argument(
+        "--distributed",
+        action="store_true",
+        help="time walks and their consumers under DDP and FSDP2 in a "
+        "torchrun launch (see --nproc); writes distributed.* and a "
+        "section of report.md to --out",
+    )
+    bench.add_argument(
+        "--nproc",
+        type=int,
+        default=2,
+        metavar="N",
+        help="ranks of the --distributed launch (default 2)",
+    )
+    bench.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="the --distributed launch is killed after S seconds (default 900)",
+    )
 
     claims = sub.add_parser("claims", help="test four popular claims about parameters()")
-    claims.add_argument("--model", help="zoo model to test on (default gpt2; without "
-                                        "transformers, a synthetic one)")
-    claims.add_argument("--devices", nargs="+", metavar="DEV",
-                        help="cpu and/or cuda (default: cpu, and cuda when available)")
-    claims.add_argument("--out", type=Path, metavar="DIR",
-                        help="also write claims.json and claims.md here")
+    claims.add_argument(
+        "--model", help="zoo model to test on (default gpt2; without transformers, a synthetic one)"
+    )
+    claims.add_argument(
+        "--devices",
+        nargs="+",
+        metavar="DEV",
+        help="cpu and/or cuda (default: cpu, and cuda when available)",
+    )
+    claims.add_argument(
+        "--out", type=Path, metavar="DIR", help="also write claims.json and claims.md here"
+    )
     return parser
 
 
@@ -110,7 +180,7 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         format_fits,
         format_summary,
         format_table,
-        targets,
+        format_targets,
         write_outputs,
     )
     from pyparams.bench.runner import BenchOptions, extras_note, run_bench, runnable
@@ -118,19 +188,27 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.list:
         _print_list()
         return 0
+    if args.repeat is not None and args.repeat < 1:
+        return _error("bench", f"--repeat must be at least 1, got {args.repeat}")
+    if args.sweep_mib is not None and args.sweep_mib < 1:
+        return _error("bench", f"--sweep-mib must be at least 1, got {args.sweep_mib}")
     if args.distributed:
         return _bench_distributed(args, argv)
     if args.consumers == "only":
         return _bench_consumers(args)
-    if args.repeat is not None and args.repeat < 1:
-        return _error("bench", f"--repeat must be at least 1, got {args.repeat}")
     if args.memory_cap_gb <= 0:
         return _error("bench", f"--memory-cap-gb must be positive, got {args.memory_cap_gb}")
     options = BenchOptions(
-        preset=args.preset, models=_names(args.models), devices=_names(args.devices),
-        contenders=_names(args.contenders), repeat=args.repeat,
-        memory_cap_bytes=int(args.memory_cap_gb * 2**30), claims=args.claims,
-        progress=args.progress, command=" ".join(["pyparams", *argv]),
+        preset=args.preset,
+        models=_names(args.models),
+        devices=_names(args.devices),
+        contenders=_names(args.contenders),
+        repeat=args.repeat,
+        memory_cap_bytes=int(args.memory_cap_gb * 2**30),
+        claims=args.claims,
+        progress=args.progress,
+        command=" ".join(["pyparams", *argv]),
+        sweep_bytes=None if args.sweep_mib is None else args.sweep_mib << 20,
     )
     try:  # validate everything before building a single model
         options.entries()
@@ -140,8 +218,11 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _error("bench", exc.args[0] if exc.args else str(exc))
     if not runnable(options.entries()):
         needs = sorted({n for e in options.entries() for n in e.needs})
-        return _error("bench", f"every model asked for needs {', '.join(needs)}, which is not "
-                               f"installed: {INSTALL_HINT}")
+        return _error(
+            "bench",
+            f"every model asked for needs {', '.join(needs)}, which is not "
+            f"installed: {INSTALL_HINT}",
+        )
     note = extras_note(options)
     if note:
         print(f"pyparams bench: {note}", file=sys.stderr)
@@ -153,12 +234,9 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     fits = format_fits(run)
     if fits:
         print(fits)
-    for t in targets(run.cases):
-        goal, measured = float(t["goal"]), float(t["measured"])  # type: ignore[arg-type]
-        shown = f"{measured:.2f} (goal <= {goal:.2f})" if goal < 1 else \
-            f"{measured:.1f}x (goal >= {goal:.0f}x)"
-        print(f"target {'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['contender']} "
-              f"worst {shown}")
+    targets = format_targets(run.cases)
+    if targets:
+        print(targets)
     if run.claims:
         from pyparams.bench.claims import format_verdicts
 
@@ -170,24 +248,25 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.consumers == "on" or auto:
         print()
         _bench_consumers(args)
-    print(f"\nwrote {', '.join(p.name for p in paths)} to {args.out} "
-          f"({run.wall_seconds:.0f} s)")
+    print(f"\nwrote {', '.join(p.name for p in paths)} to {args.out} ({run.wall_seconds:.0f} s)")
     return 0
 
 
 def _bench_consumers(args: argparse.Namespace) -> int:
     """The consumers section: print its table, write its files and report.md section."""
-    from pyparams.bench.consumer_report import write_consumer_outputs
-    from pyparams.bench.consumers import CONSUMER_MODELS, format_consumers, run_consumers
+    from pyparams.bench.consumer_report import format_consumers, write_consumer_outputs
+    from pyparams.bench.consumers import CONSUMER_MODELS, run_consumers
     from pyparams.bench.extras import missing
     from pyparams.bench.zoo import get_entry
 
     models = _names(args.consumer_models) or list(CONSUMER_MODELS)
-    # Models that need a missing extra were named once already (the bench's hint line).
-    models = [m for m in models if not missing(get_entry(m).needs)] if models else models
+    # Models that need a missing extra were named once already (the bench's hint line);
+    # the routed MoE (moe-LxE) is the consumers' own model, built without any extra.
+    models = [m for m in models if m.startswith("moe-") or not missing(get_entry(m).needs)]
     rounds = args.repeat or (5 if args.preset == "quick" else 11)
-    progress = (lambda text: print(f"  consumers: {text}", file=sys.stderr)) \
-        if args.progress else None
+    progress = (
+        (lambda text: print(f"  consumers: {text}", file=sys.stderr)) if args.progress else None
+    )
     rows = run_consumers(models=models, rounds=rounds, progress=progress)
     print(format_consumers(rows))
     paths = write_consumer_outputs(rows, args.out)
@@ -202,15 +281,19 @@ def _bench_distributed(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     if args.nproc < 1 or args.timeout <= 0:
         return _error("bench", "--nproc and --timeout must be positive")
-    if args.repeat is not None and args.repeat < 1:
-        return _error("bench", f"--repeat must be at least 1, got {args.repeat}")
     try:  # each rank would fail alike, later and louder
         for name in _names(args.models) or []:
             get_entry(name)
     except KeyError as exc:
         return _error("bench", exc.args[0])
-    target = ["-m", "pyparams.bench.distributed", "--out", str(args.out),
-              "--command", " ".join(["pyparams", *argv])]
+    target = [
+        "-m",
+        "pyparams.bench.distributed",
+        "--out",
+        str(args.out),
+        "--command",
+        " ".join(["pyparams", *argv]),
+    ]
     if args.models:
         target += ["--models", ",".join(_names(args.models) or [])]
     if args.repeat is not None:
@@ -218,25 +301,33 @@ def _bench_distributed(args: argparse.Namespace, argv: Sequence[str]) -> int:
     result = launch(torchrun_command(target, nproc=args.nproc), args.timeout)
     if result.timed_out or result.returncode != 0:
         print(result.tail(), file=sys.stderr)
-        why = f"timed out after {args.timeout:g} s" if result.timed_out else \
-            f"failed with exit status {result.returncode}"
+        why = (
+            f"timed out after {args.timeout:g} s"
+            if result.timed_out
+            else f"failed with exit status {result.returncode}"
+        )
         return _error("bench", f"the torchrun launch {why} (its output is above)")
     import json
 
     run = json.loads((args.out / "distributed.json").read_text())
     print(format_table(rows(run["samples"])))
-    print(f"\nwrote distributed.json, .csv, .png, .md and a section of report.md to "
-          f"{args.out} ({result.seconds:.0f} s)")
+    print(
+        f"\nwrote distributed.json, .csv, .png, .md and a section of report.md to "
+        f"{args.out} ({result.seconds:.0f} s)"
+    )
     return 0
 
 
 def _claims(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json
-
     import torch
 
-    from pyparams.bench.claims import SYNTHETIC_MODEL, default_models, format_verdicts, run_claims
+    from pyparams.bench.claims import (
+        SYNTHETIC_MODEL,
+        default_models,
+        format_verdicts,
+        run_claims,
+        write_claims,
+    )
     from pyparams.bench.extras import missing, missing_line
     from pyparams.bench.zoo import ZOO
 
@@ -248,11 +339,17 @@ def _claims(args: argparse.Namespace) -> int:
         return _error("claims", f"unknown model {model!r}; choose from: {', '.join(ZOO)}")
     absent = missing(ZOO[model].needs)
     if absent:
-        return _error("claims", missing_line(absent, f"cannot build {model!r} (--model "
-                                                     f"{SYNTHETIC_MODEL} needs nothing more)"))
+        return _error(
+            "claims",
+            missing_line(
+                absent, f"cannot build {model!r} (--model {SYNTHETIC_MODEL} needs nothing more)"
+            ),
+        )
     if huge_model is None:
-        print(f"pyparams claims: {missing_line(['transformers'], 'no huge-model evidence')}",
-              file=sys.stderr)
+        print(
+            f"pyparams claims: {missing_line(['transformers'], 'no huge-model evidence')}",
+            file=sys.stderr,
+        )
     for device in devices:
         if device not in ("cpu", "cuda"):
             return _error("claims", f"unknown device {device!r}; claims run on cpu or cuda")
@@ -263,13 +360,9 @@ def _claims(args: argparse.Namespace) -> int:
         verdicts = run_claims(model=model, huge_model=huge_model, devices=devices)
     except ValueError as exc:
         return _error("claims", str(exc))
-    text = format_verdicts(verdicts)
-    print(text)
+    print(format_verdicts(verdicts))
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "claims.json").write_text(
-            json.dumps([dataclasses.asdict(v) for v in verdicts], indent=1, default=str))
-        (args.out / "claims.md").write_text(f"```\n{text}\n```\n")
+        write_claims(verdicts, args.out)
     print(f"\n({time.perf_counter() - start:.0f} s)")
     return 0
 

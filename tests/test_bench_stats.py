@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import pyparams
-from pyparams.bench import states, stats
+from pyparams.bench import measure, states, stats, sweep, targets
 from pyparams.bench.contenders import (
     CONTENDERS,
     Contender,
@@ -23,13 +24,20 @@ from pyparams.bench.contenders import (
     resolve_contenders,
     torch_reference,
 )
-from pyparams.bench.measure import CaseResult, Settings, measure_case, measure_memory
+from pyparams.bench.measure import (
+    CaseResult,
+    ContenderResult,
+    Settings,
+    measure_case,
+    measure_memory,
+)
 from pyparams.bench.report import rows
-from pyparams.bench.states import STATES, variant
+from pyparams.bench.states import AFTER, STATES, column_key
 from pyparams.bench.zoo import BuiltModel, ZooEntry, build_chain, measure_structure
 
-samples = st.lists(st.floats(min_value=1e-3, max_value=1e9, allow_nan=False), min_size=1,
-                   max_size=60)
+samples = st.lists(
+    st.floats(min_value=1e-3, max_value=1e9, allow_nan=False), min_size=1, max_size=60
+)
 
 
 @given(samples)
@@ -132,8 +140,11 @@ def test_every_registered_contender_matches_torch() -> None:
     ("kind", "produce", "message"),
     [
         ("parameters", lambda m: list(m.parameters())[::-1], "not the object"),
-        ("parameters", lambda m: [nn.Parameter(p.detach().clone()) for p in m.parameters()],
-         "not the object"),
+        (
+            "parameters",
+            lambda m: [nn.Parameter(p.detach().clone()) for p in m.parameters()],
+            "not the object",
+        ),
         ("parameters", lambda m: list(m.parameters())[:-1], "yielded 3 items"),
         ("named", lambda m: [(n.upper(), p) for n, p in m.named_parameters()], "'0.WEIGHT'"),
         ("trainable", lambda m: list(m.parameters()), "yielded 4 items"),
@@ -184,10 +195,16 @@ def test_measure_case_interleaves_and_keeps_raw_samples() -> None:
 
         return Contender(name, "test", "test", "parameters", False, None, bind)
 
-    settings_ = Settings(repeat=4, min_repeat=4, warmup=0, min_sample_s=0.0, max_case_s=60.0,
-                         ttf_repeat=3, max_loops=1)
-    result = measure_case(_built(model), [recording("A"), recording("B")], settings_,
-                          memory=False)
+    settings_ = Settings(
+        repeat=4,
+        min_repeat=4,
+        warmup=0,
+        min_sample_s=0.0,
+        max_case_s=60.0,
+        ttf_repeat=3,
+        max_loops=1,
+    )
+    result = measure_case(_built(model), [recording("A"), recording("B")], settings_, memory=False)
     # first run and calibration, then 4 interleaved rounds: A B, B A, A B, B A
     assert calls[-8:] == ["A", "B", "B", "A", "A", "B", "B", "A"]
     assert result.rounds == 4
@@ -202,8 +219,12 @@ def test_measure_case_interleaves_and_keeps_raw_samples() -> None:
 def test_wrong_contender_is_never_timed() -> None:
     model = _model()
     wrong = _contender("wrong", "parameters", lambda m: list(m.parameters())[::-1])
-    result = measure_case(_built(model), [CONTENDERS["torch.list"], wrong],
-                          Settings(repeat=3, min_repeat=3, min_sample_s=0.0001), memory=False)
+    result = measure_case(
+        _built(model),
+        [CONTENDERS["torch.list"], wrong],
+        Settings(repeat=3, min_repeat=3, min_sample_s=0.0001),
+        memory=False,
+    )
     assert not result.contenders["wrong"].ok
     assert result.contenders["wrong"].error.startswith("WRONG OUTPUT")
     assert result.contenders["wrong"].samples_ns == []
@@ -213,8 +234,12 @@ def test_wrong_contender_is_never_timed() -> None:
 
 def test_torch_recursion_error_is_recorded_on_deep_chains() -> None:
     chain = build_chain(1200)
-    result = measure_case(_built(chain), [CONTENDERS["torch.list"], CONTENDERS["floor"]],
-                          Settings(repeat=3, min_repeat=3, min_sample_s=0.0001), memory=False)
+    result = measure_case(
+        _built(chain),
+        [CONTENDERS["torch.list"], CONTENDERS["floor"]],
+        Settings(repeat=3, min_repeat=3, min_sample_s=0.0001),
+        memory=False,
+    )
     assert result.contenders["torch.list"].error.startswith("RecursionError")
     assert result.contenders["floor"].ok
     assert result.reference_recursion_limit is not None
@@ -223,9 +248,12 @@ def test_torch_recursion_error_is_recorded_on_deep_chains() -> None:
 
 def test_time_budget_caps_rounds_at_min_repeat() -> None:
     model = _model()
-    result = measure_case(_built(model), [CONTENDERS["torch.list"]],
-                          Settings(repeat=50, min_repeat=3, min_sample_s=0.001, max_case_s=1e-6),
-                          memory=False)
+    result = measure_case(
+        _built(model),
+        [CONTENDERS["torch.list"]],
+        Settings(repeat=50, min_repeat=3, min_sample_s=0.001, max_case_s=1e-6),
+        memory=False,
+    )
     assert result.rounds == 3
     assert len(result.contenders["torch.list"].samples_ns) == 3
 
@@ -260,33 +288,121 @@ def test_structure_counts_shared_parameters_once() -> None:
 
 # The cache's counters and sizes: nothing to count where it is off (PYPARAMS_CACHE=0, or
 # CPython 3.13.0 and 3.14+, where every walk is live).
-needs_cache = pytest.mark.skipif(not pyparams.cache_info().enabled,
-                                 reason="the walk cache is off: every walk is live")
+needs_cache = pytest.mark.skipif(
+    not pyparams.cache_info().enabled, reason="the walk cache is off: every walk is live"
+)
 
-_STATE_SETTINGS = Settings(repeat=3, min_repeat=3, warmup=0, min_sample_s=1.0, max_case_s=60.0,
-                           ttf_repeat=2, max_loops=4)  # 4 calls a sample, 3 samples
+_STATE_SETTINGS = Settings(
+    repeat=3,
+    min_repeat=3,
+    warmup=0,
+    min_sample_s=1.0,
+    max_case_s=60.0,
+    ttf_repeat=2,
+    max_loops=4,  # 4 calls a sample, 3 samples
+    sweep_bytes=1 << 20,
+)
 
 
 def _state_case(which: tuple[str, ...], model: nn.Module | None = None) -> CaseResult:
-    return measure_case(_built(model or _model()),
-                        [CONTENDERS["torch.list"], CONTENDERS["pyparams.list"]],
-                        dataclasses.replace(_STATE_SETTINGS, states=which), memory=False)
+    return measure_case(
+        _built(model or _model()),
+        [CONTENDERS["torch.list"], CONTENDERS["pyparams.list"]],
+        dataclasses.replace(_STATE_SETTINGS, states=which),
+        memory=False,
+    )
 
 
 def test_every_state_is_a_column_of_the_same_rounds() -> None:
     result = _state_case(STATES)
-    assert list(result.contenders) == ["torch.list", "pyparams.list@cold", "pyparams.list",
-                                       "pyparams.list@invalidated"]
+    assert list(result.contenders) == [
+        "torch.list",
+        "torch.list@after",
+        "pyparams.list@cold",
+        "pyparams.list",
+        "pyparams.list@invalidated",
+        "pyparams.list@after",
+    ]
     assert result.contenders["torch.list"].state is None
     assert result.contenders["torch.list"].cache_counts is None
+    assert result.contenders["torch.list@after"].state == AFTER
+    assert result.contenders["torch.list@after"].cache_counts is None
     for state in STATES:
-        column = result.contenders[variant("pyparams.list", state)]
-        assert (column.state, column.ok, column.loops) == (state, True, 4)
-        assert len(column.samples_ns) == 3 and len(column.ttf_samples_ns) == 2
+        column = result.contenders[column_key("pyparams.list", state)]
+        calls = 1 if state == AFTER else 4  # after other work: one call a sample
+        assert (column.state, column.ok, column.loops) == (state, True, calls)
+        assert len(column.samples_ns) == 3
+        assert len(column.ttf_samples_ns) == (0 if state == AFTER else 2)
         assert result.speedup(column.name) is not None
     assert [(r["contender"], r["state"]) for r in rows([result])] == [
-        ("torch.list", ""), ("pyparams.list", "cold"), ("pyparams.list", "warm"),
-        ("pyparams.list", "invalidated")]
+        ("torch.list", ""),
+        ("torch.list", "after"),
+        ("pyparams.list", "cold"),
+        ("pyparams.list", "warm"),
+        ("pyparams.list", "invalidated"),
+        ("pyparams.list", "after"),
+    ]
+
+
+class _CountingSweep:
+    """Stands in for the sweep: counts its calls and takes ``seconds`` each."""
+
+    def __init__(self, seconds: float) -> None:
+        self.calls, self.seconds = 0, seconds
+
+    def __call__(self) -> None:
+        self.calls += 1
+        time.sleep(self.seconds)
+
+
+def test_after_sweeps_before_every_timed_call_of_torch_and_pyparams(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    counting = _CountingSweep(0.02)
+    monkeypatch.setattr(measure, "sweeper", lambda size: counting)
+    result = _state_case((AFTER,))
+    # per column: 3 rounds + the calibration's single sample, one call each
+    assert counting.calls == 2 * (3 + 1)
+    pairs = [r for r in rows([result]) if r["state"] == AFTER]
+    assert [r["contender"] for r in pairs] == ["torch.list", "pyparams.list"]
+    for name in ("torch.list@after", "pyparams.list@after"):
+        samples = result.contenders[name].samples_ns
+        assert len(samples) == 3
+        assert max(samples) < 0.02e9  # the 20 ms sweep is never inside a timed call
+    ratio = result.speedup("pyparams.list@after", "torch.list@after")
+    assert pairs[1]["speedup_vs_list"] == ratio  # over torch after the same sweep
+
+
+@needs_cache
+def test_after_replays_a_warm_record_on_every_timed_call() -> None:
+    grown = _state_case((AFTER,)).contenders["pyparams.list@after"].cache_counts
+    assert grown is not None
+    assert (grown["hits"], grown["misses"], grown["invalidations"]) == (3, 0, 0)
+
+
+def test_sweep_is_sized_from_the_largest_data_cache(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for index, (kind, size) in enumerate(
+        [("Data", "48K"), ("Instruction", "64M"), ("Unified", "2048K"), ("Unified", "30M")]
+    ):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        (folder / "type").write_text(kind + "\n")
+        (folder / "size").write_text(size + "\n")
+    found = sweep.plan(sysfs=str(tmp_path))
+    assert (found.llc_bytes, found.bytes, found.capped) == (30 << 20, 60 << 20, False)
+    assert found.source.endswith("index3/size")
+    (tmp_path / "index3" / "size").write_text("4096M\n")
+    assert sweep.plan(sysfs=str(tmp_path)).bytes == sweep.MAX_BYTES  # capped
+    assert sweep.plan(sysfs=str(tmp_path / "none")).llc_bytes == sweep.FALLBACK_LLC_BYTES
+    assert sweep.plan(1 << 20).bytes == 1 << 20
+
+
+def test_a_sweep_writes_every_word_on_one_thread() -> None:
+    run = sweep.sweeper(4096)
+    assert run.buffer.numel() * run.buffer.element_size() == 4096
+    before = run.buffer.clone()
+    threads = torch.get_num_threads()
+    run()
+    assert bool(((run.buffer - before) == 1).all())
+    assert torch.get_num_threads() == threads  # one thread for the sweep, then as it was
 
 
 @needs_cache
@@ -309,8 +425,7 @@ def test_invalidated_changes_every_module_before_every_timed_call() -> None:
     grown = _state_case(("invalidated",)).contenders["pyparams.list@invalidated"].cache_counts
     assert grown is not None and grown["misses"] == 0
     # each timed replay met changed modules: went on live, or re-checked every module
-    assert grown["invalidations"] == 12 or grown["revalidations"] == 12 * len(
-        list(model.modules()))
+    assert grown["invalidations"] == 12 or grown["revalidations"] == 12 * len(list(model.modules()))
 
 
 def test_invalidate_writes_every_module_and_keeps_its_value() -> None:
@@ -340,11 +455,48 @@ def test_case_reports_the_cache_size_and_leaves_it_empty() -> None:
     assert result.cache_bytes is not None and result.cache_bytes > 0
     assert result.cache_records is not None and result.cache_records > 0
     assert pyparams.cache_info().records == 0  # the next case starts cold
-    bare = measure_case(_built(_model()), [CONTENDERS["torch.list"]], _STATE_SETTINGS,
-                        memory=False)
+    bare = measure_case(_built(_model()), [CONTENDERS["torch.list"]], _STATE_SETTINGS, memory=False)
     assert (bare.cache_bytes, bare.cache_records) == (None, None)  # nothing walked natively
 
 
 def test_unknown_state_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown state 'lukewarm'"):
         _state_case(("lukewarm",))
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+def _case_with(model: str, family: str, medians: dict[str, float]) -> CaseResult:
+    """A case whose contenders took ``medians`` ns in each of three rounds."""
+    contenders = {
+        name: ContenderResult(name, ok=True, samples_ns=[ns] * 3) for name, ns in medians.items()
+    }
+    return CaseResult(
+        model, family, None, "", "cpu", "cpu", "", 10, 10, 10, 40, 10, 0.0, None, 3, contenders
+    )
+
+
+def test_targets_compare_each_state_with_torch_in_the_same_state() -> None:
+    times = {
+        "torch.list": 1000.0,
+        "pyparams.list": 10.0,  # 100x hot
+        "torch.list@after": 3000.0,
+        "pyparams.list@after": 200.0,
+    }  # 15x after
+    cases = [
+        _case_with("gpt2", "arch", times),
+        _case_with("bert", "arch", {**times, "pyparams.list@after": 100.0}),
+    ]  # 30x
+    found = {(t["target"], t["contender"]): t for t in targets.measure(cases)}
+    hot = found["real architectures >= 50x (warm)", "pyparams.list"]
+    after = found["real architectures >= 25x (after other work)", "pyparams.list"]
+    assert (hot["measured"], hot["met"]) == (100.0, True)
+    assert (after["measured"], after["met"]) == (15.0, False)  # the worst case, over torch@after
+    assert after["cases"] == ["gpt2[cpu]", "bert[cpu]"]
+    assert not any(t["target"].startswith("300-deep") for t in found.values())  # not run
+    text = targets.format_targets(list(found.values()))
+    assert (
+        "target MISSED real architectures >= 25x (after other work): pyparams.list worst 15.0x"
+        in text
+    )

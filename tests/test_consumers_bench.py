@@ -4,11 +4,14 @@ and the patch is off again afterwards. Timings are never asserted."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import pyparams
 from pyparams.bench import consumers
-from pyparams.bench.consumer_report import write_consumer_outputs
+from pyparams.bench.consumer_report import format_consumers, write_consumer_outputs
+from pyparams.bench.report_file import read_sections
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +65,37 @@ def test_a_mode_that_differs_from_torch_is_never_timed(monkeypatch) -> None:
 
 def test_outputs_and_report_section(rows, tmp_path) -> None:
     report = tmp_path / "report.md"
-    report.write_text(
-        "# report\n\n## Summary\n\nold\n\n## Consumers\n\nstale\n\n## Plots\n\nkept\n"
-    )
+    write_consumer_outputs(rows[:1], tmp_path)  # a stale section, replaced below
     written = write_consumer_outputs(rows, tmp_path)
     assert {p.name for p in written} >= {"consumers.csv", "consumers.json", "report.md"}
     text = report.read_text()
-    assert text.count("## Consumers") == 1 and "stale" not in text and "kept" in text
-    assert "| moe-2x4 | zero_grad |" in text
-    table = consumers.format_consumers(rows)
+    assert text.count("## Consumers") == 1
+    assert "| moe-2x4 | zero_grad |" in text and "| gpt2-tiny | train |" in text
+    assert list(read_sections(report)) == ["consumers"]
+    table = format_consumers(rows)
     assert table.splitlines()[0].split()[:3] == ["model", "consumer", "torch"]
     assert "walk torch" in table and "walk patched" in table
+    assert "x patched in step" in table
+
+
+def test_in_step_consumers_are_timed_after_an_untimed_training_step(monkeypatch) -> None:
+    steps = []
+    real_step = consumers._training_step
+
+    def slow_step(model) -> None:  # type: ignore[no-untyped-def]
+        steps.append(pyparams.is_patched())
+        real_step(model)
+        time.sleep(0.02)
+
+    monkeypatch.setattr(consumers, "_training_step", slow_step)
+    model = consumers.build_consumer_model("moe-2x4")
+    row = consumers.measure_consumer(consumers.CONSUMERS["zero_grad"], model, rounds=2)
+    in_step = {k for k in row.medians_ns if k.endswith("@step")}
+    assert in_step == {"torch@step", "patched@step", "native@step"}
+    assert set(row.speedups) == {"patched", "native", "patched@step", "native@step"}
+    # a step before every timed call (per mode, two rounds), in the mode's own patch state
+    assert len(steps) == 3 * 2 and steps.count(True) == 2
+    assert all(row.medians_ns[k] < 0.02e9 for k in in_step)  # the step is never timed
+    assert "@step" not in "".join(
+        consumers.measure_consumer(consumers.CONSUMERS["train"], model, rounds=1).medians_ns
+    )

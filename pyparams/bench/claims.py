@@ -16,22 +16,35 @@ computed from the evidence measured in this run, never written in advance.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import pyparams
 from pyparams.bench.extras import available, rss_bytes
+from pyparams.bench.formatting import format_bytes
 from pyparams.bench.measure import measure_memory, synchronize
+from pyparams.bench.outputs import write_json
 from pyparams.bench.zoo import DEFAULT_MEMORY_CAP_BYTES, ZooCache, build_chain, raw_walk
 
-__all__ = ["CLAIMS", "SYNTHETIC_MODEL", "Verdict", "default_models", "format_verdicts",
-           "run_claims"]
+__all__ = [
+    "CLAIMS",
+    "OUTPUT_FILES",
+    "SYNTHETIC_MODEL",
+    "Verdict",
+    "default_models",
+    "format_verdicts",
+    "run_claims",
+    "write_claims",
+]
 
+OUTPUT_FILES: tuple[str, ...] = ("claims.json", "claims.md")  # what write_claims writes
 # Without transformers the claims run on this synthetic zoo model, with no huge model.
 SYNTHETIC_MODEL = "experts-32"
 
@@ -54,14 +67,6 @@ class Verdict:
     reason: str
     evidence: list[str] = field(default_factory=list)
     data: dict[str, object] = field(default_factory=dict)
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def _combine(per_device: list[tuple[str, str]]) -> tuple[str, str]:
@@ -93,8 +98,12 @@ def _claim1(label: str, model: nn.Module) -> tuple[str, str, list[str], dict[str
         f"{label}: pyparams.trainable_parameters(model) yielded {len(trainable)}"
         f"{', all with requires_grad=True' if all_trainable else ', SOME FROZEN'}",
     ]
-    data = {"frozen_set": len(frozen), "yielded": len(yielded), "yielded_frozen": yielded_frozen,
-            "pyparams_trainable": len(trainable)}
+    data = {
+        "frozen_set": len(frozen),
+        "yielded": len(yielded),
+        "yielded_frozen": yielded_frozen,
+        "pyparams_trainable": len(trainable),
+    }
     if yielded_frozen > 0:
         reason = "parameters() yields frozen tensors too; filter on requires_grad"
         return "FALSE", reason, evidence, data
@@ -124,8 +133,9 @@ def _claim2(label: str, model: nn.Module, device: str) -> ClaimOutcome:
     held = list(model.parameters())
     rss_list, cuda1 = _rss() - rss0, _cuda_allocated(device)
     same_objects = sum(id(p) in own_ids for p in held)
-    duplicated = sum(p.untyped_storage().nbytes() for p in held
-                     if p.untyped_storage().data_ptr() not in own_ptrs)
+    duplicated = sum(
+        p.untyped_storage().nbytes() for p in held if p.untyped_storage().data_ptr() not in own_ptrs
+    )
     list_bytes = sys.getsizeof(held)
     rss1, cuda2 = _rss(), _cuda_allocated(device)
     copies = [p.detach().clone() for p in held]
@@ -134,23 +144,37 @@ def _claim2(label: str, model: nn.Module, device: str) -> ClaimOutcome:
     evidence = [
         f"{label}: {same_objects} of {len(held)} list items are the model's own Parameter "
         f"objects (is); {duplicated} bytes of tensor storage duplicated (data pointers)",
-        f"{label}: holding the list: RSS {_bytes(rss_list)}, list object {_bytes(list_bytes)} "
-        f"for {_bytes(storage)} of parameters; an actual copy (clone) costs RSS "
-        f"{_bytes(rss_copy)}",
+        f"{label}: holding the list: RSS {format_bytes(rss_list)}, "
+        f"list object {format_bytes(list_bytes)} for {format_bytes(storage)} of parameters; "
+        f"an actual copy (clone) costs RSS {format_bytes(rss_copy)}",
     ]
-    data: dict[str, object] = {"items": len(held), "same_objects": same_objects,
-                               "duplicated_bytes": duplicated, "rss_delta_list": rss_list,
-                               "rss_delta_copy": rss_copy, "list_bytes": list_bytes,
-                               "storage_bytes": storage}
+    data: dict[str, object] = {
+        "items": len(held),
+        "same_objects": same_objects,
+        "duplicated_bytes": duplicated,
+        "rss_delta_list": rss_list,
+        "rss_delta_copy": rss_copy,
+        "list_bytes": list_bytes,
+        "storage_bytes": storage,
+    }
     if cuda0 is not None and cuda1 is not None and cuda2 is not None and cuda3 is not None:
         data.update(cuda_delta_list=cuda1 - cuda0, cuda_delta_copy=cuda3 - cuda2)
-        evidence.append(f"{label}: CUDA memory_allocated delta: list {_bytes(cuda1 - cuda0)}, "
-                        f"clone {_bytes(cuda3 - cuda2)}")
-    no_copy = (same_objects == len(held) == len(own) and duplicated == 0
-               and (cuda0 is None or data["cuda_delta_list"] == 0))
+        evidence.append(
+            f"{label}: CUDA memory_allocated delta: list {format_bytes(cuda1 - cuda0)}, "
+            f"clone {format_bytes(cuda3 - cuda2)}"
+        )
+    no_copy = (
+        same_objects == len(held) == len(own)
+        and duplicated == 0
+        and (cuda0 is None or data["cuda_delta_list"] == 0)
+    )
     if no_copy:
-        return ("FALSE", "the list holds references to the same tensors, 8 bytes each; "
-                "nothing is copied", evidence, data)
+        return (
+            "FALSE",
+            "the list holds references to the same tensors, 8 bytes each; nothing is copied",
+            evidence,
+            data,
+        )
     return "TRUE", "the list did not hold the model's own tensors", evidence, data
 
 
@@ -162,22 +186,38 @@ def _claim3(label: str, model: nn.Module, device: str) -> ClaimOutcome:
     # earlier walk, counted in cache_info().bytes) is reported apart, not as transient.
     for _ in range(2):
         deque(pyparams.parameters(model), maxlen=0)
-    native = measure_memory(lambda: deque(pyparams.parameters(model), maxlen=0),
-                            device).tracemalloc_peak
+    native = measure_memory(
+        lambda: deque(pyparams.parameters(model), maxlen=0), device
+    ).tracemalloc_peak
     evidence = [
-        f"{label}: tracemalloc peak: iterating model.parameters() {_bytes(gen)}, "
-        f"list(model.parameters()) {_bytes(lst)}, iterating pyparams.parameters() "
-        f"{_bytes(native)} (warm; the walk cache's records, {_bytes(pyparams.cache_info().bytes)} "
-        f"in all, apart); tensor storage {_bytes(storage)}",
+        f"{label}: tracemalloc peak: iterating model.parameters() {format_bytes(gen)}, "
+        f"list(model.parameters()) {format_bytes(lst)}, iterating pyparams.parameters() "
+        f"{format_bytes(native)} (warm; the walk cache's records, "
+        f"{format_bytes(pyparams.cache_info().bytes)} in all, apart); "
+        f"tensor storage {format_bytes(storage)}",
     ]
-    data = {"generator_peak": gen, "list_peak": lst, "pyparams_peak": native,
-            "storage_bytes": storage}
+    data = {
+        "generator_peak": gen,
+        "list_peak": lst,
+        "pyparams_peak": native,
+        "storage_bytes": storage,
+    }
     if gen >= lst / 2:
-        return ("FALSE", "torch's generator is not meaningfully lighter than the list: it keeps "
-                "sets of every module and parameter seen", evidence, data)
+        return (
+            "FALSE",
+            "torch's generator is not meaningfully lighter than the list: it keeps "
+            "sets of every module and parameter seen",
+            evidence,
+            data,
+        )
     if storage and lst < storage / 100:
-        return ("MISLEADING", "the generator is lighter, but the list costs references only, "
-                "a vanishing fraction of the tensors", evidence, data)
+        return (
+            "MISLEADING",
+            "the generator is lighter, but the list costs references only, "
+            "a vanishing fraction of the tensors",
+            evidence,
+            data,
+        )
     return "TRUE", "the list costs a substantial fraction of the tensors", evidence, data
 
 
@@ -185,8 +225,10 @@ def _claim4(label: str, model: nn.Module) -> tuple[str, str, list[str], dict[str
     walked = len(raw_walk(model)[1])
     recursive = len(list(model.parameters()))
     shallow = len(list(model.parameters(recurse=False)))
-    evidence = [f"{label}: parameters() yielded {recursive}, parameters(recurse=False) {shallow}; "
-                f"a walk over every submodule's _parameters finds {walked}"]
+    evidence = [
+        f"{label}: parameters() yielded {recursive}, parameters(recurse=False) {shallow}; "
+        f"a walk over every submodule's _parameters finds {walked}"
+    ]
     data = {"recursive": recursive, "shallow": shallow, "walked": walked}
     if recursive == walked and recursive > shallow:
         return "TRUE", "it walks every nested submodule", evidence, data
@@ -206,8 +248,10 @@ def _chain_evidence(depths: Sequence[int]) -> tuple[list[str], dict[str, object]
         except Exception as exc:  # noqa: BLE001 - reported as evidence, never hidden
             native = type(exc).__name__
         data[f"chain_{depth}"] = {"torch": torch_count, "pyparams": native}
-        lines.append(f"chain of {depth} nested modules: model.parameters() -> {torch_count}, "
-                     f"pyparams.parameters() -> {native}")
+        lines.append(
+            f"chain of {depth} nested modules: model.parameters() -> {torch_count}, "
+            f"pyparams.parameters() -> {native}"
+        )
     return lines, data
 
 
@@ -248,17 +292,23 @@ def run_claims(
         huge = cache.get(huge_model, "meta")
         held = list(huge.module.parameters())
         size = huge.structure.storage_bytes
-        extra[1].append(f"{huge_model} [meta]: list(model.parameters()) is a "
-                        f"{_bytes(sys.getsizeof(held))} list of {len(held)} references, for "
-                        f"{_bytes(size)} of fp32 parameters")
+        extra[1].append(
+            f"{huge_model} [meta]: list(model.parameters()) is a "
+            f"{format_bytes(sys.getsizeof(held))} list of {len(held)} references, for "
+            f"{format_bytes(size)} of fp32 parameters"
+        )
         extra_data[1] = {"huge_list_bytes": sys.getsizeof(held), "huge_storage_bytes": size}
         del held
         gen = measure_memory(lambda: deque(huge.module.parameters(), maxlen=0), "meta")
         lst = measure_memory(lambda: list(huge.module.parameters()), "meta")
-        extra[2].append(f"{huge_model} [meta]: tracemalloc peak: iterating "
-                        f"{_bytes(gen.tracemalloc_peak)}, list {_bytes(lst.tracemalloc_peak)}")
-        extra_data[2] = {"huge_generator_peak": gen.tracemalloc_peak,
-                         "huge_list_peak": lst.tracemalloc_peak}
+        extra[2].append(
+            f"{huge_model} [meta]: tracemalloc peak: iterating "
+            f"{format_bytes(gen.tracemalloc_peak)}, list {format_bytes(lst.tracemalloc_peak)}"
+        )
+        extra_data[2] = {
+            "huge_generator_peak": gen.tracemalloc_peak,
+            "huge_list_peak": lst.tracemalloc_peak,
+        }
     chain_lines, chain_data = _chain_evidence(chain_depths)
     extra[3].extend(chain_lines)
     extra_data[3] = chain_data
@@ -288,3 +338,12 @@ def format_verdicts(verdicts: Sequence[Verdict]) -> str:
         lines.append(f"  Verdict: {v.verdict} - {v.reason}")
         lines.extend(f"    - {line}" for line in v.evidence)
     return "\n".join(lines)
+
+
+def write_claims(verdicts: Sequence[Verdict], out: Path) -> list[Path]:
+    """``claims.json`` (every verdict, its evidence and data) and ``claims.md`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    data, text = (out / name for name in OUTPUT_FILES)
+    write_json(data, [dataclasses.asdict(v) for v in verdicts])
+    text.write_text(f"```\n{format_verdicts(verdicts)}\n```\n")
+    return [data, text]

@@ -18,15 +18,21 @@ replaying exactly those calls is timed, with torch's methods and patched, in the
 interleaved rounds as the consumer. The walk's share is that median over the consumer's
 median (torch's walk over torch's total, the patched walk over the patched total); the rest
 is what the consumer spends outside the walk. pyparams' walks are timed warm: each timed
-call replays the walk cache's record of the model (see ``_timed_call``).
+call replays the walk cache's record of the model (see ``_column``).
+
+Inside a step loop (the consumers of :data:`IN_STEP`): the same modes timed again, each
+call right after an untimed forward, backward and optimizer step in the same mode, as a
+training loop calls them, in interleaved rounds of their own (:data:`STEP_ROUNDS`). The
+timing is :mod:`pyparams.bench.timing`'s; the table and files are
+:mod:`pyparams.bench.consumer_report`'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -34,8 +40,9 @@ from torch import nn
 
 import pyparams
 from pyparams.bench.consumer_walks import WalkCall, record_walks, replay_walks
-from pyparams.bench.gc_pause import gc_paused
 from pyparams.bench.stats import median, paired_ratios
+from pyparams.bench.targets import CONSUMER_TARGETS
+from pyparams.bench.timing import Column, interleaved, sample, timer_overhead_ns
 from pyparams.bench.zoo import UnfusedMoE, ZooCache
 
 __all__ = [
@@ -45,12 +52,18 @@ __all__ = [
     "Consumer",
     "ConsumerRow",
     "build_consumer_model",
-    "format_consumers",
+    "measure_consumer",
     "run_consumers",
 ]
 
 MODES: tuple[str, ...] = ("torch", "patched", "native")
 CONSUMER_MODELS: tuple[str, ...] = ("moe-32x64", "gpt2")
+# The consumers a training loop calls every step, timed a second time inside one: each
+# call right after an untimed forward, backward and optimizer step, which sweep the caches.
+IN_STEP: tuple[str, ...] = ("zero_grad", "optimizer", "num_parameters", "zero3_fetch")
+STEP = "step"
+# A step of GPT-2 takes seconds on a small CPU, and each in-step call needs its own.
+STEP_ROUNDS = 3
 
 
 class RoutedMoE(UnfusedMoE):
@@ -116,7 +129,6 @@ class Consumer:
     native: Callable[[Model], object] | None = None
     observe: Callable[[Model], object] | None = None
     check: Callable[[object], object] = lambda result: result
-    target: float | None = None
 
 
 def _parameter_list(model: Model) -> list[nn.Parameter]:
@@ -300,47 +312,40 @@ CONSUMERS: dict[str, Consumer] = {
             setup=_give_grads,
             native=lambda m: pyparams.zero_grad(m.module),
             observe=_grads_are_none,
-            target=10.0,
         ),
         Consumer(
             "requires_grad_",
             "model.requires_grad_(False) then (True): freezing",
             _requires_grad,
             observe=_requires_grad_flags,
-            target=8.0,
         ),
         Consumer(
             "num_parameters",
             "transformers' num_parameters(exclude_embeddings=True), as its Trainer calls it",
             _num_parameters,
-            target=8.0,
         ),
         Consumer(
             "optimizer",
             "torch.optim.AdamW(model.parameters()) construction",
             _optimizer,
             check=_same_objects,
-            target=3.0,
         ),
         Consumer(
             "zero3_fetch",
             "named_parameters(recurse=True) of every leaf module (ZeRO-3)",
             _zero3,
-            target=10.0,
             check=_names_and_ids,
         ),
         Consumer(
             "zero3_blocks",
             "named_parameters(recurse=True) of every ZeRO-3 leaf module: MoE layer (GPT-2: block)",
             _zero3_blocks,
-            target=10.0,
             check=_names_and_ids,
         ),
         Consumer(
             "functional_call",
             "torch.func.functional_call forward (no grad), loss",
             _functional_call,
-            target=1.2,
             check=lambda loss: float(loss),
         ),
         Consumer(
@@ -378,6 +383,10 @@ CONSUMERS: dict[str, Consumer] = {
 
 @dataclass
 class ConsumerRow:
+    """One consumer on one model. Keys of ``medians_ns``: each mode, ``walk:<mode>`` (the
+    walk alone) and ``<mode>@step`` (inside a step loop); of ``speedups``: each mode but
+    torch, and ``<mode>@step``."""
+
     model: str
     consumer: str
     description: str
@@ -390,28 +399,50 @@ class ConsumerRow:
 
     @property
     def best(self) -> float | None:
-        return max(self.speedups.values(), default=None)
+        """The best speedup of a consumer called back to back (the target's figure)."""
+        return max((v for k, v in self.speedups.items() if STEP not in k), default=None)
 
 
-def _timed_call(run: Callable[[], object], setup: Callable[[], None], patch: bool) -> float:
-    """One call timed on its own, in the patch state asked for. Switching the patch
-    changes nn.Module's class attributes, which renews every module class's version:
+def _patch_state(patch: bool) -> Callable[[], contextlib.AbstractContextManager[object]]:
+    """The patch switched on (or off) for a sample, off again after it."""
+
+    @contextlib.contextmanager
+    def state() -> Iterator[None]:
+        (pyparams.patch if patch else pyparams.unpatch)()
+        try:
+            yield
+        finally:
+            pyparams.unpatch()
+
+    return state
+
+
+def _column(
+    name: str,
+    run: Callable[[], object],
+    setup: Callable[[], None],
+    patch: bool,
+    before_call: Callable[[], None] | None = None,
+) -> Column:
+    """One call timed on its own per sample, in the patch state asked for. Switching the
+    patch changes nn.Module's class attributes, which renews every module class's version:
     CPython's attribute caches empty and the walk cache's records no longer match. Two
-    untimed calls first (the first meets the change, the second records), so the timed
-    one runs as it does when the patch simply stays on (or off): warm."""
-    (pyparams.patch if patch else pyparams.unpatch)()
-    try:
+    untimed calls first (the first meets the change, the second records), so the timed one
+    runs as it does when the patch simply stays on (or off): warm."""
+
+    def warm() -> None:
         for _ in range(2):
             setup()
             run()
-        setup()
-        start = time.perf_counter_ns()
-        result = run()
-        elapsed = time.perf_counter_ns() - start
-        del result  # freed outside the timing: the result is the caller's to keep
-        return float(elapsed)
-    finally:
-        pyparams.unpatch()
+
+    return Column(
+        name,
+        run,
+        before_sample=warm,
+        before_call=before_call or setup,
+        context=_patch_state(patch),
+        calls_per_sample=1,
+    )
 
 
 def _modes(consumer: Consumer) -> dict[str, tuple[Callable[[Model], object], bool]]:
@@ -460,48 +491,86 @@ def _check_train_step(model: Model) -> str:
     return "" if same else "patched training step differs from torch"
 
 
-def measure_consumer(consumer: Consumer, model: Model, rounds: int) -> ConsumerRow:
-    row = ConsumerRow(model.name, consumer.name, consumer.description, target=consumer.target)
+def _training_step(model: Model) -> None:
+    """The other work of a step, untimed: forward, backward, optimizer step (no zero_grad:
+    the consumer may be it). Gradients of the steps between two zero_grad calls add up."""
+    state = getattr(model, "_optimizer", None)
+    if state is None:
+        state = torch.optim.AdamW(nn.Module.parameters(model.module), lr=1e-5)
+        model._optimizer = state  # type: ignore[attr-defined]
+    model.loss(model.module, model.batch()).backward()
+    state.step()
+
+
+def measure_consumer(
+    consumer: Consumer, model: Model, rounds: int, step_rounds: int | None = None
+) -> ConsumerRow:
+    """Check the consumer's modes against torch, then time them (and the walk alone) in
+    interleaved rounds; a consumer of :data:`IN_STEP` also inside a step loop, in
+    ``step_rounds`` rounds of its own (default: ``rounds``, at most :data:`STEP_ROUNDS`)."""
+    row = ConsumerRow(
+        model.name, consumer.name, consumer.description, target=CONSUMER_TARGETS.get(consumer.name)
+    )
     row.error = _check(consumer, model)
     if row.error:
         return row
     modes = _modes(consumer)
     calls = _record(consumer, model)
     row.walk_calls = len(calls)
-    timed = dict(modes)
+    setup = functools.partial(consumer.setup, model)
+    columns = [
+        _column(mode, functools.partial(run, model), setup, patch)
+        for mode, (run, patch) in modes.items()
+    ]
     if calls:
         replay = replay_walks(calls)
-        timed["walk:torch"] = (lambda m: replay(), False)
-        timed["walk:patched"] = (lambda m: replay(), True)
-    names = list(timed)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    setup = {
-        name: (consumer.setup if not name.startswith("walk:") else (lambda m: None))
-        for name in names
-    }
-    for name in names:  # warm up
-        run, patch = timed[name]
-        _timed_call(lambda run=run: run(model), lambda name=name: setup[name](model), patch)
-    with gc_paused():
-        for index in range(rounds):
-            order = names if index % 2 == 0 else names[::-1]
-            for name in order:
-                run, patch = timed[name]
-                samples[name].append(
-                    _timed_call(
-                        lambda run=run: run(model), lambda name=name: setup[name](model), patch
-                    )
-                )
+        columns += [
+            _column(f"walk:{mode}", replay, _nothing, patch)
+            for mode, patch in (("torch", False), ("patched", True))
+        ]
+    samples = _timed(columns, rounds)
+    if consumer.name in IN_STEP:
+
+        def in_step() -> None:
+            _training_step(model)
+            setup()
+
+        steps = [
+            _column(
+                f"{mode}@{STEP}", functools.partial(run, model), setup, patch, before_call=in_step
+            )
+            for mode, (run, patch) in modes.items()
+        ]
+        # no warm-up sample: the column's untimed warm calls do that, without a step
+        samples.update(_timed(steps, step_rounds or min(rounds, STEP_ROUNDS), warm_up=False))
     row.medians_ns = {name: median(values) for name, values in samples.items()}
-    for mode in modes:
-        if mode != "torch":
-            row.speedups[mode] = median(paired_ratios(samples["torch"], samples[mode]))
+    for name in samples:
+        mode, _, state = name.partition("@")
+        if mode in modes and mode != "torch":
+            base = f"torch@{state}" if state else "torch"
+            row.speedups[name] = median(paired_ratios(samples[base], samples[name]))
     if calls:
         row.walk_share = {
             "torch": row.medians_ns["walk:torch"] / row.medians_ns["torch"],
             "patched": row.medians_ns["walk:patched"] / row.medians_ns["patched"],
         }
     return row
+
+
+def _nothing() -> None:
+    pass
+
+
+def _timed(columns: list[Column], rounds: int, warm_up: bool = True) -> dict[str, list[float]]:
+    """An untimed warm-up sample per column (``warm_up``), then ``rounds`` interleaved
+    rounds of one call each."""
+    overhead = timer_overhead_ns()
+    if warm_up:
+        for column in columns:
+            sample(column, 1, overhead=overhead)
+    return interleaved(
+        columns, dict.fromkeys((c.name for c in columns), 1), rounds, overhead=overhead
+    )
 
 
 def _record(consumer: Consumer, model: Model) -> list[WalkCall]:
@@ -535,97 +604,3 @@ def run_consumers(
         if was_patched:
             pyparams.patch()
     return rows
-
-
-# ---------------------------------------------------------------------------- reporting
-
-
-def _time(ns: float | None) -> str:
-    if ns is None:
-        return "-"
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
-        if ns >= scale:
-            return f"{ns / scale:.3g} {unit}"
-    return f"{ns:.0f} ns"
-
-
-def _walk(row: ConsumerRow, mode: str) -> str:
-    """The walk alone in ``mode``: its median and its share of the consumer's median."""
-    value = row.walk_share.get(mode)
-    if value is None:
-        return "-"
-    return f"{_time(row.medians_ns[f'walk:{mode}'])} ({100 * value:.0f}%)"
-
-
-def format_consumers(rows: Sequence[ConsumerRow], markdown: bool = False) -> str:
-    """One row per (model, consumer): medians, speedups, the walk alone (torch's and
-    patched, each with its share of that mode's total), the saving, the target."""
-    header = [
-        "model",
-        "consumer",
-        "torch",
-        "patched",
-        "native",
-        "x patched",
-        "x native",
-        "walk torch",
-        "walk patched",
-        "saved",
-        "target",
-    ]
-    lines = []
-    for row in rows:
-        if row.error:
-            lines.append([row.model, row.consumer, f"not timed: {row.error}"] + [""] * 8)
-            continue
-        torch_ns = row.medians_ns.get("torch")
-        best = min(row.medians_ns.get(m, float("inf")) for m in ("patched", "native"))
-        gain = torch_ns - best if torch_ns else 0.0
-        sign = "-" if gain < 0 else ""
-        saved = f"{sign}{_time(abs(gain))} ({100 * gain / torch_ns:.0f}%)" if torch_ns else "-"
-        target = (
-            "-"
-            if row.target is None
-            else (f">= {row.target:g}x {'met' if (row.best or 0) >= row.target else 'missed'}")
-        )
-        lines.append(
-            [
-                row.model,
-                row.consumer,
-                _time(torch_ns),
-                _time(row.medians_ns.get("patched")),
-                _time(row.medians_ns.get("native")),
-                f"{row.speedups['patched']:.2f}x" if "patched" in row.speedups else "-",
-                f"{row.speedups['native']:.2f}x" if "native" in row.speedups else "-",
-                _walk(row, "torch"),
-                _walk(row, "patched"),
-                saved,
-                target,
-            ]
-        )
-    if markdown:
-        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        out += ["| " + " | ".join(line) + " |" for line in lines]
-        return "\n".join(out)
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *lines, strict=False)]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False))
-        for line in [header, *lines]
-    )
-
-
-def to_records(rows: Sequence[ConsumerRow]) -> list[dict[str, object]]:
-    """Flat records for CSV/JSON."""
-    return [
-        {
-            "model": r.model,
-            "consumer": r.consumer,
-            "error": r.error,
-            **{f"{k}_ns": v for k, v in r.medians_ns.items()},
-            **{f"x_{k}": v for k, v in r.speedups.items()},
-            **{f"walk_share_{k}": v for k, v in r.walk_share.items()},
-            "walk_calls": r.walk_calls,
-            "target": r.target,
-        }
-        for r in rows
-    ]

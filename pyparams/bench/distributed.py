@@ -6,7 +6,9 @@ Run on every rank, e.g. on one machine with two CPU ranks::
 
 (``pyparams bench --distributed`` launches exactly that, with a timeout). Per model of
 :data:`MODELS` and per wrapper (``fully_shard`` per block and at the root, or DDP), each
-rank times, torch against pyparams, interleaved (A B, B A, ...) with the GC paused:
+rank times each job in two modes, torch's walks and pyparams' patched in
+(``pyparams.patched()``), interleaved (A B, B A, ...) with the GC paused
+(:mod:`pyparams.bench.timing`):
 
 - ``wrap``: ``fully_shard`` / ``DistributedDataParallel`` on a freshly built model;
 - ``parameters`` / ``named_parameters``: a full walk of the wrapped model;
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +42,7 @@ from torch import nn
 import pyparams
 from pyparams.bench.gc_pause import gc_paused
 from pyparams.bench.measure import Settings, synchronize
+from pyparams.bench.timing import Column, calibrate, interleaved
 from pyparams.bench.zoo import ZooEntry, get_entry, measure_structure
 
 __all__ = ["MODELS", "WRAPPERS", "Sample", "main", "measure_model"]
@@ -47,7 +50,7 @@ __all__ = ["MODELS", "WRAPPERS", "Sample", "main", "measure_model"]
 # The zoo's synthetic families at small sizes, and one transformers architecture.
 MODELS: tuple[str, ...] = ("depth-100", "width-1000", "experts-8", "frozen-50", "gpt2-xl-tiny")
 WRAPPERS: tuple[str, ...] = ("fsdp", "ddp")
-VARIANTS: tuple[str, ...] = ("torch", "pyparams")
+MODES: tuple[str, ...] = ("torch", "patched")
 SETTINGS = Settings(repeat=11, min_repeat=5, warmup=1, min_sample_s=0.002)
 SLOW_ROUNDS = 5  # rounds for the jobs that rebuild a model or train a step
 _SHARDED_BY_BLOCK = ("arch", "frozen", "experts", "moe")  # their first ModuleList: blocks
@@ -55,14 +58,14 @@ _SHARDED_BY_BLOCK = ("arch", "frozen", "experts", "moe")  # their first ModuleLi
 
 @dataclass
 class Sample:
-    """One rank's timings of one job, torch or pyparams, on one wrapped model."""
+    """One rank's timings of one job in one mode (torch or patched), on one wrapped model."""
 
     rank: int
     model: str
     family: str
     wrapper: str
     job: str
-    variant: str
+    mode: str
     loops: int
     samples_ns: list[float] = field(default_factory=list)  # per call, one per round
     n_param_tensors: int = 0
@@ -79,14 +82,16 @@ def _blocks(model: nn.Module, family: str) -> list[nn.Module]:
     return []
 
 
-def wrap(model: nn.Module, wrapper: str, family: str, mesh: object,
-         device: torch.device) -> nn.Module:
+def wrap(
+    model: nn.Module, wrapper: str, family: str, mesh: object, device: torch.device
+) -> nn.Module:
     """``fully_shard`` per block then at the root, or DDP."""
     if wrapper == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     from torch.distributed.fsdp import fully_shard
 
     for block in _blocks(model, family):
@@ -95,58 +100,56 @@ def wrap(model: nn.Module, wrapper: str, family: str, mesh: object,
     return model
 
 
-def _time_calls(fn: Callable[[], object], loops: int, device: torch.device) -> float:
-    """Mean ns per call over ``loops`` back-to-back calls (CUDA work waited for)."""
-    synchronize(str(device))
-    start = time.perf_counter_ns()
-    for _ in range(loops):
-        fn()
-    synchronize(str(device))
-    return max((time.perf_counter_ns() - start) / loops, 1.0)  # positive, for the ratios
-
-
-def _loops_for(fn: Callable[[], object], device: torch.device) -> int:
-    """Calls per sample so that one sample lasts ``SETTINGS.min_sample_s``."""
-    for _ in range(SETTINGS.warmup):
-        fn()
-    single = min(_time_calls(fn, 1, device) for _ in range(3))
-    return max(1, min(SETTINGS.max_loops, math.ceil(SETTINGS.min_sample_s * 1e9 / single)))
-
-
-def _variant_context(variant: str) -> contextlib.AbstractContextManager[object]:
+def _mode_context(mode: str) -> contextlib.AbstractContextManager[object]:
     """Where the torch code of a job runs: as is, or with pyparams' walks patched in."""
-    return pyparams.patched() if variant == "pyparams" else contextlib.nullcontext()
+    return pyparams.patched() if mode == "patched" else contextlib.nullcontext()
 
 
 def _agreed(value: int) -> int:
     """The largest ``value`` over the ranks (every rank then runs the same loop count)."""
-    tensor = torch.tensor([value], dtype=torch.int64,
-                          device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    tensor = torch.tensor(
+        [value], dtype=torch.int64, device="cuda" if dist.get_backend() == "nccl" else "cpu"
+    )
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor.item())
 
 
-def _timed_rounds(fn: Callable[[], object], setup: Callable[[], None] | None, rounds: int,
-                  device: torch.device, calibrate: bool) -> dict[str, tuple[int, list[float]]]:
-    """Interleaved samples of ``fn`` under each variant's context.
+def _timed_rounds(
+    fn: Callable[[], object],
+    setup: Callable[[], None] | None,
+    rounds: int,
+    device: torch.device,
+    calibrate_loops: bool,
+) -> dict[str, tuple[int, list[float]]]:
+    """Interleaved samples of ``fn`` in each mode.
 
-    With ``setup`` (run untimed before every call) or without ``calibrate``, a sample is
-    one call; otherwise a loop whose count is calibrated per variant and agreed by the ranks.
+    With ``setup`` (run untimed before every call) or without ``calibrate_loops``, a sample
+    is one call; otherwise a loop whose count is calibrated per mode and agreed by the ranks.
     """
+    sync = functools.partial(synchronize, str(device))
+    fixed = None if calibrate_loops and setup is None else 1
+    columns = [
+        Column(
+            mode,
+            fn,
+            before_call=setup,
+            calls_per_sample=fixed,
+            context=functools.partial(_mode_context, mode),
+        )
+        for mode in MODES
+    ]
     loops = {}
-    for variant in VARIANTS:
-        with _variant_context(variant):
-            n = _loops_for(fn, device) if calibrate and setup is None else 1
-        loops[variant] = _agreed(n)
-    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    with gc_paused():
-        for index in range(rounds):
-            for variant in VARIANTS if index % 2 == 0 else VARIANTS[::-1]:
-                with _variant_context(variant):
-                    if setup is not None:
-                        setup()
-                    samples[variant].append(_time_calls(fn, loops[variant], device))
-    return {v: (loops[v], samples[v]) for v in VARIANTS}
+    for column in columns:
+        n, _ = calibrate(
+            column,
+            warmup=SETTINGS.warmup,
+            min_sample_s=SETTINGS.min_sample_s,
+            max_loops=SETTINGS.max_loops,
+            sync=sync,
+        )
+        loops[column.name] = _agreed(n)
+    samples = interleaved(columns, loops, rounds, sync)
+    return {mode: (loops[mode], samples[mode]) for mode in MODES}
 
 
 def _lm_batch(model: nn.Module, device: torch.device) -> dict[str, torch.Tensor] | None:
@@ -159,8 +162,9 @@ def _lm_batch(model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]
     return {"input_ids": ids.to(device)}
 
 
-def measure_model(entry: ZooEntry, wrapper: str, device: torch.device, mesh: object,
-                  rounds: int = SETTINGS.repeat) -> list[Sample]:
+def measure_model(
+    entry: ZooEntry, wrapper: str, device: torch.device, mesh: object, rounds: int = SETTINGS.repeat
+) -> list[Sample]:
     """Every job of the module docstring for one model and wrapper, on this rank."""
     rank = dist.get_rank()
 
@@ -174,15 +178,22 @@ def measure_model(entry: ZooEntry, wrapper: str, device: torch.device, mesh: obj
     def new_model() -> None:  # untimed setup of the wrap job
         fresh[:] = [build()]
 
-    results["wrap"] = _timed_rounds(lambda: wrap(fresh[0], wrapper, entry.family, mesh, device),
-                                    new_model, min(rounds, SLOW_ROUNDS), device, calibrate=False)
+    results["wrap"] = _timed_rounds(
+        lambda: wrap(fresh[0], wrapper, entry.family, mesh, device),
+        new_model,
+        min(rounds, SLOW_ROUNDS),
+        device,
+        calibrate_loops=False,
+    )
     fresh.clear()
     model = wrap(build(), wrapper, entry.family, mesh, device)
     structure = measure_structure(model)
-    results["parameters"] = _timed_rounds(lambda: list(model.parameters()), None, rounds,
-                                          device, calibrate=True)
-    results["named_parameters"] = _timed_rounds(lambda: list(model.named_parameters()), None,
-                                                rounds, device, calibrate=True)
+    results["parameters"] = _timed_rounds(
+        lambda: list(model.parameters()), None, rounds, device, calibrate_loops=True
+    )
+    results["named_parameters"] = _timed_rounds(
+        lambda: list(model.named_parameters()), None, rounds, device, calibrate_loops=True
+    )
     trainable = [p for p in nn.Module.parameters(model) if p.requires_grad]
     grads = [torch.ones_like(p) for p in trainable]
 
@@ -190,15 +201,24 @@ def measure_model(entry: ZooEntry, wrapper: str, device: torch.device, mesh: obj
         for param, grad in zip(trainable, grads, strict=True):
             param.grad = grad
 
-    results["zero_grad"] = _timed_rounds(lambda: model.zero_grad(), give_grads, rounds,
-                                         device, calibrate=False)
+    results["zero_grad"] = _timed_rounds(
+        lambda: model.zero_grad(), give_grads, rounds, device, calibrate_loops=False
+    )
     give_grads()
     results["clip_grad_norm_"] = _timed_rounds(
-        lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0), None, rounds, device,
-        calibrate=True)
+        lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0),
+        None,
+        rounds,
+        device,
+        calibrate_loops=True,
+    )
     results["optimizer"] = _timed_rounds(
-        lambda: torch.optim.AdamW(model.parameters(), lr=1e-3), None, rounds, device,
-        calibrate=True)
+        lambda: torch.optim.AdamW(model.parameters(), lr=1e-3),
+        None,
+        rounds,
+        device,
+        calibrate_loops=True,
+    )
     batch = _lm_batch(model, device)
     if batch is not None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -211,13 +231,25 @@ def measure_model(entry: ZooEntry, wrapper: str, device: torch.device, mesh: obj
             model.zero_grad()
 
         step()  # optimizer state allocated outside the timed rounds
-        results["train_step"] = _timed_rounds(step, None, min(rounds, SLOW_ROUNDS), device,
-                                              calibrate=False)
-    return [Sample(rank=rank, model=entry.name, family=entry.family, wrapper=wrapper, job=job,
-                   variant=variant, loops=loops, samples_ns=samples,
-                   n_param_tensors=structure.n_param_tensors, n_modules=structure.n_modules)
-            for job, by_variant in results.items()
-            for variant, (loops, samples) in by_variant.items()]
+        results["train_step"] = _timed_rounds(
+            step, None, min(rounds, SLOW_ROUNDS), device, calibrate_loops=False
+        )
+    return [
+        Sample(
+            rank=rank,
+            model=entry.name,
+            family=entry.family,
+            wrapper=wrapper,
+            job=job,
+            mode=mode,
+            loops=loops,
+            samples_ns=samples,
+            n_param_tensors=structure.n_param_tensors,
+            n_modules=structure.n_modules,
+        )
+        for job, by_mode in results.items()
+        for mode, (loops, samples) in by_mode.items()
+    ]
 
 
 @contextlib.contextmanager
@@ -236,18 +268,29 @@ def process_group(backend: str, timeout_s: float) -> Iterator[torch.device]:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pyparams.bench.distributed",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pyparams.bench.distributed", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--models", default=",".join(MODELS),
-                        help="comma-separated zoo models (default: %(default)s)")
+    parser.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="comma-separated zoo models (default: %(default)s)",
+    )
     parser.add_argument("--wrappers", default=",".join(WRAPPERS), help="fsdp, ddp")
-    parser.add_argument("--backend", choices=("gloo", "nccl"),
-                        default="nccl" if torch.cuda.is_available() else "gloo")
+    parser.add_argument(
+        "--backend",
+        choices=("gloo", "nccl"),
+        default="nccl" if torch.cuda.is_available() else "gloo",
+    )
     parser.add_argument("--repeat", type=int, default=SETTINGS.repeat, help="rounds per job")
     parser.add_argument("--command", default="", help="the command line, for the report")
-    parser.add_argument("--collective-timeout-s", type=float, default=120.0,
-                        help="a lost peer fails a collective after this long")
+    parser.add_argument(
+        "--collective-timeout-s",
+        type=float,
+        default=120.0,
+        help="a lost peer fails a collective after this long",
+    )
     return parser.parse_args(argv)
 
 
@@ -272,19 +315,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 samples += measure_model(entry, wrapper, device, mesh, args.repeat)
         synchronize(str(device))
         gathered: list[list[Sample]] | None = (
-            [[] for _ in range(dist.get_world_size())] if dist.get_rank() == 0 else None)
+            [[] for _ in range(dist.get_world_size())] if dist.get_rank() == 0 else None
+        )
         dist.gather_object(samples, gathered, dst=0)
         if gathered is not None:
             from pyparams.bench.distributed_report import DistributedRun, write_outputs
             from pyparams.bench.runner import machine_info
 
             run = DistributedRun(
-                machine=machine_info(), backend=args.backend,
-                world_size=dist.get_world_size(), command=args.command or "torchrun ... -m "
-                "pyparams.bench.distributed", models=[e.name for e in entries],
-                wrappers=wrappers, rounds=args.repeat,
+                machine=machine_info(),
+                backend=args.backend,
+                world_size=dist.get_world_size(),
+                command=args.command or "torchrun ... -m pyparams.bench.distributed",
+                models=[e.name for e in entries],
+                wrappers=wrappers,
+                rounds=args.repeat,
                 samples=[asdict(s) for rank in gathered for s in rank],
-                wall_seconds=time.perf_counter() - start)
+                wall_seconds=time.perf_counter() - start,
+            )
             paths = write_outputs(run, args.out)
             print(f"wrote {', '.join(p.name for p in paths)} to {args.out}")
         dist.barrier()

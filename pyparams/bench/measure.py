@@ -10,22 +10,25 @@ For every case the harness, in this order:
 3. takes interleaved rounds (A B C, C B A, A B C ...) with the cyclic GC paused, one sample
    per contender per round, so paired ratios cancel drift of the machine; on CUDA each
    sample is bracketed by ``torch.cuda.synchronize()``;
-4. times the first item (lazy iterators produce it before the walk is done);
-5. measures memory, one contender at a time: the ``tracemalloc`` peak of one full run
+4. times the first item (lazy iterators produce it before the walk is done), except
+   after other work;
+5. measures memory (not after other work: that walk's memory is its hot or warm
+   column's), one contender at a time: the ``tracemalloc`` peak of one full run
    (native allocations through ``PyMem`` included), the RSS delta while its result is held,
    and on CUDA the ``memory_allocated`` / ``max_memory_allocated`` deltas.
 
-Each pyparams contender is timed in every walk-cache state of ``Settings.states`` (cold,
-warm, invalidated; :mod:`pyparams.bench.states`), each state its own column in the same
-interleaved rounds. A state's set-up runs outside the timed region: once before a warm
-sample, before every call of a cold or invalidated one (those calls are timed one by one,
-less the timer's own cost). The cache's counters are recorded per column, and its size
-after warm walks per case.
+Each pyparams contender is timed in every state of ``Settings.states`` (cold, warm,
+invalidated, after other work; :mod:`pyparams.bench.states`), each state its own column in
+the same interleaved rounds; each torch contender in its hot loop and after other work. A
+state's set-up runs outside the timed region: once before a warm sample, before every call
+of the others (those calls are timed one by one, less the timer's own cost). The cache's
+counters are recorded per column, and its size after warm walks per case. The timing
+itself is :mod:`pyparams.bench.timing`'s.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
@@ -46,14 +49,17 @@ from pyparams.bench.contenders import (
 from pyparams.bench.extras import rss_bytes
 from pyparams.bench.gc_pause import gc_paused
 from pyparams.bench.states import (
+    AFTER,
     COUNTERS,
     STATES,
     WARM_WALKS,
-    Variant,
+    StateColumn,
     cache_counts,
-    variants,
+    state_columns,
 )
-from pyparams.bench.stats import median, paired_ratios, summarize
+from pyparams.bench.stats import paired_ratios, summarize
+from pyparams.bench.sweep import plan, sweeper
+from pyparams.bench.timing import Column, calibrate, interleaved, timer_overhead_ns
 from pyparams.bench.zoo import BuiltModel
 
 __all__ = [
@@ -83,7 +89,8 @@ class Settings:
     max_case_s: float = 3.0
     ttf_repeat: int = 7
     max_loops: int = 100_000
-    states: tuple[str, ...] = STATES  # walk-cache states of pyparams contenders; () = none
+    states: tuple[str, ...] = STATES  # states of the contenders (states.py); () = none
+    sweep_bytes: int | None = None  # the after state's sweep; None: sized from the machine
 
 
 @dataclass
@@ -108,7 +115,7 @@ class ContenderResult:
     samples_ns: list[float] = field(default_factory=list)  # per call, one per round
     ttf_samples_ns: list[float] = field(default_factory=list)
     memory: MemoryUse | None = None
-    state: str | None = None  # walk-cache state (pyparams contenders), None: state-less
+    state: str | None = None  # states.STATES; None: torch's hot loop, the floor
     # growth of the cache's counters (states.COUNTERS) over every timed call
     cache_counts: dict[str, int] | None = None
 
@@ -157,88 +164,9 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-
-def _time_once(fn: Callable[[], object], loops: int, device: str) -> float:
-    """Mean ns per call over ``loops`` back-to-back calls."""
-    synchronize(device)
-    start = time.perf_counter_ns()
-    for _ in range(loops):
-        fn()
-    synchronize(device)
-    return (time.perf_counter_ns() - start) / loops
-
-
-@dataclass(frozen=True)
-class _Timed:
-    """One timed column: a bound contender, in a cache state when ``variant`` is set."""
-
-    run: Callable[[], object]
-    produce: Callable[[], object]
-    variant: Variant | None = None
-
-
-def _timer_overhead_ns() -> float:
-    """What two back-to-back ``perf_counter_ns`` calls read with nothing between them."""
-    clock = time.perf_counter_ns
-    gaps = []
-    for _ in range(201):
-        start = clock()
-        gaps.append(clock() - start)
-    return median(gaps)
-
-
-def _sample(timed: _Timed, loops: int, device: str, overhead: float,
-            counts: list[int] | None = None) -> float:
-    """Mean ns per call of one sample of ``loops`` calls; adds the cache counters' growth
-    over the timed calls to ``counts``. A state's set-up is never timed: calls whose state
-    must be set before each of them are timed one by one, less the timer's ``overhead``."""
-    variant = timed.variant
-    if variant is None:
-        return _time_once(timed.run, loops, device)
-    if not variant.per_call:
-        variant.setup()
-        before = cache_counts()
-        ns = _time_once(timed.run, loops, device)
-        _add_growth(counts, before)
-        return ns
-    clock = time.perf_counter_ns
-    total = 0.0
-    for _ in range(loops):
-        variant.setup()
-        synchronize(device)
-        before = cache_counts()
-        start = clock()
-        timed.run()
-        total += clock() - start - overhead
-        _add_growth(counts, before)
-    synchronize(device)
-    return max(total / loops, 1.0)  # a positive time, as the paired ratios need
-
-
-def _add_growth(counts: list[int] | None, before: tuple[int, ...]) -> None:
-    if counts is not None:
-        for index, (now, then) in enumerate(zip(cache_counts(), before, strict=True)):
-            counts[index] += now - then
-
-
-def _calibrate(timed: _Timed, settings: Settings, device: str,
-               overhead: float) -> tuple[int, float]:
-    """Loop count so one sample lasts ``min_sample_s``, and the wall ns one sample of that
-    many calls takes, set-up included (what the time budget is spent on)."""
-    for _ in range(settings.warmup):
-        _sample(timed, 1, device, overhead)
-    single = min(_sample(timed, 1, device, overhead) for _ in range(3))
-    wanted = math.ceil(settings.min_sample_s * 1e9 / max(single, 1.0))
-    loops = max(1, min(settings.max_loops, wanted))
-    start = time.perf_counter_ns()
-    _sample(timed, 1, device, overhead)
-    wall = time.perf_counter_ns() - start
-    per_call = timed.variant is not None and timed.variant.per_call
-    return loops, (wall * loops if per_call else wall + single * (loops - 1))
-
-
-def measure_memory(fn: Callable[[], object], device: str,
-                   setup: Callable[[], None] | None = None) -> MemoryUse:
+def measure_memory(
+    fn: Callable[[], object], device: str, setup: Callable[[], None] | None = None
+) -> MemoryUse:
     """Memory of one run of ``fn``: tracemalloc peak, RSS delta and CUDA deltas.
 
     The cyclic GC is paused throughout. The tracemalloc peak is relative to the traced
@@ -287,8 +215,9 @@ def _time_to_first(produce: Callable[[], object], device: str) -> float:
 Bound = dict[str, tuple[Callable[[], object], Callable[[], object]]]  # name -> (run, produce)
 
 
-def check_and_bind(module: nn.Module, contenders: Sequence[Contender], reference: Reference
-                   ) -> tuple[dict[str, ContenderResult], Bound]:
+def check_and_bind(
+    module: nn.Module, contenders: Sequence[Contender], reference: Reference
+) -> tuple[dict[str, ContenderResult], Bound]:
     """Step 1 of a case: check each non-torch contender against ``reference``, then bind it
     and run it once. Every contender gets a result (not ``ok``, with the error, when it
     differs from torch or raises); only those that are ok are bound and measured."""
@@ -316,6 +245,16 @@ def check_and_bind(module: nn.Module, contenders: Sequence[Contender], reference
     return results, bound
 
 
+@dataclass(frozen=True)
+class _Timed:
+    """One timed column of a case: what the engine times, and how to produce its items
+    (for the time to the first item) after the state's set-up."""
+
+    column: Column
+    produce: Callable[[], object]
+    state: StateColumn | None = None
+
+
 def measure_case(
     built: BuiltModel,
     contenders: Sequence[Contender],
@@ -327,36 +266,57 @@ def measure_case(
     module, device = built.module, built.device
     reference = torch_reference(module, depth_hint=built.structure.n_modules)
     results, bound = check_and_bind(module, contenders, reference)
-    results, timed = _columns(module, contenders, results, bound, settings.states)
-    overhead = _timer_overhead_ns()
+    results, timed = _columns(module, contenders, results, bound, settings)
+    overhead = timer_overhead_ns()
+    sync = functools.partial(synchronize, device)
 
     estimates: dict[str, float] = {}
     for name, one in timed.items():
-        results[name].loops, estimates[name] = _calibrate(one, settings, device, overhead)
+        results[name].loops, estimates[name] = calibrate(
+            one.column,
+            warmup=settings.warmup,
+            min_sample_s=settings.min_sample_s,
+            max_loops=settings.max_loops,
+            sync=sync,
+            overhead=overhead,
+        )
     per_round_ns = sum(estimates.values()) or 1.0
     affordable = int(settings.max_case_s * 1e9 / per_round_ns)
     rounds = max(min(settings.repeat, settings.min_repeat), min(settings.repeat, affordable))
 
+    counts = {
+        name: [0] * len(COUNTERS) for name, one in timed.items() if one.column.counters is not None
+    }
+    samples = interleaved(
+        [one.column for one in timed.values()],
+        {name: results[name].loops for name in timed},
+        rounds,
+        sync,
+        overhead,
+        counts,
+    )
+    for name, values in samples.items():
+        results[name].samples_ns = values
     names = list(timed)
-    counts = {name: [0] * len(COUNTERS) for name in names if timed[name].variant is not None}
     with gc_paused():
-        for index in range(rounds):
-            for name in names if index % 2 == 0 else reversed(names):
-                results[name].samples_ns.append(_sample(
-                    timed[name], results[name].loops, device, overhead, counts.get(name)))
         for index in range(settings.ttf_repeat):
             for name in names if index % 2 == 0 else reversed(names):
                 one = timed[name]
-                if one.variant is not None:
-                    one.variant.setup()
+                if one.state is not None and one.state.state == AFTER:
+                    continue  # the first item is timed hot and warm; a sweep each is dear
+                if one.state is not None:
+                    one.state.setup()
                 results[name].ttf_samples_ns.append(_time_to_first(one.produce, device))
     for name, grown in counts.items():
         results[name].cache_counts = dict(zip(COUNTERS, grown, strict=True))
 
     if memory:
         for name, one in timed.items():
+            if one.state is not None and one.state.state == AFTER:
+                continue  # the same walk as the hot or warm column: its memory is theirs
             results[name].memory = measure_memory(
-                one.run, device, one.variant.setup if one.variant is not None else None)
+                one.column.call, device, one.state.setup if one.state is not None else None
+            )
     cache_bytes, cache_records = _cache_size(timed)
 
     structure = built.structure
@@ -382,33 +342,62 @@ def measure_case(
     )
 
 
-def _columns(module: nn.Module, contenders: Sequence[Contender],
-             results: dict[str, ContenderResult], bound: Bound, states: Sequence[str]
-             ) -> tuple[dict[str, ContenderResult], dict[str, _Timed]]:
-    """Every timed column, in contender order: a state-less contender once, a pyparams one
-    once per state (keys from :func:`pyparams.bench.states.variant`)."""
+def _state_column(state: StateColumn, run: Callable[[], object]) -> Column:
+    """The engine's column of a contender in a state: warm's set-up once per sample, the
+    others' before every call."""
+    return Column(
+        state.key,
+        run,
+        before_sample=None if state.per_call else state.setup,
+        before_call=state.setup if state.per_call else None,
+        calls_per_sample=state.calls_per_sample,
+        counters=cache_counts if state.counted else None,
+    )
+
+
+def _columns(
+    module: nn.Module,
+    contenders: Sequence[Contender],
+    results: dict[str, ContenderResult],
+    bound: Bound,
+    settings: Settings,
+) -> tuple[dict[str, ContenderResult], dict[str, _Timed]]:
+    """Every timed column, in contender order: a torch contender's hot loop then its state
+    columns, a pyparams one once per state (keys from
+    :func:`pyparams.bench.states.column_key`), the floor once."""
     columns: dict[str, ContenderResult] = {}
     timed: dict[str, _Timed] = {}
+    sweep = sweeper(plan(settings.sweep_bytes).bytes) if AFTER in settings.states else None
     for contender in contenders:
         name, result = contender.name, results[contender.name]
         if name not in bound:  # failed: one row with its error
             columns[name] = result
             continue
         run, produce = bound[name]
-        if contender.library != "pyparams" or not states:
-            columns[name], timed[name] = result, _Timed(run, produce)
-            continue
-        for variant in variants(name, module, run, states):
-            columns[variant.key] = ContenderResult(variant.key, ok=True, items=result.items,
-                                                   state=variant.state)
-            timed[variant.key] = _Timed(run, produce, variant)
+        if contender.library != "pyparams":  # torch's hot loop, the floor: no set-up
+            columns[name], timed[name] = result, _Timed(Column(name, run), produce)
+        for state in state_columns(
+            name, contender.library, module, run, settings.states, sweep or _no_sweep
+        ):
+            columns[state.key] = ContenderResult(
+                state.key, ok=True, items=result.items, state=state.state
+            )
+            timed[state.key] = _Timed(_state_column(state, run), produce, state)
     return columns, timed
 
 
+def _no_sweep() -> None:
+    raise AssertionError("the after state was not asked for")
+
+
 def _cache_size(timed: dict[str, _Timed]) -> tuple[int | None, int | None]:
-    """The cache's bytes and records after warm walks of each state-ful contender, from
-    an empty cache; the cache is left empty so the next case starts cold."""
-    runs = {id(one.run): one.run for one in timed.values() if one.variant is not None}
+    """The cache's bytes and records after warm walks of each state-ful pyparams
+    contender, from an empty cache; the cache is left empty so the next case starts cold."""
+    runs = {
+        id(one.column.call): one.column.call
+        for one in timed.values()
+        if one.state is not None and one.state.counted
+    }
     if not runs:
         return None, None
     pyparams.cache_clear()

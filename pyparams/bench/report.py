@@ -1,76 +1,71 @@
-"""Turning a :class:`~pyparams.bench.runner.RunResult` into a table, files and plots.
+"""Turning a :class:`~pyparams.bench.runner.RunResult` into tables, files and plots.
 
-``write_outputs`` writes ``results.json`` (machine, versions, options and every raw
-sample), ``results.csv`` (one row per case, contender and walk-cache state), ``speedup.png``,
-``scaling.png``, ``memory.png`` (matplotlib, Agg backend) and ``report.md`` embedding them.
+``write_outputs`` writes ``results.json`` (machine, versions, options, the after state's
+sweep and every raw sample), ``results.csv`` (one row per case, contender and state),
+``speedup.png``, ``scaling.png``, ``memory.png`` (matplotlib, Agg backend), ``claims.json``
+and ``claims.md`` when the claims ran, and the zoo's section of ``report.md``
+(:mod:`pyparams.bench.report_file`) embedding them. The goals come from
+:mod:`pyparams.bench.targets`.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyparams.bench.claims import Verdict, format_verdicts
+from pyparams.bench import targets as targets_table
+from pyparams.bench.claims import Verdict, format_verdicts, write_claims
 from pyparams.bench.contenders import BASELINE, CONTENDERS
 from pyparams.bench.extras import available
+from pyparams.bench.formatting import format_bytes, format_ns, format_ratio, render_table
 from pyparams.bench.measure import CaseResult
+from pyparams.bench.outputs import write_csv, write_json
+from pyparams.bench.report_file import write_section
 from pyparams.bench.runner import RunResult
-from pyparams.bench.states import COUNTERS, split, variant
+from pyparams.bench.states import AFTER, COUNTERS, column_key, split, torch_column
 from pyparams.bench.stats import summarize
+from pyparams.bench.sweep import SweepPlan
 
 __all__ = [
     "OUTPUT_FILES",
-    "format_bytes",
     "format_fits",
-    "format_ns",
     "format_summary",
     "format_table",
     "rows",
-    "targets",
     "to_json",
     "write_outputs",
 ]
 
 OUTPUT_FILES: tuple[str, ...] = (
-    "results.json", "results.csv", "speedup.png", "scaling.png", "memory.png", "report.md",
+    "results.json",
+    "results.csv",
+    "speedup.png",
+    "scaling.png",
+    "memory.png",
+    "report.md",
 )
 _COLUMNS: tuple[str, ...] = (
-    "model", "device", "#params", "#modules", "contender", "state", "median", "spread",
-    "ns/param", "x list", "x torch", "1st item", "tracemalloc",
+    "model",
+    "device",
+    "#params",
+    "#modules",
+    "contender",
+    "state",
+    "median",
+    "spread",
+    "ns/param",
+    "x list",
+    "x torch",
+    "1st item",
+    "tracemalloc",
 )
-
-
-def format_ns(ns: float | None) -> str:
-    """``1234.0`` -> ``'1.23 us'``; ``None`` -> ``'-'``."""
-    if ns is None:
-        return "-"
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
-        if ns >= scale:
-            return f"{ns / scale:.3g} {unit}"
-    return f"{ns:.3g} ns"
-
-
-def format_bytes(n: float | None) -> str:
-    """``2048`` -> ``'2.0 KiB'``; ``None`` -> ``'-'``."""
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def _ratio(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
 
 
 def rows(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
-    """One flat record per case, contender and walk-cache state (the CSV rows, the table's
-    source); ``state`` is empty for torch and the floor, which have none."""
+    """One flat record per case, contender and state (the CSV rows, the table's source);
+    ``state`` is empty for torch's hot loop and the floor. Speedups of an ``after`` column
+    are over torch's ``after`` column."""
     out: list[dict[str, object]] = []
     for case in cases:
         for name, result in case.contenders.items():
@@ -80,30 +75,46 @@ def rows(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
             counterpart = CONTENDERS[base].counterpart if base in CONTENDERS else None
             memory = result.memory
             grown = result.cache_counts or {}
-            out.append({
-                "model": case.model, "family": case.family, "size": case.size,
-                "device": case.device, "requested_device": case.requested_device,
-                "n_param_tensors": case.n_param_tensors, "n_params": case.n_params,
-                "n_modules": case.n_modules, "contender": base, "state": result.state or "",
-                "ok": result.ok,
-                "error": result.error or "", "rounds": len(result.samples_ns),
-                "loops": result.loops,
-                "median_ns": summary.median if summary else None,
-                "q1_ns": summary.q1 if summary else None,
-                "q3_ns": summary.q3 if summary else None,
-                "rel_spread": summary.rel_spread if summary else None,
-                "ns_per_param": (summary.median / case.n_param_tensors
-                                 if summary and case.n_param_tensors else None),
-                "speedup_vs_list": case.speedup(name, BASELINE),
-                "speedup_vs_torch": case.speedup(name, counterpart) if counterpart else None,
-                "ttf_median_ns": ttf,
-                "tracemalloc_peak": memory.tracemalloc_peak if memory else None,
-                "rss_delta": memory.rss_delta if memory else None,
-                "cuda_allocated_delta": memory.cuda_allocated_delta if memory else None,
-                "cuda_peak_delta": memory.cuda_peak_delta if memory else None,
-                **{f"cache_{counter}": grown.get(counter) for counter in COUNTERS},
-                "cache_bytes": case.cache_bytes,
-            })
+            out.append(
+                {
+                    "model": case.model,
+                    "family": case.family,
+                    "size": case.size,
+                    "device": case.device,
+                    "requested_device": case.requested_device,
+                    "n_param_tensors": case.n_param_tensors,
+                    "n_params": case.n_params,
+                    "n_modules": case.n_modules,
+                    "contender": base,
+                    "state": result.state or "",
+                    "ok": result.ok,
+                    "error": result.error or "",
+                    "rounds": len(result.samples_ns),
+                    "loops": result.loops,
+                    "median_ns": summary.median if summary else None,
+                    "q1_ns": summary.q1 if summary else None,
+                    "q3_ns": summary.q3 if summary else None,
+                    "rel_spread": summary.rel_spread if summary else None,
+                    "ns_per_param": (
+                        summary.median / case.n_param_tensors
+                        if summary and case.n_param_tensors
+                        else None
+                    ),
+                    "speedup_vs_list": case.speedup(name, torch_column(BASELINE, result.state)),
+                    "speedup_vs_torch": (
+                        case.speedup(name, torch_column(counterpart, result.state))
+                        if counterpart
+                        else None
+                    ),
+                    "ttf_median_ns": ttf,
+                    "tracemalloc_peak": memory.tracemalloc_peak if memory else None,
+                    "rss_delta": memory.rss_delta if memory else None,
+                    "cuda_allocated_delta": memory.cuda_allocated_delta if memory else None,
+                    "cuda_peak_delta": memory.cuda_peak_delta if memory else None,
+                    **{f"cache_{counter}": grown.get(counter) for counter in COUNTERS},
+                    "cache_bytes": case.cache_bytes,
+                }
+            )
     return out
 
 
@@ -121,18 +132,24 @@ def _cells(row: dict[str, object], first: bool) -> list[str]:
     per_param = num("ns_per_param")
     head = [str(row["model"]), device, str(row["n_param_tensors"]), str(row["n_modules"])]
     return (head if first else ["", "", "", ""]) + [
-        str(row["contender"]), str(row["state"]) or "-", median,
+        str(row["contender"]),
+        str(row["state"]) or "-",
+        median,
         "-" if spread is None else f"{100 * spread:.1f}%",
         "-" if per_param is None else f"{per_param:.1f}",
-        _ratio(num("speedup_vs_list")), _ratio(num("speedup_vs_torch")),
-        format_ns(num("ttf_median_ns")), format_bytes(num("tracemalloc_peak")),
+        format_ratio(num("speedup_vs_list")),
+        format_ratio(num("speedup_vs_torch")),
+        format_ns(num("ttf_median_ns")),
+        format_bytes(num("tracemalloc_peak")),
     ]
 
 
 def format_table(cases: Sequence[CaseResult], markdown: bool = False) -> str:
     """The results table: one row per contender, the model columns on each case's first row.
 
-    ``state`` is the walk-cache state of a pyparams row (cold, warm, invalidated);
+    ``state`` is the state of a row (pyparams: cold, warm, invalidated, after; torch:
+    after, or none for its hot loop); ``x list`` and ``x torch`` of an ``after`` row are
+    over torch after the same sweep;
     ``median`` is per call; ``spread`` the interquartile range over the median;
     ``ns/param`` the median over the number of parameter tensors in the model; ``x list``
     the median per-round speedup over ``list(m.parameters())``; ``x torch`` the same over
@@ -143,136 +160,111 @@ def format_table(cases: Sequence[CaseResult], markdown: bool = False) -> str:
     table: list[list[str]] = []
     separators: list[int] = []
     previous = None
-    for row in rows(cases):
+    records = rows(cases)
+    for row in records:
         key = (row["model"], row["device"])
         if key != previous and previous is not None:
             separators.append(len(table))
         table.append(_cells(row, key != previous))
         previous = key
-    if markdown:
-        lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in table]
-        return "\n".join(lines)
-    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(_COLUMNS)]
-    rule = "  ".join("-" * w for w in widths)
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 6 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-
-    lines = [line(_COLUMNS), rule]
-    for index, cells in enumerate(table):
-        if index in separators:
-            lines.append("")
-        lines.append(line(cells))
-    if any(r["requested_device"] != r["device"] for r in rows(cases)):
-        lines.append("* over the memory cap: structure timed on meta")
-    return "\n".join(lines)
+    text = render_table(_COLUMNS, table, markdown=markdown, left=6, breaks=separators)
+    if not markdown and any(r["requested_device"] != r["device"] for r in records):
+        text += "\n* over the memory cap: structure timed on meta"
+    return text
 
 
 _SUMMARY: tuple[tuple[str, str], ...] = (
-    ("x list cold", variant("pyparams.list", "cold")), ("x list warm", "pyparams.list"),
-    ("x list invalidated", variant("pyparams.list", "invalidated")),
-    ("x parameters", "pyparams.parameters"), ("x parameter_list", "pyparams.parameter_list"),
-    ("x named", "pyparams.named"), ("x trainable", "pyparams.trainable"),
+    ("x list cold", column_key("pyparams.list", "cold")),
+    ("x list warm", "pyparams.list"),
+    ("x list after", column_key("pyparams.list", AFTER)),
+    ("x list invalidated", column_key("pyparams.list", "invalidated")),
+    ("x parameters", "pyparams.parameters"),
+    ("x parameters after", column_key("pyparams.parameters", AFTER)),
+    ("x parameter_list", "pyparams.parameter_list"),
+    ("x parameter_list after", column_key("pyparams.parameter_list", AFTER)),
+    ("x named", "pyparams.named"),
+    ("x named after", column_key("pyparams.named", AFTER)),
+    ("x trainable", "pyparams.trainable"),
+    ("x trainable after", column_key("pyparams.trainable", AFTER)),
 )
+_MEDIANS: tuple[tuple[str, str], ...] = (
+    ("torch.list", "torch.list"),
+    ("pyparams.list", "pyparams.list"),
+    ("torch.list after", column_key("torch.list", AFTER)),
+    ("pyparams.list after", column_key("pyparams.list", AFTER)),
+)
+
+
+def _summary_row(case: CaseResult) -> list[str]:
+    def med(name: str) -> str:
+        result = case.contenders.get(name)
+        if result is None:
+            return "-"
+        return (
+            format_ns(case.median_ns(name))
+            if result.ok
+            else (result.error or "failed").split(":")[0]
+        )
+
+    def peak(name: str) -> str:
+        result = case.contenders.get(name)
+        return format_bytes(result.memory.tracemalloc_peak if result and result.memory else None)
+
+    speedups = []
+    for _, name in _SUMMARY:
+        base, state = split(name)
+        counterpart = CONTENDERS[base].counterpart
+        speedups.append(
+            format_ratio(
+                case.speedup(name, torch_column(counterpart, state)) if counterpart else None
+            )
+        )
+    device = case.device + ("*" if case.requested_device != case.device else "")
+    return [
+        case.model,
+        device,
+        str(case.n_param_tensors),
+        str(case.n_modules),
+        *(med(name) for _, name in _MEDIANS),
+        *speedups,
+        format_ratio(case.speedup("floor")),
+        format_ratio(case.speedup("floor", over="pyparams.parameters")),
+        format_bytes(case.cache_bytes),
+        peak("torch.parameters"),
+        peak("pyparams.parameters"),
+    ]
 
 
 def format_summary(cases: Sequence[CaseResult], markdown: bool = False) -> str:
     """One row per model and device, at a glance.
 
-    ``torch.list`` and (warm) ``pyparams.list`` medians; ``list(pyparams.parameters(m))``'s
-    median per-round speedup over ``list(m.parameters())`` in each walk-cache state; each
-    other pyparams contender's, warm, over the torch contender doing the same job; the
-    floor's speedup over ``list(m.parameters())`` and ``warm/floor``, how many times the
+    ``torch.list`` and (warm) ``pyparams.list`` medians, hot and after other work;
+    ``list(pyparams.parameters(m))``'s median per-round speedup over ``list(m.parameters())``
+    in each state (``after``: over torch after the same sweep); each other pyparams
+    contender's, warm and after other work, over the torch contender doing the same job;
+    the floor's speedup over ``list(m.parameters())`` and ``warm/floor``, how many times the
     floor's time a warm lazy walk takes; the cache's bytes after warm walks; the
     tracemalloc peaks of torch's and (warm) pyparams' lazy iteration.
     """
-    header = ["model", "device", "#params", "#modules", "torch.list", "pyparams.list",
-              *(label for label, _ in _SUMMARY), "floor x", "warm/floor", "cache",
-              "peak torch", "peak pyparams"]
-    table = []
-    for case in cases:
-        def med(name: str, case: CaseResult = case) -> str:
-            result = case.contenders.get(name)
-            if result is None:
-                return "-"
-            return format_ns(case.median_ns(name)) if result.ok else \
-                (result.error or "failed").split(":")[0]
-
-        def peak(name: str, case: CaseResult = case) -> str:
-            result = case.contenders.get(name)
-            return format_bytes(result.memory.tracemalloc_peak
-                                if result and result.memory else None)
-
-        speedups = []
-        for _, name in _SUMMARY:
-            counterpart = CONTENDERS[split(name)[0]].counterpart
-            speedups.append(_ratio(case.speedup(name, counterpart) if counterpart else None))
-        device = case.device + ("*" if case.requested_device != case.device else "")
-        table.append([case.model, device, str(case.n_param_tensors), str(case.n_modules),
-                      med("torch.list"), med("pyparams.list"), *speedups,
-                      _ratio(case.speedup("floor")),
-                      _ratio(case.speedup("floor", over="pyparams.parameters")),
-                      format_bytes(case.cache_bytes), peak("torch.parameters"),
-                      peak("pyparams.parameters")])
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table])
-    widths = [max(len(h), *(len(r[i]) for r in table)) if table else len(h)
-              for i, h in enumerate(header)]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
-             for row in [header, ["-" * w for w in widths], *table]]
-    return "\n".join(lines)
+    header = [
+        "model",
+        "device",
+        "#params",
+        "#modules",
+        *(label for label, _ in _MEDIANS),
+        *(label for label, _ in _SUMMARY),
+        "floor x",
+        "warm/floor",
+        "cache",
+        "peak torch",
+        "peak pyparams",
+    ]
+    return render_table(header, [_summary_row(case) for case in cases], markdown=markdown)
 
 
-def _find(cases: Sequence[CaseResult], model: str) -> list[CaseResult]:
-    return [c for c in cases if c.model == model]
-
-
-def targets(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
-    """The performance targets, measured in this run (never asserted).
-
-    Each row: target, cases used, contender, worst measured value, goal, whether it was met.
-    Only targets whose cases ran appear. Speedups are of warm walks (the cache replays
-    an unchanged model), over ``list(m.parameters())``.
-    """
-    out: list[dict[str, object]] = []
-
-    def add(label: str, chosen: Sequence[CaseResult], contender: str, goal: float) -> None:
-        values = [c.speedup(contender) for c in chosen]
-        measured = [v for v in values if v is not None]
-        if measured:
-            worst = min(measured)
-            out.append({"target": label, "cases": [f"{c.model}[{c.device}]" for c in chosen],
-                        "contender": contender, "measured": worst, "goal": goal,
-                        "met": worst >= goal, "kind": "speedup vs list(m.parameters())"})
-
-    archs = [c for c in cases if c.family == "arch"]
-    for contender in ("pyparams.list", "pyparams.parameter_list"):
-        add("real architectures >= 50x (warm)", archs, contender, 50.0)
-        add("300-deep chain >= 300x (warm)", _find(cases, "depth-300"), contender, 300.0)
-        widths = [c for c in cases if c.family == "width" and (c.size or 0) >= 20000]
-        add("20,000 siblings >= 20x (warm)", widths, contender, 20.0)
-        moe = _find(cases, "moe-32x64") or [c for c in cases if c.family == "experts"
-                                             and (c.size or 0) >= 64]
-        add("unfused MoE >= 20x (warm)", moe, contender, 20.0)
-    add("named walks, real architectures >= 20x (warm)", archs, "pyparams.named", 20.0)
-    ratios = []
-    for case in cases:
-        torch_gen, native = case.contenders.get("torch.parameters"), case.contenders.get(
-            "pyparams.parameters")
-        if torch_gen and native and torch_gen.memory and native.memory and \
-                torch_gen.memory.tracemalloc_peak > 0:
-            ratios.append(native.memory.tracemalloc_peak / torch_gen.memory.tracemalloc_peak)
-    if ratios:
-        worst = max(ratios)
-        out.append({"target": "lazy iteration tracemalloc peak <= 1/4 of torch's generator",
-                    "cases": [f"{len(ratios)} cases"], "contender": "pyparams.parameters",
-                    "measured": worst, "goal": 0.25, "met": worst <= 0.25,
-                    "kind": "peak ratio pyparams/torch (worst case)"})
-    return out
+def format_targets(cases: Sequence[CaseResult], markdown: bool = False) -> str:
+    """The targets of :mod:`pyparams.bench.targets`, measured in ``cases``."""
+    return targets_table.format_targets(targets_table.measure(cases), markdown=markdown)
 
 
 def to_json(run: RunResult) -> dict[str, object]:
@@ -281,66 +273,81 @@ def to_json(run: RunResult) -> dict[str, object]:
         "machine": run.machine,
         "options": run.options,
         "settings": run.settings,
+        "after_other_work": run.sweep,
         "wall_seconds": run.wall_seconds,
         "cases": [dataclasses.asdict(case) for case in run.cases],
         "summary": rows(run.cases),
         "fits": [dataclasses.asdict(fit) for fit in run.fits],
-        "targets": targets(run.cases),
+        "targets": targets_table.measure(run.cases),
         "claims": [dataclasses.asdict(v) for v in run.claims if isinstance(v, Verdict)],
     }
 
 
-def _write_csv(path: Path, records: list[dict[str, object]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else ["model"])
-        writer.writeheader()
-        writer.writerows(records)
-
-
-def format_fits(run: RunResult, contenders: Sequence[str] = (
-        "torch.list", "pyparams.list", variant("pyparams.list", "cold"))) -> str:
+def format_fits(
+    run: RunResult,
+    contenders: Sequence[str] = (
+        "torch.list",
+        "pyparams.list",
+        column_key("pyparams.list", "cold"),
+    ),
+) -> str:
     """One line per scaling family and device: exponent and cost per module per contender."""
     lines = []
     keys = list(dict.fromkeys((f.family, f.device) for f in run.fits))
     for family, device in keys:
         parts = []
         for fit in run.fits:
-            if (fit.family, fit.device) == (family, device) and fit.contender in contenders \
-                    and fit.exponent is not None and fit.ns_per_module is not None:
-                parts.append(f"{fit.contender} slope {fit.exponent:.2f}, "
-                             f"{format_ns(fit.ns_per_module)}/module")
+            if (
+                (fit.family, fit.device) == (family, device)
+                and fit.contender in contenders
+                and fit.exponent is not None
+                and fit.ns_per_module is not None
+            ):
+                parts.append(
+                    f"{fit.contender} slope {fit.exponent:.2f}, "
+                    f"{format_ns(fit.ns_per_module)}/module"
+                )
         if parts:
             lines.append(f"fit {family} [{device}]: " + "; ".join(parts))
     return "\n".join(lines)
 
 
 def _fits_markdown(run: RunResult) -> str:
-    lines = ["| family | device | contender | points | log-log exponent | R^2 | ns per module |",
-             "|---|---|---|---|---|---|---|"]
-    for fit in run.fits:
-        if fit.exponent is None:
-            continue
-        lines.append(f"| {fit.family} | {fit.device} | {fit.contender} | {len(fit.sizes)} | "
-                     f"{fit.exponent:.2f} | {fit.r2:.3f} | {fit.ns_per_module:.1f} |")
-    return "\n".join(lines)
+    table = [
+        [
+            fit.family,
+            fit.device,
+            fit.contender,
+            str(len(fit.sizes)),
+            f"{fit.exponent:.2f}",
+            f"{fit.r2:.3f}",
+            f"{fit.ns_per_module:.1f}",
+        ]
+        for fit in run.fits
+        if fit.exponent is not None
+    ]
+    return render_table(
+        ["family", "device", "contender", "points", "log-log exponent", "R^2", "ns per module"],
+        table,
+        markdown=True,
+    )
 
 
-def _targets_markdown(run: RunResult) -> str:
-    lines = ["| target | contender | measured (worst case) | goal | met |", "|---|---|---|---|---|"]
-    for t in targets(run.cases):
-        measured, goal = float(t["measured"]), float(t["goal"])  # type: ignore[arg-type]
-        fmt = "{:.2f}" if goal < 1 else "{:.1f}x"
-        lines.append(f"| {t['target']} ({', '.join(t['cases'])}) | {t['contender']} | "  # type: ignore[arg-type]
-                     f"{fmt.format(measured)} | {fmt.format(goal)} | "
-                     f"{'yes' if t['met'] else 'NO'} |")
-    return "\n".join(lines)
+def _sweep_line(sweep: dict[str, object]) -> str:
+    if not sweep:
+        return ""
+    return (
+        "After other work: before each timed call of an `@after` column, untimed, every word "
+        f"of a buffer is written on one thread ({SweepPlan(**sweep).describe()}), "  # type: ignore[arg-type]
+        "as a training step's forward, backward and optimizer step do between two walks; "
+        "torch's `@after` columns get the same sweep, and `@after` ratios are over them. One "
+        "call per sample."
+    )
 
 
 def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
     m = run.machine
     parts = [
-        "# pyparams benchmark report",
-        "",
         f"Command: `{run.options.get('command', 'pyparams bench')}`  ",
         f"Machine: {m['platform']}, {m['cpu_count']} CPUs, "
         f"{format_bytes(float(m['memory_bytes'] or 0))} RAM; CUDA device: {m['cuda_device']}  ",  # type: ignore[arg-type]
@@ -352,25 +359,31 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
         "interleaved (A B C, C B A, ...) with the GC paused; medians are quoted, spread is "
         "IQR/median, speedups are medians of per-round ratios.",
         "",
-        "Each pyparams contender is timed in three walk-cache states, each its own column in "
-        "the same rounds: cold (`pyparams.cache_clear()` before every timed call), warm (the "
-        "default: untimed walks before each sample, then replays of the unchanged model) and "
+        "Each pyparams contender is timed in four states, each its own column in the same "
+        "rounds: cold (`pyparams.cache_clear()` before every timed call), warm (the "
+        "default: untimed walks before each sample, then replays of the unchanged model), "
         "invalidated (before every timed call, untimed walks, then every module's `__dict__` "
-        "written, as `model.train()` does); the set-up is never timed. Torch and the floor "
-        "have no state."
-        + ("" if m.get("pyparams_cache_enabled", True) else
-           " **The walk cache was off in this run** (PYPARAMS_CACHE=0, or CPython 3.13.0 "
-           "or 3.14 and later, where it is off): every walk was live, so the three states time "
-           "the same walk."),
+        "written, as `model.train()` does) and after other work (`@after`: warm, then the "
+        "caches swept before every timed call); the set-up is never timed. Torch's "
+        "contenders are timed hot and after the same sweep; the floor has no state."
+        + (
+            ""
+            if m.get("pyparams_cache_enabled", True)
+            else " **The walk cache was off in this run** (PYPARAMS_CACHE=0, or CPython 3.13.0 "
+            "or 3.14 and later, where it is off): every walk was live, so the states time "
+            "the same walk."
+        ),
+        "",
+        _sweep_line(run.sweep),
         "",
         "## Summary",
         "",
         "Speedups are over the torch contender doing the same job (`x list <state>`: "
         "`list(pyparams.parameters(m))` over `list(m.parameters())`), median of per-round "
-        "ratios, warm unless a state is named; `floor x` is draining an already built list, "
-        "over `list(m.parameters())`; `warm/floor`: a warm lazy walk's time over the floor's; "
-        "`cache`: the cache's bytes after warm walks. "
-        "`*`: over the memory cap, structure timed on meta.",
+        "ratios, warm unless a state is named; `after` ratios are over torch after the same "
+        "sweep; `floor x` is draining an already built list, over `list(m.parameters())`; "
+        "`warm/floor`: a warm lazy walk's time over the floor's; `cache`: the cache's bytes "
+        "after warm walks. `*`: over the memory cap, structure timed on meta.",
         "",
         format_summary(run.cases, markdown=True),
         "",
@@ -380,7 +393,7 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
         "",
         "## Targets (measured, not asserted)",
         "",
-        _targets_markdown(run),
+        format_targets(run.cases, markdown=True),
         "",
         "## Plots",
         "",
@@ -394,16 +407,22 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
     ]
     verdicts = [v for v in run.claims if isinstance(v, Verdict)]
     if verdicts:
-        parts += ["", "## Claims about `parameters()`, tested", "", "```",
-                  format_verdicts(verdicts), "```"]
+        parts += [
+            "",
+            "## Claims about `parameters()`, tested",
+            "",
+            "```",
+            format_verdicts(verdicts),
+            "```",
+        ]
     return "\n".join(parts) + "\n"
 
 
 def write_outputs(run: RunResult, out: Path) -> list[Path]:
     """Write every output file into ``out`` (created if needed); returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(to_json(run), indent=1, default=str))
-    _write_csv(out / "results.csv", rows(run.cases))
+    write_json(out / "results.json", to_json(run))
+    write_csv(out / "results.csv", rows(run.cases))
     drawn: list[str] = []
     if available("matplotlib"):  # the plots need the bench extra; extras_note said so
         from pyparams.bench import plots
@@ -412,5 +431,7 @@ def write_outputs(run: RunResult, out: Path) -> list[Path]:
         plots.scaling_plot(run.cases, run.fits, out / "scaling.png")
         plots.memory_plot(run.cases, out / "memory.png")
         drawn = ["speedup.png", "scaling.png", "memory.png"]
-    (out / "report.md").write_text(_report_markdown(run, drawn))
-    return [out / name for name in OUTPUT_FILES if not name.endswith(".png") or name in drawn]
+    write_section(out / "report.md", "zoo", _report_markdown(run, drawn))
+    written = [out / name for name in OUTPUT_FILES if not name.endswith(".png") or name in drawn]
+    verdicts = [v for v in run.claims if isinstance(v, Verdict)]
+    return written + (write_claims(verdicts, out) if verdicts else [])

@@ -22,7 +22,9 @@ import pyparams
 from pyparams.bench.contenders import Contender, resolve_contenders
 from pyparams.bench.extras import available, missing, missing_line, total_memory_bytes
 from pyparams.bench.measure import CaseResult, Settings, measure_case
+from pyparams.bench.states import AFTER
 from pyparams.bench.stats import cost_per_module, loglog_fit
+from pyparams.bench.sweep import plan, sweeper
 from pyparams.bench.zoo import (
     DEFAULT_MEMORY_CAP_BYTES,
     ZooCache,
@@ -49,12 +51,15 @@ DEVICES: tuple[str, ...] = ("cpu", "cuda", "meta")
 FITTED_FAMILIES: tuple[str, ...] = ("depth", "width", "experts")
 
 _PRESET_SETTINGS: dict[str, Settings] = {
-    "quick": Settings(repeat=7, min_repeat=5, warmup=1, min_sample_s=0.001, max_case_s=0.6,
-                      ttf_repeat=5),
-    "default": Settings(repeat=21, min_repeat=7, warmup=2, min_sample_s=0.005, max_case_s=4.0,
-                        ttf_repeat=9),
-    "full": Settings(repeat=31, min_repeat=11, warmup=3, min_sample_s=0.005, max_case_s=15.0,
-                     ttf_repeat=15),
+    "quick": Settings(
+        repeat=7, min_repeat=5, warmup=1, min_sample_s=0.001, max_case_s=0.6, ttf_repeat=5
+    ),
+    "default": Settings(
+        repeat=21, min_repeat=7, warmup=2, min_sample_s=0.005, max_case_s=4.0, ttf_repeat=9
+    ),
+    "full": Settings(
+        repeat=31, min_repeat=11, warmup=3, min_sample_s=0.005, max_case_s=15.0, ttf_repeat=15
+    ),
 }
 
 
@@ -75,15 +80,17 @@ class BenchOptions:
     memory_cap_bytes: int = DEFAULT_MEMORY_CAP_BYTES
     claims: bool = True
     progress: bool = True
+    sweep_bytes: int | None = None  # the after state's sweep (None: sized from the machine)
     command: str = "pyparams bench"  # the command line, as the report shows it
 
     def settings(self) -> Settings:
         """The measuring settings of the preset, with ``repeat`` overridden if given."""
-        base = _PRESET_SETTINGS[self.preset]
+        base = dataclasses.replace(_PRESET_SETTINGS[self.preset], sweep_bytes=self.sweep_bytes)
         if self.repeat is None:
             return base
-        return dataclasses.replace(base, repeat=self.repeat,
-                                   min_repeat=min(base.min_repeat, self.repeat))
+        return dataclasses.replace(
+            base, repeat=self.repeat, min_repeat=min(base.min_repeat, self.repeat)
+        )
 
     def entries(self) -> list[ZooEntry]:
         """The zoo entries to run (``KeyError`` naming an unknown model)."""
@@ -131,6 +138,7 @@ class RunResult:
     fits: list[Fit]
     wall_seconds: float
     claims: list[object] = field(default_factory=list)  # pyparams.bench.claims.Verdict
+    sweep: dict[str, object] = field(default_factory=dict)  # the after state's SweepPlan
 
 
 def machine_info() -> dict[str, object]:
@@ -159,8 +167,9 @@ def machine_info() -> dict[str, object]:
     }
 
 
-def plan_cases(entries: Sequence[ZooEntry], devices: Sequence[str],
-               cache: ZooCache) -> list[tuple[ZooEntry, str]]:
+def plan_cases(
+    entries: Sequence[ZooEntry], devices: Sequence[str], cache: ZooCache
+) -> list[tuple[ZooEntry, str]]:
     """``(entry, device)`` pairs; architectures over the memory cap move to ``meta`` once."""
     planned: list[tuple[ZooEntry, str]] = []
     seen: set[tuple[str, str]] = set()
@@ -178,8 +187,10 @@ def fit_families(cases: Sequence[CaseResult]) -> list[Fit]:
     fits: list[Fit] = []
     keys = sorted({(c.family, c.device) for c in cases if c.family in FITTED_FAMILIES})
     for family, device in keys:
-        members = sorted((c for c in cases if (c.family, c.device) == (family, device)
-                          and c.size is not None), key=lambda c: c.size or 0)
+        members = sorted(
+            (c for c in cases if (c.family, c.device) == (family, device) and c.size is not None),
+            key=lambda c: c.size or 0,
+        )
         names = list(dict.fromkeys(n for c in members for n in c.contenders))
         for name in names:
             points = [(c.size, c.n_modules, c.median_ns(name)) for c in members]
@@ -260,14 +271,21 @@ def run_bench(options: BenchOptions) -> RunResult:
         bar.set_postfix_str(f"{entry.name} [{device}]")
         cases.append(measure_case(cache.get(entry.name, device), contenders, settings))
     bar.close()
+    sweeper.cache_clear()  # the after state's buffer (about 1 GiB) is not needed past the zoo
     verdicts: list[object] = []
     if options.claims:
         from pyparams.bench.claims import default_models, run_claims
 
         claim_devices = [d for d in devices if d != "meta"] or ["cpu"]
         model, huge_model = default_models()
-        verdicts = list(run_claims(model=model, huge_model=huge_model, devices=claim_devices,
-                                   memory_cap_bytes=options.memory_cap_bytes))
+        verdicts = list(
+            run_claims(
+                model=model,
+                huge_model=huge_model,
+                devices=claim_devices,
+                memory_cap_bytes=options.memory_cap_bytes,
+            )
+        )
     return RunResult(
         machine=machine_info(),
         options={
@@ -284,5 +302,5 @@ def run_bench(options: BenchOptions) -> RunResult:
         fits=fit_families(cases),
         wall_seconds=time.perf_counter() - start,
         claims=verdicts,
+        sweep=plan(settings.sweep_bytes).to_dict() if AFTER in settings.states else {},
     )
-

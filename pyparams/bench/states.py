@@ -7,15 +7,20 @@
 - ``invalidated``: before every timed call, untimed walks (so a record exists), then
   every module's ``__dict__`` is written (its ``training`` flag flipped and flipped back,
   as ``model.train()`` after ``model.eval()`` does), so the timed replay meets modules
-  that changed since it was recorded.
+  that changed since it was recorded;
+- ``after`` (after other work): before every timed call, untimed walks as for ``warm``,
+  then a sweep through a buffer larger than the last-level cache
+  (:mod:`pyparams.bench.sweep`), as a step's forward, backward and optimizer do between
+  two walks. One call per sample.
 
-The set-up always runs outside the timed region. Torch contenders and the floor never
-touch the cache: they have no state, one column each.
+The set-up always runs outside the timed region. Torch contenders have no cache: their
+plain column is the hot loop, and they get an ``after`` column with the same sweep, so
+the ratios compare like with like. The floor has only its plain column.
 
->>> variant("pyparams.list", "cold"), variant("pyparams.list", "warm")
+>>> column_key("pyparams.list", "cold"), column_key("pyparams.list", "warm")
 ('pyparams.list@cold', 'pyparams.list')
->>> split("pyparams.list@invalidated"), split("torch.list")
-(('pyparams.list', 'invalidated'), ('torch.list', None))
+>>> split("pyparams.list@invalidated"), split("torch.list"), split("torch.list@after")
+(('pyparams.list', 'invalidated'), ('torch.list', None), ('torch.list', 'after'))
 """
 
 from __future__ import annotations
@@ -28,18 +33,23 @@ from torch import nn
 import pyparams
 
 __all__ = [
+    "AFTER",
     "COUNTERS",
     "DEFAULT_STATE",
     "STATES",
-    "Variant",
+    "TORCH_STATES",
+    "StateColumn",
     "cache_counts",
+    "column_key",
     "invalidate",
     "split",
-    "variant",
-    "variants",
+    "state_columns",
+    "torch_column",
 ]
 
-STATES: tuple[str, ...] = ("cold", "warm", "invalidated")
+STATES: tuple[str, ...] = ("cold", "warm", "invalidated", "after")
+AFTER = "after"
+TORCH_STATES: tuple[str, ...] = (AFTER,)  # the states a torch contender is timed in too
 DEFAULT_STATE = "warm"
 # The cache_info() fields that count walks; the harness records their growth per sample.
 COUNTERS: tuple[str, ...] = ("hits", "misses", "invalidations", "revalidations")
@@ -48,9 +58,15 @@ COUNTERS: tuple[str, ...] = ("hits", "misses", "invalidations", "revalidations")
 WARM_WALKS = 2
 
 
-def variant(name: str, state: str | None) -> str:
+def column_key(name: str, state: str | None) -> str:
     """The result key of contender ``name`` in ``state``: the warm one keeps the plain name."""
     return name if state in (None, DEFAULT_STATE) else f"{name}@{state}"
+
+
+def torch_column(name: str, state: str | None) -> str:
+    """The key of torch contender ``name``'s column that a pyparams column in ``state`` is
+    compared with: the same state where torch has it (``after``), else its hot loop."""
+    return column_key(name, state) if state in TORCH_STATES else name
 
 
 def split(key: str) -> tuple[str, str | None]:
@@ -94,25 +110,50 @@ def invalidate(modules: Sequence[nn.Module]) -> None:
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One timed column of a contender: its key, state, and the untimed set-up.
+class StateColumn:
+    """One timed column of a contender in a state: its key, state, and the untimed set-up.
 
-    ``per_call``: the set-up runs before every timed call (cold, invalidated), not once
-    before each sample (warm).
+    ``per_call``: the set-up runs before every timed call (cold, invalidated, after), not
+    once before each sample (warm); ``calls_per_sample``: a fixed count (``after``: one,
+    the sweep costs far more than the call), ``None`` to calibrate; ``counted``: the
+    cache's counters are recorded (pyparams' columns).
     """
 
     key: str
     state: str
     setup: Callable[[], None]
     per_call: bool
+    calls_per_sample: int | None = None
+    counted: bool = True
 
 
-def variants(name: str, module: nn.Module, run: Callable[[], object],
-             states: Sequence[str] = STATES) -> list[Variant]:
-    """The variants of pyparams contender ``name`` (``run`` is its timed call) on ``module``."""
+def _check_states(states: Sequence[str]) -> None:
     unknown = [s for s in states if s not in STATES]
     if unknown:
         raise ValueError(f"unknown state {unknown[0]!r}; choose from: {', '.join(STATES)}")
+
+
+def state_columns(
+    name: str,
+    library: str,
+    module: nn.Module,
+    run: Callable[[], object],
+    states: Sequence[str],
+    sweep: Callable[[], None],
+) -> list[StateColumn]:
+    """The state columns of contender ``name`` (``run`` is its timed call) on ``module``:
+    every state of ``states`` for a pyparams contender, the :data:`TORCH_STATES` among them
+    for a torch one (its plain column is not listed here), none for others. ``sweep`` is
+    the other work of the ``after`` state."""
+    _check_states(states)
+    if library == "torch":
+        return [
+            StateColumn(column_key(name, s), s, sweep, True, 1, counted=False)
+            for s in TORCH_STATES
+            if s in states
+        ]
+    if library != "pyparams":
+        return []
     modules = _modules_of(module) if "invalidated" in states else []
 
     def warm() -> None:
@@ -123,9 +164,14 @@ def variants(name: str, module: nn.Module, run: Callable[[], object],
         warm()
         invalidate(modules)
 
-    setups: dict[str, tuple[Callable[[], None], bool]] = {
-        "cold": (pyparams.cache_clear, True),
-        "warm": (warm, False),
-        "invalidated": (invalidated, True),
+    def after() -> None:
+        warm()
+        sweep()
+
+    setups: dict[str, tuple[Callable[[], None], bool, int | None]] = {
+        "cold": (pyparams.cache_clear, True, None),
+        "warm": (warm, False, None),
+        "invalidated": (invalidated, True, None),
+        AFTER: (after, True, 1),
     }
-    return [Variant(variant(name, s), s, *setups[s]) for s in STATES if s in states]
+    return [StateColumn(column_key(name, s), s, *setups[s]) for s in STATES if s in states]
