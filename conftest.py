@@ -22,9 +22,6 @@ import pyparams
 ROOT = Path(__file__).resolve().parent
 PACKAGE = ROOT / "pyparams"
 
-# Not searched for doctests yet: the benchmark harness.
-DOCTEST_SKIPPED = (PACKAGE / "bench",)
-
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Import only what holds tests or doctests.
@@ -33,8 +30,6 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     benchmarks/ that would include scripts (a torchrun worker, one that sleeps for an hour on
     purpose): outside the package only test modules and conftests are collected.
     """
-    if collection_path in DOCTEST_SKIPPED:
-        return True
     if collection_path.suffix != ".py" or PACKAGE in collection_path.parents:
         return None
     name = collection_path.name

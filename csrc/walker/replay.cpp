@@ -154,10 +154,9 @@ inline int Walker::replay_yield(const WalkRecord& record, std::uint32_t entry_in
 }
 
 // How many ops ahead the replay issues the loads an op will make (see
-// prefetch_op). A training step's walk finds the model's objects evicted by the
-// forward and backward: each op's loads (the module, its dicts, the items it
-// yields) then miss, one after another. The record knows every address in
-// advance, so they can be in flight together.
+// prefetch_op; walker.h: why the default is 0). A training step's walk finds the
+// model's objects evicted by the forward and backward; the record knows every
+// address in advance, so their misses can be in flight together.
 namespace {
 int g_prefetch_distance = kDefaultPrefetchDistance;
 

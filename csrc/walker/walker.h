@@ -26,8 +26,11 @@ inline PyObject* member_attribute(Kind kind) {
 }
 
 // How many ops ahead a replay starts the loads of the op it will run (0: none).
-// The default was measured (docs/performance.md); the setter is for measuring it.
-constexpr int kDefaultPrefetchDistance = 8;
+// Off by default: measured at 0 to 32 ops, hot and after sweeping 64 MiB and
+// 1 GiB, no distance gained beyond the noise (docs/performance.md: the loads
+// come from the record's addresses, independent of one another, and the core
+// already overlaps them). The setter is for measuring it on another machine.
+constexpr int kDefaultPrefetchDistance = 0;
 int prefetch_distance() noexcept;
 void set_prefetch_distance(int ops) noexcept;
 
