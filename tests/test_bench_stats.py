@@ -32,6 +32,7 @@ from pyparams.bench.measure import (
     measure_memory,
 )
 from pyparams.bench.report import rows
+from pyparams.bench.runner import BenchOptions
 from pyparams.bench.states import AFTER, STATES, column_key
 from pyparams.bench.zoo import BuiltModel, ZooEntry, build_chain, measure_structure
 
@@ -393,6 +394,12 @@ def test_sweep_is_sized_from_the_largest_data_cache(tmp_path) -> None:  # type: 
     assert sweep.plan(sysfs=str(tmp_path)).bytes == sweep.MAX_BYTES  # capped
     assert sweep.plan(sysfs=str(tmp_path / "none")).llc_bytes == sweep.FALLBACK_LLC_BYTES
     assert sweep.plan(1 << 20).bytes == 1 << 20
+    # The quick preset's cap: a first look stays minutes long on a machine with a huge cache.
+    quick = BenchOptions(preset="quick").settings().sweep_plan()
+    assert quick.bytes <= 128 << 20
+    small = sweep.plan(sysfs=str(tmp_path), max_bytes=8 << 20)
+    assert (small.bytes, small.capped, small.cap) == (8 << 20, True, 8 << 20)
+    assert "capped at 8.0 MiB" in small.describe()
 
 
 def test_a_sweep_writes_every_word_on_one_thread() -> None:

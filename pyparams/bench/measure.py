@@ -58,7 +58,7 @@ from pyparams.bench.states import (
     state_columns,
 )
 from pyparams.bench.stats import paired_ratios, summarize
-from pyparams.bench.sweep import plan, sweeper
+from pyparams.bench.sweep import SweepPlan, plan, sweeper
 from pyparams.bench.timing import Column, calibrate, interleaved, timer_overhead_ns
 from pyparams.bench.zoo import BuiltModel
 
@@ -91,6 +91,11 @@ class Settings:
     max_loops: int = 100_000
     states: tuple[str, ...] = STATES  # states of the contenders (states.py); () = none
     sweep_bytes: int | None = None  # the after state's sweep; None: sized from the machine
+    max_sweep_bytes: int = 1 << 30  # the most a sweep sized from the machine may be
+
+    def sweep_plan(self) -> SweepPlan:
+        """The after state's sweep: its size and how it was found."""
+        return plan(self.sweep_bytes, max_bytes=self.max_sweep_bytes)
 
 
 @dataclass
@@ -367,7 +372,7 @@ def _columns(
     :func:`pyparams.bench.states.column_key`), the floor once."""
     columns: dict[str, ContenderResult] = {}
     timed: dict[str, _Timed] = {}
-    sweep = sweeper(plan(settings.sweep_bytes).bytes) if AFTER in settings.states else None
+    sweep = sweeper(settings.sweep_plan().bytes) if AFTER in settings.states else None
     for contender in contenders:
         name, result = contender.name, results[contender.name]
         if name not in bound:  # failed: one row with its error

@@ -24,7 +24,7 @@ from pyparams.bench.extras import available, missing, missing_line, total_memory
 from pyparams.bench.measure import CaseResult, Settings, measure_case
 from pyparams.bench.states import AFTER
 from pyparams.bench.stats import cost_per_module, loglog_fit
-from pyparams.bench.sweep import plan, sweeper
+from pyparams.bench.sweep import sweeper
 from pyparams.bench.zoo import (
     DEFAULT_MEMORY_CAP_BYTES,
     ZooCache,
@@ -51,8 +51,16 @@ DEVICES: tuple[str, ...] = ("cpu", "cuda", "meta")
 FITTED_FAMILIES: tuple[str, ...] = ("depth", "width", "experts")
 
 _PRESET_SETTINGS: dict[str, Settings] = {
+    # A quick run's sweep is at most 128 MiB (a first look in minutes, not a report: a
+    # machine whose last-level cache is larger keeps some of the walk's lines in it).
     "quick": Settings(
-        repeat=7, min_repeat=5, warmup=1, min_sample_s=0.001, max_case_s=0.6, ttf_repeat=5
+        repeat=7,
+        min_repeat=5,
+        warmup=1,
+        min_sample_s=0.001,
+        max_case_s=0.6,
+        ttf_repeat=5,
+        max_sweep_bytes=128 << 20,
     ),
     "default": Settings(
         repeat=21, min_repeat=7, warmup=2, min_sample_s=0.005, max_case_s=4.0, ttf_repeat=9
@@ -302,5 +310,5 @@ def run_bench(options: BenchOptions) -> RunResult:
         fits=fit_families(cases),
         wall_seconds=time.perf_counter() - start,
         claims=verdicts,
-        sweep=plan(settings.sweep_bytes).to_dict() if AFTER in settings.states else {},
+        sweep=settings.sweep_plan().to_dict() if AFTER in settings.states else {},
     )

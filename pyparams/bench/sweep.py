@@ -38,7 +38,8 @@ class SweepPlan:
     llc_bytes: int
     factor: int
     source: str  # where llc_bytes came from
-    capped: bool  # factor * llc_bytes was over MAX_BYTES
+    capped: bool  # factor * llc_bytes was over the cap
+    cap: int = MAX_BYTES  # the most it may be (the quick preset's is smaller)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -48,7 +49,7 @@ class SweepPlan:
         size = format_bytes(self.bytes)
         if not self.factor:
             return f"{size}, {self.source}"
-        capped = f", capped at {format_bytes(MAX_BYTES)}" if self.capped else ""
+        capped = f", capped at {format_bytes(self.cap)}" if self.capped else ""
         return (
             f"{size}: {self.factor}x the largest cache, {format_bytes(self.llc_bytes)} "
             f"({self.source}){capped}"
@@ -78,10 +79,13 @@ def _largest_cache(sysfs: str) -> tuple[int, str] | None:
 
 
 def plan(
-    bytes_override: int | None = None, sysfs: str = _SYSFS, fallback_llc: int = FALLBACK_LLC_BYTES
+    bytes_override: int | None = None,
+    sysfs: str = _SYSFS,
+    fallback_llc: int = FALLBACK_LLC_BYTES,
+    max_bytes: int = MAX_BYTES,
 ) -> SweepPlan:
     """The sweep's size: ``bytes_override`` if given, else :data:`LLC_FACTOR` times the
-    largest cache sysfs lists (capped at :data:`MAX_BYTES`), else a fallback."""
+    largest cache sysfs lists (capped at ``max_bytes``), else a fallback."""
     if bytes_override is not None:
         return SweepPlan(bytes_override, 0, 0, "asked for (--sweep-mib)", False)
     largest = _largest_cache(sysfs)
@@ -90,7 +94,7 @@ def plan(
     else:
         llc, source = largest[0], f"sysfs {largest[1]}"
     wanted = LLC_FACTOR * llc
-    return SweepPlan(min(wanted, MAX_BYTES), llc, LLC_FACTOR, source, wanted > MAX_BYTES)
+    return SweepPlan(min(wanted, max_bytes), llc, LLC_FACTOR, source, wanted > max_bytes, max_bytes)
 
 
 @functools.lru_cache(maxsize=1)
