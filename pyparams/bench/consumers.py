@@ -426,12 +426,13 @@ def _column(
 ) -> Column:
     """One call timed on its own per sample, in the patch state asked for. Switching the
     patch changes nn.Module's class attributes, which renews every module class's version:
-    CPython's attribute caches empty and the walk cache's records no longer match. Two
-    untimed calls first (the first meets the change, the second records), so the timed one
+    CPython's attribute caches empty and the walk cache's records no longer match. Three
+    untimed calls first (the first meets the change, the second records, the third is the
+    records' first replay, which sets up a named walk's table of names), so the timed one
     runs as it does when the patch simply stays on (or off): warm."""
 
     def warm() -> None:
-        for _ in range(2):
+        for _ in range(3):
             setup()
             run()
 
