@@ -53,8 +53,21 @@ $(BUILD_STAMP): $(VENV_STAMP) $(SOURCES)
 # pyparams, editable, with the dependencies pyproject.toml lists for tests and
 # benchmarks, and the `pyparams` console script. Its build finds the extension
 # above up to date and does not compile it again.
+# A free-threaded Python (3.13t) lacks wheels for some of them (transformers needs
+# pyyaml, tokenizers and safetensors, which have no cp313t wheels): there each one is
+# installed on its own from wheels only (no source builds), a missing one is named,
+# and the tests that need it skip.
 $(DEPS_STAMP): pyproject.toml | $(BUILD_STAMP)
-	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	if $(PY) -c "import sys, sysconfig; sys.exit(not sysconfig.get_config_var('Py_GIL_DISABLED'))"; then \
+		$(PY) -m pip install --quiet --no-build-isolation -e . && \
+		for req in $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', \
+				'rb'))['project']['optional-dependencies']['test']))"); do \
+			$(PY) -m pip install --quiet --only-binary=:all: "$$req" >/dev/null 2>&1 \
+			|| echo "make: $$req cannot be installed on this free-threaded Python; the tests that need it skip"; \
+		done; \
+	else \
+		$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"; \
+	fi
 	touch $@
 
 install: $(BUILD_STAMP) $(DEPS_STAMP)

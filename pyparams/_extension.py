@@ -2,7 +2,8 @@
 
 The cases it tells apart: a source tree whose extension was never built (and whether a
 compiler is there to build it, or an installed pyparams that the source tree is hiding),
-an install without the extension, and an extension built for another torch.
+an install without the extension, an extension built for another torch, and a
+free-threaded Python whose GIL is forced off.
 """
 
 from __future__ import annotations
@@ -77,6 +78,21 @@ except ImportError as error:  # undefined symbols: built against another torch's
         f"another torch than the running {torch.__version__}. Rebuild it: {_rebuild()}",
         name="pyparams._C",
     ) from error
+
+# Free-threaded CPython (3.13t, --disable-gil): the walker takes borrowed references from
+# module dicts (PyDict_Next, PyDict_GetItemWithError) and fills a per-class table with
+# plain writes, safe only under the GIL. pyparams._C
+# therefore does not declare Py_MOD_GIL_NOT_USED: importing it enables the GIL for the
+# process, and CPython says so once with a RuntimeWarning naming pyparams._C (silence it
+# with -W "ignore:The global interpreter lock:RuntimeWarning"). When the GIL is forced off
+# (PYTHON_GIL=0 or -Xgil=0), pyparams refuses to load rather than walk unprotected.
+if not getattr(sys, "_is_gil_enabled", lambda: True)():
+    raise ImportError(
+        "pyparams needs the GIL, and this free-threaded Python runs without it (PYTHON_GIL=0 "
+        "or -Xgil=0 keeps it off): its walker is not safe without the GIL. Unset PYTHON_GIL "
+        "(or drop -Xgil=0): importing pyparams then enables the GIL.",
+        name="pyparams._C",
+    )
 
 if Version(_C.__torch_version__) != Version(torch.__version__):
     raise ImportError(

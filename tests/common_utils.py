@@ -6,6 +6,8 @@
   ``assert_same_items``, which compares with ``is``, order and names;
 - ``outcome`` / ``step``: a call or one ``next()`` as a comparable value, exception included;
 - ``subprocess_env``: the environment for a child Python that imports this checkout;
+- ``needs_transformers``: a mark for tests of zoo models built with transformers (which
+  has no wheels for free-threaded CPython; such tests skip where it is not installed);
 - module tree builders: random trees with sharing, ``None`` entries, frozen parts and raw
   ``_parameters`` / ``_modules`` entries, and deep chains.
 """
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import inspect
 import itertools
 import os
@@ -46,6 +49,7 @@ __all__ = [
     "drive",
     "every_call",
     "fuzz_settings",
+    "needs_transformers",
     "outcome",
     "refcounts",
     "reference",
@@ -97,6 +101,11 @@ def subprocess_env(pythonpath: Sequence[str | Path] = (REPO,), **extra: str) -> 
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
     env.update(extra)
     return env
+
+
+needs_transformers = pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="transformers is not installed"
+)
 
 
 def cpu_and_cuda() -> tuple[object, ...]:

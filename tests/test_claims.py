@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from common_utils import cpu_and_cuda
+from common_utils import cpu_and_cuda, needs_transformers
 from pyparams.bench.claims import CLAIMS, Verdict, format_verdicts, run_claims
 from pyparams.bench.zoo import ZooCache
 
@@ -17,6 +17,7 @@ CHAINS = (3, 50, 1500)
 
 @pytest.fixture(scope="module", params=cpu_and_cuda())
 def verdicts(request: pytest.FixtureRequest) -> tuple[str, list[Verdict]]:
+    pytest.importorskip("transformers")  # the claims run on GPT-2
     device = request.param
     if device == "cuda" and not torch.cuda.is_available():  # also skipped by the marker
         pytest.skip("CUDA is not available")
@@ -27,6 +28,7 @@ def verdicts(request: pytest.FixtureRequest) -> tuple[str, list[Verdict]]:
 @pytest.fixture(scope="module")
 def n_tensors() -> int:
     """How many parameter tensors the model has, counted by torch on a separate build."""
+    pytest.importorskip("transformers")
     return len(list(ZooCache().get(MODEL, "meta").module.parameters()))
 
 
@@ -101,6 +103,7 @@ def test_claims_refuse_meta() -> None:
         run_claims(model="gpt2-tiny", devices=["meta"], huge_model=None, chain_depths=())
 
 
+@needs_transformers
 def test_claims_leave_requires_grad_as_found() -> None:
     """Claim 1 freezes half the model to test it; the flags found are restored, frozen
     ones included, on the very model the claims ran on."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import pyparams
-from common_utils import subprocess_env
+from common_utils import needs_transformers, subprocess_env
 from pyparams.bench.contenders import CONTENDERS
 from pyparams.bench.report import OUTPUT_FILES
 from pyparams.bench.states import AFTER, STATES, TORCH_STATES, column_key, split
@@ -57,6 +57,7 @@ def quick_json(quick_run: tuple[int, str, Path]) -> dict:  # type: ignore[type-a
     return json.loads((quick_run[2] / "results.json").read_text())
 
 
+@needs_transformers  # the quick preset runs GPT-2
 def test_quick_run_prints_the_table(quick_run: tuple[int, str, Path]) -> None:
     code, stdout, _ = quick_run
     assert code == 0
@@ -106,6 +107,7 @@ def test_quick_run_writes_every_file(quick_run: tuple[int, str, Path]) -> None:
     assert ("walk cache was off" in report) is not pyparams.cache_info().enabled
 
 
+@needs_transformers  # the quick preset runs GPT-2
 def test_json_has_machine_and_every_raw_sample(quick_json: dict) -> None:  # type: ignore[type-arg]
     machine = quick_json["machine"]
     for key in ("platform", "cpu_count", "python", "torch", "cuda_device", "pyparams"):
@@ -167,6 +169,7 @@ def test_csv_has_one_row_per_case_and_contender(
     assert baseline and all(float(r["speedup_vs_list"]) == 1.0 for r in baseline)
 
 
+@needs_transformers
 def test_tiny_zoo_with_chosen_contenders(tmp_path: Path) -> None:
     code, stdout, _ = run_cli(
         "bench",
@@ -238,6 +241,7 @@ def test_cuda_is_rejected_without_cuda() -> None:
     assert code != 0 and "CUDA is not available" in stderr
 
 
+@needs_transformers
 def test_claims_command(tmp_path: Path) -> None:
     code, stdout, _ = run_cli(
         "claims", "--model", "gpt2-tiny", "--devices", "cpu", "--out", str(tmp_path)
@@ -262,7 +266,7 @@ def _pyparams(*argv: str, cwd: Path, block: Sequence[str] = ()) -> subprocess.Co
         f"import sys\nfor name in {list(block)!r}:\n    sys.modules[name] = None\n"
         f"from pyparams.cli import main\nraise SystemExit(main({list(argv)!r}))\n"
     )
-    return subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-c", code],
         cwd=cwd,
         env=subprocess_env(),
@@ -271,6 +275,21 @@ def _pyparams(*argv: str, cwd: Path, block: Sequence[str] = ()) -> subprocess.Co
         timeout=300,
         check=False,
     )
+    proc.stderr = without_gil_warning(proc.stderr)
+    return proc
+
+
+# On a free-threaded CPython, importing pyparams._C enables the GIL and CPython warns once
+# (see test_free_threading.py); the CLI's own lines are what these tests compare.
+GIL_WARNING = (
+    "RuntimeWarning: The global interpreter lock (GIL) has been enabled to load "
+    "module 'pyparams._C'"
+)
+
+
+def without_gil_warning(stderr: str) -> str:
+    """``stderr`` without CPython's one-line warning that pyparams._C enabled the GIL."""
+    return "".join(line for line in stderr.splitlines(keepends=True) if GIL_WARNING not in line)
 
 
 def test_python_dash_m_entry_point(tmp_path: Path) -> None:

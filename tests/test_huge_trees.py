@@ -277,9 +277,11 @@ def _traced_peak(walk) -> int:
 
 def test_a_first_walk_builds_no_instance_dicts() -> None:
     # Fresh modules keep their attributes inline (no instance __dict__ yet, on
-    # CPython 3.11): reading them through a __dict__ would build one per module,
+    # CPython 3.11 on): reading them through a __dict__ would build one per module,
     # 64 bytes and more each, more than torch's whole walk costs. What remains is
-    # the memo (see above: < 40 bytes a module).
+    # the memo (see above: < 40 bytes a module). The walker finds "no dict yet" at
+    # the managed dict's slot, which free-threaded builds keep elsewhere (one word
+    # before the object, not three): read at the wrong place, it builds them all.
     from torch import nn
 
     def fresh() -> nn.Module:

@@ -15,8 +15,12 @@ struct WalkIteratorObject {
 
 // pymalloc serves blocks of up to 512 bytes; a larger iterator would cost a
 // system malloc and free on every call. (The GC's header: two words before it.)
+// Free-threaded builds allocate every object with mimalloc, which has no such
+// limit, and their object header is larger.
+#ifndef Py_GIL_DISABLED
 static_assert(sizeof(WalkIteratorObject) + 2 * sizeof(void*) <= 512,
               "the walk iterator must stay a small object for pymalloc");
+#endif
 
 PyObject* walk_iternext(PyObject* self) {
   auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
