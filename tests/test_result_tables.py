@@ -171,14 +171,32 @@ def test_an_unknown_table_or_missing_results_are_named(tmp_path: Path) -> None:
 
 
 def test_manifest_lists_every_file_with_its_hash(tiny_results: Path) -> None:
-    data = results_command.manifest(tiny_results, "make results", [["pyparams", "bench"]])
-    for key in ("commit", "date", "command", "machine", "python", "torch", "sweep"):
+    measured = results_command.source()
+    data = results_command.manifest(tiny_results, "make results", [["pyparams", "bench"]], measured)
+    for key in ("commit", "tree_modified", "date", "command", "machine", "python", "torch"):
         assert key in data
+    assert "sweep" in data
     names = [entry["path"] for entry in data["files"]]
     assert names == sorted(p.name for p in tiny_results.iterdir())
     assert set(names) <= set(results_command.PRODUCED)
     first = data["files"][0]
     assert first["sha256"] == results_command._sha256(tiny_results / first["path"])
+
+
+def test_the_tree_state_is_taken_before_the_run_writes_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run rewrites tracked files (benchmarks/results/): a status taken after it would
+    # always say "modified". The state recorded is the one the run started from.
+    calls: list[str] = []
+    monkeypatch.setattr(results_command, "source", lambda: calls.append("source") or {})
+    monkeypatch.setattr(results_command, "_steps", lambda out, quick: [["step"]])
+    monkeypatch.setattr(results_command, "manifest", lambda *a: calls.append("manifest") or {})
+    import pyparams.cli
+
+    monkeypatch.setattr(pyparams.cli, "main", lambda step: calls.append("run") or 0)
+    assert results_command.main(["--out", str(tmp_path)]) == 0
+    assert calls == ["source", "run", "manifest"]
 
 
 def test_a_new_run_removes_what_the_previous_manifest_listed(tmp_path: Path) -> None:

@@ -55,15 +55,26 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def manifest(out: Path, command: str, steps: Sequence[Sequence[str]]) -> dict[str, object]:
-    """Where the files in ``out`` came from, and each file with its size and hash."""
-    from pyparams.bench.runner import machine_info
-
-    machine = machine_info()
+def source() -> dict[str, object]:
+    """The commit a run measures, and whether the tree differed from it: taken before the
+    run writes anything (its own output, tracked files, would count as a change)."""
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "commit": _git("rev-parse", "HEAD"),
         "tree_modified": None if status is None else bool(status),
+    }
+
+
+def manifest(
+    out: Path, command: str, steps: Sequence[Sequence[str]], measured: dict[str, object]
+) -> dict[str, object]:
+    """Where the files in ``out`` came from (``measured``: :func:`source` at the start),
+    and each file with its size and hash."""
+    from pyparams.bench.runner import machine_info
+
+    machine = machine_info()
+    return {
+        **measured,
         "date": machine.pop("timestamp"),
         "command": command,
         "steps": [" ".join(step) for step in steps],
@@ -127,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     command = " ".join(["python -m pyparams.bench.results", *(argv or sys.argv[1:])])
+    measured = source()
     args.out.mkdir(parents=True, exist_ok=True)
     _remove_previous(args.out)
     steps = _steps(args.out, args.quick)
@@ -136,7 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if status != 0:
             return status
     (args.out / MANIFEST).write_text(
-        json.dumps(manifest(args.out, command, [["pyparams", *s] for s in steps]), indent=1) + "\n"
+        json.dumps(
+            manifest(args.out, command, [["pyparams", *s] for s in steps], measured), indent=1
+        )
+        + "\n"
     )
     print(f"wrote {MANIFEST} to {args.out}", file=sys.stderr)
     return 0
