@@ -3,7 +3,7 @@
 ``python -m pyparams ...`` and the ``pyparams`` console script share :func:`main`.
 
     pyparams bench                 # default zoo on every device present
-    pyparams bench --quick         # a small zoo, fewer rounds (a few minutes on 2 cores)
+    pyparams bench --quick         # a small zoo, fewer rounds (about a minute on 2 cores)
     pyparams bench --models gpt2,depth --devices cpu --out /tmp/bench
     pyparams bench --list          # the zoo and the contenders
     pyparams bench --distributed   # DDP and FSDP2 under torchrun, 2 ranks, per-rank table
