@@ -23,6 +23,7 @@ import torch
 
 import pyparams
 from pyparams import _C
+from pyparams.bench.sweep import sweeper
 from pyparams.bench.zoo import get_entry
 
 
@@ -48,8 +49,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
 
-    torch.set_num_threads(1)  # the sweep's threads must not share the timed core
-    sweep = torch.zeros(args.sweep_mib * 1024 * 1024 // 4)
+    sweep = sweeper(args.sweep_mib << 20)  # the benchmark's own "after other work" sweep
     default_distance = _C._prefetch_distance()
     gc.disable()
     try:
@@ -70,7 +70,7 @@ def main() -> None:
                             _C._prefetch_distance(contender)
                             walk = partial(_pyparams_list, model)
                         if after:
-                            sweep.add_(1.0)
+                            sweep()
                         else:
                             walk()
                         times[(contender, after)].append(_timed_ns(walk))
