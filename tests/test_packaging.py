@@ -28,6 +28,10 @@ from common_utils import REPO, subprocess_env
 from pyparams import _C
 
 PACKAGE = REPO / "pyparams"
+# The source tree these tests came from (REPO is where pyparams is imported from: after a
+# non-editable install, site-packages).
+CHECKOUT = Path(__file__).resolve().parents[1]
+
 REBUILD = "pip install --no-build-isolation"
 
 # The public API of README's API section; names and signatures are part of the contract:
@@ -66,7 +70,7 @@ def test_all_is_exactly_the_public_api() -> None:
 
 def _readme_api_lines() -> list[str]:
     """The code lines of README's "## API" section (its fenced blocks, comments stripped)."""
-    text = (REPO / "README.md").read_text()
+    text = (CHECKOUT / "README.md").read_text()
     section = re.search(r"^## API\n(.*?)(?=^## )", text, re.DOTALL | re.MULTILINE)
     assert section, "README has no '## API' section"
     blocks = re.findall(r"^```python\n(.*?)^```", section.group(1), re.DOTALL | re.MULTILINE)
@@ -103,7 +107,7 @@ def test_public_functions_are_documented_and_annotated(name: str) -> None:
     function = getattr(pyparams, name)
     assert doctest.DocTestParser().get_examples(function.__doc__ or "")  # a short example
     assert inspect.signature(function).return_annotation is not inspect.Signature.empty
-    pyproject = (REPO / "pyproject.toml").read_text()
+    pyproject = (CHECKOUT / "pyproject.toml").read_text()
     assert re.search(r'^testpaths = \[.*"pyparams".*\]$', pyproject, re.MULTILINE)
     assert re.search(r'^addopts = \[.*"--doctest-modules".*\]$', pyproject, re.MULTILINE)
     assert not function.__module__.startswith("pyparams.bench")  # not collected (conftest.py)
@@ -272,9 +276,6 @@ def test_an_extension_that_does_not_load_says_rebuild(tmp_path: Path) -> None:
 # nothing is written here), with `import torch` failing as in pip's isolated build env.
 # --------------------------------------------------------------------------------------
 
-# The source tree these tests came from (REPO is where pyparams is imported from: after a
-# non-editable install, site-packages).
-CHECKOUT = Path(__file__).resolve().parents[1]
 NO_TORCH_PRELUDE = (
     "import sys\n"
     "sys.modules['torch'] = None  # import torch fails; importlib.util.find_spec finds none\n"
