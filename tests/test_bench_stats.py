@@ -305,13 +305,24 @@ _STATE_SETTINGS = Settings(
 )
 
 
-def _state_case(which: tuple[str, ...], model: nn.Module | None = None) -> CaseResult:
+def _state_case(
+    which: tuple[str, ...], model: nn.Module | None = None, floor: bool = False
+) -> CaseResult:
+    contenders = [CONTENDERS["torch.list"], CONTENDERS["pyparams.list"]]
     return measure_case(
         _built(model or _model()),
-        [CONTENDERS["torch.list"], CONTENDERS["pyparams.list"]],
+        [*contenders, CONTENDERS["floor"]] if floor else contenders,
         dataclasses.replace(_STATE_SETTINGS, states=which),
         memory=False,
     )
+
+
+def test_the_floor_is_timed_hot_and_after_the_sweep_as_torch_is() -> None:
+    result = _state_case(("warm", AFTER), floor=True)
+    assert [k for k in result.contenders if k.startswith("floor")] == ["floor", "floor@after"]
+    after = result.contenders["floor@after"]
+    assert (after.state, after.ok, after.loops, after.cache_counts) == (AFTER, True, 1, None)
+    assert len(after.samples_ns) == 3
 
 
 def test_every_state_is_a_column_of_the_same_rounds() -> None:
@@ -490,6 +501,7 @@ def test_targets_compare_each_state_with_torch_in_the_same_state() -> None:
         "pyparams.list": 10.0,  # 100x hot
         "torch.list@after": 3000.0,
         "pyparams.list@after": 200.0,
+        "floor@after": 50.0,
     }  # 15x after
     cases = [
         _case_with("gpt2", "arch", times),
@@ -502,8 +514,21 @@ def test_targets_compare_each_state_with_torch_in_the_same_state() -> None:
     assert (after["measured"], after["met"]) == (15.0, False)  # the worst case, over torch@after
     assert after["cases"] == ["gpt2[cpu]", "bert[cpu]"]
     assert not any(t["target"].startswith("300-deep") for t in found.values())  # not run
+    # Where the worst case's time goes: what the goal allows, what it took, the floor's share.
+    assert (after["worst_case"], after["ns"], after["torch_ns"], after["floor_ns"]) == (
+        "gpt2[cpu]",
+        200.0,
+        3000.0,
+        50.0,
+    )
+    detail = "gpt2[cpu]: the goal allows 120 ns (torch 3 us / 25); it took 200 ns, of which "
+    detail += "50 ns (25%) is the floor"
     text = targets.format_targets(list(found.values()))
     assert (
         "target MISSED real architectures >= 25x (after other work): pyparams.list worst 15.0x"
-        in text
+        f" ({detail})" in text
     )
+    assert "target met    real architectures >= 50x (warm): pyparams.list worst 100.0x\n" in text
+    markdown = targets.format_targets(list(found.values()), markdown=True)
+    assert f"- real architectures >= 25x (after other work), `pyparams.list`: {detail}" in markdown
+    assert markdown.count("\n- ") == 1  # the met target has no line

@@ -152,12 +152,9 @@ def test_csv_has_one_row_per_case_and_contender(
 ) -> None:  # type: ignore[type-arg]
     with (quick_run[2] / "results.csv").open() as handle:
         records = list(csv.DictReader(handle))
+    # pyparams: one column per state; torch and the floor: the hot loop and each torch state.
     columns = sum(
-        len(STATES)
-        if c.library == "pyparams"
-        else 1 + len(TORCH_STATES)
-        if c.library == "torch"
-        else 1
+        len(STATES) if c.library == "pyparams" else 1 + len(TORCH_STATES)
         for c in CONTENDERS.values()
     )
     failed_torch = sum(

@@ -365,7 +365,7 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
         "invalidated (before every timed call, untimed walks, then every module's `__dict__` "
         "written, as `model.train()` does) and after other work (`@after`: warm, then the "
         "caches swept before every timed call); the set-up is never timed. Torch's "
-        "contenders are timed hot and after the same sweep; the floor has no state."
+        "contenders and the floor are timed hot and after the same sweep."
         + (
             ""
             if m.get("pyparams_cache_enabled", True)

@@ -15,7 +15,8 @@
 
 The set-up always runs outside the timed region. Torch contenders have no cache: their
 plain column is the hot loop, and they get an ``after`` column with the same sweep, so
-the ratios compare like with like. The floor has only its plain column.
+the ratios compare like with like. The floor likewise: what draining a list that is
+already built costs after the sweep is what no walk can go below there.
 
 >>> column_key("pyparams.list", "cold"), column_key("pyparams.list", "warm")
 ('pyparams.list@cold', 'pyparams.list')
@@ -143,10 +144,10 @@ def state_columns(
 ) -> list[StateColumn]:
     """The state columns of contender ``name`` (``run`` is its timed call) on ``module``:
     every state of ``states`` for a pyparams contender, the :data:`TORCH_STATES` among them
-    for a torch one (its plain column is not listed here), none for others. ``sweep`` is
+    for a torch one and the floor (their plain column is not listed here). ``sweep`` is
     the other work of the ``after`` state."""
     _check_states(states)
-    if library == "torch":
+    if library in ("torch", "floor"):
         return [
             StateColumn(column_key(name, s), s, sweep, True, 1, counted=False)
             for s in TORCH_STATES

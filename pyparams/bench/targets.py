@@ -17,11 +17,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyparams.bench.contenders import CONTENDERS
-from pyparams.bench.formatting import render_table
+from pyparams.bench.formatting import format_ns, render_table
 from pyparams.bench.measure import CaseResult
 from pyparams.bench.states import AFTER, DEFAULT_STATE, column_key, torch_column
 
-__all__ = ["CASES", "CONSUMER_TARGETS", "TARGETS", "Target", "format_targets", "measure"]
+__all__ = [
+    "CASES",
+    "CONSUMER_TARGETS",
+    "TARGETS",
+    "Target",
+    "format_targets",
+    "measure",
+    "where_the_time_goes",
+]
 
 
 def _moe(cases: Sequence[CaseResult]) -> list[CaseResult]:
@@ -112,9 +120,22 @@ def _peak_ratio(case: CaseResult, contender: str) -> float | None:
     return ours.memory.tracemalloc_peak / theirs.memory.tracemalloc_peak
 
 
+def _times(case: CaseResult, contender: str, state: str) -> dict[str, object]:
+    """Where a speedup target's worst case spends its time: the contender's and torch's
+    medians in the target's state, and the floor's there (draining a list already built)."""
+    counterpart = CONTENDERS[contender].counterpart or ""
+    return {
+        "worst_case": f"{case.model}[{case.device}]",
+        "ns": case.median_ns(column_key(contender, state)),
+        "torch_ns": case.median_ns(torch_column(counterpart, state)),
+        "floor_ns": case.median_ns(torch_column("floor", state)),
+    }
+
+
 def measure(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
-    """Each target whose cases ran, per contender: the worst measured value and whether
-    it met the goal (the rows of ``results.json``'s ``targets``)."""
+    """Each target whose cases ran, per contender: the worst measured value, whether it
+    met the goal, and for speedups the worst case's times (the rows of ``results.json``'s
+    ``targets``)."""
     out: list[dict[str, object]] = []
     for target in TARGETS:
         chosen = CASES[target.cases](cases)
@@ -123,11 +144,13 @@ def measure(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
                 values = [_peak_ratio(c, contender) for c in chosen]
             else:
                 values = [_speedup(c, contender, target.state) for c in chosen]
-            measured = [v for v in values if v is not None]
+            measured = [(v, c) for v, c in zip(values, chosen, strict=True) if v is not None]
             if not measured:
                 continue
-            worst = max(measured) if target.kind == "peak" else min(measured)
+            pick = max if target.kind == "peak" else min
+            worst, worst_case = pick(measured, key=lambda pair: pair[0])
             met = worst <= target.goal if target.kind == "peak" else worst >= target.goal
+            times = _times(worst_case, contender, target.state) if target.kind != "peak" else {}
             out.append(
                 {
                     "target": target.label,
@@ -142,6 +165,7 @@ def measure(cases: Sequence[CaseResult]) -> list[dict[str, object]]:
                     "measured": worst,
                     "goal": target.goal,
                     "met": met,
+                    **times,
                 }
             )
     return out
@@ -151,14 +175,47 @@ def _value(value: float, kind: str) -> str:
     return f"{value:.2f}" if kind == "peak" else f"{value:.1f}x"
 
 
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def where_the_time_goes(target: dict[str, object]) -> str:
+    """For a missed speedup target: what the goal allows its worst case, what it took, and
+    how much of that the floor (draining a list already built, same state) takes; ``''``
+    for a met one, a peak, or a row without times (results written before they were kept).
+
+    >>> where_the_time_goes({"met": False, "kind": "speedup", "goal": 100.0,
+    ...     "worst_case": "depth-300[cpu]", "ns": 40_000.0, "torch_ns": 3_000_000.0,
+    ...     "floor_ns": 20_000.0}).split("; ")  # doctest: +NORMALIZE_WHITESPACE
+    ['depth-300[cpu]: the goal allows 30 us (torch 3 ms / 100)',
+     'it took 40 us, of which 20 us (50%) is the floor']
+    """
+    ns, torch_ns, floor_ns = (_float(target.get(k)) for k in ("ns", "torch_ns", "floor_ns"))
+    if target["met"] or target["kind"] != "speedup" or not ns or not torch_ns:
+        return ""
+    goal = float(target["goal"])  # type: ignore[arg-type]
+    text = (
+        f"{target['worst_case']}: the goal allows {format_ns(torch_ns / goal)} "
+        f"(torch {format_ns(torch_ns)} / {goal:g}); it took {format_ns(ns)}"
+    )
+    if floor_ns:
+        text += f", of which {format_ns(floor_ns)} ({floor_ns / ns:.0%}) is the floor"
+    return text
+
+
 def format_targets(measured: Sequence[dict[str, object]], markdown: bool = False) -> str:
-    """The measured targets: a Markdown table, or one plain line each (the CLI's)."""
+    """The measured targets: a Markdown table (and, for each missed one, where its worst
+    case's time goes), or one plain line each (the CLI's)."""
     if not markdown:
-        return "\n".join(
-            f"target {'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['contender']} "
-            f"worst {_value(float(t['measured']), str(t['kind']))}"  # type: ignore[arg-type]
-            for t in measured
-        )
+        lines = []
+        for t in measured:
+            line = (
+                f"target {'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['contender']} "
+                f"worst {_value(float(t['measured']), str(t['kind']))}"  # type: ignore[arg-type]
+            )
+            detail = where_the_time_goes(t)
+            lines.append(f"{line} ({detail})" if detail else line)
+        return "\n".join(lines)
     rows = [
         [
             f"{t['target']} ({', '.join(t['cases'])})",
@@ -169,6 +226,23 @@ def format_targets(measured: Sequence[dict[str, object]], markdown: bool = False
         ]
         for t in measured
     ]
-    return render_table(
+    table = render_table(
         ["target", "contender", "measured (worst case)", "goal", "met"], rows, markdown=True
+    )
+    missed = [
+        f"- {t['target']}, `{t['contender']}`: {detail}"
+        for t in measured
+        if (detail := where_the_time_goes(t))
+    ]
+    if not missed:
+        return table
+    return "\n".join(
+        [
+            table,
+            "",
+            "Where the time goes in each missed target's worst case (medians; the floor is "
+            "draining a list of the same parameters that is already built, in the same state):",
+            "",
+            *missed,
+        ]
     )
