@@ -14,6 +14,7 @@ fresh process's model and again after the table has measured the ``zero_grad`` c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import statistics
 import time
@@ -42,13 +43,17 @@ def main() -> None:
             _zero3(model)
         timed(label)
 
-    def timed(label: str) -> None:
+    def timed(label: str, switched: bool = False) -> None:
+        # switched: the patch switched on for each pass, after three untimed passes
         times = []
         gc.disable()
         for _ in range(args.repeat):
-            start = time.perf_counter_ns()
-            _zero3(model)
-            times.append((time.perf_counter_ns() - start) / len(leaves))
+            with pyparams.patched() if switched else contextlib.nullcontext():
+                for _ in range(3 if switched else 0):
+                    _zero3(model)
+                start = time.perf_counter_ns()
+                _zero3(model)
+                times.append((time.perf_counter_ns() - start) / len(leaves))
         gc.enable()
         print(f"{label:<40} {statistics.median(times):6.0f} ns a leaf", flush=True)
 
@@ -69,24 +74,11 @@ def main() -> None:
     passes("made after cache_clear()")
     pyparams.unpatch()
 
-    def switched(label: str) -> None:
-        times = []
-        gc.disable()
-        for _ in range(args.repeat):
-            with pyparams.patched():
-                for _ in range(3):
-                    _zero3(model)
-                start = time.perf_counter_ns()
-                _zero3(model)
-                times.append((time.perf_counter_ns() - start) / len(leaves))
-        gc.enable()
-        print(f"{label:<40} {statistics.median(times):6.0f} ns a leaf", flush=True)
-
     model = build_consumer_model("moe-32x64")  # a model no step has touched
     leaves = _leaves(model)
-    switched("switched per pass, fresh model")
+    timed("switched per pass, fresh model", switched=True)
     measure_consumer(CONSUMERS["zero_grad"], model, rounds=5)
-    switched("... after the zero_grad consumer")
+    timed("... after the zero_grad consumer", switched=True)
     timed("torch, after the zero_grad consumer")
 
 
