@@ -406,6 +406,26 @@ def test_non_str_prefix_raises_type_error_naming_the_type(function: str, prefix:
         list(_call(function, nn.Linear(1, 1), prefix=prefix))
 
 
+def test_native_entry_points_name_each_bad_argument() -> None:
+    from pyparams import _C
+
+    lin = nn.Linear(1, 1)
+    with pytest.raises(TypeError, match="takes 1 positional argument"):
+        _C.walk(lin, _C.PARAMETERS)
+    with pytest.raises(TypeError, match="missing required keyword-only argument: 'kind'"):
+        _C.walk(lin, named=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'recursive'"):
+        _C.walk(lin, kind=_C.PARAMETERS, recursive=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'prefix'"):
+        _C.collect(lin, kind=_C.PARAMETERS, prefix="")
+    with pytest.raises(ValueError, match="kind must be"):
+        _C.walk(lin, kind=7)
+    # Keywords that are equal strings but not the interned ones are found by value.
+    spelled = {"".join(["ki", "nd"]): _C.PARAMETERS, "".join(["na", "med"]): True}
+    assert [name for name, _ in _C.walk(lin, **spelled)] == ["weight", "bias"]
+    assert _C.collect(lin, **{"".join(["ki", "nd"]): _C.BUFFERS}) == []
+
+
 def test_non_module_child_raises_attribute_error_like_torch() -> None:
     for function in FUNCTIONS:
         root = nn.Sequential(nn.Linear(1, 1))

@@ -24,16 +24,18 @@ enum Argument : std::size_t {
   kArgumentCount
 };
 // Interned (python_names.h), for the pointer comparison; in Argument's order.
-PyObject* argument_name(std::size_t argument) {
-  const PythonNames& n = names();
-  PyObject* const by_argument[kArgumentCount] = {n.argument_kind,
-                                                 n.argument_named,
-                                                 n.argument_prefix,
-                                                 n.argument_recurse,
-                                                 n.argument_remove_duplicate,
-                                                 n.argument_trainable,
-                                                 n.argument_dispatch};
-  return by_argument[argument];
+// Members, not values: one load per comparison, no table rebuilt per call.
+constexpr PyObject* PythonNames::* kArgumentNames[kArgumentCount] = {
+    &PythonNames::argument_kind,
+    &PythonNames::argument_named,
+    &PythonNames::argument_prefix,
+    &PythonNames::argument_recurse,
+    &PythonNames::argument_remove_duplicate,
+    &PythonNames::argument_trainable,
+    &PythonNames::argument_dispatch};
+
+PyObject* argument_name(const PythonNames& n, std::size_t argument) {
+  return n.*kArgumentNames[argument];
 }
 
 // Fills `values` (nullptr: not given) from the call's keywords. Call sites'
@@ -51,17 +53,18 @@ bool parse_arguments(const char* function, PyObject* const* args, Py_ssize_t nar
   for (std::size_t i = 0; i < kArgumentCount; ++i) {
     values[i] = nullptr;
   }
+  const PythonNames& n = names();
   Py_ssize_t keywords = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
   for (Py_ssize_t k = 0; k < keywords; ++k) {
     PyObject* keyword = PyTuple_GET_ITEM(kwnames, k);
     std::size_t found = kArgumentCount;
     for (std::size_t i = 0; i < kArgumentCount && found == kArgumentCount; ++i) {
-      if (keyword == argument_name(i)) {
+      if (keyword == argument_name(n, i)) {
         found = i;
       }
     }
     for (std::size_t i = 0; i < kArgumentCount && found == kArgumentCount; ++i) {
-      if (PyUnicode_Compare(keyword, argument_name(i)) == 0) {
+      if (PyUnicode_Compare(keyword, argument_name(n, i)) == 0) {
         found = i;
       }
     }
