@@ -139,8 +139,6 @@ PyObject* walk_length_hint(PyObject* self, PyObject*) {
 }
 
 PyMethodDef walk_methods[] = {
-    {"__length_hint__", walk_length_hint, METH_NOARGS,
-     PyDoc_STR("An estimate of the items left (known before the first step of a warm walk).")},
     {"close", walk_close, METH_NOARGS,
      PyDoc_STR("close() -> None. End the walk, drop every reference.")},
     {"send", walk_send, METH_O,
@@ -150,6 +148,12 @@ PyMethodDef walk_methods[] = {
      METH_FASTCALL,
      PyDoc_STR(
          "throw(exc) -> ends the walk and raises exc, as a generator without a handler does.")},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyMethodDef sized_walk_methods[] = {
+    {"__length_hint__", walk_length_hint, METH_NOARGS,
+     PyDoc_STR("An estimate of the items left (known before the first step of a warm walk).")},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -183,10 +187,33 @@ PyTypeObject walk_iterator_type = [] {
   return type;
 }();
 
+// A walk whose record knows it yields more than list() makes room for without
+// a hint (8): the same iterator with __length_hint__, so that list() sizes its
+// result once. A smaller walk goes without: CPython's hint lookup makes a bound
+// method per call, about a tenth of a leaf walk, for no allocation saved.
+// Same name, same layout; a subtype, so isinstance() holds for both.
+constexpr Py_ssize_t kListRoomWithoutHint = 8;
+
+PyTypeObject sized_walk_iterator_type = [] {
+  PyTypeObject type{PyVarObject_HEAD_INIT(nullptr, 0)};
+  type.tp_name = "pyparams._C.WalkIterator";
+  type.tp_basicsize = sizeof(WalkIteratorObject);
+  type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
+  type.tp_doc = walk_iterator_type.tp_doc;
+  type.tp_base = &walk_iterator_type;
+  type.tp_dealloc = walk_dealloc;
+  type.tp_traverse = walk_traverse;
+  type.tp_clear = walk_clear;
+  type.tp_iter = PyObject_SelfIter;
+  type.tp_iternext = walk_iternext;
+  type.tp_methods = sized_walk_methods;
+  return type;
+}();
+
 }  // namespace
 
 bool add_walk_iterator_type(PyObject* module) {
-  if (PyType_Ready(&walk_iterator_type) < 0) {
+  if (PyType_Ready(&walk_iterator_type) < 0 || PyType_Ready(&sized_walk_iterator_type) < 0) {
     return false;
   }
   Py_INCREF(&walk_iterator_type);
@@ -209,6 +236,10 @@ PyObject* new_walk_iterator(PyObject* root, PyObject* prefix, const WalkOptions&
   if (!iterator->walker.start(root, prefix, options)) {
     Py_DECREF(iterator);
     return nullptr;
+  }
+  if (iterator->walker.length_hint() > kListRoomWithoutHint) {
+    // Not yet tracked or seen by anyone; both types are static (no reference to move).
+    Py_SET_TYPE(iterator, &sized_walk_iterator_type);
   }
   PyObject_GC_Track(iterator);
   return reinterpret_cast<PyObject*>(iterator);
