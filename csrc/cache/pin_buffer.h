@@ -20,7 +20,11 @@ class PinBuffer {
   PinBuffer() = default;
   PinBuffer(const PinBuffer&) = delete;
   PinBuffer& operator=(const PinBuffer&) = delete;
-  ~PinBuffer() { PyMem_Free(pins_); }
+  ~PinBuffer() {
+    if (pins_ != nullptr) {  // release_all() freed it already at a walk's end
+      PyMem_Free(pins_);
+    }
+  }
 
   // Room for `pins` pins and `held` held children dicts, the buffer empty (it must be).
   // False when out of memory.

@@ -26,7 +26,11 @@ class AddressTable {
   AddressTable() = default;
   AddressTable(const AddressTable&) = delete;
   AddressTable& operator=(const AddressTable&) = delete;
-  ~AddressTable() { PyMem_RawFree(slots_); }
+  ~AddressTable() {
+    if (slots_ != nullptr) {  // most walks never make one: no call into the allocator
+      PyMem_RawFree(slots_);
+    }
+  }
 
   std::size_t size() const noexcept { return size_; }
   std::size_t bytes() const noexcept { return capacity_ * sizeof(Slot); }
@@ -94,6 +98,9 @@ class AddressTable {
   // table is empty before any visit runs (a visit may run code that uses the table).
   template <typename Visit>
   void drain(Visit&& visit) noexcept {
+    if (slots_ == nullptr) {
+      return;  // never grown (a replayed walk's live-walk sets): nothing to visit or free
+    }
     Slot* slots = slots_;
     std::size_t capacity = capacity_;
     slots_ = nullptr;
