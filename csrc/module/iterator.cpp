@@ -172,7 +172,8 @@ void walk_dealloc(PyObject* self) {
   Py_TYPE(self)->tp_free(self);
 }
 
-PyTypeObject walk_iterator_type = [] {
+// The walk iterator's type, with `methods`: both types below are this one.
+PyTypeObject walk_iterator_type_with(PyMethodDef* methods) {
   PyTypeObject type{PyVarObject_HEAD_INIT(nullptr, 0)};
   type.tp_name = "pyparams._C.WalkIterator";
   type.tp_basicsize = sizeof(WalkIteratorObject);
@@ -183,9 +184,11 @@ PyTypeObject walk_iterator_type = [] {
   type.tp_clear = walk_clear;
   type.tp_iter = PyObject_SelfIter;
   type.tp_iternext = walk_iternext;
-  type.tp_methods = walk_methods;
+  type.tp_methods = methods;
   return type;
-}();
+}
+
+PyTypeObject walk_iterator_type = walk_iterator_type_with(walk_methods);
 
 // A walk whose record knows it yields more than list() makes room for without
 // a hint (8): the same iterator with __length_hint__, so that list() sizes its
@@ -195,18 +198,8 @@ PyTypeObject walk_iterator_type = [] {
 constexpr Py_ssize_t kListRoomWithoutHint = 8;
 
 PyTypeObject sized_walk_iterator_type = [] {
-  PyTypeObject type{PyVarObject_HEAD_INIT(nullptr, 0)};
-  type.tp_name = "pyparams._C.WalkIterator";
-  type.tp_basicsize = sizeof(WalkIteratorObject);
-  type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
-  type.tp_doc = walk_iterator_type.tp_doc;
+  PyTypeObject type = walk_iterator_type_with(sized_walk_methods);
   type.tp_base = &walk_iterator_type;
-  type.tp_dealloc = walk_dealloc;
-  type.tp_traverse = walk_traverse;
-  type.tp_clear = walk_clear;
-  type.tp_iter = PyObject_SelfIter;
-  type.tp_iternext = walk_iternext;
-  type.tp_methods = sized_walk_methods;
   return type;
 }();
 
