@@ -1,10 +1,12 @@
-"""Shared pytest setup: skip ``needs_cuda`` tests without CUDA, and shared fixtures.
+"""Shared pytest setup: skip ``needs_cuda`` tests without CUDA, freeze the imported heap
+out of the collector's reach, and shared fixtures.
 
 The ``needs_cuda`` marker is registered in pyproject.toml.
 """
 
 from __future__ import annotations
 
+import gc
 import socket
 import sys
 from collections.abc import Iterator
@@ -29,6 +31,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "needs_cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze what the imports built (torch, transformers, the test modules) out of the cyclic
+    collector's reach. The suite collects hundreds of times, some tests at threshold 1, to run
+    finalizers inside walks; each collection then scans only what the tests made since, not
+    the whole heap again. Nothing a test makes is frozen."""
+    gc.collect()
+    gc.freeze()
 
 
 def _free_port() -> int:
