@@ -2,7 +2,8 @@
 
 The cases it tells apart: a source tree whose extension was never built (and whether a
 compiler is there to build it, or an installed pyparams that the source tree is hiding),
-an install without the extension, an extension built for another torch, and a
+an install without the extension, an extension built for another torch (the file names
+the torch it was compiled against) or failing to load for another reason, and a
 free-threaded Python whose GIL is forced off.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -68,16 +70,37 @@ def _not_built() -> str:
     return f"{where}; {_rebuild()}"
 
 
+def _built_against(extension: Path) -> str | None:
+    """The torch version the extension file was compiled against, read from its bytes
+    (csrc/module/bindings.cpp writes it there), without loading it; None if absent."""
+    found = re.search(rb"pyparams-built-against-torch=([^\0]+)\0", extension.read_bytes())
+    return found.group(1).decode("ascii", "replace") if found else None
+
+
+def _not_loaded(error: ImportError) -> str:
+    """Why the extension file failed to load, and the fix."""
+    extension = _extension_files(PACKAGE)[0]  # the import system tries suffixes in this order
+    built = _built_against(extension)
+    if built is None:
+        return (f"pyparams._C could not be loaded ({error}); {extension.name} does not say "
+                f"which torch it was built against, so it was most likely built by another "
+                f"pyparams or against another torch than the running {torch.__version__}. "
+                f"Rebuild it: {_rebuild()}")
+    if Version(built) != Version(torch.__version__):
+        return (f"pyparams._C could not be loaded ({error}): it was built against torch "
+                f"{built}, but torch {torch.__version__} is running; rebuild it for this "
+                f"torch: {_rebuild()}")
+    return (f"pyparams._C could not be loaded ({error}), though it was built against the "
+            f"running torch {built}: the cause is not a torch mismatch (see the error above "
+            f"it). A partial or interrupted build is one; rebuild it: {_rebuild()}")
+
+
 if not _extension_files(PACKAGE):  # checked first: the bare import error would not say why
     raise ImportError(_not_built(), name="pyparams._C")
 try:
     from pyparams import _C
-except ImportError as error:  # undefined symbols: built against another torch's ABI
-    raise ImportError(
-        f"pyparams._C could not be loaded ({error}); it was most likely built against "
-        f"another torch than the running {torch.__version__}. Rebuild it: {_rebuild()}",
-        name="pyparams._C",
-    ) from error
+except ImportError as error:  # undefined symbols (another torch's ABI), or a failed init
+    raise ImportError(_not_loaded(error), name="pyparams._C") from error
 
 # Free-threaded CPython (3.13t, --disable-gil): the walker takes borrowed references from
 # module dicts (PyDict_Next, PyDict_GetItemWithError) and fills a per-class table with

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -260,12 +261,37 @@ def test_a_source_tree_hiding_the_installed_package_says_so(tmp_path: Path) -> N
     assert "Run `pytest` or `pyparams` itself" in message
 
 
-def test_an_extension_that_does_not_load_says_rebuild(tmp_path: Path) -> None:
+def _unloadable_extension(tmp_path: Path, built_against: str | None) -> str:
+    """The import error of an installed copy whose extension file does not load; the file
+    names ``built_against`` as the torch it was compiled for, as the real one does."""
     copy = _copy_package(tmp_path / "site", source_tree=False)
-    (copy / Path(_C.__file__).name).write_bytes(b"not a shared object")
+    marker = b"" if built_against is None else (
+        b"\0pyparams-built-against-torch=" + built_against.encode() + b"\0")
+    (copy / Path(_C.__file__).name).write_bytes(b"not a shared object" + marker)
     message = _import_error([copy.parent], tmp_path)
-    assert "pyparams._C could not be loaded" in message and "another torch" in message
+    assert "pyparams._C could not be loaded" in message
     assert f"{REBUILD} --force-reinstall --no-deps ." in message
+    return message
+
+
+def test_the_extension_file_names_the_torch_it_was_built_against() -> None:
+    data = Path(_C.__file__).read_bytes()
+    assert f"pyparams-built-against-torch={_C.__torch_version__}\0".encode() in data
+
+
+def test_an_extension_built_for_another_torch_says_which(tmp_path: Path) -> None:
+    message = _unloadable_extension(tmp_path, "1.13.0")
+    assert f"built against torch 1.13.0, but torch {torch.__version__} is running" in message
+
+
+def test_an_extension_for_this_torch_that_does_not_load_blames_no_torch(tmp_path: Path) -> None:
+    message = _unloadable_extension(tmp_path, torch.__version__)
+    assert "the cause is not a torch mismatch" in message and "another torch" not in message
+
+
+def test_an_extension_that_names_no_torch_says_rebuild(tmp_path: Path) -> None:
+    message = _unloadable_extension(tmp_path, None)
+    assert "does not say which torch" in message and "another torch" in message
 
 
 # --------------------------------------------------------------------------------------

@@ -38,6 +38,12 @@ py::object steal_or_throw(PyObject* result) {
 
 }  // namespace
 
+// The torch this file was compiled against, readable in the file's bytes without
+// loading it: when loading fails, pyparams/_extension.py tells a torch mismatch apart
+// from any other cause by it. `used` keeps it in the binary.
+extern "C" [[gnu::used, gnu::visibility("hidden")]] const char pyparams_built_against_torch[] =
+    "pyparams-built-against-torch=" PYPARAMS_STRINGIFY(PYPARAMS_TORCH_VERSION);
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Native walker of torch.nn.Module trees (see the pyparams package for the API).";
   if (!pyparams::init_names() || !pyparams::init_tensor_flags() ||
