@@ -49,6 +49,7 @@ MODES = ("pyparams", "patched")
 # (mode, walks before the one under test: it is then live, recording, or replaying)
 VARIANTS = [(mode, walks) for mode in MODES for walks in (0, 1, 2)]
 NAMED = tuple(f for f in LAZY_FUNCTIONS if f.startswith("named_"))
+FUNCTIONS_ALL = (*LAZY_FUNCTIONS, "parameter_list")
 MEMBER_FUNCTIONS = tuple(f for f in LAZY_FUNCTIONS if "modules" not in f)
 OVERRIDABLE = ("parameters", "named_parameters", "buffers", "named_buffers", "_named_members",
                "modules", "named_modules")
@@ -588,6 +589,97 @@ def test_str_subclass_prefixes_and_keys_give_torchs_names_and_types(
     """torch builds names with `+`, so a str subclass's __add__/__radd__ decide each name's
     value and type: the same names, of the same types."""
     _compare(_tagged_names, mode, walks, prefix, tagged)
+
+
+_TRACE: list[tuple[str, ...]] = []  # what the keys' `+` and the requires_grad reads did
+
+
+class _Traced(str):
+    """A key whose `+` is user code that leaves a trace."""
+
+    def __add__(self, other: str) -> _Traced:
+        _TRACE.append(("add", str(self), str(other)))
+        return _Traced(str.__add__(self, other))
+
+    def __radd__(self, other: str) -> _Traced:
+        _TRACE.append(("radd", str(other), str(self)))
+        return _Traced(str.__add__(other, self))
+
+
+class _Joinable:
+    """A key that is no str, yet joins: `prefix + key` falls to its __radd__."""
+
+    def __radd__(self, other: str) -> str:
+        _TRACE.append(("joinable", str(other)))
+        return str(other) + "joined"
+
+    def __str__(self) -> str:
+        return "joinable"
+
+
+class _Refusing(str):
+    """A key whose `+` raises: the walk raises it where torch does."""
+
+    def __radd__(self, other: str) -> str:
+        _TRACE.append(("refuse", str(other)))
+        raise ValueError(f"no name for {str(self)!r}")
+
+
+class _TracedReads(TorchFunctionMode):
+    """Puts each read of requires_grad in the trace, between the keys' `+`."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__self__", None) is torch.Tensor.requires_grad:
+            _TRACE.append(("requires_grad",))
+        return func(*args, **(kwargs or {}))
+
+
+def _keyed_tree(case: str) -> nn.Module:
+    """A tree with one key that is no exact str, where ``case`` says."""
+    root = nn.Sequential(nn.Linear(1, 1), nn.BatchNorm1d(1))
+    root.add_module("c", nn.Sequential(nn.Linear(1, 1)))
+    kind, where = case.split(":")
+    key = {"traced": _Traced("k"), "joinable": _Joinable(), "int": 7,
+           "refusing": _Refusing("k")}[kind]
+    if where == "module":  # a child under it, with a grandchild
+        root._modules[key] = nn.Sequential(nn.Linear(1, 1))
+    elif where == "duplicate":  # a module already walked: torch still builds its name
+        root._modules[key] = root[0]
+    elif where == "deep_module":  # under a plain key, below a plain one
+        root.c._modules[key] = nn.Linear(1, 1)
+    else:
+        {"parameter": root[0]._parameters, "buffer": root[1]._buffers}[where][key] = (
+            _p() if where == "parameter" else torch.ones(1))
+    root.add_module("after", nn.Linear(1, 1))
+    return root
+
+
+KEY_CASES = [f"{kind}:{where}" for kind in ("traced", "joinable", "int", "refusing")
+             for where in ("module", "duplicate", "deep_module", "parameter", "buffer")]
+
+
+def _keyed_names(mode: str, walks: int, case: str) -> list:
+    logs = []
+    for function in FUNCTIONS_ALL:
+        root = _keyed_tree(case)
+        labels = _labels(root)
+        _warm(mode, function, root, walks)
+        _TRACE.clear()
+        with _TracedReads():
+            logs.append(_log(lambda: _walk(mode, function, root), labels))  # noqa: B023
+        logs.append(list(_TRACE))
+    return logs
+
+
+@pytest.mark.parametrize(("mode", "walks"), VARIANTS)
+@pytest.mark.parametrize("case", KEY_CASES)
+def test_keys_that_are_no_exact_str_join_where_torch_joins(case: str, mode: str,
+                                                          walks: int) -> None:
+    """torch builds every name with `+`, in unnamed walks too and for a duplicate module
+    before skipping it: a key's own `+` runs as often and in the same order (between the
+    requires_grad reads), a non-str key joins through its __radd__ or raises torch's
+    TypeError, and one whose `+` raises stops the walk there."""
+    _compare(_keyed_names, mode, walks, case)
 
 
 # ---------------------------------------------- 7. a child that is not a Module

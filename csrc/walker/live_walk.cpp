@@ -15,18 +15,6 @@
 namespace pyparams {
 namespace {
 
-// torch builds every name, even for unnamed walks, so a key that is no str
-// fails there with TypeError; so it does here. True when `key` is fine.
-bool check_key(PyObject* key, const char* mapping) {
-  if (PyUnicode_Check(key)) [[likely]] {
-    return true;
-  }
-  OwnedRef held_key = OwnedRef::borrow(key);  // its repr may run code that drops the entry
-  PyErr_Format(PyExc_TypeError, "names in a module's %s must be str, got %.100s: %R", mapping,
-               Py_TYPE(key)->tp_name, key);
-  return false;
-}
-
 // getattr(module, attribute), with an AttributeError that says what is most
 // likely wrong: a subclass whose __init__ never called super().__init__().
 PyObject* member_mapping(PyObject* module, PyObject* attribute, bool* from_dict = nullptr) {
@@ -181,9 +169,13 @@ PyObject* Walker::next_live() {
         PyObject* item = make_item(name.get(), module.get());
         return item != nullptr ? item : fail();
       }
-      bool from_override = static_cast<bool>(live_.override_item);
+      // An override's name, one that is no exact str (its `+` is user code), or an
+      // unnamed walk's name built where torch's `+` ran user code: joined before
+      // the filter, as torch does.
+      bool generic_name =
+          live_.override_item || (name && (!options_.named || !PyUnicode_CheckExact(name.get())));
       live_.override_item.reset();
-      if (!start_members(module.get(), name.get(), from_override)) {
+      if (!start_members(module.get(), name.get(), generic_name)) {
         return fail();
       }
     }
@@ -194,7 +186,6 @@ PyObject* Walker::next_live() {
 }
 
 int Walker::next_member(PyObject*& item) {
-  const char* mapping = options_.kind == Kind::Buffers ? "_buffers" : "_parameters";
   for (;;) {
     if (!poll_signals()) {
       return -1;
@@ -228,17 +219,19 @@ int Walker::next_member(PyObject*& item) {
         recorder_.record->members.back().yielded = true;  // a first occurrence: replay yields it
       }
     }
-    if (!check_key(key, mapping)) {
-      return -1;
-    }
+    // torch builds every name, unnamed walks too, before anyone sees the
+    // item: where that `+` is user code (a key that is no exact str, or such
+    // a name), it runs here, and a key no `+` can join raises torch's TypeError.
+    bool join_runs_code = live_.members_generic_name || !PyUnicode_CheckExact(key);
     // From here Python code may run (requires_grad of a subclass, a name
     // joined with `+`): hold what is still needed.
     OwnedRef held_value = OwnedRef::borrow(value);
-    OwnedRef held_key =
-        OwnedRef::borrow(options_.named || live_.members_generic_name ? key : nullptr);
+    OwnedRef held_key = OwnedRef::borrow(options_.named || join_runs_code ? key : nullptr);
     OwnedRef name;
-    if (live_.members_generic_name) [[unlikely]] {
-      // torch builds the name before anyone sees the item, unnamed walks too.
+    if (join_runs_code) [[unlikely]] {
+      if (!ensure_members_name()) {
+        return -1;
+      }
       name = OwnedRef::steal(join_name_generic(live_.members_name.get(), held_key.get()));
       if (!name) {
         return -1;
@@ -320,9 +313,6 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     if (child == Py_None) {
       continue;
     }
-    if (!check_key(key, "_modules")) {
-      return -1;
-    }
     int descended = descend(OwnedRef::borrow(child), OwnedRef::borrow(key), module, name);
     if (descended != 0) {
       return descended;
@@ -352,6 +342,20 @@ int Walker::next_overridden(ModuleFrame& frame, OwnedRef& module, OwnedRef& name
 // module, 0 when it is skipped as a duplicate or handed to an override, -1
 // with an error set.
 int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& name) {
+  // torch's named_modules builds the child's name first, then calls the
+  // child's named_modules, which skips a duplicate: a `+` that is user code
+  // runs before any look at the child, for a duplicate too.
+  OwnedRef full_name;
+  if (options_.named || join_runs_code(key.get())) {
+    OwnedRef parent_name = OwnedRef::steal(frame_name(live_.stack.size() - 1));
+    if (!parent_name) {
+      return -1;
+    }
+    full_name = OwnedRef::steal(join_name_generic(parent_name.get(), key.get()));
+    if (!full_name) {
+      return -1;
+    }
+  }
   if (!is_module(child.get())) [[unlikely]] {
     // torch calls `child.named_modules(...)` on whatever the dict holds: an
     // object that has one supplies the subtree; one without raises there.
@@ -360,7 +364,8 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
     if (!method) {
       return -1;
     }
-    return call_named_modules_override(method.get(), std::move(child), std::move(key));
+    return call_named_modules_override(method.get(), std::move(child), std::move(key),
+                                       std::move(full_name));
   }
   // Recording: the child's versions are taken before the reads they vouch
   // for (its override check, here, may run code that changes it).
@@ -381,7 +386,8 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   // torch calls `child.named_modules(memo, prefix, remove_duplicate)` here.
   OwnedRef override = OwnedRef::steal(override_for(child.get(), Method::NamedModules));
   if (override) [[unlikely]] {
-    return call_named_modules_override(override.get(), std::move(child), std::move(key));
+    return call_named_modules_override(override.get(), std::move(child), std::move(key),
+                                       std::move(full_name));
   }
   if (PyErr_Occurred()) {
     return -1;
@@ -409,15 +415,12 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
                  Py_TYPE(child.get())->tp_name, key.get());
     return -1;
   }
-  OwnedRef frame_label;
-  if (options_.named) {
-    frame_label = OwnedRef::steal(join_name_generic(live_.stack.back().name.get(), key.get()));
-    if (!frame_label) {
-      return -1;
-    }
+  // The frame keeps the full name where one was built, else its key (names
+  // are built on demand).
+  bool named_frame = static_cast<bool>(full_name);
+  OwnedRef frame_label = named_frame ? std::move(full_name) : std::move(key);
+  if (named_frame) {
     name = OwnedRef::borrow(frame_label.get());
-  } else {
-    frame_label = std::move(key);  // the frame keeps its key; names are built on demand
   }
   if (recorder_.record) {
     ModuleFrame& parent = live_.stack.back();
@@ -431,23 +434,43 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   if (!push(child.get(), std::move(frame_label))) {
     return -1;
   }
+  live_.stack.back().full_name = named_frame;
   return 1;
+}
+
+bool Walker::join_runs_code(PyObject* key) const {
+  return !PyUnicode_CheckExact(key) || live_.stack.back().full_name;
+}
+
+bool Walker::ensure_members_name() {
+  if (live_.members_name) {
+    return true;
+  }
+  // A recursing walk reads the members of the module on top of its stack;
+  // one that does not, the root's (named torch's default prefix, "").
+  live_.members_name = options_.recurse && !live_.stack.empty()
+      ? OwnedRef::steal(frame_name(live_.stack.size() - 1))
+      : OwnedRef::borrow(root_name_.get());
+  return static_cast<bool>(live_.members_name);
 }
 
 // Calls an overriding `child.named_modules(memo, prefix, remove_duplicate)`
 // and stacks its items in place of the child's subtree. 0, or -1 with an error set.
-int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, OwnedRef key) {
+int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, OwnedRef key,
+                                        OwnedRef prefix) {
   abandon_recording();  // what an override yields is no dict a version could vouch for
   if (!ensure_memo()) {
     return -1;
   }
-  OwnedRef parent_name = OwnedRef::steal(frame_name(live_.stack.size() - 1));
-  if (!parent_name) {
-    return -1;
-  }
-  OwnedRef prefix = OwnedRef::steal(join_name_generic(parent_name.get(), key.get()));
-  if (!prefix) {
-    return -1;
+  if (!prefix) {  // (exact str parts: joining them now or before runs no code)
+    OwnedRef parent_name = OwnedRef::steal(frame_name(live_.stack.size() - 1));
+    if (!parent_name) {
+      return -1;
+    }
+    prefix = OwnedRef::steal(join_name_generic(parent_name.get(), key.get()));
+    if (!prefix) {
+      return -1;
+    }
   }
   OwnedRef result = OwnedRef::steal(PyObject_CallFunctionObjArgs(
       callable, live_.memo.get(), prefix.get(), as_bool(options_.remove_duplicate), nullptr));
@@ -461,10 +484,11 @@ int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, Owne
   return push(child.get(), std::move(prefix), std::move(items)) ? 0 : -1;
 }
 
-// The name torch gives the module of live_.stack[depth]: stored by named walks,
-// joined from the frames' keys by unnamed ones. A new reference.
+// The name torch gives the module of live_.stack[depth]: stored by named walks
+// (and unnamed ones where torch's `+` ran user code), joined from the frames'
+// exact str keys by unnamed ones. A new reference.
 PyObject* Walker::frame_name(std::size_t depth) const {
-  if (options_.named || live_.stack[depth].overridden) {
+  if (options_.named || live_.stack[depth].overridden || live_.stack[depth].full_name) {
     PyObject* stored = live_.stack[depth].name.get();
     Py_INCREF(stored);
     return stored;

@@ -89,8 +89,12 @@ class Walker {
   struct ModuleFrame {
     OwnedRef module;
     // Named walks: the module's full name. Unnamed walks: the key it was
-    // entered under, so a name can still be built for an override.
+    // entered under, so a name can still be built for an override; or, where
+    // torch's `+` is user code (full_name), the full name torch built.
     OwnedRef name;
+    // Unnamed walks: `name` is the full name. Set when the key, or an
+    // ancestor's, is no exact str: torch builds every name, so its `+` ran.
+    bool full_name = false;
     ItemCursor children;  // over module._modules, started when first needed
     bool children_started = false;
     // Set when module.named_modules is overridden: its (name, module) items
@@ -113,7 +117,16 @@ class Walker {
   int next_module(OwnedRef& module, OwnedRef& name);
   int next_overridden(ModuleFrame& frame, OwnedRef& module, OwnedRef& name);
   int descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& name);
-  int call_named_modules_override(PyObject* callable, OwnedRef child, OwnedRef key);
+  // `prefix`: the child's name when descend built it already, else null.
+  int call_named_modules_override(PyObject* callable, OwnedRef child, OwnedRef key,
+                                  OwnedRef prefix);
+  // True when joining `key` to the name of the top frame runs user code (a
+  // key, or an ancestor's, that is no exact str): an unnamed walk then
+  // builds the name too, where torch does.
+  bool join_runs_code(PyObject* key) const;
+  // Unnamed walks: live_.members_name set to the full name of the module
+  // whose members are read, built as torch built it. False with an error set.
+  bool ensure_members_name();
   PyObject* next_delegated();
   bool dispatch_root(bool mirrored_only);
   bool delegate(PyObject* callable, Dispatch level);
@@ -221,13 +234,14 @@ class Walker {
     bool root_entered = false;
     std::vector<ModuleFrame, PyMemAllocator<ModuleFrame>> stack;
     ItemCursor members;     // the current module's _parameters / _buffers
-    OwnedRef members_name;  // that module's name, for named walks
+    OwnedRef members_name;  // that module's name: named walks, and unnamed ones that join with `+`
     // The member mapping last started, held until the next one is read, as
     // torch's `members` local holds it (its cursor lets go at its end).
     OwnedRef members_mapping;
     bool members_active = false;
-    // The module came from an override: its name may be any object, joined
-    // with Python's `+` (and so checked even by unnamed walks), as torch does.
+    // The module came from an override, or its name (or a key on its path)
+    // is no exact str: its name may be any object, joined with Python's `+`
+    // (so unnamed walks too build every name, as torch does).
     bool members_generic_name = false;
     // torch's `memo` set, made once a named_modules override must be handed
     // one; from then on it, not seen_modules, decides module duplicates.
