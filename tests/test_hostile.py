@@ -18,6 +18,7 @@ import json
 import random
 import subprocess
 import sys
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -756,7 +757,20 @@ def test_get_members_fn_takes_module_by_keyword(mode: str, walks: int) -> None:
 # ------------------------------------------------------------- 9. throw()
 
 
-def _thrown(mode: str, walks: int, error: type[BaseException], steps: int) -> list:
+THROWS: dict[str, tuple] = {
+    "StopIteration": (StopIteration,),
+    "ValueError": (ValueError,),
+    "ValueError_with_traceback": (ValueError, None, None),
+    # Invalid calls: refused before anything is raised into the generator's frame.
+    "not_an_exception": (1,),
+    "instance_with_a_value": (ValueError("x"), "v"),
+    "no_traceback": (ValueError, None, 5),
+    "no_arguments": (),
+    "four_arguments": (ValueError, None, None, None),
+}
+
+
+def _thrown(mode: str, walks: int, arguments: str, steps: int) -> list:
     logs = []
     for function in LAZY_FUNCTIONS:
         root = small_tied_model()
@@ -764,23 +778,28 @@ def _thrown(mode: str, walks: int, error: type[BaseException], steps: int) -> li
         _warm(mode, function, root, walks)
         walk = iter(_walk(mode, function, root))
         log = [_entry(labels, *step(walk)) for _ in range(steps)]
-        try:
-            log.append(("returned", _label(labels, walk.throw(error))))
-        except Exception as raised:  # noqa: BLE001 - the exception is what is compared
-            log.append(("raise", type(raised).__name__, str(raised),
-                        type(raised.__cause__).__name__))
-        logs.append([*log, _entry(labels, *step(walk))])
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            try:
+                log.append(("returned", _label(labels, walk.throw(*THROWS[arguments]))))
+            except Exception as raised:  # noqa: BLE001 - the exception is what is compared
+                log.append(("raise", type(raised).__name__, str(raised),
+                            type(raised.__cause__).__name__))
+        log.append([(w.category.__name__, str(w.message)) for w in warned])
+        logs.append([*log, *_log(walk, labels)])  # what is left of the walk, if anything
     return logs
 
 
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
-@pytest.mark.parametrize("steps", [0, 1])
-@pytest.mark.parametrize("error", [StopIteration, ValueError])
-def test_throw_into_a_walk_is_a_generators_throw(error: type, steps: int, mode: str,
+@pytest.mark.parametrize("steps", [0, 1, 2])
+@pytest.mark.parametrize("arguments", THROWS)
+def test_throw_into_a_walk_is_a_generators_throw(arguments: str, steps: int, mode: str,
                                                  walks: int) -> None:
     """PEP 479: a StopIteration thrown into torch's generator comes out as RuntimeError;
-    any throw ends the walk."""
-    _compare(_thrown, mode, walks, error, steps)
+    any valid throw ends the walk. An invalid one raises TypeError and leaves the walk as
+    it was, unless torch's generator is suspended in a `yield from` (named_parameters,
+    named_buffers, named_modules past its root): the TypeError then unwinds it."""
+    _compare(_thrown, mode, walks, arguments, steps)
 
 
 # ------------------------------------- 10. the item yielded last is held, as a local

@@ -1,5 +1,6 @@
 #include "module/iterator.h"
 
+#include <cstdint>
 #include <new>
 
 namespace pyparams {
@@ -10,7 +11,7 @@ struct WalkIteratorObject {
   // Set while tp_iternext runs: Python code reached from the walk (a custom
   // mapping's items(), a __del__) must not re-enter the same walk.
   bool running;
-  bool started;  // next() was called once (send() of a value needs it)
+  std::uint8_t steps;  // next() calls, counted up to 2 (send() and throw() ask)
 };
 
 // pymalloc serves blocks of up to 512 bytes; a larger iterator would cost a
@@ -29,7 +30,9 @@ PyObject* walk_iternext(PyObject* self) {
     return nullptr;
   }
   iterator->running = true;
-  iterator->started = true;
+  if (iterator->steps < 2) [[unlikely]] {
+    ++iterator->steps;
+  }
   PyObject* item = iterator->walker.next();
   iterator->running = false;
   return item;
@@ -50,7 +53,7 @@ PyObject* walk_close(PyObject* self, PyObject*) {
 
 PyObject* walk_send(PyObject* self, PyObject* value) {
   auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
-  if (value != Py_None && !iterator->started) {
+  if (value != Py_None && iterator->steps == 0) {
     PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started generator");
     return nullptr;
   }
@@ -61,60 +64,95 @@ PyObject* walk_send(PyObject* self, PyObject* value) {
   return item;
 }
 
+// throw()'s checks of its arguments, in CPython's order (gen_throw): a
+// message for the TypeError they raise, or nullptr when they are fine.
+const char* invalid_throw(PyObject* type, PyObject* value, PyObject* traceback) {
+  if (traceback != nullptr && traceback != Py_None && !PyTraceBack_Check(traceback)) {
+    return "throw() third argument must be a traceback object";
+  }
+  if (PyExceptionClass_Check(type)) {
+    return nullptr;
+  }
+  if (PyExceptionInstance_Check(type)) {
+    return value != nullptr && value != Py_None ? "instance exception may not have a separate value"
+                                                : nullptr;
+  }
+  return "exceptions must be classes or instances deriving from BaseException";
+}
+
 PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs < 1 || nargs > 3) {
-    PyErr_Format(PyExc_TypeError, "throw expected 1 to 3 arguments, got %zd", nargs);
+    PyErr_Format(PyExc_TypeError, "throw expected %s, got %zd",
+                 nargs < 1 ? "at least 1 argument" : "at most 3 arguments", nargs);
     return nullptr;
+  }
+#if PY_VERSION_HEX >= 0x030C0000
+  if (nargs > 1 &&
+      PyErr_WarnEx(PyExc_DeprecationWarning,
+                   "the (type, exc, tb) signature of throw() is deprecated, "
+                   "use the single-arg signature instead.",
+                   1) < 0) {
+    return nullptr;
+  }
+#endif
+  auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
+  PyObject* type = args[0];
+  PyObject* value = nargs > 1 ? args[1] : nullptr;
+  PyObject* traceback = nargs > 2 ? args[2] : nullptr;
+  if (const char* invalid = invalid_throw(type, value, traceback)) {
+    // A generator refuses before it raises anything into its frame, and is
+    // left as it was; one suspended in a `yield from` is not: its inner
+    // generator refuses, and the TypeError unwinds the outer frames.
+    if (iterator->walker.mirrors_yield_from(iterator->steps) && !iterator->running) {
+      iterator->walker.clear();
+    }
+    if (invalid[0] == 'e') {  // names the type it got
+      PyErr_Format(PyExc_TypeError, "%s, not %.100s", invalid, Py_TYPE(type)->tp_name);
+    } else {
+      PyErr_SetString(PyExc_TypeError, invalid);
+    }
+    return nullptr;
+  }
+  // The exception is made first (a class's __init__ runs before the frame
+  // resumes), then raised from the walk's frame, which ends it.
+  if (PyExceptionInstance_Check(type)) {
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(type)), type);
+  } else {
+    PyErr_SetObject(type, value != nullptr ? value : Py_None);
+  }
+  PyObject *raised_type, *raised, *raised_traceback;
+  PyErr_Fetch(&raised_type, &raised, &raised_traceback);
+  PyErr_NormalizeException(&raised_type, &raised, &raised_traceback);
+  if (traceback != nullptr && traceback != Py_None) {
+    Py_XDECREF(raised_traceback);
+    raised_traceback = Py_NewRef(traceback);
+    if (raised != nullptr) {
+      PyException_SetTraceback(raised, traceback);
+    }
   }
   // A generator that has not finished raises the exception from its frame,
   // where PEP 479 turns a StopIteration into RuntimeError. From 3.12 on that
   // is the frame's exception table, which starts after the first RESUME: one
   // never started raises the exception as it is.
-  auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
   bool in_frame =
-      !iterator->walker.finished() && (PY_VERSION_HEX < 0x030C0000 || iterator->started);
-  PyObject* result = walk_close(self, nullptr);
-  if (result == nullptr) {
+      !iterator->walker.finished() && (PY_VERSION_HEX < 0x030C0000 || iterator->steps > 0);
+  PyObject* closed = walk_close(self, nullptr);  // (may run code: the exception waits aside)
+  if (closed == nullptr) {
+    Py_XDECREF(raised_type);
+    Py_XDECREF(raised);
+    Py_XDECREF(raised_traceback);
     return nullptr;
   }
-  Py_DECREF(result);
-  PyObject* type = args[0];
-  PyObject* value = nargs > 1 ? args[1] : Py_None;
-  if (PyExceptionInstance_Check(type)) {
-    if (value != Py_None) {
-      PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
-      return nullptr;
-    }
-    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(type)), type);
-  } else if (PyExceptionClass_Check(type)) {
-    PyErr_SetObject(type, value);
-  } else {
-    PyErr_Format(PyExc_TypeError,
-                 "exceptions must be classes or instances deriving from BaseException, not %.100s",
-                 Py_TYPE(type)->tp_name);
-    return nullptr;
-  }
-  if (nargs > 2 && args[2] != Py_None) {
-    PyObject *raised_type, *raised, *traceback;
-    PyErr_Fetch(&raised_type, &raised, &traceback);
-    PyErr_NormalizeException(&raised_type, &raised, &traceback);
-    Py_XDECREF(traceback);
-    traceback = args[2];
-    Py_INCREF(traceback);
-    if (raised != nullptr) {
-      PyException_SetTraceback(raised, traceback);
-    }
-    PyErr_Restore(raised_type, raised, traceback);
-  }
+  Py_DECREF(closed);
+  PyErr_Restore(raised_type, raised, raised_traceback);
   if (in_frame && PyErr_ExceptionMatches(PyExc_StopIteration)) {
-    PyObject *raised_type, *raised, *traceback;
-    PyErr_Fetch(&raised_type, &raised, &traceback);
-    PyErr_NormalizeException(&raised_type, &raised, &traceback);
-    if (traceback != nullptr && raised != nullptr) {
-      PyException_SetTraceback(raised, traceback);
+    PyErr_Fetch(&raised_type, &raised, &raised_traceback);
+    PyErr_NormalizeException(&raised_type, &raised, &raised_traceback);
+    if (raised_traceback != nullptr && raised != nullptr) {
+      PyException_SetTraceback(raised, raised_traceback);
     }
     Py_XDECREF(raised_type);
-    Py_XDECREF(traceback);
+    Py_XDECREF(raised_traceback);
     PyErr_SetString(PyExc_RuntimeError, "generator raised StopIteration");
     PyObject *runtime_type, *runtime, *runtime_traceback;
     PyErr_Fetch(&runtime_type, &runtime, &runtime_traceback);
@@ -225,7 +263,7 @@ PyObject* new_walk_iterator(PyObject* root, PyObject* prefix, const WalkOptions&
   }
   new (&iterator->walker) Walker();
   iterator->running = false;
-  iterator->started = false;
+  iterator->steps = 0;
   if (!iterator->walker.start(root, prefix, options)) {
     Py_DECREF(iterator);
     return nullptr;

@@ -81,6 +81,18 @@ class Walker {
   // True once the walk ended (or never started): an exhausted generator.
   bool finished() const { return phase_ == Phase::Finished; }
 
+  // Whether torch's generator for this walk, after `steps` next() calls
+  // (counted up to 2), is suspended inside a `yield from`: named_parameters
+  // and named_buffers from their first item on, named_modules from its
+  // second (the root it yields itself). Not known for an override's items.
+  bool mirrors_yield_from(int steps) const {
+    if (phase_ == Phase::Finished || phase_ == Phase::Delegated || !options_.named ||
+        options_.trainable_only) {
+      return false;
+    }
+    return steps >= (options_.kind == Kind::Modules ? 2 : 1);
+  }
+
   int traverse(visitproc visit, void* arg) const;
   // Drops every reference; the walk becomes finished.
   void clear() noexcept;
