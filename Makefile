@@ -5,7 +5,7 @@
 #   make bench                 the benchmark report on the default model zoo
 #   make results               benchmarks/results/ regenerated with its manifest, then
 #                              README's and docs' result tables rewritten from it
-#   make test                  the test suite
+#   make test                  the test suite (PYTEST_JOBS workers, PYTEST_ARGS)
 #   make sanitize | valgrind | soak   the reliability checks (see docs/reliability.md)
 #   make lint                  ruff and clang-format, at pinned versions
 #
@@ -19,6 +19,10 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` and `make sanitize`: one per core, at most 4 (each
+# imports torch and transformers). PYTEST_JOBS=0 runs the suite in one process.
+PYTEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ $$n -gt 4 ]; then n=4; fi; \
+	if [ $$n -lt 2 ]; then n=0; fi; echo $$n)
 
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.pyparams-venv
@@ -83,10 +87,10 @@ results: install
 	$(PY) -m pyparams.bench.tables --write
 
 test: install
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n $(PYTEST_JOBS) $(PYTEST_ARGS)
 
 sanitize: install
-	PYTHON=$(abspath $(PY)) bash tests/reliability/sanitize.sh
+	PYTHON=$(abspath $(PY)) PYTEST_JOBS=$(PYTEST_JOBS) bash tests/reliability/sanitize.sh
 
 valgrind: install
 	PYTHON=$(abspath $(PY)) bash tests/reliability/valgrind.sh

@@ -7,6 +7,8 @@
 # Environment:
 #   PYTHON                 interpreter with torch, pytest, hypothesis (default: python3)
 #   PYPARAMS_SANITIZE_DIR  where to build (default: a new mktemp -d; kept for inspection)
+#   PYTEST_JOBS            pytest-xdist workers (default 0: one process); each worker
+#                          inherits the preloaded runtimes and writes its own reports
 #
 # The ASan and UBSan runtimes are preloaded (python itself is not instrumented),
 # PYTHONMALLOC=malloc routes every Python object through malloc so that ASan sees
@@ -49,7 +51,9 @@ export PYTHONPATH="$DIR"
 
 start=$(date +%s)
 status=0
-(cd "$DIR" && "$PYTHON" -m pytest -q -p no:cacheprovider "${@:-tests}") || status=$?
+workers=()
+[[ ${PYTEST_JOBS:-0} == 0 ]] || workers=(-n "$PYTEST_JOBS")
+(cd "$DIR" && "$PYTHON" -m pytest -q -p no:cacheprovider "${workers[@]}" "${@:-tests}") || status=$?
 (cd "$DIR" && "$PYTHON" tests/reliability/smoke.py) || status=$?
 echo "sanitize: tests ran in $(( $(date +%s) - start ))s (pytest/smoke status $status)"
 
