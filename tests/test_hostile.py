@@ -626,6 +626,19 @@ class _Refusing(str):
         raise ValueError(f"no name for {str(self)!r}")
 
 
+class _Mutating(str):
+    """A key whose first `+` changes the tree (``action``), then joins as str does."""
+
+    action: Callable[[], object] | None = None
+
+    def __radd__(self, other: str) -> str:
+        _TRACE.append(("mutate", str(other)))
+        action, _Mutating.action = _Mutating.action, None
+        if action is not None:
+            action()
+        return str.__add__(other, str(self))
+
+
 class _TracedReads(TorchFunctionMode):
     """Puts each read of requires_grad in the trace, between the keys' `+`."""
 
@@ -640,8 +653,14 @@ def _keyed_tree(case: str) -> nn.Module:
     root = nn.Sequential(nn.Linear(1, 1), nn.BatchNorm1d(1))
     root.add_module("c", nn.Sequential(nn.Linear(1, 1)))
     kind, where = case.split(":")
-    key = {"traced": _Traced("k"), "joinable": _Joinable(), "int": 7,
-           "refusing": _Refusing("k")}[kind]
+    key = {"traced": _Traced("k"), "joinable": _Joinable(), "int": 7, "refusing": _Refusing("k"),
+           "mutating_children": _Mutating("k"), "mutating_members": _Mutating("k")}[kind]
+    # A `+` that changes a dict torch's generators are iterating: the root's children, or
+    # the first Linear's parameters.
+    _Mutating.action = {
+        "mutating_children": lambda: root._modules.pop("after"),
+        "mutating_members": lambda: root[0]._parameters.__setitem__("late", _p()),
+    }.get(kind)
     if where == "module":  # a child under it, with a grandchild
         root._modules[key] = nn.Sequential(nn.Linear(1, 1))
     elif where == "duplicate":  # a module already walked: torch still builds its name
@@ -655,7 +674,9 @@ def _keyed_tree(case: str) -> nn.Module:
     return root
 
 
-KEY_CASES = [f"{kind}:{where}" for kind in ("traced", "joinable", "int", "refusing")
+KEY_CASES = [f"{kind}:{where}"
+             for kind in ("traced", "joinable", "int", "refusing", "mutating_children",
+                          "mutating_members")
              for where in ("module", "duplicate", "deep_module", "parameter", "buffer")]
 
 
@@ -664,8 +685,10 @@ def _keyed_names(mode: str, walks: int, case: str) -> list:
     for function in FUNCTIONS_ALL:
         root = _keyed_tree(case)
         labels = _labels(root)
+        action, _Mutating.action = _Mutating.action, None  # not for the warm walks
         _warm(mode, function, root, walks)
         _TRACE.clear()
+        _Mutating.action = action
         with _TracedReads():
             logs.append(_log(lambda: _walk(mode, function, root), labels))  # noqa: B023
         logs.append(list(_TRACE))
