@@ -784,13 +784,29 @@ THROWS: dict[str, tuple] = {
     "StopIteration": (StopIteration,),
     "ValueError": (ValueError,),
     "ValueError_with_traceback": (ValueError, None, None),
-    # Invalid calls: refused before anything is raised into the generator's frame.
+    "GeneratorExit": (GeneratorExit,),
+    # Invalid calls: refused before anything is raised into the generator's frame (a
+    # GeneratorExit closes the generator a `yield from` waits on first).
     "not_an_exception": (1,),
     "instance_with_a_value": (ValueError("x"), "v"),
     "no_traceback": (ValueError, None, 5),
+    "GeneratorExit_no_traceback": (GeneratorExit, None, 5),
+    "GeneratorExit_instance_with_a_value": (GeneratorExit("g"), "v"),
     "no_arguments": (),
     "four_arguments": (ValueError, None, None, None),
 }
+
+
+def _reentering(walk: Iterable, log: list) -> type[Exception]:
+    """An exception class whose __init__ steps the walk it is thrown into."""
+
+    class Reentering(Exception):
+        def __init__(self) -> None:
+            super().__init__()
+            kind, value = step(walk)
+            log.append(("reentered", kind, type(value).__name__))
+
+    return Reentering
 
 
 def _thrown(mode: str, walks: int, arguments: str, steps: int) -> list:
@@ -801,27 +817,36 @@ def _thrown(mode: str, walks: int, arguments: str, steps: int) -> list:
         _warm(mode, function, root, walks)
         walk = iter(_walk(mode, function, root))
         log = [_entry(labels, *step(walk)) for _ in range(steps)]
+        thrown = ((_reentering(walk, log),) if arguments == "reentering"
+                  else THROWS[arguments])
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
             try:
-                log.append(("returned", _label(labels, walk.throw(*THROWS[arguments]))))
-            except Exception as raised:  # noqa: BLE001 - the exception is what is compared
+                try:
+                    raise KeyError("handled")  # what the caller handles is no context
+                except KeyError:
+                    log.append(("returned", _label(labels, walk.throw(*thrown))))
+            except BaseException as raised:  # noqa: BLE001 - GeneratorExit is compared too
                 log.append(("raise", type(raised).__name__, str(raised),
-                            type(raised.__cause__).__name__))
+                            type(raised.__cause__).__name__,
+                            type(raised.__context__).__name__))
         log.append([(w.category.__name__, str(w.message)) for w in warned])
         logs.append([*log, *_log(walk, labels)])  # what is left of the walk, if anything
     return logs
 
 
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
-@pytest.mark.parametrize("steps", [0, 1, 2])
-@pytest.mark.parametrize("arguments", THROWS)
+@pytest.mark.parametrize("steps", [0, 1, 2, 3])
+@pytest.mark.parametrize("arguments", [*THROWS, "reentering"])
 def test_throw_into_a_walk_is_a_generators_throw(arguments: str, steps: int, mode: str,
                                                  walks: int) -> None:
     """PEP 479: a StopIteration thrown into torch's generator comes out as RuntimeError;
-    any valid throw ends the walk. An invalid one raises TypeError and leaves the walk as
-    it was, unless torch's generator is suspended in a `yield from` (named_parameters,
-    named_buffers, named_modules past its root): the TypeError then unwinds it."""
+    any valid throw ends the walk, its exception chained to nothing the caller handles. An
+    invalid one raises TypeError and leaves the walk as it was, unless torch's generator is
+    suspended in a `yield from` (named_parameters, named_buffers, named_modules past its
+    root): the TypeError then unwinds it, and a GeneratorExit closes the generator it waits
+    on first (named_modules goes on with the root's next child). An exception class made
+    while torch's generator delegates finds the walk executing."""
     _compare(_thrown, mode, walks, arguments, steps)
 
 

@@ -99,11 +99,22 @@ PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   PyObject* type = args[0];
   PyObject* value = nargs > 1 ? args[1] : nullptr;
   PyObject* traceback = nargs > 2 ? args[2] : nullptr;
+  if (traceback == Py_None) {
+    traceback = nullptr;
+  }
+  // Where torch's generator sits in a `yield from`, the throw goes to the
+  // generator it waits on, the outer one marked as executing meanwhile; a
+  // GeneratorExit closes that one first, then is checked and raised here.
+  bool delegating = !iterator->running && iterator->walker.mirrors_yield_from(iterator->steps);
+  bool closes_first = delegating && PyErr_GivenExceptionMatches(type, PyExc_GeneratorExit);
+  if (closes_first && !iterator->walker.close_delegated_generator()) {
+    return nullptr;
+  }
   if (const char* invalid = invalid_throw(type, value, traceback)) {
     // A generator refuses before it raises anything into its frame, and is
     // left as it was; one suspended in a `yield from` is not: its inner
     // generator refuses, and the TypeError unwinds the outer frames.
-    if (iterator->walker.mirrors_yield_from(iterator->steps) && !iterator->running) {
+    if (delegating && !closes_first) {
       iterator->walker.clear();
     }
     if (invalid[0] == 'e') {  // names the type it got
@@ -114,21 +125,27 @@ PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     return nullptr;
   }
   // The exception is made first (a class's __init__ runs before the frame
-  // resumes), then raised from the walk's frame, which ends it.
+  // resumes), as gen_throw makes it: never chained to an exception the
+  // caller is handling (the frame raises it with its own exception state),
+  // an instance keeping its traceback.
+  PyObject* raised_type;
+  PyObject* raised;
+  PyObject* raised_traceback = nullptr;
   if (PyExceptionInstance_Check(type)) {
-    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(type)), type);
+    raised_type = Py_NewRef(reinterpret_cast<PyObject*>(Py_TYPE(type)));
+    raised = Py_NewRef(type);
+    raised_traceback = traceback != nullptr ? Py_NewRef(traceback) : PyException_GetTraceback(type);
   } else {
-    PyErr_SetObject(type, value != nullptr ? value : Py_None);
+    raised_type = Py_NewRef(type);
+    raised = Py_XNewRef(value);
+    raised_traceback = Py_XNewRef(traceback);
+    bool was_running = iterator->running;
+    iterator->running = was_running || (delegating && !closes_first);
+    PyErr_NormalizeException(&raised_type, &raised, &raised_traceback);
+    iterator->running = was_running;
   }
-  PyObject *raised_type, *raised, *raised_traceback;
-  PyErr_Fetch(&raised_type, &raised, &raised_traceback);
-  PyErr_NormalizeException(&raised_type, &raised, &raised_traceback);
-  if (traceback != nullptr && traceback != Py_None) {
-    Py_XDECREF(raised_traceback);
-    raised_traceback = Py_NewRef(traceback);
-    if (raised != nullptr) {
-      PyException_SetTraceback(raised, traceback);
-    }
+  if (traceback != nullptr && raised != nullptr) {
+    PyException_SetTraceback(raised, traceback);
   }
   // A generator that has not finished raises the exception from its frame,
   // where PEP 479 turns a StopIteration into RuntimeError. From 3.12 on that

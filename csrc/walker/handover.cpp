@@ -109,4 +109,24 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
   return 2;
 }
 
+bool Walker::close_delegated_generator() {
+  if (options_.kind != Kind::Modules) {
+    clear();  // their one `yield from` ends with the generator it waited on
+    return true;
+  }
+  if (phase_ == Phase::Replaying) {
+    // Between steps: hand over before the op the next step would run.
+    const WalkRecord& record = *replay_.record;
+    auto at = static_cast<std::size_t>(replay_.at - record.program.data());
+    if (go_live(unfused_op_index(record.program, at, 0)) < 0) {
+      fail();
+      return false;
+    }
+  }
+  while (live_.stack.size() > 1) {
+    pop();  // the child generators torch closes, innermost first
+  }
+  return true;
+}
+
 }  // namespace pyparams

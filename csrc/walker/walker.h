@@ -93,6 +93,13 @@ class Walker {
     return steps >= (options_.kind == Kind::Modules ? 2 : 1);
   }
 
+  // torch's generator closing the one its `yield from` waits on (a thrown
+  // GeneratorExit it then refuses): for named_modules the root's current
+  // child's subtree is dropped and the walk goes on with its next child;
+  // named_parameters and named_buffers end. False with an error set (the
+  // walk then ended).
+  bool close_delegated_generator();
+
   int traverse(visitproc visit, void* arg) const;
   // Drops every reference; the walk becomes finished.
   void clear() noexcept;
