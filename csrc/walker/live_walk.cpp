@@ -347,11 +347,7 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   // runs before any look at the child, for a duplicate too.
   OwnedRef full_name;
   if (options_.named || join_runs_code(key.get())) {
-    OwnedRef parent_name = OwnedRef::steal(frame_name(live_.stack.size() - 1));
-    if (!parent_name) {
-      return -1;
-    }
-    full_name = OwnedRef::steal(join_name_generic(parent_name.get(), key.get()));
+    full_name = OwnedRef::steal(child_name(key.get()));
     if (!full_name) {
       return -1;
     }
@@ -463,11 +459,7 @@ int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, Owne
     return -1;
   }
   if (!prefix) {  // (exact str parts: joining them now or before runs no code)
-    OwnedRef parent_name = OwnedRef::steal(frame_name(live_.stack.size() - 1));
-    if (!parent_name) {
-      return -1;
-    }
-    prefix = OwnedRef::steal(join_name_generic(parent_name.get(), key.get()));
+    prefix = OwnedRef::steal(child_name(key.get()));
     if (!prefix) {
       return -1;
     }
@@ -482,6 +474,11 @@ int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, Owne
     return -1;
   }
   return push(child.get(), std::move(prefix), std::move(items)) ? 0 : -1;
+}
+
+PyObject* Walker::child_name(PyObject* key) const {
+  OwnedRef parent_name = OwnedRef::steal(frame_name(live_.stack.size() - 1));
+  return parent_name ? join_name_generic(parent_name.get(), key) : nullptr;
 }
 
 // The name torch gives the module of live_.stack[depth]: stored by named walks

@@ -162,6 +162,9 @@ class Walker {
   void pop();
   bool ensure_memo();
   PyObject* frame_name(std::size_t depth) const;
+  // The name torch builds for a child of the top frame reached under `key`
+  // (its `+` may be user code). A new reference, or nullptr with an error set.
+  PyObject* child_name(PyObject* key) const;
 
   // The warm-walk cache (walk_cache.h). A walk either replays a record,
   // proving by versions at every read that nothing it reads has changed, or
