@@ -483,6 +483,21 @@ def test_module_without_super_init():
         list(NoInit().parameters())
 
 
+def test_a_deleted_member_dict_gives_torchs_error():
+    """__init__ ran and `_parameters` was deleted since: torch's own AttributeError, no hint
+    about super().__init__()."""
+    def tree() -> nn.Module:
+        root = nn.Sequential(nn.Linear(1, 1))
+        del root[0]._parameters
+        return root
+
+    expected = outcome(lambda: tree().parameters())
+    assert expected[0] == "raise"
+    for function in ("parameters", "named_parameters", "parameter_list"):
+        got = outcome(lambda f=function: run_pyparams(f, tree()))
+        assert (type(got[1]), str(got[1])) == (type(expected[1]), str(expected[1])), function
+
+
 @pytest.mark.parametrize("bad", [None, 3, "model", torch.ones(1), [nn.Linear(1, 1)]])
 def test_not_a_module(bad):
     with pytest.raises(TypeError, match=type(bad).__name__):

@@ -18,6 +18,7 @@ namespace pyparams {
   X(getattribute, "__getattribute__")              \
   X(torch_function, "__torch_function__")          \
   X(grad, "grad")                                  \
+  X(training, "training")                          \
   X(grad_fn, "grad_fn")                            \
   X(detach_, "detach_")                            \
   X(requires_grad_, "requires_grad_")              \

@@ -15,11 +15,26 @@
 namespace pyparams {
 namespace {
 
+// Whether nn.Module.__init__ ran on `module`: its instance __dict__ holds
+// `training`, which __init__ sets first. The error set when called is kept.
+bool module_init_ran(PyObject* module) {
+  PyObject *type, *value, *traceback;
+  PyErr_Fetch(&type, &value, &traceback);
+  OwnedRef dict = OwnedRef::steal(PyObject_GenericGetDict(module, nullptr));
+  bool ran = dict && PyDict_Check(dict.get()) &&
+      PyDict_GetItemWithError(dict.get(), names().training) != nullptr;
+  PyErr_Clear();  // (a lookup's own error: the hint is only left out)
+  PyErr_Restore(type, value, traceback);
+  return ran;
+}
+
 // getattr(module, attribute), with an AttributeError that says what is most
 // likely wrong: a subclass whose __init__ never called super().__init__().
+// (Where __init__ ran and the attribute was deleted since, torch's own error.)
 PyObject* member_mapping(PyObject* module, PyObject* attribute, bool* from_dict = nullptr) {
   PyObject* value = module_attribute(module, attribute, from_dict);
-  if (value == nullptr && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+  if (value == nullptr && PyErr_ExceptionMatches(PyExc_AttributeError) &&
+      !module_init_ran(module)) {
     PyErr_Clear();
     PyErr_Format(PyExc_AttributeError,
                  "'%.100s' object has no attribute '%U': was torch.nn.Module.__init__() "
