@@ -64,10 +64,11 @@ PyObject* walk_send(PyObject* self, PyObject* value) {
   return item;
 }
 
-// throw()'s checks of its arguments, in CPython's order (gen_throw): a
-// message for the TypeError they raise, or nullptr when they are fine.
+// throw()'s checks of its arguments, in CPython's order (gen_throw; a None
+// traceback passed as nullptr): the TypeError's format (its one %s, where it
+// has one, the type thrown), or nullptr when they are fine.
 const char* invalid_throw(PyObject* type, PyObject* value, PyObject* traceback) {
-  if (traceback != nullptr && traceback != Py_None && !PyTraceBack_Check(traceback)) {
+  if (traceback != nullptr && !PyTraceBack_Check(traceback)) {
     return "throw() third argument must be a traceback object";
   }
   if (PyExceptionClass_Check(type)) {
@@ -77,7 +78,7 @@ const char* invalid_throw(PyObject* type, PyObject* value, PyObject* traceback) 
     return value != nullptr && value != Py_None ? "instance exception may not have a separate value"
                                                 : nullptr;
   }
-  return "exceptions must be classes or instances deriving from BaseException";
+  return "exceptions must be classes or instances deriving from BaseException, not %.100s";
 }
 
 PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
@@ -117,11 +118,7 @@ PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     if (delegating && !closes_first) {
       iterator->walker.clear();
     }
-    if (invalid[0] == 'e') {  // names the type it got
-      PyErr_Format(PyExc_TypeError, "%s, not %.100s", invalid, Py_TYPE(type)->tp_name);
-    } else {
-      PyErr_SetString(PyExc_TypeError, invalid);
-    }
+    PyErr_Format(PyExc_TypeError, invalid, Py_TYPE(type)->tp_name);
     return nullptr;
   }
   // The exception is made first (a class's __init__ runs before the frame

@@ -111,8 +111,9 @@ class Walker {
     // entered under, so a name can still be built for an override; or, where
     // torch's `+` is user code (full_name), the full name torch built.
     OwnedRef name;
-    // Unnamed walks: `name` is the full name. Set when the key, or an
-    // ancestor's, is no exact str: torch builds every name, so its `+` ran.
+    // `name` is the full name: in every frame a named walk descends to; in an
+    // unnamed walk's where the key, or an ancestor's, is no exact str (torch
+    // builds every name, so its `+` ran).
     bool full_name = false;
     ItemCursor children;  // over module._modules, started when first needed
     bool children_started = false;
