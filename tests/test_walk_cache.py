@@ -26,6 +26,7 @@ import pyparams
 from common_utils import (
     LAZY_FUNCTIONS,
     assert_conforms,
+    build_chain,
     drive,
     every_call,
     outcome,
@@ -524,6 +525,59 @@ def test_a_touch_at_any_step_hands_over_to_the_live_walk_exactly_there(which: st
         assert handed_over == 0  # revalidated entry by entry, never handed over
     else:
         assert handed_over > 0
+
+
+def _what_a_walk_holds(net: nn.Module) -> list[object]:
+    """Every object of ``net`` a walk pins or holds: modules, their dicts and members."""
+    held: list[object] = []
+    for m in net.modules():
+        held += [m, vars(m), m._parameters, m._buffers, m._modules]
+        held += [*m._parameters.values(), *m._buffers.values()]
+    return held
+
+
+# parameter_list replays its steps in one run, its pins and holds lent (no references
+# taken while no other code can run). Trees where that run ends the walk, stops for a
+# signal check (over 1,024 steps) and goes on step by step, or shares modules.
+EAGER_TREES: dict[str, Callable[[], nn.Module]] = {
+    "chain": lambda: build_chain(300),
+    "wide": lambda: nn.Sequential(*(nn.Linear(1, 1) for _ in range(700))),
+    "tied": model,
+}
+
+
+@pytest.mark.parametrize("which", [None, "_parameters", "_buffers", "_modules", "__dict__"])
+@pytest.mark.parametrize("tree", EAGER_TREES)
+def test_an_eager_replay_leaves_every_reference_count_as_it_found_it(
+    tree: str, which: str | None
+) -> None:
+    # Untouched, the replay runs to its end; a touched dict of the first, a middle or
+    # the last module hands it over to the live walk there, which needs every lent
+    # reference taken. Either way: torch's list, and every count as before once it is gone.
+    net = EAGER_TREES[tree]()
+    modules = list(net.modules())
+    held = _what_a_walk_holds(net)
+    handed_over = 0
+    first_middle_last = {id(m): m for m in (modules[0], modules[len(modules) // 2], modules[-1])}
+    for touched in first_middle_last.values():
+        for kwargs in ({}, {"remove_duplicate": False}, {"trainable": True}, {"recurse": False}):
+            for _ in range(2):  # a record (again, after a hand-over), replayed once
+                pyparams.parameter_list(net, **kwargs)
+            if which is not None:
+                _touch(touched, which)
+            expected = reference("parameter_list", net, **kwargs)
+            before_info = pyparams.cache_info()
+            before = refcounts(held)
+            got = pyparams.parameter_list(net, **kwargs)
+            after_info = pyparams.cache_info()
+            assert same_items(got, expected), (tree, which, kwargs)
+            del got
+            assert refcounts(held) == before, (tree, which, kwargs)
+            assert after_info.hits == before_info.hits + 1, kwargs  # it replayed
+            handed_over += after_info.invalidations - before_info.invalidations
+    # (A walk of parameters reads no _buffers; a touched __dict__ is re-read entry by
+    # entry: no hand-over for either.)
+    assert (handed_over > 0) == (which in ("_parameters", "_modules"))
 
 
 @pytest.mark.parametrize("function", ["named_parameters", "named_trainable_parameters",

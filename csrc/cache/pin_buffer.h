@@ -2,6 +2,12 @@
 // program knows the most it can pin and hold at once, so a pin is one store,
 // no capacity check. The buffer is pymalloc's (the GIL is held wherever a walk
 // runs): a small walk's costs no system allocation.
+//
+// Lent (lend()): while a replay runs steps in a row inside one native call
+// (Walker::replay_batch), no code but its own runs, so nothing it pins or
+// holds can be let go by anyone else: the buffer then notes the objects
+// without taking references (kLent), and takes them all (keep()) before
+// anything that may run code, or sees them dropped unreferenced at the end.
 #pragma once
 
 #include <Python.h>
@@ -59,33 +65,49 @@ class PinBuffer {
     held_end_ = cursor.held;
   }
   // Takes a reference to `object` until the walk ends; within the reserved room.
+  // kLent: only notes it (see lend()).
+  template <bool kLent = false>
   static void pin(Cursor& cursor, PyObject* object, Tag tag) noexcept {
-    Py_INCREF(object);
+    if (!kLent) {
+      Py_INCREF(object);
+    }
     *cursor.pin++ = reinterpret_cast<std::uintptr_t>(object) | tag;
   }
   // Takes a reference to a children dict a later step reads again, until its
   // frame is left (leave()); frames are left in the reverse order.
+  template <bool kLent = false>
   static void hold(Cursor& cursor, PyObject* dict) noexcept {
-    Py_INCREF(dict);
+    if (!kLent) {
+      Py_INCREF(dict);
+    }
     *cursor.held++ = dict;
   }
   // The frame of the dict held last is left: drops it, as the live walk drops
   // a frame. False, dropping nothing, when ours is its last reference
   // (dropping it frees it, which may run code, and none but the replay's runs
   // within a step): the walk must go live, which drops it in its place.
+  // kLent: its module, unchanged since it was held, holds it still.
+  template <bool kLent = false>
   static bool leave(Cursor& cursor) noexcept {
     PyObject* dict = cursor.held[-1];
-    if (!drops_nothing(dict)) {
+    if (!kLent && !drops_nothing(dict)) {
       return false;
     }
     --cursor.held;
-    Py_DECREF(dict);
+    if (!kLent) {
+      Py_DECREF(dict);
+    }
     return true;
   }
   // Takes a reference to the member dict just started, dropping the one held
   // before, as the live walk does (torch's `members` local). False, holding
   // nothing new, when that drop would free: as leave().
+  template <bool kLent = false>
   bool hold_members(PyObject* dict) noexcept {
+    if (kLent) {
+      members_ = dict;  // the one noted before was lent too: lend() found none
+      return true;
+    }
     if (members_ != nullptr && !drops_nothing(members_)) {
       return false;
     }
@@ -93,10 +115,33 @@ class PinBuffer {
     Py_XDECREF(std::exchange(members_, dict));
     return true;
   }
+  // From now on pins and holds are noted without references (the kLent
+  // variants), on an empty buffer. Only where no code but the replay's runs
+  // until keep() or the walk's end.
+  void lend() noexcept { lent_ = true; }
+  bool empty() const noexcept {
+    return pins_end_ == pins_ && held_end_ == held_ && members_ == nullptr;
+  }
+  // Takes the references the lent pins and holds stand for: from here on the
+  // buffer is as if every one had been taken when noted.
+  void keep() noexcept {
+    if (!std::exchange(lent_, false)) {
+      return;
+    }
+    for (std::uintptr_t* pin = pins_; pin != pins_end_; ++pin) {
+      Py_INCREF(object(*pin));
+    }
+    for (PyObject** dict = held_; dict != held_end_; ++dict) {
+      Py_INCREF(*dict);
+    }
+    Py_XINCREF(members_);
+  }
   PyObject* held_members() const { return members_; }
-  // Drops every reference. A release may run a __del__, which finds the buffer
-  // already empty (it may even start a walk of its own on another buffer).
+  // Drops every reference (lent: none was taken). A release may run a __del__,
+  // which finds the buffer already empty (it may even start a walk of its own
+  // on another buffer).
   void release_all() noexcept {
+    const bool lent = std::exchange(lent_, false);
     std::uintptr_t* pins = std::exchange(pins_, nullptr);
     std::uintptr_t* pins_end = std::exchange(pins_end_, nullptr);
     PyObject** held = std::exchange(held_, nullptr);
@@ -104,13 +149,15 @@ class PinBuffer {
     PyObject* members = std::exchange(members_, nullptr);
     capacity_ = 0;
     held_capacity_ = 0;
-    for (std::uintptr_t* pin = pins; pin != pins_end; ++pin) {
-      Py_DECREF(object(*pin));
+    if (!lent) {
+      for (std::uintptr_t* pin = pins; pin != pins_end; ++pin) {
+        Py_DECREF(object(*pin));
+      }
+      for (PyObject** dict = held; dict != held_end; ++dict) {
+        Py_DECREF(*dict);
+      }
+      Py_XDECREF(members);
     }
-    for (PyObject** dict = held; dict != held_end; ++dict) {
-      Py_DECREF(*dict);
-    }
-    Py_XDECREF(members);
     PyMem_Free(pins);
   }
 
@@ -122,6 +169,9 @@ class PinBuffer {
   const std::uintptr_t* end() const { return pins_end_; }
 
   int traverse(visitproc visit, void* arg) const {
+    if (lent_) {
+      return 0;  // no reference of ours to report (and no collection runs meanwhile)
+    }
     for (const std::uintptr_t* pin = pins_; pin != pins_end_; ++pin) {
       Py_VISIT(object(*pin));
     }
@@ -143,6 +193,7 @@ class PinBuffer {
   PyObject** held_end_ = nullptr;
   std::size_t held_capacity_ = 0;
   PyObject* members_ = nullptr;  // the member dict held
+  bool lent_ = false;            // see lend()
 };
 
 }  // namespace pyparams

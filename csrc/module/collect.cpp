@@ -29,10 +29,22 @@ PyObject* collect_list(PyObject* root, const WalkOptions& options) {
   // of it. A replay knows its length before its first step.
   Gathered gathered;
   try {
+    // One more than the record's length (what an unfiltered replay yields):
+    // a replay batch that fills it has not reached the walk's end.
     Py_ssize_t hint = walker.length_hint();
-    gathered.items.reserve(hint > 0 ? static_cast<std::size_t>(hint) : 64);
+    gathered.items.reserve(hint >= 0 ? static_cast<std::size_t>(hint) + 1 : 64);
   } catch (const std::bad_alloc&) {
     return PyErr_NoMemory();
+  }
+  // A replay's steps first, in a row (nothing of ours runs between them), into
+  // the room reserved.
+  std::size_t room = gathered.items.capacity();
+  gathered.items.resize(room);  // reserved: no allocation, nothing thrown
+  Walker::ItemSink sink{gathered.items.data(), gathered.items.data() + room};
+  bool batched = walker.replay_batch(sink);
+  gathered.items.resize(static_cast<std::size_t>(sink.at - gathered.items.data()));
+  if (!batched) {
+    return nullptr;
   }
   while (PyObject* item = walker.next()) {
     try {

@@ -118,27 +118,43 @@ PyObject* Walker::next_unreplayed() {
   Py_UNREACHABLE();
 }
 
-// The first step readies the walk: the root's deeper overrides, then the cache.
-PyObject* Walker::first_step() {
+bool Walker::ready() {
   phase_ = Phase::Live;  // unless an override or a record takes the walk over below
   try {
     if (root_overrides_ruled_out()) {
       dispatch_.next = Dispatch::Children;  // every level checked: none
     } else if (!dispatch_root(/*mirrored_only=*/false)) {
-      return fail();
+      fail();
+      return false;
     }
   } catch (const std::bad_alloc&) {
     PyErr_NoMemory();
-    return fail();
+    fail();
+    return false;
   }
   if (phase_ == Phase::Delegated) [[unlikely]] {
-    return next_delegated();
+    return true;
   }
   // (An overriding named_modules at the root has entered it already.)
   if (!live_.root_entered && !begin_cached_walk()) {
-    return fail();
+    fail();
+    return false;
   }
-  return phase_ == Phase::Replaying ? next() : next_live();
+  return true;
+}
+
+PyObject* Walker::first_step() {
+  if (!ready()) {
+    return nullptr;
+  }
+  switch (phase_) {
+    case Phase::Delegated:
+      return next_delegated();
+    case Phase::Replaying:
+      return next();
+    default:
+      return next_live();
+  }
 }
 
 // A step of the live walk.

@@ -204,8 +204,14 @@ void set_prefetch_distance(int ops) noexcept {
 //
 // kNamed: a walk that yields (name, value) pairs, compiled apart so that its
 // code (names on every Enter, pairs) costs the unnamed walks nothing.
-template <bool kNamed>
-[[gnu::always_inline]] inline int Walker::replay_next(PyObject*& item) {
+//
+// kBatch (replay_batch: an unnamed, unfiltered walk with dedup, in one native
+// call): a yield appends its item to `sink` and the next step runs at once,
+// pins and holds lent (PinBuffer::lend). It stops, keeping them (keep()),
+// when the sink is full or a signal check is due (1: the caller's next()
+// goes on), and before the hand-over to the live walk.
+template <bool kNamed, bool kBatch>
+[[gnu::always_inline]] inline int Walker::replay_next(PyObject*& item, ItemSink* sink) {
   if (!poll_signals()) {  // before the step's first check: handlers may change the tree
     return -1;
   }
@@ -217,7 +223,7 @@ template <bool kNamed>
   PinBuffer::Cursor pins = replay_.pins.cursor();
   // The module check, with its slow path: a written __dict__ is re-read
   // entry by entry (a lookup may run a key's __eq__: the pins are committed).
-  auto module_unchanged = [&](ModuleRecord& recorded) {
+  auto module_unchanged = [&](ModuleRecord& recorded) __attribute__((always_inline)) {
     ModuleRead read = read_module(recorded, proven_at);
     if (read == ModuleRead::AsRecorded) [[likely]] {
       return true;
@@ -233,7 +239,7 @@ template <bool kNamed>
     if (!dict_unchanged(proven_at, module.members, module.members_version)) [[unlikely]] {
       return false;
     }
-    if (hold != 0 && !replay_.pins.hold_members(module.members)) [[unlikely]] {
+    if (hold != 0 && !replay_.pins.hold_members<kBatch>(module.members)) [[unlikely]] {
       ++part;
       return false;
     }
@@ -245,9 +251,21 @@ template <bool kNamed>
       return false;
     }
     if (hold != 0) {
-      PinBuffer::hold(pins, module.children);
+      PinBuffer::hold<kBatch>(pins, module.children);
     }
     return true;
+  };
+  // kBatch: `item` appended, and whether the batch goes on with the next step.
+  auto batch_goes_on = [&](PyObject* item, const ReplayOp* op) {
+    *sink->at++ = item;
+    if (sink->at != sink->end && steps_since_signal_check_ + 1 < kSignalCheckInterval) [[likely]] {
+      ++steps_since_signal_check_;  // the next step's poll_signals(), due later
+      return true;
+    }
+    replay_.at = op + 1;
+    replay_.pins.commit(pins);
+    replay_.pins.keep();
+    return false;
   };
   const ReplayOp* const program_end = record.program.data() + record.program.size();
   const std::ptrdiff_t prefetch_distance = g_prefetch_distance;
@@ -262,7 +280,7 @@ template <bool kNamed>
     switch (kind) {
       case ReplayOpKind::PinRoot:
         if (options_.remove_duplicate) {
-          PinBuffer::pin(pins, root_.get(), PinBuffer::kModule);
+          PinBuffer::pin<kBatch>(pins, root_.get(), PinBuffer::kModule);
         }
         continue;
       case ReplayOpKind::CheckModule:
@@ -278,7 +296,7 @@ template <bool kNamed>
           break;
         }
         if (options_.remove_duplicate) {
-          PinBuffer::pin(pins, module.module, PinBuffer::kModule);  // torch's memo holds it
+          PinBuffer::pin<kBatch>(pins, module.module, PinBuffer::kModule);  // torch's memo holds it
         }
         // (Unnamed walks with dedup keep no path: go_live labels their frames
         // from the record, whose key copies outlive any key the model drops.)
@@ -286,6 +304,7 @@ template <bool kNamed>
           if (int entered = enter_path<kNamed>(record, *op); entered <= 0) [[unlikely]] {
             if (entered < 0) {
               replay_.pins.commit(pins);
+              replay_.pins.keep();
               return -1;
             }
             break;
@@ -313,8 +332,8 @@ template <bool kNamed>
       case ReplayOpKind::Children:
         // Its last read in a frame about to be left: the dict is let go, or
         // the live walk goes on from here, to free it where it would.
-        if (children_unchanged(*op->module, op->hold) && (op->leave == 0 || PinBuffer::leave(pins)))
-            [[likely]] {
+        if (children_unchanged(*op->module, op->hold) &&
+            (op->leave == 0 || PinBuffer::leave<kBatch>(pins))) [[likely]] {
           continue;
         }
         break;
@@ -323,7 +342,7 @@ template <bool kNamed>
         ModuleRecord* const* leaving = record.leave_runs.data() + op->entry;
         for (; part < op->extent; ++part) {
           const ModuleRecord& module = *leaving[part];
-          if (!children_unchanged(module, 0) || !PinBuffer::leave(pins)) [[unlikely]] {
+          if (!children_unchanged(module, 0) || !PinBuffer::leave<kBatch>(pins)) [[unlikely]] {
             break;
           }
         }
@@ -363,6 +382,13 @@ template <bool kNamed>
         break;
       case ReplayOpKind::YieldModule: {
         PyObject* module = op->module->module;
+        if (kBatch) {
+          Py_INCREF(module);
+          if (batch_goes_on(module, op)) [[likely]] {
+            continue;
+          }
+          return 1;
+        }
         replay_.at = op + 1;
         replay_.pins.commit(pins);
         item = kNamed ? make_item(replay_.path.back().label, module)
@@ -394,8 +420,16 @@ template <bool kNamed>
         Py_UNREACHABLE();  // every kind is above: no range check before the jump
     }
     if (yields) [[likely]] {  // member entry `entry`: the step's yield
-      replay_.at = op + 1;
       PyObject* value = record.members[entry].value;
+      if (kBatch) {  // unnamed, unfiltered, with dedup
+        PinBuffer::pin<true>(pins, value, PinBuffer::kMember);
+        Py_INCREF(value);
+        if (batch_goes_on(value, op)) [[likely]] {
+          continue;
+        }
+        return 1;
+      }
+      replay_.at = op + 1;
       if (options_.remove_duplicate) {
         PinBuffer::pin(pins, value, PinBuffer::kMember);
       }
@@ -416,6 +450,7 @@ template <bool kNamed>
     }
     // A check failed (or the record stops vouching) at this part of this op.
     replay_.pins.commit(pins);
+    replay_.pins.keep();  // the live walk runs code: lent references are taken first
     return go_live(unfused_op_index(record.program,
                                     static_cast<std::size_t>(op - record.program.data()), part));
   }
@@ -424,7 +459,27 @@ template <bool kNamed>
 // The replay of named walks: out of line, so that the unnamed one inlined
 // into next() keeps its state in registers.
 [[gnu::noinline]] int Walker::replay_next_named(PyObject*& item) {
-  return replay_next<true>(item);
+  return replay_next<true, false>(item, nullptr);
+}
+
+bool Walker::replay_batch(ItemSink& sink) {
+  if (phase_ == Phase::Ready && !ready()) {
+    return false;
+  }
+  if (phase_ != Phase::Replaying || options_.named || options_.trainable_only ||
+      !options_.remove_duplicate || sink.at == sink.end || !replay_.pins.empty()) {
+    return true;  // the caller's next() takes every step
+  }
+  replay_.pins.lend();
+  PyObject* unused = nullptr;
+  int replayed = replay_next<false, true>(unused, &sink);
+  if (replayed == 0) {
+    clear();
+  } else if (replayed < 0) {
+    fail();
+    return false;
+  }
+  return true;  // 1: stopped early; 2: the walk went live: next() goes on
 }
 
 // An unnamed walk's filtered yield, out of the loop for the same reason.
@@ -444,7 +499,7 @@ PyObject* Walker::next() {
       replayed = replay_next_named(named_item);
       item = named_item;
     } else {
-      replayed = replay_next<false>(item);
+      replayed = replay_next<false, false>(item, nullptr);
     }
     if (replayed == 1) [[likely]] {
       return hold_last(item);

@@ -74,6 +74,19 @@ class Walker {
   // finished and keeps returning nullptr, as an exhausted generator does.
   PyObject* next();  // (replay.cpp: a warm walk's steps replay there, inline)
 
+  // Where replay_batch appends items: [at, end), `at` advanced past each.
+  struct ItemSink {
+    PyObject** at;
+    PyObject** end;
+  };
+  // For an eager walk (one native call, no code of the caller between its
+  // steps): readies the walk and, while it replays, runs its steps in a row,
+  // appending each item (a new reference) to `sink`. next() goes on from
+  // where it stopped: the sink full, a signal check due, the walk live or
+  // ended. Runs no code but the replay's own while its pins are lent. False
+  // with an error set (the walk then ended).
+  bool replay_batch(ItemSink& sink);
+
   // For list(walk): before the first step of a walk that will replay, how
   // many items the record yielded (filters may yield fewer); -1 when unknown.
   Py_ssize_t length_hint() const;
@@ -128,6 +141,9 @@ class Walker {
   // next() when no replay runs: dispatches on the phase.
   PyObject* next_unreplayed();
   PyObject* first_step();
+  // The first step's readying: the root's deeper overrides, then the cache.
+  // False with an error set (the walk then ended).
+  bool ready();
   PyObject* next_live();
   // 1 with `item` set to the next entry of the current module's members, 0
   // when they are exhausted, -1 with an error set.
@@ -175,8 +191,8 @@ class Walker {
   // torch's dispatch chain (from dispatch_.next on): dispatch_root would find
   // none, so it need not look.
   bool root_overrides_ruled_out();
-  template <bool kNamed>
-  inline int replay_next(PyObject*& item);
+  template <bool kNamed, bool kBatch>
+  inline int replay_next(PyObject*& item, ItemSink* sink);
   int replay_next_named(PyObject*& item);
   // A recorded module whose __dict__ was written since (to its entries only)
   // is re-checked entry by entry; true when it still reads as recorded.
