@@ -537,8 +537,8 @@ def _what_a_walk_holds(net: nn.Module) -> list[object]:
 
 
 # parameter_list replays its steps in one run, its pins and holds lent (no references
-# taken while no other code can run). Trees where that run ends the walk, stops for a
-# signal check (over 1,024 steps) and goes on step by step, or shares modules.
+# taken while no other code can run). Trees where that run ends the walk, takes what it
+# lent for a signal check (every 1,024 steps) and lends again above it, or shares modules.
 EAGER_TREES: dict[str, Callable[[], nn.Module]] = {
     "chain": lambda: build_chain(300),
     "wide": lambda: nn.Sequential(*(nn.Linear(1, 1) for _ in range(700))),

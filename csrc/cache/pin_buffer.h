@@ -6,8 +6,9 @@
 // Lent (lend()): while a replay runs steps in a row inside one native call
 // (Walker::replay_batch), no code but its own runs, so nothing it pins or
 // holds can be let go by anyone else: the buffer then notes the objects
-// without taking references (kLent), and takes them all (keep()) before
-// anything that may run code, or sees them dropped unreferenced at the end.
+// without taking references (the kLent variants), and takes them (keep())
+// before anything that may run code, or lets them go unreferenced at the end.
+// What it held before lend() stays held: the lent ones lie above a mark.
 #pragma once
 
 #include <Python.h>
@@ -38,6 +39,9 @@ class PinBuffer {
     if (pins <= capacity_ && held <= held_capacity_) {
       return true;
     }
+    if (pins > UINT32_MAX || held > UINT32_MAX) {
+      return false;
+    }
     std::size_t bytes = (pins + held) * sizeof(std::uintptr_t);
     void* grown = PyMem_Realloc(pins_, bytes == 0 ? 1 : bytes);
     if (grown == nullptr) {
@@ -45,10 +49,9 @@ class PinBuffer {
     }
     pins_ = static_cast<std::uintptr_t*>(grown);
     pins_end_ = pins_;
-    capacity_ = pins;
-    held_ = reinterpret_cast<PyObject**>(pins_ + pins);
-    held_end_ = held_;
-    held_capacity_ = held;
+    capacity_ = static_cast<std::uint32_t>(pins);
+    held_end_ = held_begin();
+    held_capacity_ = static_cast<std::uint32_t>(held);
     return true;
   }
   // Where the next pin and the next held dict go. The replay keeps it in
@@ -86,17 +89,21 @@ class PinBuffer {
   // a frame. False, dropping nothing, when ours is its last reference
   // (dropping it frees it, which may run code, and none but the replay's runs
   // within a step): the walk must go live, which drops it in its place.
-  // kLent: its module, unchanged since it was held, holds it still.
   template <bool kLent = false>
-  static bool leave(Cursor& cursor) noexcept {
+  bool leave(Cursor& cursor) noexcept {
+    if (kLent && cursor.held > lent_held_) {
+      --cursor.held;  // noted while lent: its module, unchanged since, holds it
+      return true;
+    }
     PyObject* dict = cursor.held[-1];
-    if (!kLent && !drops_nothing(dict)) {
+    if (!drops_nothing(dict)) {
       return false;
     }
     --cursor.held;
-    if (!kLent) {
-      Py_DECREF(dict);
+    if (kLent) {
+      lent_held_ = cursor.held;  // what is held from here on is lent
     }
+    Py_DECREF(dict);
     return true;
   }
   // Takes a reference to the member dict just started, dropping the one held
@@ -104,23 +111,30 @@ class PinBuffer {
   // nothing new, when that drop would free: as leave().
   template <bool kLent = false>
   bool hold_members(PyObject* dict) noexcept {
-    if (kLent) {
-      members_ = dict;  // the one noted before was lent too: lend() found none
+    if (kLent && members_lent_) {
+      members_ = dict;
       return true;
     }
     if (members_ != nullptr && !drops_nothing(members_)) {
       return false;
     }
+    if (kLent) {
+      Py_XDECREF(members_);
+      members_ = dict;
+      members_lent_ = true;
+      return true;
+    }
     Py_INCREF(dict);
     Py_XDECREF(std::exchange(members_, dict));
     return true;
   }
-  // From now on pins and holds are noted without references (the kLent
-  // variants), on an empty buffer. Only where no code but the replay's runs
-  // until keep() or the walk's end.
-  void lend() noexcept { lent_ = true; }
-  bool empty() const noexcept {
-    return pins_end_ == pins_ && held_end_ == held_ && members_ == nullptr;
+  // From here on pins and holds are noted without references (the kLent
+  // variants), above what is held now. Only where no code but the replay's
+  // runs until keep() or the walk's end; the buffer's counters committed.
+  void lend() noexcept {
+    lent_ = true;
+    lent_pins_ = pins_end_;
+    lent_held_ = held_end_;
   }
   // Takes the references the lent pins and holds stand for: from here on the
   // buffer is as if every one had been taken when noted.
@@ -128,36 +142,42 @@ class PinBuffer {
     if (!std::exchange(lent_, false)) {
       return;
     }
-    for (std::uintptr_t* pin = pins_; pin != pins_end_; ++pin) {
+    for (std::uintptr_t* pin = lent_pins_; pin != pins_end_; ++pin) {
       Py_INCREF(object(*pin));
     }
-    for (PyObject** dict = held_; dict != held_end_; ++dict) {
+    for (PyObject** dict = lent_held_; dict != held_end_; ++dict) {
       Py_INCREF(*dict);
     }
-    Py_XINCREF(members_);
+    if (std::exchange(members_lent_, false)) {
+      Py_INCREF(members_);
+    }
   }
   PyObject* held_members() const { return members_; }
   // Drops every reference (lent: none was taken). A release may run a __del__,
   // which finds the buffer already empty (it may even start a walk of its own
   // on another buffer).
   void release_all() noexcept {
-    const bool lent = std::exchange(lent_, false);
+    PyObject** held = held_begin();
     std::uintptr_t* pins = std::exchange(pins_, nullptr);
     std::uintptr_t* pins_end = std::exchange(pins_end_, nullptr);
-    PyObject** held = std::exchange(held_, nullptr);
     PyObject** held_end = std::exchange(held_end_, nullptr);
     PyObject* members = std::exchange(members_, nullptr);
+    if (std::exchange(lent_, false)) {
+      pins_end = lent_pins_;  // the references taken end there
+      held_end = lent_held_;
+      if (std::exchange(members_lent_, false)) {
+        members = nullptr;
+      }
+    }
     capacity_ = 0;
     held_capacity_ = 0;
-    if (!lent) {
-      for (std::uintptr_t* pin = pins; pin != pins_end; ++pin) {
-        Py_DECREF(object(*pin));
-      }
-      for (PyObject** dict = held; dict != held_end; ++dict) {
-        Py_DECREF(*dict);
-      }
-      Py_XDECREF(members);
+    for (std::uintptr_t* pin = pins; pin != pins_end; ++pin) {
+      Py_DECREF(object(*pin));
     }
+    for (PyObject** dict = held; dict != held_end; ++dict) {
+      Py_DECREF(*dict);
+    }
+    Py_XDECREF(members);
     PyMem_Free(pins);
   }
 
@@ -168,17 +188,17 @@ class PinBuffer {
   const std::uintptr_t* begin() const { return pins_; }
   const std::uintptr_t* end() const { return pins_end_; }
 
+  // The references taken (lent ones are not: no collection runs while lent).
   int traverse(visitproc visit, void* arg) const {
-    if (lent_) {
-      return 0;  // no reference of ours to report (and no collection runs meanwhile)
-    }
-    for (const std::uintptr_t* pin = pins_; pin != pins_end_; ++pin) {
+    for (const std::uintptr_t* pin = pins_; pin != (lent_ ? lent_pins_ : pins_end_); ++pin) {
       Py_VISIT(object(*pin));
     }
-    for (PyObject** dict = held_; dict != held_end_; ++dict) {
+    for (PyObject** dict = held_begin(); dict != (lent_ ? lent_held_ : held_end_); ++dict) {
       Py_VISIT(*dict);
     }
-    Py_VISIT(members_);
+    if (!members_lent_) {
+      Py_VISIT(members_);
+    }
     return 0;
   }
 
@@ -186,14 +206,22 @@ class PinBuffer {
   // Whether dropping our reference leaves others: it frees nothing, runs no code.
   static bool drops_nothing(PyObject* object) { return Py_REFCNT(object) > 1; }
 
-  std::uintptr_t* pins_ = nullptr;  // the allocation; held_ follows the pins
+  // The held dicts follow the pins in the same allocation.
+  PyObject** held_begin() const { return reinterpret_cast<PyObject**>(pins_ + capacity_); }
+
+  // (Sized to keep the walk iterator within one pymalloc block: iterator.cpp.)
+  std::uintptr_t* pins_ = nullptr;  // the allocation
   std::uintptr_t* pins_end_ = nullptr;
-  std::size_t capacity_ = 0;
-  PyObject** held_ = nullptr;
   PyObject** held_end_ = nullptr;
-  std::size_t held_capacity_ = 0;
   PyObject* members_ = nullptr;  // the member dict held
-  bool lent_ = false;            // see lend()
+  // Lent (lend()): the pins and held dicts from these on, and members_ when
+  // members_lent_, are noted without references.
+  std::uintptr_t* lent_pins_ = nullptr;
+  PyObject** lent_held_ = nullptr;
+  std::uint32_t capacity_ = 0;
+  std::uint32_t held_capacity_ = 0;
+  bool lent_ = false;
+  bool members_lent_ = false;
 };
 
 }  // namespace pyparams

@@ -207,13 +207,16 @@ void set_prefetch_distance(int ops) noexcept {
 //
 // kBatch (replay_batch: an unnamed, unfiltered walk with dedup, in one native
 // call): a yield appends its item to `sink` and the next step runs at once,
-// pins and holds lent (PinBuffer::lend). It stops, keeping them (keep()),
-// when the sink is full or a signal check is due (1: the caller's next()
-// goes on), and before the hand-over to the live walk.
+// pins and holds lent (PinBuffer::lend). They are taken (keep()) before the
+// hand-over to the live walk, before a signal check that is due (after which
+// the batch lends again), and when the sink is full (1: next() goes on).
 template <bool kNamed, bool kBatch>
 [[gnu::always_inline]] inline int Walker::replay_next(PyObject*& item, ItemSink* sink) {
   if (!poll_signals()) {  // before the step's first check: handlers may change the tree
     return -1;
+  }
+  if (kBatch) {
+    replay_.pins.lend();  // no code runs from here until keep()
   }
   WalkRecord& record = *replay_.record;
   // A stamp at which every dict of the record had its version (watchers).
@@ -255,17 +258,26 @@ template <bool kNamed, bool kBatch>
     }
     return true;
   };
-  // kBatch: `item` appended, and whether the batch goes on with the next step.
+  // kBatch: `item` appended; 1 when the batch goes on with the next step, 0
+  // when it stops there, -1 with an error set (a signal handler's).
   auto batch_goes_on = [&](PyObject* item, const ReplayOp* op) {
     *sink->at++ = item;
-    if (sink->at != sink->end && steps_since_signal_check_ + 1 < kSignalCheckInterval) [[likely]] {
-      ++steps_since_signal_check_;  // the next step's poll_signals(), due later
-      return true;
+    const bool room = sink->at != sink->end;
+    if (room && steps_since_signal_check_ + 1 < kSignalCheckInterval) [[likely]] {
+      ++steps_since_signal_check_;  // the next step's poll_signals(), not due
+      return 1;
     }
     replay_.at = op + 1;
     replay_.pins.commit(pins);
-    replay_.pins.keep();
-    return false;
+    replay_.pins.keep();  // code may run from here on
+    if (!room) {
+      return 0;
+    }
+    if (!poll_signals()) {  // the next step's, due: handlers are code
+      return -1;
+    }
+    replay_.pins.lend();  // and then the batch goes on as a new one
+    return 1;
   };
   const ReplayOp* const program_end = record.program.data() + record.program.size();
   const std::ptrdiff_t prefetch_distance = g_prefetch_distance;
@@ -333,7 +345,7 @@ template <bool kNamed, bool kBatch>
         // Its last read in a frame about to be left: the dict is let go, or
         // the live walk goes on from here, to free it where it would.
         if (children_unchanged(*op->module, op->hold) &&
-            (op->leave == 0 || PinBuffer::leave<kBatch>(pins))) [[likely]] {
+            (op->leave == 0 || replay_.pins.leave<kBatch>(pins))) [[likely]] {
           continue;
         }
         break;
@@ -342,7 +354,7 @@ template <bool kNamed, bool kBatch>
         ModuleRecord* const* leaving = record.leave_runs.data() + op->entry;
         for (; part < op->extent; ++part) {
           const ModuleRecord& module = *leaving[part];
-          if (!children_unchanged(module, 0) || !PinBuffer::leave<kBatch>(pins)) [[unlikely]] {
+          if (!children_unchanged(module, 0) || !replay_.pins.leave<kBatch>(pins)) [[unlikely]] {
             break;
           }
         }
@@ -384,10 +396,10 @@ template <bool kNamed, bool kBatch>
         PyObject* module = op->module->module;
         if (kBatch) {
           Py_INCREF(module);
-          if (batch_goes_on(module, op)) [[likely]] {
-            continue;
+          if (int goes_on = batch_goes_on(module, op); goes_on <= 0) [[unlikely]] {
+            return goes_on < 0 ? -1 : 1;
           }
-          return 1;
+          continue;
         }
         replay_.at = op + 1;
         replay_.pins.commit(pins);
@@ -424,10 +436,10 @@ template <bool kNamed, bool kBatch>
       if (kBatch) {  // unnamed, unfiltered, with dedup
         PinBuffer::pin<true>(pins, value, PinBuffer::kMember);
         Py_INCREF(value);
-        if (batch_goes_on(value, op)) [[likely]] {
-          continue;
+        if (int goes_on = batch_goes_on(value, op); goes_on <= 0) [[unlikely]] {
+          return goes_on < 0 ? -1 : 1;
         }
-        return 1;
+        continue;
       }
       replay_.at = op + 1;
       if (options_.remove_duplicate) {
@@ -467,10 +479,9 @@ bool Walker::replay_batch(ItemSink& sink) {
     return false;
   }
   if (phase_ != Phase::Replaying || options_.named || options_.trainable_only ||
-      !options_.remove_duplicate || sink.at == sink.end || !replay_.pins.empty()) {
+      !options_.remove_duplicate || sink.at == sink.end) {
     return true;  // the caller's next() takes every step
   }
-  replay_.pins.lend();
   PyObject* unused = nullptr;
   int replayed = replay_next<false, true>(unused, &sink);
   if (replayed == 0) {
@@ -479,7 +490,7 @@ bool Walker::replay_batch(ItemSink& sink) {
     fail();
     return false;
   }
-  return true;  // 1: stopped early; 2: the walk went live: next() goes on
+  return true;  // 1: the sink is full; 2: the walk went live. next() goes on
 }
 
 // An unnamed walk's filtered yield, out of the loop for the same reason.

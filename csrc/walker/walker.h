@@ -82,9 +82,9 @@ class Walker {
   // For an eager walk (one native call, no code of the caller between its
   // steps): readies the walk and, while it replays, runs its steps in a row,
   // appending each item (a new reference) to `sink`. next() goes on from
-  // where it stopped: the sink full, a signal check due, the walk live or
-  // ended. Runs no code but the replay's own while its pins are lent. False
-  // with an error set (the walk then ended).
+  // where it stopped: the sink full, the walk live or ended. Runs no code but
+  // the replay's own while its pins are lent (signal handlers run after they
+  // are taken). False with an error set (the walk then ended).
   bool replay_batch(ItemSink& sink);
 
   // For list(walk): before the first step of a walk that will replay, how
