@@ -69,10 +69,12 @@ inline Version current_version(PyObject* dict) noexcept {
 }
 #endif
 
-// Whether `dict` still has `version`. `proven_at`: a stamp at which every dict
-// of the caller's record was known to have its recorded version.
-inline bool dict_unchanged(ChangeStamp proven_at, PyObject* dict, Version version) noexcept {
-  return unchanged_since(proven_at) || current_version(dict) == version;
+// Whether `dict` still has `version`. `all_proven`: unchanged_since() a stamp
+// at which every dict of the caller's record had its recorded version, asked
+// with no code run since (a replay asks once, not at every check: a global's
+// load is repeated after every Py_INCREF, which may alias it).
+inline bool dict_unchanged(bool all_proven, PyObject* dict, Version version) noexcept {
+  return all_proven || current_version(dict) == version;
 }
 
 // The version of `dict` now, following it from here on (a watch, where

@@ -45,7 +45,8 @@ struct ModuleRecord {
 // children dict was checked in this step.
 enum class ModuleRead { AsRecorded, DictWritten, Changed };
 
-inline ModuleRead read_module(const ModuleRecord& recorded, ChangeStamp proven_at) {
+// `all_proven`: as for dict_unchanged.
+inline ModuleRead read_module(const ModuleRecord& recorded, bool all_proven) {
   PyObject* module = recorded.module;
   // The versions are read through the record's pointers, equal to the live
   // ones once compared: their loads need not wait for the module's own.
@@ -61,8 +62,8 @@ inline ModuleRead read_module(const ModuleRecord& recorded, ChangeStamp proven_a
       dict) {
     return ModuleRead::Changed;
   }
-  return dict_unchanged(proven_at, dict, recorded.dict_version) ? ModuleRead::AsRecorded
-                                                                : ModuleRead::DictWritten;
+  return dict_unchanged(all_proven, dict, recorded.dict_version) ? ModuleRead::AsRecorded
+                                                                 : ModuleRead::DictWritten;
 }
 
 // One entry of a member or children dict, in PyDict_Next order, with the

@@ -172,11 +172,11 @@ void Walker::finish_recording() {
   }
   for (const ModuleRecord& module : record->modules) {
     // (No stamp proves anything yet: every version is compared.)
-    bool unchanged = read_module(module, kNeverProven) == ModuleRead::AsRecorded &&
+    bool unchanged = read_module(module, false) == ModuleRead::AsRecorded &&
         (module.members == nullptr ||
-         dict_unchanged(kNeverProven, module.members, module.members_version)) &&
+         dict_unchanged(false, module.members, module.members_version)) &&
         (module.children == nullptr ||
-         dict_unchanged(kNeverProven, module.children, module.children_version));
+         dict_unchanged(false, module.children, module.children_version));
     if (!unchanged) {
       return;
     }

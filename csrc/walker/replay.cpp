@@ -222,12 +222,15 @@ template <bool kNamed, bool kBatch>
   // A stamp at which every dict of the record had its version (watchers).
   // Another walk may prove the record again while code runs in this step:
   // the older stamp is still a true statement, only less often useful.
+  // Whether no followed dict changed since is asked once: within a step (and
+  // a batch's run) no code runs that could change one.
   const ChangeStamp proven_at = record.proven_at;
+  bool all_proven = unchanged_since(proven_at);
   PinBuffer::Cursor pins = replay_.pins.cursor();
   // The module check, with its slow path: a written __dict__ is re-read
   // entry by entry (a lookup may run a key's __eq__: the pins are committed).
   auto module_unchanged = [&](ModuleRecord& recorded) __attribute__((always_inline)) {
-    ModuleRead read = read_module(recorded, proven_at);
+    ModuleRead read = read_module(recorded, all_proven);
     if (read == ModuleRead::AsRecorded) [[likely]] {
       return true;
     }
@@ -239,7 +242,7 @@ template <bool kNamed, bool kBatch>
   // before is ours alone: PinBuffer) fails the next part.
   auto members_unchanged = [&](const ModuleRecord& module, std::uint32_t hold,
                                std::uint32_t& part) {
-    if (!dict_unchanged(proven_at, module.members, module.members_version)) [[unlikely]] {
+    if (!dict_unchanged(all_proven, module.members, module.members_version)) [[unlikely]] {
       return false;
     }
     if (hold != 0 && !replay_.pins.hold_members<kBatch>(module.members)) [[unlikely]] {
@@ -250,7 +253,7 @@ template <bool kNamed, bool kBatch>
   };
   // A children dict's check, then (`hold`) its hold until its frame is left.
   auto children_unchanged = [&](const ModuleRecord& module, std::uint32_t hold) {
-    if (!dict_unchanged(proven_at, module.children, module.children_version)) [[unlikely]] {
+    if (!dict_unchanged(all_proven, module.children, module.children_version)) [[unlikely]] {
       return false;
     }
     if (hold != 0) {
@@ -258,25 +261,30 @@ template <bool kNamed, bool kBatch>
     }
     return true;
   };
+  // kBatch: poll_signals()'s count of steps, kept in a register in the run.
+  std::uint32_t signal_steps = steps_since_signal_check_;
   // kBatch: `item` appended; 1 when the batch goes on with the next step, 0
   // when it stops there, -1 with an error set (a signal handler's).
   auto batch_goes_on = [&](PyObject* item, const ReplayOp* op) {
     *sink->at++ = item;
     const bool room = sink->at != sink->end;
-    if (room && steps_since_signal_check_ + 1 < kSignalCheckInterval) [[likely]] {
-      ++steps_since_signal_check_;  // the next step's poll_signals(), not due
+    if (room && signal_steps + 1 < kSignalCheckInterval) [[likely]] {
+      ++signal_steps;  // the next step's poll_signals(), not due
       return 1;
     }
     replay_.at = op + 1;
     replay_.pins.commit(pins);
     replay_.pins.keep();  // code may run from here on
+    steps_since_signal_check_ = signal_steps;
     if (!room) {
       return 0;
     }
     if (!poll_signals()) {  // the next step's, due: handlers are code
       return -1;
     }
-    replay_.pins.lend();  // and then the batch goes on as a new one
+    signal_steps = steps_since_signal_check_;
+    all_proven = unchanged_since(proven_at);  // and then the batch goes on as a new one
+    replay_.pins.lend();
     return 1;
   };
   const ReplayOp* const program_end = record.program.data() + record.program.size();
@@ -291,7 +299,7 @@ template <bool kNamed, bool kBatch>
     auto kind = static_cast<ReplayOpKind>(op->kind);
     switch (kind) {
       case ReplayOpKind::PinRoot:
-        if (options_.remove_duplicate) {
+        if (kBatch || options_.remove_duplicate) {  // (a batch removes them)
           PinBuffer::pin<kBatch>(pins, root_.get(), PinBuffer::kModule);
         }
         continue;
@@ -307,12 +315,12 @@ template <bool kNamed, bool kBatch>
         if (!module_unchanged(module)) [[unlikely]] {
           break;
         }
-        if (options_.remove_duplicate) {
+        if (kBatch || options_.remove_duplicate) {  // (a batch removes them)
           PinBuffer::pin<kBatch>(pins, module.module, PinBuffer::kModule);  // torch's memo holds it
         }
         // (Unnamed walks with dedup keep no path: go_live labels their frames
         // from the record, whose key copies outlive any key the model drops.)
-        if (kNamed || !options_.remove_duplicate) {
+        if (kNamed || (!kBatch && !options_.remove_duplicate)) {
           if (int entered = enter_path<kNamed>(record, *op); entered <= 0) [[unlikely]] {
             if (entered < 0) {
               replay_.pins.commit(pins);
@@ -411,7 +419,7 @@ template <bool kNamed, bool kBatch>
         // A duplicate when recorded: still one unless its class (or instance)
         // now brings a named_modules override, which the live walk would call.
         PyObject* child = record.children[op->entry].value;
-        if (!options_.remove_duplicate || !is_module(child)) {
+        if ((!kBatch && !options_.remove_duplicate) || !is_module(child)) {
           break;
         }
         // Only where the lookup runs no user code; else the live walk asks.
@@ -463,6 +471,9 @@ template <bool kNamed, bool kBatch>
     // A check failed (or the record stops vouching) at this part of this op.
     replay_.pins.commit(pins);
     replay_.pins.keep();  // the live walk runs code: lent references are taken first
+    if (kBatch) {
+      steps_since_signal_check_ = signal_steps;
+    }
     return go_live(unfused_op_index(record.program,
                                     static_cast<std::size_t>(op - record.program.data()), part));
   }

@@ -21,7 +21,7 @@ bool Walker::root_overrides_ruled_out() {
   const WalkRecord* record = peek_record(root_.get(), record_slot_);
   return record != nullptr && record->dispatch_from <= static_cast<int>(dispatch_.next) &&
       !record->modules.empty() &&
-      read_module(record->modules[0], record->proven_at) == ModuleRead::AsRecorded;
+      read_module(record->modules[0], unchanged_since(record->proven_at)) == ModuleRead::AsRecorded;
 }
 
 // Checks the root's methods on torch's dispatch chain, from dispatch_.next on;
