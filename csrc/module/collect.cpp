@@ -1,71 +1,48 @@
 #include "module/collect.h"
 
-#include <new>
-
 #include "support/owned_ref.h"
 
 namespace pyparams {
-namespace {
-
-// The items gathered so far: strong references, dropped unless handed to the list.
-struct Gathered {
-  RawVector<PyObject*> items;
-  ~Gathered() {
-    for (PyObject* item : items) {
-      Py_DECREF(item);
-    }
-  }
-};
-
-}  // namespace
 
 PyObject* collect_list(PyObject* root, const WalkOptions& options) {
   Walker walker;
   if (!walker.start(root, Py_None, options)) {
     return nullptr;
   }
-  // Gathered first, then the list made once at its size: appending to a list
-  // regrows it a dozen times on a small model, which costs more than a warm walk
-  // of it. A replay knows its length before its first step.
-  Gathered gathered;
-  try {
-    // One more than the record's length (what an unfiltered replay yields):
-    // a replay batch that fills it has not reached the walk's end.
-    Py_ssize_t hint = walker.length_hint();
-    gathered.items.reserve(hint >= 0 ? static_cast<std::size_t>(hint) + 1 : 64);
-  } catch (const std::bad_alloc&) {
-    return PyErr_NoMemory();
+  // The list is made first, with room for one more than the record's length
+  // (what an unfiltered replay yields: a replay's run that fills it has not
+  // reached the end), and filled in place: appending to a list regrows it a
+  // dozen times on a small model, which costs more than a warm walk of it.
+  Py_ssize_t hint = walker.length_hint();
+  OwnedRef list = OwnedRef::steal(PyList_New(hint >= 0 ? hint + 1 : 64));
+  if (!list) {
+    return nullptr;
   }
-  // A replay's steps first, in a row (nothing of ours runs between them), into
-  // the room reserved.
-  std::size_t room = gathered.items.capacity();
-  gathered.items.resize(room);  // reserved: no allocation, nothing thrown
-  Walker::ItemSink sink{gathered.items.data(), gathered.items.data() + room};
+  // Untracked while the walk runs code (a finalizer could find it through
+  // gc.get_objects()), and empty: its size counts the items filled in.
+  PyObject_GC_UnTrack(list.get());
+  auto* items = reinterpret_cast<PyListObject*>(list.get());
+  Py_SET_SIZE(items, 0);
+  // A replay's steps first, in a row (nothing of ours runs between them),
+  // straight into the list's room.
+  Walker::ItemSink sink{items->ob_item, items->ob_item + items->allocated};
   bool batched = walker.replay_batch(sink);
-  gathered.items.resize(static_cast<std::size_t>(sink.at - gathered.items.data()));
+  Py_SET_SIZE(items, sink.at - items->ob_item);
   if (!batched) {
     return nullptr;
   }
   while (PyObject* item = walker.next()) {
-    try {
-      gathered.items.push_back(item);
-    } catch (const std::bad_alloc&) {
-      Py_DECREF(item);
-      return PyErr_NoMemory();  // `walker` ends the walk as it goes
+    int appended = PyList_Append(list.get(), item);  // grows it past the room if need be
+    Py_DECREF(item);
+    if (appended < 0) {
+      return nullptr;  // `walker` ends the walk as it goes
     }
   }
   if (PyErr_Occurred()) {
     return nullptr;
   }
-  PyObject* list = PyList_New(static_cast<Py_ssize_t>(gathered.items.size()));
-  if (list == nullptr) {
-    return nullptr;
-  }
-  for (std::size_t index = 0; index < gathered.items.size(); ++index) {
-    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(index), gathered.items[index]);
-  }
-  gathered.items.clear();  // the list owns them now
-  return list;
+  PyObject_GC_Track(list.get());
+  return list.release();
 }
 
 }  // namespace pyparams
