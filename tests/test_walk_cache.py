@@ -47,6 +47,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True, params=[True, False], ids=["straight", "op-by-op"])
+def straight_replays(request: pytest.FixtureRequest) -> Any:
+    """Every test twice: an eager replay (parameter_list) checking its whole record at once
+    first, and running its program op by op as a lazy walk's steps do."""
+    before = pyparams._C._straight_replays()
+    pyparams._C._straight_replays(request.param)
+    yield request.param
+    pyparams._C._straight_replays(before)
+
+
 def warm(model: nn.Module) -> None:
     """Every walk of ``model`` recorded, and replayed once."""
     for _ in range(3):
@@ -412,6 +422,48 @@ def test_every_kind_of_instance_dict_write_between_walks_is_seen(write: str) -> 
     INSTANCE_DICT_WRITES[write](net[1][0])
     assert_conforms(net)
     assert_conforms(net)
+
+
+# An eager replay (parameter_list) whose record no lazy walk has met the change first: the
+# change must fail its own checks (all at once, or op by op), not an earlier walk's.
+EAGER_CALLS: tuple[dict[str, Any], ...] = (
+    {}, {"trainable": True}, {"remove_duplicate": False}, {"recurse": False}
+)
+
+
+def _first_walk_after(change: Callable[[nn.Module], object], kwargs: dict[str, Any]) -> None:
+    net = model()
+    for _ in range(3):  # live, recording, replayed: this call's record, and no other walk's
+        pyparams.parameter_list(net, **kwargs)
+    change(net)
+    for _ in range(2):  # the replay that meets the change, then whatever it left
+        assert same_items(
+            pyparams.parameter_list(net, **kwargs), reference("parameter_list", net, **kwargs)
+        ), kwargs
+
+
+ALL_CHANGES: dict[str, Callable[[nn.Module], object]] = {
+    **{f.__name__.strip("_"): f for f in MUTATIONS},
+    **{
+        f"{which}-{write}": (
+            lambda net, which=which, write=write: DICT_WRITES[write](
+                WRITTEN_DICTS[which][0](net), WRITTEN_DICTS[which][1]()
+            )
+        )
+        for which in WRITTEN_DICTS
+        for write in DICT_WRITES
+    },
+    **{
+        f"__dict__-{write}": (lambda net, write=write: INSTANCE_DICT_WRITES[write](net[1][0]))
+        for write in INSTANCE_DICT_WRITES
+    },
+}
+
+
+@pytest.mark.parametrize("change", ALL_CHANGES)
+def test_an_eager_replay_meets_every_change_itself(change: str) -> None:
+    for kwargs in EAGER_CALLS:
+        _first_walk_after(ALL_CHANGES[change], kwargs)
 
 
 def test_a_new_dict_at_a_dead_dicts_address_is_not_taken_for_it() -> None:

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 namespace pyparams {
 namespace {
@@ -352,6 +353,51 @@ void fuse(const RawVector<TracedOp>& ops, WalkRecord& record, RawVector<TracedOp
   }
 }
 
+// The unfused program's checks, each once, and its items (WalkRecord::Straight).
+void build_straight(const RawVector<TracedOp>& ops, WalkRecord& record) {
+  using Straight = WalkRecord::Straight;
+  Straight straight;
+  RawVector<std::uint8_t> what(record.modules.size(), 0);
+  straight.usable = true;
+  for (const TracedOp& op : ops) {
+    switch (static_cast<Kind>(op.kind)) {
+      case Kind::CheckModule:
+      case Kind::Enter:
+        what[op.index] |= Straight::kModule;
+        break;
+      case Kind::Members:
+        what[op.index] |= Straight::kMembers;
+        break;
+      case Kind::Children:
+        what[op.index] |= Straight::kChildren;
+        break;
+      case Kind::Yield:
+        straight.items.push_back(record.members[op.index].value);
+        break;
+      case Kind::YieldModule:
+        straight.items.push_back(record.modules[op.index].module);
+        break;
+      case Kind::Duplicate:
+        straight.duplicates.push_back(op.index);
+        break;
+      case Kind::Live:
+        straight.usable = false;
+        break;
+      default:  // PinRoot, End: nothing read (unfused: no other kind)
+        break;
+    }
+  }
+  for (std::size_t index = 0; index < what.size(); ++index) {
+    if (what[index] == 0) {
+      continue;
+    }
+    // A module's dicts are alive while it reads as recorded: its own read comes first.
+    straight.usable = straight.usable && (what[index] & Straight::kModule) != 0;
+    straight.reads.push_back({&record.modules[index], what[index]});
+  }
+  record.straight = std::move(straight);
+}
+
 // The runtime form of a fused op: the module it reads by address.
 ReplayOp link(const TracedOp& traced, WalkRecord& record) {
   ReplayOp op{nullptr, 0, traced.kind, traced.hold, traced.leave, 0};
@@ -389,6 +435,7 @@ void build_replay_program(WalkRecord& record, bool members_kind, bool recurse) {
   ReplayTracer tracer(record, members_kind, recurse, &ops, std::numeric_limits<std::size_t>::max(),
                       end);
   tracer.run();
+  build_straight(ops, record);
   RawVector<TracedOp> fused_ops;
   RawVector<ModuleRecord*> leave_runs;
   fused_ops.reserve(ops.size());

@@ -137,6 +137,9 @@ std::size_t WalkRecord::bytes() const noexcept {
   return sizeof(WalkRecord) + modules.capacity() * sizeof(ModuleRecord) +
       (members.capacity() + children.capacity()) * sizeof(EntryRecord) +
       program.capacity() * sizeof(ReplayOp) + leave_runs.capacity() * sizeof(ModuleRecord*) +
+      straight.reads.capacity() * sizeof(WalkRecord::Straight::Read) +
+      straight.items.capacity() * sizeof(PyObject*) +
+      straight.duplicates.capacity() * sizeof(std::uint32_t) +
       (module_names.capacity() + member_names.capacity() + key_copies.capacity()) *
       sizeof(PyObject*) +
       names;

@@ -106,6 +106,22 @@ struct WalkRecord {
   std::size_t program_pins = 0;
   std::size_t program_held = 0;  // and the most dicts it holds at once
 
+  // The program's checks all at once, and what it yields, for an eager replay
+  // that runs it whole with no code between its steps (Walker::replay_straight):
+  // where every check passes now, the program would yield `items`, in order.
+  struct Straight {
+    // What the program reads of a module: bits of kModule, kMembers, kChildren.
+    static constexpr std::uint8_t kModule = 1, kMembers = 2, kChildren = 4;
+    struct Read {
+      const ModuleRecord* module;
+      std::uint8_t what;
+    };
+    bool usable = false;                  // no Live op, and every module read before its dicts
+    RawVector<Read> reads;                // in the order modules were entered: parents first
+    RawVector<std::uint32_t> duplicates;  // its Duplicate ops' children entries
+    RawVector<PyObject*> items;           // borrowed, as every pointer here
+  } straight;
+
   // Names built by named replays under `names_prefix`, one per module and
   // per member entry (null until built): str objects of pyparams' own, held
   // strongly; a name depends only on the prefix and on the recorded keys.

@@ -90,6 +90,17 @@ PYBIND11_MODULE(_C, m) {
       R"doc(The replay's prefetch distance in ops (set it with `ops`; 0: no prefetching). For measuring.)doc");
 
   m.def(
+      "_straight_replays",
+      [](py::object on) {
+        if (!on.is_none()) {
+          pyparams::set_straight_replays(on.cast<bool>());
+        }
+        return pyparams::straight_replays();
+      },
+      py::arg("on") = py::none(),
+      R"doc(Whether an eager replay checks its whole record at once first (set it with `on`). For tests.)doc");
+
+  m.def(
       "register_base_method",
       [](const std::string& name, py::handle function) {
         if (!pyparams::register_base_method(to_method(name), function.ptr())) {

@@ -159,6 +159,7 @@ inline int Walker::replay_yield(const WalkRecord& record, std::uint32_t entry_in
 // address in advance, so their misses can be in flight together.
 namespace {
 int g_prefetch_distance = kDefaultPrefetchDistance;
+bool g_straight_replays = true;
 
 // Starts the cache-line fills op `op` will need: the module (its type, its
 // __dict__ pointer, the pin's count), its dicts where versions are read from
@@ -190,6 +191,14 @@ int prefetch_distance() noexcept {
 
 void set_prefetch_distance(int ops) noexcept {
   g_prefetch_distance = ops < 0 ? 0 : ops;
+}
+
+bool straight_replays() noexcept {
+  return g_straight_replays;
+}
+
+void set_straight_replays(bool on) noexcept {
+  g_straight_replays = on;
 }
 
 // One step of the replay: runs the record's program up to its next yield. 1
@@ -485,6 +494,58 @@ template <bool kNamed, bool kBatch>
   return replay_next<true, false>(item, nullptr);
 }
 
+// The whole program's checks made first, in one loop (WalkRecord::Straight):
+// the modules in the order they were entered, each before its dicts, so that
+// every pointer followed is held by something already proven unchanged. With
+// no code running until the walk's end, and no signal check due before it, a
+// replay run op by op would make these same checks, pass them, and yield the
+// recorded items; its pins and holds (lent) would be taken by nobody. So the
+// items are appended in one loop. False, having taken no reference, where a
+// check fails (a __dict__ written for another reason included: the op-by-op
+// run re-checks it) or the walk is too long.
+bool Walker::replay_straight(ItemSink& sink) {
+  WalkRecord& record = *replay_.record;
+  const WalkRecord::Straight& straight = record.straight;
+  const std::size_t steps = straight.items.size() + 1;  // a step per item, and the end
+  if (!straight.usable || replay_.at != record.program.data() ||
+      steps_since_signal_check_ + steps >= kSignalCheckInterval ||
+      static_cast<std::size_t>(sink.end - sink.at) < straight.items.size()) {
+    return false;
+  }
+  using Straight = WalkRecord::Straight;
+  const bool all_proven = unchanged_since(record.proven_at);
+  for (const Straight::Read& read : straight.reads) {
+    const ModuleRecord& module = *read.module;
+    if (read_module(module, all_proven) != ModuleRead::AsRecorded) {
+      return false;
+    }
+    if (all_proven) {
+      continue;
+    }
+    if (((read.what & Straight::kMembers) != 0 &&
+         current_version(module.members) != module.members_version) ||
+        ((read.what & Straight::kChildren) != 0 &&
+         current_version(module.children) != module.children_version)) {
+      return false;
+    }
+  }
+  for (std::uint32_t entry : straight.duplicates) {
+    PyObject* child = record.children[entry].value;  // its parent's _modules holds it
+    if (!is_module(child) || !override_ruled_out_without_code(child, Method::NamedModules)) {
+      return false;
+    }
+  }
+  for (PyObject* item : straight.items) {
+    Py_INCREF(item);
+    *sink.at++ = item;
+  }
+  steps_since_signal_check_ += static_cast<std::uint32_t>(steps);
+  if (unchanged_since(replay_.stamp)) {
+    record.proven_at = replay_.stamp;  // as the End op: every dict checked, none changed since
+  }
+  return true;
+}
+
 bool Walker::replay_batch(ItemSink& sink) {
   if (phase_ == Phase::Ready && !ready()) {
     return false;
@@ -492,6 +553,10 @@ bool Walker::replay_batch(ItemSink& sink) {
   if (phase_ != Phase::Replaying || options_.named || options_.trainable_only ||
       !options_.remove_duplicate || sink.at == sink.end) {
     return true;  // the caller's next() takes every step
+  }
+  if (g_straight_replays && replay_straight(sink)) {
+    clear();
+    return true;
   }
   PyObject* unused = nullptr;
   int replayed = replay_next<false, true>(unused, &sink);

@@ -34,6 +34,12 @@ constexpr int kDefaultPrefetchDistance = 0;
 int prefetch_distance() noexcept;
 void set_prefetch_distance(int ops) noexcept;
 
+// Whether an eager replay tries its whole program's checks at once first
+// (Walker::replay_straight); on by default. The switch is for the tests,
+// which run the same walks both ways.
+bool straight_replays() noexcept;
+void set_straight_replays(bool on) noexcept;
+
 // A walk's own buffers (pymalloc: small ones cost no system allocation).
 template <typename T>
 using WalkVector = std::vector<T, PyMemAllocator<T>>;
@@ -194,6 +200,9 @@ class Walker {
   template <bool kNamed, bool kBatch>
   inline int replay_next(PyObject*& item, ItemSink* sink);
   int replay_next_named(PyObject*& item);
+  // replay_batch's first resort: the whole walk in one loop where the
+  // record's checks all pass at once. True with every item appended.
+  bool replay_straight(ItemSink& sink);
   // A recorded module whose __dict__ was written since (to its entries only)
   // is re-checked entry by entry; true when it still reads as recorded.
   bool revalidate(ModuleRecord& recorded);
