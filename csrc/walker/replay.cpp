@@ -529,6 +529,8 @@ bool Walker::replay_straight(ItemSink& sink) {
       return false;
     }
   }
+  // (A duplicate's first occurrence was read above, whose class and __dict__
+  // decide this too: made as the Duplicate op makes it.)
   for (std::uint32_t entry : straight.duplicates) {
     PyObject* child = record.children[entry].value;  // its parent's _modules holds it
     if (!is_module(child) || !override_ruled_out_without_code(child, Method::NamedModules)) {
