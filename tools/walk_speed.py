@@ -1,5 +1,6 @@
-"""A walk's speed on the running interpreter: ``list(pyparams.parameters(m))`` against
-``list(m.parameters())``, medians of interleaved samples, with the GIL and cache state.
+"""A walk's speed on the running interpreter: ``list(pyparams.parameters(m))`` and
+``pyparams.parameter_list(m)`` against ``list(m.parameters())``, medians of interleaved
+samples, with the GIL and cache state.
 
 Run it with each interpreter's venv to compare builds, e.g. a free-threaded 3.13t against
 3.13 with the GIL (the models need torch only, so the same trees are walked everywhere):
@@ -74,18 +75,22 @@ def per_call(walk, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def measure(model: nn.Module, samples: int, calls: int, pyparams) -> tuple[float, float]:
-    """Medians (seconds per call) of torch's and pyparams' list, interleaved samples."""
-    ours = lambda: list(pyparams.parameters(model))  # noqa: E731
+def measure(model: nn.Module, samples: int, calls: int, pyparams) -> tuple[float, float, float]:
+    """Medians (seconds per call) of torch's list, pyparams' lazy walk drained by ``list()``
+    and its eager ``parameter_list``, in interleaved samples."""
     theirs = lambda: list(model.parameters())  # noqa: E731
-    assert all(a is b for a, b in zip(ours(), theirs(), strict=True))
+    lazy = lambda: list(pyparams.parameters(model))  # noqa: E731
+    eager = lambda: pyparams.parameter_list(model)  # noqa: E731
+    for ours in (lazy, eager):
+        assert all(a is b for a, b in zip(ours(), theirs(), strict=True))
     for _ in range(3):
-        per_call(ours, calls), per_call(theirs, calls)
-    t, p = [], []
+        per_call(lazy, calls), per_call(eager, calls), per_call(theirs, calls)
+    t, p, e = [], [], []
     for _ in range(samples):
         t.append(per_call(theirs, calls))
-        p.append(per_call(ours, calls))
-    return statistics.median(t), statistics.median(p)
+        p.append(per_call(lazy, calls))
+        e.append(per_call(eager, calls))
+    return statistics.median(t), statistics.median(p), statistics.median(e)
 
 
 def threaded(model: nn.Module, threads: int, walks: int) -> float:
@@ -126,10 +131,10 @@ def main() -> None:
     )
     for name, model in models.items():
         calls = 200 if name == "gpt2-shaped" else 50
-        t, p = measure(model, args.samples, calls, pyparams)
+        t, p, e = measure(model, args.samples, calls, pyparams)
         print(
-            f"{name:12s} torch list {t * 1e6:8.1f} us   pyparams list {p * 1e6:7.2f} us   "
-            f"{t / p:6.1f}x"
+            f"{name:12s} torch list {t * 1e6:8.1f} us   pyparams list {p * 1e6:7.2f} us "
+            f"{t / p:6.1f}x   parameter_list {e * 1e6:7.2f} us {t / e:6.1f}x"
         )
     for name, (one, many, was_enabled) in before.items():
         model = models[name]
