@@ -433,6 +433,35 @@ class HostileWalks(RuleBasedStateMachine):
         self.pairs.append(pair)
         STATS[f"opened:{mode}:warm{warm}"] += 1
 
+    @rule(trainable=st.booleans(), recurse=st.booleans(), remove_duplicate=st.booleans(),
+          m=st.integers(0, 99), mode=st.sampled_from(MODES), warm=st.integers(0, 2),
+          clear=st.booleans(), finals=st.lists(SAFE_PLANS, max_size=2),
+          flip=st.sampled_from((None, False, True)))
+    def eager_walk(self, trainable, recurse, remove_duplicate, m, mode, warm, clear, finals,
+                   flip) -> None:
+        """``warm`` + 1 calls of ``parameter_list``: its run of replayed steps, lent references
+        and whole-record check meet the hostile objects (and ``finals``' finalizers) too."""
+        kwargs = {"trainable": trainable, "recurse": recurse, "remove_duplicate": remove_duplicate}
+        roots = [s.root if m % 3 else s.modules[m % len(s.modules)] for s in self.sides]
+        modes = ("torch", mode)
+        if clear:
+            clear_cache()
+
+        def walk(i: int):
+            def thunk() -> object:
+                try:
+                    result = make(modes[i], "parameter_list", roots[i], kwargs)
+                except Exception as error:  # noqa: BLE001 - the exception is compared
+                    return self.sides[i].label("raise", error)
+                return [self.sides[i].label("item", value) for value in result]
+            return thunk
+
+        hits = pyparams.cache_info().hits
+        self.lockstep(f"{mode} parameter_list({kwargs}) warm={warm}", modes,
+                      lambda i: [walk(i) for _ in range(warm + 1)], finals=finals, flip=flip)
+        STATS[f"eager:{mode}:warm{warm}"] += 1
+        STATS["eager_replays"] += pyparams.cache_info().hits - hits
+
     @precondition(lambda self: self.pairs)
     @rule(index=st.integers(0, 2), count=st.integers(1, 6),
           finals=st.lists(SAFE_PLANS, max_size=2), flip=st.sampled_from((None, False, True)))
