@@ -41,8 +41,12 @@ struct WalkedRoot {
 // 65,536 slots (1 MiB, zeroed pages the process only maps as they are used)
 // in sets of 8: a model's tens of thousands of leaves, each walked by ZeRO-3
 // every step, get their records instead of evicting one another (an MoE of 32
-// layers x 64 experts has 6,176 leaves; DeepSeek-V3's experts, ~47,000).
+// layers x 64 experts has 6,176 leaves; DeepSeek-V3's experts, ~47,000). A
+// root may sit in either of two sets and goes into the emptier: with one set
+// per root, 10,000 roots at random addresses overfill some set in 1 process of
+// 22 (a set's count is Poisson, mean 1.2); with two, 47,000 fit.
 constexpr std::size_t kWalkedWays = 8;
+constexpr unsigned kWalkedSetBits = 13;
 std::array<WalkedRoot, 65536> g_walked{};
 
 // The weakref callback: `self` holds the root's address.
@@ -212,32 +216,61 @@ void drop_record(PyObject* root, int slot, const WalkRecord* record) noexcept {
   }
 }
 
-// `root`'s set of kWalkedWays slots: a Fibonacci hash of its address (objects
-// of one size share their low address bits: the 32 layers of an MoE fell into
-// 14 of 64 slots by address alone, and kept evicting each other).
-WalkedRoot* walked_set(PyObject* root) noexcept {
-  constexpr std::uint64_t kGoldenRatio = 0x9E3779B97F4A7C15ull;
-  std::uint64_t hash =
-      static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(root)) * kGoldenRatio;
-  std::size_t sets = g_walked.size() / kWalkedWays;
-  return &g_walked[((hash >> 32) % sets) * kWalkedWays];
+// A full 64-bit mix of the address (MurmurHash3's finalizer): a plain
+// multiplicative hash clusters some allocator strides into one set (objects of
+// one size share their low bits; under ASan, 17 of 10,000 leaves fell into one
+// set of the multiplicative hash used before). Its top and low bits pick the two sets.
+std::uint64_t mix_address(PyObject* root) noexcept {
+  auto bits = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(root));
+  bits ^= bits >> 33;
+  bits *= 0xFF51AFD7ED558CCDull;
+  bits ^= bits >> 33;
+  bits *= 0xC4CEB9FE1A85EC53ull;
+  bits ^= bits >> 33;
+  return bits;
 }
 
-WalkedRoot* find_walked(WalkedRoot* set, PyObject* root) noexcept {
-  for (std::size_t way = 0; way < kWalkedWays; ++way) {
-    if (set[way].root == root) {
-      return &set[way];
+struct WalkedSets {
+  WalkedRoot* first;
+  WalkedRoot* second;
+};
+
+WalkedSets walked_sets(PyObject* root) noexcept {
+  static_assert(g_walked.size() == (std::size_t{1} << kWalkedSetBits) * kWalkedWays);
+  constexpr std::uint64_t kSetMask = (std::uint64_t{1} << kWalkedSetBits) - 1;
+  std::uint64_t hash = mix_address(root);
+  return {&g_walked[static_cast<std::size_t>(hash >> (64 - kWalkedSetBits)) * kWalkedWays],
+          &g_walked[static_cast<std::size_t>(hash & kSetMask) * kWalkedWays]};
+}
+
+WalkedRoot* find_walked(WalkedSets sets, PyObject* root) noexcept {
+  for (WalkedRoot* set : {sets.first, sets.second}) {
+    for (std::size_t way = 0; way < kWalkedWays; ++way) {
+      if (set[way].root == root) {
+        return &set[way];
+      }
     }
   }
   return nullptr;
 }
 
+// A set fills from its last way down (the newest entry is always last).
+std::size_t free_ways(const WalkedRoot* set) noexcept {
+  std::size_t free = 0;
+  while (free < kWalkedWays && set[free].root == nullptr) {
+    ++free;
+  }
+  return free;
+}
+
 bool walked_before(PyObject* root, std::size_t max_modules) noexcept {
-  WalkedRoot* set = walked_set(root);
-  if (WalkedRoot* slot = find_walked(set, root)) {
+  WalkedSets sets = walked_sets(root);
+  if (WalkedRoot* slot = find_walked(sets, root)) {
     return slot->modules <= max_modules;
   }
-  // The set's oldest entry makes room: entries move up a way, the new one is last.
+  // The emptier set takes it; a full one loses its oldest entry: entries move
+  // up a way, the new one is last.
+  WalkedRoot* set = free_ways(sets.second) > free_ways(sets.first) ? sets.second : sets.first;
   for (std::size_t way = 0; way + 1 < kWalkedWays; ++way) {
     set[way] = set[way + 1];
   }
@@ -246,7 +279,7 @@ bool walked_before(PyObject* root, std::size_t max_modules) noexcept {
 }
 
 void note_walk_size(PyObject* root, std::size_t modules) noexcept {
-  if (WalkedRoot* slot = find_walked(walked_set(root), root)) {
+  if (WalkedRoot* slot = find_walked(walked_sets(root), root)) {
     slot->modules = modules;
   }
 }
