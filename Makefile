@@ -42,8 +42,8 @@ all: install
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $$($(PY) -c "import tomllib; print(' '.join( \
-		tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))")
+	requires=$$($(PY) tools/pyproject_list.py build-system.requires) && \
+		$(PY) -m pip install --quiet "$(TORCH_SPEC)" $$requires
 	touch $@
 
 # The extension, compiled in place (pyparams/_C*.so) against the torch in $(VENV);
@@ -64,8 +64,8 @@ $(BUILD_STAMP): $(VENV_STAMP) $(SOURCES)
 $(DEPS_STAMP): pyproject.toml | $(BUILD_STAMP)
 	if $(PY) -c "import sys, sysconfig; sys.exit(not sysconfig.get_config_var('Py_GIL_DISABLED'))"; then \
 		$(PY) -m pip install --quiet --no-build-isolation -e . && \
-		for req in $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', \
-				'rb'))['project']['optional-dependencies']['test']))"); do \
+		test_requires=$$($(PY) tools/pyproject_list.py project.optional-dependencies.test) && \
+		for req in $$test_requires; do \
 			$(PY) -m pip install --quiet --only-binary=:all: "$$req" >/dev/null 2>&1 \
 			|| echo "make: $$req cannot be installed on this free-threaded Python; the tests that need it skip"; \
 		done; \
@@ -101,8 +101,8 @@ soak: install
 # The linters only, at the versions pinned in pyproject.toml's `lint` extra.
 $(LINT_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet $$($(PY) -c "import tomllib; \
-		print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['lint']))")
+	lint_requires=$$($(PY) tools/pyproject_list.py project.optional-dependencies.lint) && \
+		$(PY) -m pip install --quiet $$lint_requires
 	touch $@
 
 # ruff (rules in pyproject.toml) and clang-format (.clang-format) on csrc/.
