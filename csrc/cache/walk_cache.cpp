@@ -47,7 +47,7 @@ struct WalkedRoot {
 // 22 (a set's count is Poisson, mean 1.2); with two, 47,000 fit.
 constexpr std::size_t kWalkedWays = 8;
 constexpr unsigned kWalkedSetBits = 13;
-std::array<WalkedRoot, 65536> g_walked{};
+std::array<WalkedRoot, (std::size_t{1} << kWalkedSetBits) * kWalkedWays> g_walked{};
 
 // The weakref callback: `self` holds the root's address.
 PyObject* forget_root(PyObject* self, PyObject* weakref) {
@@ -236,7 +236,6 @@ struct WalkedSets {
 };
 
 WalkedSets walked_sets(PyObject* root) noexcept {
-  static_assert(g_walked.size() == (std::size_t{1} << kWalkedSetBits) * kWalkedWays);
   constexpr std::uint64_t kSetMask = (std::uint64_t{1} << kWalkedSetBits) - 1;
   std::uint64_t hash = mix_address(root);
   return {&g_walked[static_cast<std::size_t>(hash >> (64 - kWalkedSetBits)) * kWalkedWays],
