@@ -6,7 +6,9 @@ entries, ``ParameterList``/``ParameterDict``, parametrizations, ``OrderedDict``
 member mappings), opens pairs of iterators (a torch generator and the matching
 pyparams iterator over the same root) and interleaves single steps of those
 pairs with mutations: add, remove or replace parameters, buffers and
-submodules, toggle ``requires_grad``, parametrize a module, delete the root.
+submodules, toggle ``requires_grad``, parametrize a module, delete the root, write
+other attributes (``training``), give a module a new ``__dict__``, swap its class for a
+subclass (overriding ``named_modules`` or not), set a ``named_modules`` attribute on it.
 
 After every step both sides must agree: the same item (names ``==``, objects
 ``is``), both exhausted, or the same exception class (``RuntimeError`` for a
@@ -69,6 +71,29 @@ class Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * 1
+
+
+def _hide_children(self, memo=None, prefix="", remove_duplicate=True):
+    """A ``named_modules`` override that yields the module alone, memo or not."""
+    yield prefix, self
+
+
+def _walk_as_torch(self, memo=None, prefix="", remove_duplicate=True):
+    """A ``named_modules`` override that runs torch's own (``nn.Module.named_modules``)."""
+    yield from nn.Module.named_modules(self, memo, prefix, remove_duplicate)
+
+
+# The subclasses a module's class is swapped for, per (class, override), made once.
+_SWAPPED_CLASSES: dict[tuple[type, object], type] = {}
+
+
+def swapped_class(base: type, override) -> type:
+    """``base`` with ``named_modules`` overridden by ``override`` (None: a trivial subclass)."""
+    key = (base, override)
+    if key not in _SWAPPED_CLASSES:
+        body = {} if override is None else {"named_modules": override}
+        _SWAPPED_CLASSES[key] = type(f"Swapped{base.__name__}", (base,), body)
+    return _SWAPPED_CLASSES[key]
 
 
 @contextlib.contextmanager
@@ -267,6 +292,46 @@ class WalkUnderMutation(RuleBasedStateMachine):
             with contextlib.suppress(Exception):
                 parametrize.remove_parametrizations(module, "weight")
             self.mutated("unparametrize")
+
+    @rule(m=st.integers(0, 99), training=st.booleans())
+    def write_attribute(self, m, training) -> None:
+        """Writes the instance ``__dict__`` for another reason than its members (as
+        ``model.train()`` does on every module): a record re-checks it entry by entry."""
+        module = self.modules[m % len(self.modules)]
+        if training:
+            module.training = not module.training
+        else:
+            module.note = len(self.modules)
+        self.mutated("write_attribute")
+
+    @rule(m=st.integers(0, 99))
+    def swap_instance_dict(self, m) -> None:
+        """Gives a module a new ``__dict__`` with the same entries."""
+        module = self.modules[m % len(self.modules)]
+        module.__dict__ = dict(module.__dict__)
+        self.mutated("swap_instance_dict")
+
+    @rule(m=st.integers(0, 99), override=st.sampled_from((None, _hide_children, _walk_as_torch)))
+    def swap_class(self, m, override) -> None:
+        """Swaps a module's class for a subclass (trivial, or overriding ``named_modules``),
+        or back to the class it was swapped from."""
+        parents = [module for module in self.modules if module._modules] or self.modules
+        module = parents[m % len(parents)]
+        cls = type(module)
+        swapped_back = cls in _SWAPPED_CLASSES.values()
+        module.__class__ = cls.__base__ if swapped_back else swapped_class(cls, override)
+        self.mutated("swap_class")
+
+    @rule(m=st.integers(0, 99))
+    def toggle_instance_override(self, m) -> None:
+        """Sets or removes a ``named_modules`` attribute in a module's instance ``__dict__``
+        (torch calls it on a child; the root's is called by ``_named_members``)."""
+        # A module with children, where one exists: there hiding them changes the walk.
+        parents = [module for module in self.modules if module._modules] or self.modules
+        module = parents[m % len(parents)]
+        if module.__dict__.pop("named_modules", None) is None:
+            module.__dict__["named_modules"] = partial(_hide_children, module)
+        self.mutated("toggle_instance_override")
 
     @rule(kind=st.integers(0, 6), dice=st.integers(0, 5))
     def delete_root(self, kind, dice) -> None:
