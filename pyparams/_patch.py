@@ -272,7 +272,10 @@ def unpatch() -> None:
 def patched() -> Iterator[None]:
     """Patch for the duration of a ``with`` block; nestable.
 
-    Only the outermost block that found the methods unpatched restores them on exit.
+    Only the outermost block that found the methods unpatched restores them on exit. Put
+    the block around the training loop, not around each step: from CPython 3.13 on, each
+    patch and unpatch spends a version tag of every module class (1000 per class), and
+    without one, walks of its modules are live.
 
     >>> with pyparams.patched():
     ...     pyparams.is_patched()
