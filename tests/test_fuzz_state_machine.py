@@ -31,7 +31,7 @@ import gc
 import json
 import os
 import sys
-from functools import partial
+from functools import cache, partial
 
 import pytest
 import torch
@@ -83,17 +83,14 @@ def _walk_as_torch(self, memo=None, prefix="", remove_duplicate=True):
     yield from nn.Module.named_modules(self, memo, prefix, remove_duplicate)
 
 
-# The subclasses a module's class is swapped for, per (class, override), made once.
-_SWAPPED_CLASSES: dict[tuple[type, object], type] = {}
-
-
+@cache
 def swapped_class(base: type, override) -> type:
-    """``base`` with ``named_modules`` overridden by ``override`` (None: a trivial subclass)."""
-    key = (base, override)
-    if key not in _SWAPPED_CLASSES:
-        body = {} if override is None else {"named_modules": override}
-        _SWAPPED_CLASSES[key] = type(f"Swapped{base.__name__}", (base,), body)
-    return _SWAPPED_CLASSES[key]
+    """``base`` with ``named_modules`` overridden by ``override`` (None: a trivial subclass),
+    marked in its own ``__dict__`` (a parametrization's subclass of it is not one)."""
+    body = {"_swapped_by_fuzz": True}
+    if override is not None:
+        body["named_modules"] = override
+    return type(f"Swapped{base.__name__}", (base,), body)
 
 
 @contextlib.contextmanager
@@ -293,6 +290,12 @@ class WalkUnderMutation(RuleBasedStateMachine):
                 parametrize.remove_parametrizations(module, "weight")
             self.mutated("unparametrize")
 
+    def module_with_children(self, m: int) -> nn.Module:
+        """Module `m` of those with children (any module where none has): there an override
+        that hides them changes the walk."""
+        parents = [module for module in self.modules if module._modules] or self.modules
+        return parents[m % len(parents)]
+
     @rule(m=st.integers(0, 99), training=st.booleans())
     def write_attribute(self, m, training) -> None:
         """Writes the instance ``__dict__`` for another reason than its members (as
@@ -315,10 +318,9 @@ class WalkUnderMutation(RuleBasedStateMachine):
     def swap_class(self, m, override) -> None:
         """Swaps a module's class for a subclass (trivial, or overriding ``named_modules``),
         or back to the class it was swapped from."""
-        parents = [module for module in self.modules if module._modules] or self.modules
-        module = parents[m % len(parents)]
+        module = self.module_with_children(m)
         cls = type(module)
-        swapped_back = cls in _SWAPPED_CLASSES.values()
+        swapped_back = "_swapped_by_fuzz" in cls.__dict__
         module.__class__ = cls.__base__ if swapped_back else swapped_class(cls, override)
         self.mutated("swap_class")
 
@@ -326,9 +328,7 @@ class WalkUnderMutation(RuleBasedStateMachine):
     def toggle_instance_override(self, m) -> None:
         """Sets or removes a ``named_modules`` attribute in a module's instance ``__dict__``
         (torch calls it on a child; the root's is called by ``_named_members``)."""
-        # A module with children, where one exists: there hiding them changes the walk.
-        parents = [module for module in self.modules if module._modules] or self.modules
-        module = parents[m % len(parents)]
+        module = self.module_with_children(m)
         if module.__dict__.pop("named_modules", None) is None:
             module.__dict__["named_modules"] = partial(_hide_children, module)
         self.mutated("toggle_instance_override")
