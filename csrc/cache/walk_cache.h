@@ -6,11 +6,11 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "cache/dict_versions.h"
 #include "cache/replay_op.h"
+#include "support/gil_shared.h"
 #include "support/pymem_allocator.h"
 #include "walker/module_attributes.h"
 
@@ -85,7 +85,7 @@ struct EntryRecord {
 template <typename T>
 using RawVector = std::vector<T, PyMemRawAllocator<T>>;
 
-struct WalkRecord {
+struct WalkRecord : GilCounted {
   RawVector<ModuleRecord> modules;  // in the order the walk entered them (parents first)
   RawVector<EntryRecord> members;
   RawVector<EntryRecord> children;
@@ -156,7 +156,7 @@ struct WalkRecord {
   std::size_t bytes() const noexcept;
 };
 
-using RecordPtr = std::shared_ptr<WalkRecord>;
+using RecordPtr = GilShared<WalkRecord>;
 
 // Which walk a record describes: the options that shape what is read.
 int record_slot(int kind, bool recurse, bool remove_duplicate) noexcept;

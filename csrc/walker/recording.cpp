@@ -1,6 +1,5 @@
 // Recording a walk for the warm-walk cache (walk_cache.h): what the live walk
 // reads, with the versions it read, kept when the walk completes unchanged.
-#include <memory>
 #include <new>
 #include <utility>
 
@@ -63,10 +62,9 @@ bool Walker::begin_cached_walk() {
         true;  // a root walked once may never be walked again: record on its second walk
     return true;
   }
-  try {
-    recorder_.record = std::make_shared<WalkRecord>();
-  } catch (const std::bad_alloc&) {
-    return true;
+  recorder_.record = RecordPtr::make();
+  if (!recorder_.record) {
+    return true;  // out of memory: no record, no harm
   }
   recorder_.record->epoch = dispatch_epoch();
   recorder_.record->dispatch_from = static_cast<int>(options_.dispatch);
