@@ -21,7 +21,7 @@ class GilCounted {
 
 // std::shared_ptr without its atomic counts: every copy and drop of a
 // std::shared_ptr is a locked instruction (the process is multithreaded),
-// ~10 ns of a warm leaf walk's ~220 (docs/performance.md). The
+// two on every warm walk (docs/performance.md has the figures). The
 // walker runs only with the GIL held (a free-threaded interpreter without
 // it refuses to load pyparams), which orders every count change. Dropping
 // the last reference deletes the object: its destructor must run no Python
