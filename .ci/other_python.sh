@@ -4,10 +4,19 @@
 # README's `make test PYTHON=... VENV=...`. A machine without that interpreter says so and
 # passes; `bash tools/build_cpython.sh 3.13` builds one.
 #
-#   bash .ci/other_python.sh [VERSION]
+#   bash .ci/other_python.sh [VERSION] [--discard]
+#
+# torch has no CPU wheel for these Pythons here: pip takes the CUDA build, about 5.5 GB in
+# the venv. pip's cache stays off (it would hold another 3-4 GB of wheels); --discard (CI's
+# choice) removes the venv once its suites pass, so the next Python starts with that room;
+# a disk with less than MIN_FREE_GIB free (default 10) says so and skips: these machines'
+# disks have been seen from 80 GB free down to a few hundred MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=${1:-3.12}
+discard=${2:-}
+min_free_gib=${MIN_FREE_GIB:-10}
+export PIP_NO_CACHE_DIR=1
 
 # The one tools/build_cpython.sh built (a later 3.13 than pyenv's 3.13.0, where the walk
 # cache is off), python3.X on PATH, or pyenv's (whose shim refuses an unselected version).
@@ -30,9 +39,19 @@ if ! python=$(find_python); then
   exit 0
 fi
 echo "other-python: $("$python" --version) at $python"
+venv=".venv-$version"
+free_gib=$(($(df --output=avail -k . | tail -n 1) / 1024 / 1024))
+if [ ! -d "$venv" ] && [ "$free_gib" -lt "$min_free_gib" ]; then
+  echo "other-python: $free_gib GiB free on this disk, $venv needs about $min_free_gib: skipped"
+  exit 0
+fi
 suites="tests/test_walk_cache.py tests/test_conformance.py tests/test_safety.py \
   tests/test_fuzz_state_machine.py tests/test_odd_modules.py tests/test_threads.py \
   tests/test_huge_trees.py tests/test_hostile.py tests/test_fuzz_hostile.py"
 start=$SECONDS
-make test PYTHON="$python" VENV=".venv-$version" PYTEST_ARGS="$suites"
+make test PYTHON="$python" VENV="$venv" PYTEST_ARGS="$suites"
 echo "other-python: CPython $version suites passed in $((SECONDS - start)) s"
+if [ "$discard" = "--discard" ]; then
+  rm -rf "$venv"
+  echo "other-python: $venv removed"
+fi

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,9 @@ def main() -> int:
         # -x echoes each command as it runs; -e stops at the first that fails.
         step(f"README block {name!r}", ["bash", "-exo", "pipefail", "-c", script], clone,
              fresh_env())
+        # Each clone holds a venv with torch (about 1.5 GB): CI's disk may be small.
+        shutil.rmtree(clone)
+    shutil.rmtree(work)
     return 0
 
 
