@@ -62,8 +62,10 @@ CONSUMER_MODELS: tuple[str, ...] = ("moe-32x64", "gpt2")
 # call right after an untimed forward, backward and optimizer step, which sweep the caches.
 IN_STEP: tuple[str, ...] = ("zero_grad", "optimizer", "num_parameters", "zero3_fetch")
 STEP = "step"
-# A step of GPT-2 takes seconds on a small CPU, and each in-step call needs its own.
-STEP_ROUNDS = 3
+# A step of GPT-2 takes about a second on a small CPU, and each in-step call needs its own.
+# With 3 rounds GPT-2's in-step zero_grad (freeing ~500 MB of gradients) read 0.56x-1.24x
+# between runs of the same code; 7 cost ~30 s more per report.
+STEP_ROUNDS = 7
 
 
 class RoutedMoE(UnfusedMoE):
