@@ -99,3 +99,24 @@ def test_in_step_consumers_are_timed_after_an_untimed_training_step(monkeypatch)
     assert "@step" not in "".join(
         consumers.measure_consumer(consumers.CONSUMERS["train"], model, rounds=1).medians_ns
     )
+
+
+
+def test_the_walk_share_goal_is_judged_on_the_patched_share() -> None:
+    def row(walk_torch_ns: float | None, walk_patched_ns: float | None) -> consumers.ConsumerRow:
+        medians = {"torch": 1000.0, "patched": 100.0}
+        share = {}
+        if walk_torch_ns is not None and walk_patched_ns is not None:
+            medians |= {"walk:torch": walk_torch_ns, "walk:patched": walk_patched_ns}
+            share = {"torch": walk_torch_ns / 1000.0, "patched": walk_patched_ns / 100.0}
+        return consumers.ConsumerRow("m", "c", "d", medians_ns=medians, walk_share=share)
+
+    def verdict(r: consumers.ConsumerRow) -> str:
+        header, _, cells = format_consumers([r], markdown=True).splitlines()
+        names = [c.strip() for c in header.strip("|").split("|")]
+        return cells.strip("|").split("|")[names.index("walk patched <= 10%")].strip()
+
+    # only the patched walk's share is judged: torch's (90%, 1%) is not
+    assert verdict(row(900.0, 10.0)) == "met"  # exactly 10%
+    assert verdict(row(10.0, 11.0)) == "missed"
+    assert verdict(row(None, None)) == "-"  # no call to the walking methods

@@ -12,6 +12,7 @@ from pyparams.bench.extras import available
 from pyparams.bench.formatting import format_ns, format_ratio, render_table
 from pyparams.bench.outputs import write_csv, write_json
 from pyparams.bench.report_file import write_section
+from pyparams.bench.targets import WALK_SHARE_GOAL
 
 __all__ = [
     "OUTPUT_FILES",
@@ -36,6 +37,7 @@ _HEADER = (
     "walk patched",
     "saved",
     "target",
+    f"walk patched <= {100 * WALK_SHARE_GOAL:.0f}%",
     "torch in step",
     "x patched in step",
     "x native in step",
@@ -48,6 +50,14 @@ def _walk(row: ConsumerRow, mode: str) -> str:
     if value is None:
         return "-"
     return f"{format_ns(row.medians_ns[f'walk:{mode}'])} ({100 * value:.0f}%)"
+
+
+def _walk_share_verdict(row: ConsumerRow) -> str:
+    """Whether the patched walk's share of the patched consumer meets WALK_SHARE_GOAL."""
+    share = row.walk_share.get("patched")
+    if share is None:
+        return "-"  # the consumer makes no call to the walking methods
+    return "met" if share <= WALK_SHARE_GOAL else "missed"
 
 
 def _cells(row: ConsumerRow) -> list[str]:
@@ -75,6 +85,7 @@ def _cells(row: ConsumerRow) -> list[str]:
         _walk(row, "patched"),
         saved,
         target,
+        _walk_share_verdict(row),
         format_ns(row.medians_ns.get(f"torch@{STEP}")),
         format_ratio(row.speedups.get(f"patched@{STEP}")),
         format_ratio(row.speedups.get(f"native@{STEP}")),
@@ -122,6 +133,8 @@ def consumers_markdown(rows: Sequence[ConsumerRow]) -> str:
                 "with torch's methods, each replayed as `list()`, for the items the consumer "
                 "took), timed with torch's methods and patched in the same rounds, with its "
                 "share of that mode's total; the rest of the total is spent outside the walk. "
+                f"`walk patched <= {100 * WALK_SHARE_GOAL:.0f}%`: whether that share, patched, "
+                "is within the goal (`-`: the consumer makes no call to the walking methods). "
                 "pyparams' walks are timed warm (walk-cache replays). `in step`: the consumers a "
                 "training loop calls every step, timed again right after an untimed forward, "
                 "backward and optimizer step in the same mode (rounds of their own).",
