@@ -105,9 +105,10 @@ $(LINT_STAMP): pyproject.toml
 		$(PY) -m pip install --quiet $$lint_requires
 	touch $@
 
-# ruff (rules in pyproject.toml) and clang-format (.clang-format) on csrc/.
+# ruff (rules and layout in pyproject.toml) and clang-format (.clang-format) on csrc/.
 lint: $(LINT_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/clang-format --dry-run --Werror $(CSRC)
 
 clean:

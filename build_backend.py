@@ -21,10 +21,12 @@ from setuptools.build_meta import *  # noqa: F403 (the sdist hooks, unchanged)
 
 # Names torch and pyproject.toml's [build-system] requires, what a build without isolation
 # needs installed (tests/test_packaging.py checks that the two lists agree).
-NO_TORCH = ("pyparams: this build sees no torch (none is installed, or pip's build isolation "
-            "hides it), and pyparams compiles against the torch that will import it: install "
-            "torch and the build requirements first (pip install torch \"setuptools>=77\" wheel "
-            "ninja packaging), then run `pip install --no-build-isolation .`")
+NO_TORCH = (
+    "pyparams: this build sees no torch (none is installed, or pip's build isolation "
+    "hides it), and pyparams compiles against the torch that will import it: install "
+    'torch and the build requirements first (pip install torch "setuptools>=77" wheel '
+    "ninja packaging), then run `pip install --no-build-isolation .`"
+)
 
 
 def require_torch() -> None:
@@ -46,6 +48,5 @@ get_requires_for_build_wheel = _needs_torch(_setuptools.get_requires_for_build_w
 prepare_metadata_for_build_wheel = _needs_torch(_setuptools.prepare_metadata_for_build_wheel)
 build_wheel = _needs_torch(_setuptools.build_wheel)
 get_requires_for_build_editable = _needs_torch(_setuptools.get_requires_for_build_editable)
-prepare_metadata_for_build_editable = _needs_torch(
-    _setuptools.prepare_metadata_for_build_editable)
+prepare_metadata_for_build_editable = _needs_torch(_setuptools.prepare_metadata_for_build_editable)
 build_editable = _needs_torch(_setuptools.build_editable)

@@ -48,10 +48,15 @@ VERBOSE = os.getenv("VERBOSE", "0") == "1"
 
 
 def extension_flags() -> tuple[list[str], list[str]]:
-    compile_args = ["-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
-                    # Only PyInit__C leaves the extension: calls between its files are direct
-                    # (no PLT stub), which a warm walk's per-item call pays for.
-                    "-fvisibility=hidden"]
+    compile_args = [
+        "-Wall",
+        "-Wextra",
+        "-Wno-unused-parameter",
+        "-Wno-missing-field-initializers",
+        # Only PyInit__C leaves the extension: calls between its files are direct
+        # (no PLT stub), which a warm walk's per-item call pays for.
+        "-fvisibility=hidden",
+    ]
     link_args: list[str] = []
     if DEBUG:
         print("pyparams: DEBUG=1, building with -O0 -g")
@@ -60,13 +65,18 @@ def extension_flags() -> tuple[list[str], list[str]]:
         compile_args += ["-O3"]
     if SANITIZE:
         print("pyparams: PYPARAMS_SANITIZE=1, building with -fsanitize=address,undefined")
-        sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
-                    "-fno-sanitize-recover=undefined"]
+        sanitize = [
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=undefined",
+        ]
         compile_args += [*sanitize, "-g"]
         link_args += sanitize
     # The torch this extension is built against; pyparams refuses to load under another.
-    compile_args += [f"-DPYPARAMS_VERSION={VERSION}",
-                     f"-DPYPARAMS_TORCH_VERSION={torch.__version__}"]
+    compile_args += [
+        f"-DPYPARAMS_VERSION={VERSION}",
+        f"-DPYPARAMS_TORCH_VERSION={torch.__version__}",
+    ]
     return compile_args, link_args
 
 
@@ -92,15 +102,19 @@ def check_toolchain() -> None:
     """Stop early, naming what to install, rather than after a page of compiler errors."""
     cxx = os.environ.get("CXX", "c++").split()[0]
     if shutil.which(cxx) is None:
-        sys.exit(f"pyparams: no C++ compiler ({cxx!r} is not on PATH). Install a C++17 compiler "
-                 "(Debian/Ubuntu: apt-get install g++; Fedora: dnf install gcc-c++; macOS: "
-                 "xcode-select --install) or point CXX at one, then build again.")
+        sys.exit(
+            f"pyparams: no C++ compiler ({cxx!r} is not on PATH). Install a C++17 compiler "
+            "(Debian/Ubuntu: apt-get install g++; Fedora: dnf install gcc-c++; macOS: "
+            "xcode-select --install) or point CXX at one, then build again."
+        )
     header = os.path.join(sysconfig.get_paths()["include"], "Python.h")
     if not os.path.isfile(header):
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        sys.exit(f"pyparams: Python's headers are missing ({header}). Install them "
-                 f"(Debian/Ubuntu: apt-get install python{version}-dev; Fedora: dnf install "
-                 f"python{version}-devel), then build again.")
+        sys.exit(
+            f"pyparams: Python's headers are missing ({header}). Install them "
+            f"(Debian/Ubuntu: apt-get install python{version}-dev; Fedora: dnf install "
+            f"python{version}-devel), then build again."
+        )
 
 
 def run_ninja_compactly(build_directory: str, verbose: bool, error_prefix: str) -> None:
@@ -119,15 +133,21 @@ def run_ninja_compactly(build_directory: str, verbose: bool, error_prefix: str) 
     jobs = ["-j", os.environ["MAX_JOBS"]] if os.environ.get("MAX_JOBS") else []
     here = os.getcwd() + os.sep
     sys.stdout.flush()
-    with subprocess.Popen(["ninja", *jobs], cwd=build_directory, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True,
-                          env=dict(os.environ, NINJA_STATUS="[%f/%t] ")) as ninja:
+    with subprocess.Popen(
+        ["ninja", *jobs],
+        cwd=build_directory,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, NINJA_STATUS="[%f/%t] "),
+    ) as ninja:
         assert ninja.stdout is not None
         for line in ninja.stdout:
             print(line.rstrip("\n").replace(here, ""), flush=True)
     if ninja.returncode != 0:
-        raise RuntimeError(f"{error_prefix} (ninja exited with status {ninja.returncode}, "
-                           "its output is above)")
+        raise RuntimeError(
+            f"{error_prefix} (ninja exited with status {ninja.returncode}, its output is above)"
+        )
 
 
 class BuildExt(BuildExtension):
@@ -139,7 +159,8 @@ class BuildExt(BuildExtension):
             # `pip install -e` compiles in a throwaway directory; build/ keeps the objects,
             # as `setup.py build_ext` does, so a rebuild recompiles only what changed.
             self.build_temp = os.path.join(
-                "build", f"temp.{self.plat_name}-{sys.implementation.cache_tag}")
+                "build", f"temp.{self.plat_name}-{sys.implementation.cache_tag}"
+            )
 
     def build_extensions(self) -> None:
         check_toolchain()
@@ -162,6 +183,5 @@ if __name__ == "__main__":
         packages=find_packages(include=["pyparams", "pyparams.*"]),
         package_data={"pyparams": ["py.typed", "_C.pyi"]},
         ext_modules=extensions(),
-        cmdclass={"build_ext": NoTorch if torch is None
-                  else BuildExt.with_options(use_ninja=True)},
+        cmdclass={"build_ext": NoTorch if torch is None else BuildExt.with_options(use_ninja=True)},
     )

@@ -48,23 +48,40 @@ def main() -> int:
     if not blocks:
         sys.exit("readme-paths: README has no <!-- ci: NAME --> block")
     work = Path(tempfile.mkdtemp(prefix="pyparams-readme-"))
-    step("make bench --quick", ["make", "bench", f"BENCH_ARGS=--quick --no-progress "
-                                f"--out {work / 'bench-make'}"], ROOT)
+    step(
+        "make bench --quick",
+        ["make", "bench", f"BENCH_ARGS=--quick --no-progress --out {work / 'bench-make'}"],
+        ROOT,
+    )
     wheels = work / "wheels"
-    step("wheel from .venv's build", [str(ROOT / ".venv" / "bin" / "pip"), "wheel", "--quiet",
-                                      "--no-build-isolation", "--no-deps", "-w", str(wheels), "."],
-         ROOT)
+    step(
+        "wheel from .venv's build",
+        [
+            str(ROOT / ".venv" / "bin" / "pip"),
+            "wheel",
+            "--quiet",
+            "--no-build-isolation",
+            "--no-deps",
+            "-w",
+            str(wheels),
+            ".",
+        ],
+        ROOT,
+    )
     (wheel,) = wheels.glob("pyparams-*.whl")
     for name, text in blocks:
         script, count = BUILD_LINE.subn(f"pip install {wheel}", text)
         if count != 1:
-            sys.exit(f"readme-paths: block {name!r} should hold one line starting "
-                     f"'pip install --no-build-isolation .', found {count}")
+            sys.exit(
+                f"readme-paths: block {name!r} should hold one line starting "
+                f"'pip install --no-build-isolation .', found {count}"
+            )
         clone = work / name
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
         # -x echoes each command as it runs; -e stops at the first that fails.
-        step(f"README block {name!r}", ["bash", "-exo", "pipefail", "-c", script], clone,
-             fresh_env())
+        step(
+            f"README block {name!r}", ["bash", "-exo", "pipefail", "-c", script], clone, fresh_env()
+        )
         # Each clone holds a venv with torch (about 1.5 GB): CI's disk may be small.
         shutil.rmtree(clone)
     shutil.rmtree(work)

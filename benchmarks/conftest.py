@@ -24,8 +24,12 @@ RunContender = Callable[[Callable[..., object], str, nn.Module, str], None]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--zoo-preset", default="quick", choices=("quick", "default", "full"),
-                     help="which zoo preset benchmarks/test_zoo.py runs (default: quick)")
+    parser.addoption(
+        "--zoo-preset",
+        default="quick",
+        choices=("quick", "default", "full"),
+        help="which zoo preset benchmarks/test_zoo.py runs (default: quick)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,8 +57,9 @@ def run_contender() -> RunContender:
     return _run_contender
 
 
-def _run_contender(benchmark: Callable[..., object], name: str, module: nn.Module,
-                   device: str) -> None:
+def _run_contender(
+    benchmark: Callable[..., object], name: str, module: nn.Module, device: str
+) -> None:
     """The harness' check and memory steps for ``name`` (and its torch counterpart), then
     pytest-benchmark times it; what was measured goes to ``extra_info``."""
     contender = CONTENDERS[name]
@@ -71,16 +76,24 @@ def _run_contender(benchmark: Callable[..., object], name: str, module: nn.Modul
         results[ok].memory = measure_memory(bound[ok][0], device)
     memory = result.memory
     info = benchmark.extra_info  # type: ignore[attr-defined]
-    info.update(contender=name, code=contender.code, device=device, items=result.items,
-                param_tensors=len(reference.parameters),
-                tracemalloc_peak=memory.tracemalloc_peak, rss_delta=memory.rss_delta,
-                cuda_allocated_delta=memory.cuda_allocated_delta,
-                cuda_peak_delta=memory.cuda_peak_delta)
+    info.update(
+        contender=name,
+        code=contender.code,
+        device=device,
+        items=result.items,
+        param_tensors=len(reference.parameters),
+        tracemalloc_peak=memory.tracemalloc_peak,
+        rss_delta=memory.rss_delta,
+        cuda_allocated_delta=memory.cuda_allocated_delta,
+        cuda_peak_delta=memory.cuda_peak_delta,
+    )
     if counterpart is not None:
         torch_memory = results[counterpart].memory  # None: torch cannot walk this deep
         torch_peak = torch_memory.tracemalloc_peak if torch_memory else None
-        info.update(torch_tracemalloc_peak=torch_peak,
-                    tracemalloc_ratio=memory.tracemalloc_peak / torch_peak if torch_peak else None)
+        info.update(
+            torch_tracemalloc_peak=torch_peak,
+            tracemalloc_ratio=memory.tracemalloc_peak / torch_peak if torch_peak else None,
+        )
     run, _ = bound[name]
 
     def timed() -> object:

@@ -29,9 +29,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("contender", list(CONTENDERS))
-def test_zoo(benchmark: Callable[..., object], zoo_cache: ZooCache,
-             run_contender: Callable[..., None], zoo_model: str, contender: str,
-             device: str) -> None:
+def test_zoo(
+    benchmark: Callable[..., object],
+    zoo_cache: ZooCache,
+    run_contender: Callable[..., None],
+    zoo_model: str,
+    contender: str,
+    device: str,
+) -> None:
     built = zoo_cache.get(zoo_model, device)
     if built.device != device and device != "cpu":
         pytest.skip(f"{zoo_model} is over the memory cap: timed on meta in the cpu row")

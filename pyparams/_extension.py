@@ -21,17 +21,25 @@ from packaging.version import Version
 
 PACKAGE = Path(__file__).resolve().parent
 # A checkout (or sdist) has setup.py and csrc/ next to the package; an install does not.
-SOURCE_TREE = PACKAGE.parent if (PACKAGE.parent / "setup.py").is_file() and (
-    PACKAGE.parent / "csrc").is_dir() else None
+SOURCE_TREE = (
+    PACKAGE.parent
+    if (PACKAGE.parent / "setup.py").is_file() and (PACKAGE.parent / "csrc").is_dir()
+    else None
+)
 IN_PLACE = "pip install --no-build-isolation -e .` (or `python setup.py build_ext --inplace`"
 REINSTALL = "pip install --no-build-isolation --force-reinstall --no-deps ."
-COMPILERS = ("a C++17 compiler (Debian/Ubuntu: apt-get install g++; Fedora: dnf install "
-             "gcc-c++; macOS: xcode-select --install; or set CXX)")
+COMPILERS = (
+    "a C++17 compiler (Debian/Ubuntu: apt-get install g++; Fedora: dnf install "
+    "gcc-c++; macOS: xcode-select --install; or set CXX)"
+)
 
 
 def _extension_files(package: Path) -> list[Path]:
-    return [package / f"_C{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES
-            if (package / f"_C{suffix}").is_file()]
+    return [
+        package / f"_C{suffix}"
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+        if (package / f"_C{suffix}").is_file()
+    ]
 
 
 def _installed_elsewhere() -> Path | None:
@@ -53,20 +61,28 @@ def _rebuild() -> str:
 def _not_built() -> str:
     """Why there is no extension file here, and the fix."""
     if SOURCE_TREE is None:
-        return (f"pyparams at {PACKAGE} was installed without its native extension "
-                f"pyparams._C; {_rebuild()}")
-    where = (f"pyparams is imported from its source tree {SOURCE_TREE}, where pyparams._C "
-             f"was never built")
+        return (
+            f"pyparams at {PACKAGE} was installed without its native extension "
+            f"pyparams._C; {_rebuild()}"
+        )
+    where = (
+        f"pyparams is imported from its source tree {SOURCE_TREE}, where pyparams._C "
+        f"was never built"
+    )
     other = _installed_elsewhere()
     if other is not None:
-        return (f"{where}, and it hides the installed pyparams in {other.parent}: the source "
-                f"tree comes first on sys.path (Python started in the checkout, as `python -m "
-                f"pytest` and `python -c` do, or PYTHONPATH). Run `pytest` or `pyparams` itself, "
-                f"or `python -P ...`, or start outside the checkout; or build in place: "
-                f"`{IN_PLACE})")
+        return (
+            f"{where}, and it hides the installed pyparams in {other.parent}: the source "
+            f"tree comes first on sys.path (Python started in the checkout, as `python -m "
+            f"pytest` and `python -c` do, or PYTHONPATH). Run `pytest` or `pyparams` itself, "
+            f"or `python -P ...`, or start outside the checkout; or build in place: "
+            f"`{IN_PLACE})"
+        )
     if shutil.which(os.environ.get("CXX", "c++").split()[0]) is None:
-        return (f"{where}, and there is no C++ compiler to build it: install {COMPILERS}; "
-                f"then {_rebuild()}")
+        return (
+            f"{where}, and there is no C++ compiler to build it: install {COMPILERS}; "
+            f"then {_rebuild()}"
+        )
     return f"{where}; {_rebuild()}"
 
 
@@ -82,17 +98,23 @@ def _not_loaded(error: ImportError) -> str:
     extension = _extension_files(PACKAGE)[0]  # the import system tries suffixes in this order
     built = _built_against(extension)
     if built is None:
-        return (f"pyparams._C could not be loaded ({error}); {extension.name} does not say "
-                f"which torch it was built against, so it was most likely built by another "
-                f"pyparams or against another torch than the running {torch.__version__}. "
-                f"Rebuild it: {_rebuild()}")
+        return (
+            f"pyparams._C could not be loaded ({error}); {extension.name} does not say "
+            f"which torch it was built against, so it was most likely built by another "
+            f"pyparams or against another torch than the running {torch.__version__}. "
+            f"Rebuild it: {_rebuild()}"
+        )
     if Version(built) != Version(torch.__version__):
-        return (f"pyparams._C could not be loaded ({error}): it was built against torch "
-                f"{built}, but torch {torch.__version__} is running; rebuild it for this "
-                f"torch: {_rebuild()}")
-    return (f"pyparams._C could not be loaded ({error}), though it was built against the "
-            f"running torch {built}: the cause is not a torch mismatch (see the error above "
-            f"it). A partial or interrupted build is one; rebuild it: {_rebuild()}")
+        return (
+            f"pyparams._C could not be loaded ({error}): it was built against torch "
+            f"{built}, but torch {torch.__version__} is running; rebuild it for this "
+            f"torch: {_rebuild()}"
+        )
+    return (
+        f"pyparams._C could not be loaded ({error}), though it was built against the "
+        f"running torch {built}: the cause is not a torch mismatch (see the error above "
+        f"it). A partial or interrupted build is one; rebuild it: {_rebuild()}"
+    )
 
 
 if not _extension_files(PACKAGE):  # checked first: the bare import error would not say why

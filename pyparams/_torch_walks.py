@@ -60,7 +60,6 @@ def torch_walk(
     return pairs if named else (p for _, p in pairs)
 
 
-
 def walk_as_torch(
     module: nn.Module,
     *,

@@ -145,32 +145,37 @@ LAZY_FUNCTIONS: tuple[str, ...] = tuple(f for f in FUNCTIONS if f != "parameter_
 PREFIXES: tuple[str, ...] = ("", "root", "a.b")
 
 
-def _torch_parameters(m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
-                      ) -> Iterator[nn.Parameter]:
+def _torch_parameters(
+    m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
+) -> Iterator[nn.Parameter]:
     if remove_duplicate:  # torch's parameters() has no remove_duplicate argument
         return m.parameters(recurse=recurse)
     return (p for _, p in m.named_parameters(recurse=recurse, remove_duplicate=False))
 
 
-def _torch_trainable(m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
-                     ) -> Iterator[nn.Parameter]:
+def _torch_trainable(
+    m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
+) -> Iterator[nn.Parameter]:
     return (p for p in _torch_parameters(m, recurse, remove_duplicate) if p.requires_grad)
 
 
-def _torch_named_trainable(m: nn.Module, prefix: str = "", recurse: bool = True,
-                           remove_duplicate: bool = True) -> Iterator[tuple[str, nn.Parameter]]:
+def _torch_named_trainable(
+    m: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+) -> Iterator[tuple[str, nn.Parameter]]:
     named = m.named_parameters(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
     return ((n, p) for n, p in named if p.requires_grad)
 
 
-def _torch_parameter_list(m: nn.Module, *, trainable: bool = False, recurse: bool = True,
-                          remove_duplicate: bool = True) -> list:
+def _torch_parameter_list(
+    m: nn.Module, *, trainable: bool = False, recurse: bool = True, remove_duplicate: bool = True
+) -> list:
     source = _torch_trainable if trainable else _torch_parameters
     return list(source(m, recurse, remove_duplicate))
 
 
-def _torch_buffers(m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
-                   ) -> Iterator[torch.Tensor]:
+def _torch_buffers(
+    m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
+) -> Iterator[torch.Tensor]:
     if remove_duplicate:  # torch's buffers() has no remove_duplicate argument
         return m.buffers(recurse=recurse)
     return (b for _, b in m.named_buffers(recurse=recurse, remove_duplicate=False))
@@ -269,8 +274,9 @@ def same_items(actual: Iterable[object], expected: Iterable[object]) -> bool:
     return len(actual) == len(expected) and all(map(same_item, actual, expected))
 
 
-def assert_same_items(actual: Iterable[object], expected: Iterable[object], context: str = ""
-                      ) -> None:
+def assert_same_items(
+    actual: Iterable[object], expected: Iterable[object], context: str = ""
+) -> None:
     """Assert the same objects (``is``) in the same order; for pairs, equal names too."""
     actual = list(actual)
     expected = list(expected)
@@ -288,8 +294,9 @@ def assert_same_items(actual: Iterable[object], expected: Iterable[object], cont
     raise AssertionError("\n".join(lines))
 
 
-def assert_conforms(module: nn.Module, calls: Iterable[tuple[str, dict[str, Any]]] | None = None,
-                    context: str = "") -> None:
+def assert_conforms(
+    module: nn.Module, calls: Iterable[tuple[str, dict[str, Any]]] | None = None, context: str = ""
+) -> None:
     """pyparams equals the torch reference for every (function, kwargs) in ``calls``."""
     for function, kwargs in calls if calls is not None else every_call():
         expected = reference(function, module, **kwargs)
@@ -315,8 +322,9 @@ def step(iterator: Iterator[object]) -> tuple[str, Any]:
         return ("raise", error)
 
 
-def drive(iterator: Iterator[object], actions: dict[int, Callable[[], None]], limit: int = 10_000
-          ) -> tuple[list[object], type[BaseException] | None, str]:
+def drive(
+    iterator: Iterator[object], actions: dict[int, Callable[[], None]], limit: int = 10_000
+) -> tuple[list[object], type[BaseException] | None, str]:
     """Consume ``iterator``, calling ``actions[i]()`` right after item ``i`` is produced.
 
     Returns the items, and the type and message of the exception that ended it (if any).
@@ -351,8 +359,9 @@ def _param(choose: Chooser, device: str) -> nn.Parameter:
     return p
 
 
-def build_random_tree(choose: Chooser, device: str = "cpu", max_depth: int = 3,
-                      max_fanout: int = 3) -> nn.Module:
+def build_random_tree(
+    choose: Chooser, device: str = "cpu", max_depth: int = 3, max_fanout: int = 3
+) -> nn.Module:
     """A random module tree driven by ``choose(lo, hi)``.
 
     ``choose`` may be ``random.Random(seed).randint`` or a hypothesis draw. The tree has

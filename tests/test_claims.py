@@ -21,8 +21,9 @@ def verdicts(request: pytest.FixtureRequest) -> tuple[str, list[Verdict]]:
     device = request.param
     if device == "cuda" and not torch.cuda.is_available():  # also skipped by the marker
         pytest.skip("CUDA is not available")
-    return device, run_claims(model=MODEL, devices=[device], huge_model="mixtral-8x7b",
-                              chain_depths=CHAINS)
+    return device, run_claims(
+        model=MODEL, devices=[device], huge_model="mixtral-8x7b", chain_depths=CHAINS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,9 @@ def n_tensors() -> int:
     return len(list(ZooCache().get(MODEL, "meta").module.parameters()))
 
 
-def checked(verdicts: tuple[str, list[Verdict]], number: int, expected: str
-            ) -> tuple[Verdict, dict]:
+def checked(
+    verdicts: tuple[str, list[Verdict]], number: int, expected: str
+) -> tuple[Verdict, dict]:
     """Claim ``number`` after asserting its verdict, and its evidence on the device."""
     device, found = verdicts
     claim = found[number - 1]
@@ -51,8 +53,9 @@ def test_four_claims_in_order(verdicts: tuple[str, list[Verdict]]) -> None:
         assert v.evidence and all(line in text for line in v.evidence)
 
 
-def test_claim1_frozen_parameters_are_yielded(verdicts: tuple[str, list[Verdict]],
-                                              n_tensors: int) -> None:
+def test_claim1_frozen_parameters_are_yielded(
+    verdicts: tuple[str, list[Verdict]], n_tensors: int
+) -> None:
     _, data = checked(verdicts, 1, "FALSE")
     assert data["frozen_set"] == n_tensors // 2
     assert data["yielded"] == n_tensors
@@ -60,8 +63,9 @@ def test_claim1_frozen_parameters_are_yielded(verdicts: tuple[str, list[Verdict]
     assert data["pyparams_trainable"] == n_tensors - n_tensors // 2
 
 
-def test_claim2_the_list_copies_nothing(verdicts: tuple[str, list[Verdict]],
-                                        n_tensors: int) -> None:
+def test_claim2_the_list_copies_nothing(
+    verdicts: tuple[str, list[Verdict]], n_tensors: int
+) -> None:
     claim, data = checked(verdicts, 2, "FALSE")
     assert data["items"] == data["same_objects"] == n_tensors
     assert data["duplicated_bytes"] == 0
@@ -78,8 +82,9 @@ def test_claim2_the_list_copies_nothing(verdicts: tuple[str, list[Verdict]],
     assert claim.data["huge_list_bytes"] < huge / 1e6
 
 
-def test_claim3_the_generator_is_not_lighter_than_the_list(verdicts: tuple[str, list[Verdict]],
-                                                           n_tensors: int) -> None:
+def test_claim3_the_generator_is_not_lighter_than_the_list(
+    verdicts: tuple[str, list[Verdict]], n_tensors: int
+) -> None:
     """torch's generator keeps a set of every module and parameter seen, so it costs about
     what the list costs: the claim is FALSE, and pyparams' walk is lighter than both."""
     _, data = checked(verdicts, 3, "FALSE")
@@ -88,8 +93,9 @@ def test_claim3_the_generator_is_not_lighter_than_the_list(verdicts: tuple[str, 
     assert 0 < data["pyparams_peak"] < data["generator_peak"]
 
 
-def test_claim4_recursion_into_nested_modules(verdicts: tuple[str, list[Verdict]],
-                                              n_tensors: int) -> None:
+def test_claim4_recursion_into_nested_modules(
+    verdicts: tuple[str, list[Verdict]], n_tensors: int
+) -> None:
     claim, data = checked(verdicts, 4, "TRUE")
     assert data["recursive"] == n_tensors
     assert data["shallow"] < n_tensors
@@ -113,8 +119,9 @@ def test_claims_leave_requires_grad_as_found() -> None:
     for p in params[1::3]:
         p.requires_grad_(False)
     found = [p.requires_grad for p in params]
-    verdicts = run_claims(model="gpt2-tiny", devices=["cpu"], huge_model=None, chain_depths=(2,),
-                          cache=cache)
+    verdicts = run_claims(
+        model="gpt2-tiny", devices=["cpu"], huge_model=None, chain_depths=(2,), cache=cache
+    )
     assert verdicts[0].verdict == "FALSE"
     assert [p.requires_grad for p in params] == found
     assert torch.is_grad_enabled()

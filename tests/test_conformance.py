@@ -112,8 +112,9 @@ def _containers(device: str) -> nn.Module:
     p = nn.Parameter(torch.zeros(2, device=device))
     frozen = nn.Parameter(torch.zeros(2, device=device), requires_grad=False)
     return nn.Sequential(
-        nn.ModuleList([nn.Linear(2, 2, device=device),
-                       nn.ModuleList([nn.Linear(2, 1, device=device)])]),
+        nn.ModuleList(
+            [nn.Linear(2, 2, device=device), nn.ModuleList([nn.Linear(2, 1, device=device)])]
+        ),
         nn.ModuleDict({"x": nn.Linear(1, 1, device=device), "y": nn.Sequential(nn.Tanh())}),
         nn.ParameterList([p, frozen, nn.Parameter(torch.zeros(1, device=device)), p]),
         nn.ParameterDict({"q": p, "r": nn.Parameter(torch.ones(1, device=device)), "s": frozen}),
@@ -184,8 +185,10 @@ def test_none_entries_are_skipped() -> None:
 
 @pytest.mark.parametrize(
     ("build", "shared_kinds"),
-    [(_tied_parameters, ("parameters", "buffers")),
-     (_shared_submodules, ("parameters", "modules"))],
+    [
+        (_tied_parameters, ("parameters", "buffers")),
+        (_shared_submodules, ("parameters", "modules")),
+    ],
     ids=["tied", "shared"],
 )
 def test_sharing_once_with_remove_duplicate_and_like_torch_without(build, shared_kinds) -> None:
@@ -356,8 +359,9 @@ def test_dtensor_parameters(gloo_group: None) -> None:
     mesh = DeviceMesh("cpu", [0])
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
     model[0].weight = nn.Parameter(distribute_tensor(model[0].weight.detach(), mesh, [Shard(0)]))
-    model[0].bias = nn.Parameter(distribute_tensor(model[0].bias.detach(), mesh, [Replicate()]),
-                                 requires_grad=False)
+    model[0].bias = nn.Parameter(
+        distribute_tensor(model[0].bias.detach(), mesh, [Replicate()]), requires_grad=False
+    )
     model[1].register_buffer("db", distribute_tensor(torch.zeros(2), mesh, [Replicate()]))
     model[1].weight = model[0].weight
     assert_conforms(model, context="DTensor")
@@ -464,8 +468,9 @@ def test_trainable_reads_requires_grad_lazily(function: str, remove_duplicate: b
     ]
 
     root, params = build()
-    actual, error, _ = drive(getattr(pyparams, function)(root, remove_duplicate=remove_duplicate),
-                             _toggle_script(params))
+    actual, error, _ = drive(
+        getattr(pyparams, function)(root, remove_duplicate=remove_duplicate), _toggle_script(params)
+    )
     assert expected_error is error is None
 
     # Two models built alike: compare positions in each model's own parameter list.
@@ -508,8 +513,16 @@ def test_trainable_agrees_with_torch_for_parameter_subclasses() -> None:
 
 def test_non_str_member_key_raises_like_torch() -> None:
     """torch builds every name (even for parameters()): an int key is a TypeError."""
-    for function in ("parameters", "named_parameters", "trainable_parameters", "parameter_list",
-                     "buffers", "named_buffers", "modules", "named_modules"):
+    for function in (
+        "parameters",
+        "named_parameters",
+        "trainable_parameters",
+        "parameter_list",
+        "buffers",
+        "named_buffers",
+        "modules",
+        "named_modules",
+    ):
         root = nn.Linear(1, 1)
         root._parameters[1] = nn.Parameter(torch.zeros(1))
         root._buffers[2] = torch.zeros(1)
@@ -528,25 +541,44 @@ def _transformers_models() -> dict[str, Callable[[], nn.Module]]:
     transformers = pytest.importorskip("transformers")
 
     def gpt2() -> nn.Module:
-        config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=128,
-                                         n_positions=64)
+        config = transformers.GPT2Config(
+            n_layer=2, n_embd=32, n_head=2, vocab_size=128, n_positions=64
+        )
         return transformers.GPT2LMHeadModel(config)
 
     def llama() -> nn.Module:
-        config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                          num_attention_heads=4, num_key_value_heads=2,
-                                          vocab_size=128, tie_word_embeddings=True)
+        config = transformers.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=128,
+            tie_word_embeddings=True,
+        )
         return transformers.LlamaForCausalLM(config)
 
     def t5() -> nn.Module:
-        config = transformers.T5Config(d_model=32, d_ff=64, d_kv=8, num_layers=2,
-                                       num_decoder_layers=2, num_heads=4, vocab_size=128)
+        config = transformers.T5Config(
+            d_model=32,
+            d_ff=64,
+            d_kv=8,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            vocab_size=128,
+        )
         return transformers.T5ForConditionalGeneration(config)
 
     def bert() -> nn.Module:
-        config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=64, vocab_size=128,
-                                         max_position_embeddings=64)
+        config = transformers.BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=128,
+            max_position_embeddings=64,
+        )
         return transformers.BertForMaskedLM(config)
 
     return {"gpt2": gpt2, "llama": llama, "t5": t5, "bert": bert}
@@ -561,5 +593,4 @@ def test_transformers_architectures_on_meta(architecture: str) -> None:
     assert_conforms(model, context=architecture)
     # Frozen embeddings (a common fine-tuning setup) change the trainable view.
     model.get_input_embeddings().requires_grad_(False)
-    assert_conforms(model, TRAINABLE_CALLS,
-                    context=f"{architecture} with frozen embeddings")
+    assert_conforms(model, TRAINABLE_CALLS, context=f"{architecture} with frozen embeddings")

@@ -101,7 +101,6 @@ def test_in_step_consumers_are_timed_after_an_untimed_training_step(monkeypatch)
     )
 
 
-
 def test_the_walk_share_goal_is_judged_on_the_patched_share() -> None:
     def row(walk_torch_ns: float | None, walk_patched_ns: float | None) -> consumers.ConsumerRow:
         medians = {"torch": 1000.0, "patched": 100.0}

@@ -55,16 +55,37 @@ LONG = FUZZ_LONG
 STATS: collections.Counter[str] = collections.Counter()
 ARMED = [False]  # hostile code acts (and counts) only while a walk runs
 # What torch looks up: on every module walked first, then on the walk's root only.
-LOOKED_UP = ("named_modules", "_modules", "_parameters", "_buffers", "parameters",
-             "named_parameters", "_named_members", "buffers", "named_buffers", "modules")
+LOOKED_UP = (
+    "named_modules",
+    "_modules",
+    "_parameters",
+    "_buffers",
+    "parameters",
+    "named_parameters",
+    "_named_members",
+    "buffers",
+    "named_buffers",
+    "modules",
+)
 NAMES = ("weight", "bias", "a", "0", "p1")
 MEMBERS = ("_parameters", "_buffers", "_modules")
 MODES = ("pyparams", "patched", "both")
 SAFE_OPS = ("redict", "reset_same", "subclass")
-OPS = ("pop_param", "set_child", "pop_child", "set_param", "toggle", "set_buffer", "pop_buffer",
-       "copy_dict", "tag", *SAFE_OPS)  # the simplest (first) ones change what a walk yields
-PLANS = st.tuples(st.sampled_from(OPS), st.integers(0, 99), st.sampled_from(NAMES),
-                  st.integers(-1, 99))
+OPS = (
+    "pop_param",
+    "set_child",
+    "pop_child",
+    "set_param",
+    "toggle",
+    "set_buffer",
+    "pop_buffer",
+    "copy_dict",
+    "tag",
+    *SAFE_OPS,
+)  # the simplest (first) ones change what a walk yields
+PLANS = st.tuples(
+    st.sampled_from(OPS), st.integers(0, 99), st.sampled_from(NAMES), st.integers(-1, 99)
+)
 SAFE_PLANS = st.tuples(st.sampled_from(SAFE_OPS), st.integers(0, 99), st.just(""), st.just(0))
 real_requires_grad = torch.Tensor.requires_grad.__get__
 
@@ -138,8 +159,10 @@ def apply(side: Side, plan: tuple) -> None:
         target = list(members)[t % len(members)]
         entries = list(members.items())
         members.clear()
-        members.update(((str(k) if type(k) is Tagged else Tagged(k)) if k is target else k, v)
-                       for k, v in entries)
+        members.update(
+            ((str(k) if type(k) is Tagged else Tagged(k)) if k is target else k, v)
+            for k, v in entries
+        )
 
 
 class Trigger:
@@ -261,14 +284,22 @@ class Side:
 
     def shape(self) -> list:
         """The tree, by canonical indices: equal on both sides whenever they are in sync."""
+
         def entries(mapping: object) -> object:
             if not isinstance(mapping, dict):
                 return type(mapping).__name__
-            return [type(mapping).__name__] + [(k, type(k).__name__, self.label("item", v))
-                                               for k, v in mapping.items()]
-        return [(type(m).__name__, [k if type(k) is str else type(k).__name__ for k in vars(m)],
-                 [entries(vars(m).get(w)) for w in MEMBERS]) for m in self.modules] + [
-            real_requires_grad(t) for t in self.tensors]
+            return [type(mapping).__name__] + [
+                (k, type(k).__name__, self.label("item", v)) for k, v in mapping.items()
+            ]
+
+        return [
+            (
+                type(m).__name__,
+                [k if type(k) is str else type(k).__name__ for k in vars(m)],
+                [entries(vars(m).get(w)) for w in MEMBERS],
+            )
+            for m in self.modules
+        ] + [real_requires_grad(t) for t in self.tensors]
 
 
 def clear_cache() -> None:
@@ -323,8 +354,13 @@ class HostileWalks(RuleBasedStateMachine):
             try:
                 for thunk in pending:
                     result = thunk()
-                    log.append((result, [h.count for h in side.hostiles if not h.always],
-                                tf and dict(tf.calls)))
+                    log.append(
+                        (
+                            result,
+                            [h.count for h in side.hostiles if not h.always],
+                            tf and dict(tf.calls),
+                        )
+                    )
             finally:
                 ARMED[0] = False
                 gc.set_threshold(*threshold)
@@ -364,8 +400,15 @@ class HostileWalks(RuleBasedStateMachine):
                 obj = nn.Linear(1, 1) if kind == 2 else nn.Module()
             side.adopt(obj)
 
-    @rule(m=st.integers(0, 99), collider=st.booleans(), looked_up=st.sampled_from(LOOKED_UP),
-          name=st.sampled_from(NAMES), runs=st.integers(1, 3), answer=st.booleans(), plan=PLANS)
+    @rule(
+        m=st.integers(0, 99),
+        collider=st.booleans(),
+        looked_up=st.sampled_from(LOOKED_UP),
+        name=st.sampled_from(NAMES),
+        runs=st.integers(1, 3),
+        answer=st.booleans(),
+        plan=PLANS,
+    )
     def plant(self, m, collider, looked_up, name, runs, answer, plan) -> None:
         """A colliding key in a module's instance __dict__, or a hostile parameter."""
         collider = collider and COLLIDERS_COUNT_ALIKE
@@ -392,21 +435,35 @@ class HostileWalks(RuleBasedStateMachine):
         def thunk() -> tuple:
             kind, value = step(its[i]) if its[i] is not None else ("none", None)
             return kind, self.sides[i].label(kind, value)
+
         return thunk
 
     @precondition(lambda self: len(self.pairs) < 3)
-    @rule(function=st.sampled_from(LAZY_FUNCTIONS), prefix=st.sampled_from(PREFIXES),
-          recurse=st.booleans(), remove_duplicate=st.booleans(), m=st.integers(0, 99),
-          mode=st.sampled_from(MODES), warm=st.integers(0, 2), clear=st.booleans(),
-          steps=st.integers(0, 3), flip=st.sampled_from((None, False, True)))
-    def open_pair(self, function, prefix, recurse, remove_duplicate, m, mode, warm, clear,
-                  steps, flip) -> None:
+    @rule(
+        function=st.sampled_from(LAZY_FUNCTIONS),
+        prefix=st.sampled_from(PREFIXES),
+        recurse=st.booleans(),
+        remove_duplicate=st.booleans(),
+        m=st.integers(0, 99),
+        mode=st.sampled_from(MODES),
+        warm=st.integers(0, 2),
+        clear=st.booleans(),
+        steps=st.integers(0, 3),
+        flip=st.sampled_from((None, False, True)),
+    )
+    def open_pair(
+        self, function, prefix, recurse, remove_duplicate, m, mode, warm, clear, steps, flip
+    ) -> None:
         """``warm`` full walks of each tree, then a pair of walks, and its first ``steps``."""
-        kwargs = call_kwargs(function, prefix=prefix, recurse=recurse,
-                             remove_duplicate=remove_duplicate)
+        kwargs = call_kwargs(
+            function, prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate
+        )
         roots = [s.root if m % 3 else s.modules[m % len(s.modules)] for s in self.sides]
-        pair = {"modes": ("torch", mode), "its": [None, None],
-                "what": f"{mode} {function}({kwargs}) warm={warm}"}
+        pair = {
+            "modes": ("torch", mode),
+            "its": [None, None],
+            "what": f"{mode} {function}({kwargs}) warm={warm}",
+        }
         if clear:
             clear_cache()
 
@@ -424,21 +481,37 @@ class HostileWalks(RuleBasedStateMachine):
                     kind, value = step(iterator)
                     log.append((kind, self.sides[i].label(kind, value)))
                 return log
+
             return thunk
 
         # pyparams' walk of the pair is then live, recording or replaying
-        self.lockstep(pair["what"], pair["modes"], lambda i: [
-            *(walk(i, False) for _ in range(warm)), walk(i, True),
-            *(self.stepper(pair["its"], i) for _ in range(steps))], flip=flip)
+        self.lockstep(
+            pair["what"],
+            pair["modes"],
+            lambda i: [
+                *(walk(i, False) for _ in range(warm)),
+                walk(i, True),
+                *(self.stepper(pair["its"], i) for _ in range(steps)),
+            ],
+            flip=flip,
+        )
         self.pairs.append(pair)
         STATS[f"opened:{mode}:warm{warm}"] += 1
 
-    @rule(trainable=st.booleans(), recurse=st.booleans(), remove_duplicate=st.booleans(),
-          m=st.integers(0, 99), mode=st.sampled_from(MODES), warm=st.integers(0, 2),
-          clear=st.booleans(), finals=st.lists(SAFE_PLANS, max_size=2),
-          flip=st.sampled_from((None, False, True)))
-    def eager_walk(self, trainable, recurse, remove_duplicate, m, mode, warm, clear, finals,
-                   flip) -> None:
+    @rule(
+        trainable=st.booleans(),
+        recurse=st.booleans(),
+        remove_duplicate=st.booleans(),
+        m=st.integers(0, 99),
+        mode=st.sampled_from(MODES),
+        warm=st.integers(0, 2),
+        clear=st.booleans(),
+        finals=st.lists(SAFE_PLANS, max_size=2),
+        flip=st.sampled_from((None, False, True)),
+    )
+    def eager_walk(
+        self, trainable, recurse, remove_duplicate, m, mode, warm, clear, finals, flip
+    ) -> None:
         """``warm`` + 1 calls of ``parameter_list``: its run of replayed steps, lent references
         and whole-record check meet the hostile objects (and ``finals``' finalizers) too."""
         kwargs = {"trainable": trainable, "recurse": recurse, "remove_duplicate": remove_duplicate}
@@ -454,17 +527,27 @@ class HostileWalks(RuleBasedStateMachine):
                 except Exception as error:  # noqa: BLE001 - the exception is compared
                     return self.sides[i].label("raise", error)
                 return [self.sides[i].label("item", value) for value in result]
+
             return thunk
 
         hits = pyparams.cache_info().hits
-        self.lockstep(f"{mode} parameter_list({kwargs}) warm={warm}", modes,
-                      lambda i: [walk(i) for _ in range(warm + 1)], finals=finals, flip=flip)
+        self.lockstep(
+            f"{mode} parameter_list({kwargs}) warm={warm}",
+            modes,
+            lambda i: [walk(i) for _ in range(warm + 1)],
+            finals=finals,
+            flip=flip,
+        )
         STATS[f"eager:{mode}:warm{warm}"] += 1
         STATS["eager_replays"] += pyparams.cache_info().hits - hits
 
     @precondition(lambda self: self.pairs)
-    @rule(index=st.integers(0, 2), count=st.integers(1, 6),
-          finals=st.lists(SAFE_PLANS, max_size=2), flip=st.sampled_from((None, False, True)))
+    @rule(
+        index=st.integers(0, 2),
+        count=st.integers(1, 6),
+        finals=st.lists(SAFE_PLANS, max_size=2),
+        flip=st.sampled_from((None, False, True)),
+    )
     def step_pair(self, index, count, finals, flip) -> None:
         self.step_one(index % len(self.pairs), count, finals, flip)
 
@@ -477,13 +560,16 @@ class HostileWalks(RuleBasedStateMachine):
     def step_one(self, index: int, count: int, finals: list, flip: bool | None) -> None:
         """``count`` steps of a pair, even past its end (an ended walk stays ended)."""
         pair = self.pairs[index]
-        log = self.lockstep(f"{pair['what']}, step", pair["modes"],
-                            lambda i: [self.stepper(pair["its"], i)] * count,
-                            finals=finals, flip=flip)
+        log = self.lockstep(
+            f"{pair['what']}, step",
+            pair["modes"],
+            lambda i: [self.stepper(pair["its"], i)] * count,
+            finals=finals,
+            flip=flip,
+        )
         STATS["steps"] += count
         STATS["finalizers"] += len(finals)
-        ended = [entry[0][0] for entry in log if entry[0] != "collected" and
-                 entry[0][0] != "item"]
+        ended = [entry[0][0] for entry in log if entry[0] != "collected" and entry[0][0] != "item"]
         if ended:
             STATS[f"finished:{ended[0]}"] += 1
             del self.pairs[index]

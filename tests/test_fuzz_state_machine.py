@@ -215,8 +215,12 @@ class WalkUnderMutation(RuleBasedStateMachine):
         STATS["mutations"] += 1
         STATS[f"mutation:{what}"] += 1
 
-    @rule(m=st.integers(0, 99), name=st.sampled_from(PARAM_NAMES), t=st.integers(-1, 99),
-          buffer=st.booleans())
+    @rule(
+        m=st.integers(0, 99),
+        name=st.sampled_from(PARAM_NAMES),
+        t=st.integers(-1, 99),
+        buffer=st.booleans(),
+    )
     def set_member(self, m, name, t, buffer) -> None:
         """Adds or replaces `_parameters[name]` / `_buffers[name]` (raw, or None)."""
         module = self.modules[m % len(self.modules)]
@@ -262,8 +266,11 @@ class WalkUnderMutation(RuleBasedStateMachine):
             tensor.requires_grad_(not tensor.requires_grad)
             self.mutated("toggle_requires_grad")
 
-    @rule(m=st.integers(0, 99), which=st.sampled_from(("_parameters", "_modules", "_buffers")),
-          ordered=st.booleans())
+    @rule(
+        m=st.integers(0, 99),
+        which=st.sampled_from(("_parameters", "_modules", "_buffers")),
+        ordered=st.booleans(),
+    )
     def replace_mapping(self, m, which, ordered) -> None:
         """Swaps a member mapping for a copy (an OrderedDict or a plain dict)."""
         module = self.modules[m % len(self.modules)]
@@ -349,18 +356,26 @@ class WalkUnderMutation(RuleBasedStateMachine):
 
     # --------------------------------------------------------------- iteration
     @precondition(lambda self: len(self.pairs) < 4)
-    @rule(variant=st.sampled_from(LAZY_FUNCTIONS), prefix=st.sampled_from(PREFIXES),
-          recurse=st.booleans(), remove_duplicate=st.booleans(), m=st.integers(0, 99))
+    @rule(
+        variant=st.sampled_from(LAZY_FUNCTIONS),
+        prefix=st.sampled_from(PREFIXES),
+        recurse=st.booleans(),
+        remove_duplicate=st.booleans(),
+        m=st.integers(0, 99),
+    )
     def open_pair(self, variant, prefix, recurse, remove_duplicate, m) -> None:
         module = self.root if m % 3 else self.modules[m % len(self.modules)]
-        kwargs = call_kwargs(variant, prefix=prefix, recurse=recurse,
-                             remove_duplicate=remove_duplicate)
-        self.pairs.append((
-            variant,
-            getattr(pyparams, variant)(module, **kwargs),
-            torch_iterator(variant, module, **kwargs),
-            remove_duplicate,
-        ))
+        kwargs = call_kwargs(
+            variant, prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate
+        )
+        self.pairs.append(
+            (
+                variant,
+                getattr(pyparams, variant)(module, **kwargs),
+                torch_iterator(variant, module, **kwargs),
+                remove_duplicate,
+            )
+        )
         STATS["iterators_opened"] += 1
 
     @precondition(lambda self: self.pairs)
@@ -393,11 +408,16 @@ class WalkUnderMutation(RuleBasedStateMachine):
         del self.pairs[index % len(self.pairs)]
         STATS["abandoned"] += 1
 
-    @rule(variant=st.sampled_from(LAZY_FUNCTIONS), prefix=st.sampled_from(PREFIXES),
-          recurse=st.booleans(), remove_duplicate=st.booleans())
+    @rule(
+        variant=st.sampled_from(LAZY_FUNCTIONS),
+        prefix=st.sampled_from(PREFIXES),
+        recurse=st.booleans(),
+        remove_duplicate=st.booleans(),
+    )
     def eager_variant(self, variant, prefix, recurse, remove_duplicate) -> None:
-        kwargs = call_kwargs(variant, prefix=prefix, recurse=recurse,
-                             remove_duplicate=remove_duplicate)
+        kwargs = call_kwargs(
+            variant, prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate
+        )
         with shallow_recursion():
             check_eager(
                 outcome(lambda: getattr(pyparams, variant)(self.root, **kwargs)),

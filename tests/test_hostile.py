@@ -52,8 +52,15 @@ VARIANTS = [(mode, walks) for mode in MODES for walks in (0, 1, 2)]
 NAMED = tuple(f for f in LAZY_FUNCTIONS if f.startswith("named_"))
 FUNCTIONS_ALL = (*LAZY_FUNCTIONS, "parameter_list")
 MEMBER_FUNCTIONS = tuple(f for f in LAZY_FUNCTIONS if "modules" not in f)
-OVERRIDABLE = ("parameters", "named_parameters", "buffers", "named_buffers", "_named_members",
-               "modules", "named_modules")
+OVERRIDABLE = (
+    "parameters",
+    "named_parameters",
+    "buffers",
+    "named_buffers",
+    "_named_members",
+    "modules",
+    "named_modules",
+)
 _JUNK: list[object] = []  # allocations that reuse the memory a freed object leaves
 
 
@@ -83,8 +90,9 @@ def _warm(mode: str, function: str, module: object, walks: int, **kwargs: Any) -
         outcome(lambda: _walk(mode, function, module, **kwargs))
 
 
-def _walks(mode: str, walks: int, functions: Iterable[str], factory: Callable[[], object],
-           **kwargs: Any) -> list:
+def _walks(
+    mode: str, walks: int, functions: Iterable[str], factory: Callable[[], object], **kwargs: Any
+) -> list:
     """Each function's walk of a fresh ``factory()`` tree, after ``walks`` warm walks."""
     logs = []
     for function in functions:
@@ -170,20 +178,28 @@ def child_pairs(scenario: str, *args: Any) -> dict[str, list]:
     """In a child: [torch's log, the log under test] for every variant of ``scenario``."""
     run = functools.partial(_run, globals()[scenario])
     expected = run("torch", 0, *args)
-    return {f"{mode} walks={walks}": [expected, run(mode, walks, *args)]
-            for mode, walks in VARIANTS}
+    return {
+        f"{mode} walks={walks}": [expected, run(mode, walks, *args)] for mode, walks in VARIANTS
+    }
 
 
 def _in_child(function: str, *args: Any, **env: str) -> Any:
     """``function(*args)`` of this file, run in a child Python: its JSON result."""
     # What the imports built is frozen out of the collector's reach: the scenarios' own
     # collections (hundreds, some at threshold 1) then scan only what they made.
-    code = ("import gc, json, sys, test_hostile\n"
-            "gc.collect(); gc.freeze()\n"
-            f"print(json.dumps(test_hostile.{function}(*json.loads(sys.argv[1]))))")
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True,
-                          text=True, timeout=600, cwd=REPO,
-                          env=subprocess_env((REPO, TESTS), **env))
+    code = (
+        "import gc, json, sys, test_hostile\n"
+        "gc.collect(); gc.freeze()\n"
+        f"print(json.dumps(test_hostile.{function}(*json.loads(sys.argv[1]))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=subprocess_env((REPO, TESTS), **env),
+    )
     assert done.returncode == 0, f"the child died ({done.returncode}): {done.stderr[-3000:]}"
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -352,7 +368,8 @@ def _override_before_first_next(mode: str, walks: int, method: str) -> list:
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
 @pytest.mark.parametrize("method", OVERRIDABLE)
 def test_an_override_set_before_the_first_next_is_called_where_torch_calls_it(
-        method: str, mode: str, walks: int) -> None:
+    method: str, mode: str, walks: int
+) -> None:
     """torch looks `module.parameters` up at the call, the rest of the chain at the first
     next(); no later walk may remember the root as having no override."""
     _compare(_override_before_first_next, mode, walks, method)
@@ -423,10 +440,15 @@ def _swapped_while_recording(mode: str, function: str, target: int, at: int) -> 
 
 
 def child_swapped_while_recording() -> dict[str, list]:
-    return {f"{function} {mode} root[{target}] at={at}":
-            _swapped_while_recording(mode, function, target, at)
-            for function in LAZY_FUNCTIONS for mode in MODES for target in (1, 2)
-            for at in range(-1, 8)}
+    return {
+        f"{function} {mode} root[{target}] at={at}": _swapped_while_recording(
+            mode, function, target, at
+        )
+        for function in LAZY_FUNCTIONS
+        for mode in MODES
+        for target in (1, 2)
+        for at in range(-1, 8)
+    }
 
 
 def test_a_finalizer_that_adds_an_override_while_a_walk_records() -> None:
@@ -462,7 +484,8 @@ def _left_behind(mode: str, walks: int, function: str, remove_duplicate: bool) -
 @pytest.mark.parametrize("remove_duplicate", [False, True])
 @pytest.mark.parametrize("function", LAZY_FUNCTIONS)
 def test_a_module_the_walk_left_is_alive_exactly_when_under_torch(
-        function: str, remove_duplicate: bool, mode: str, walks: int) -> None:
+    function: str, remove_duplicate: bool, mode: str, walks: int
+) -> None:
     """torch's generators hold their path (and, deduplicating, the memo) only: a replay
     must not keep every module it entered alive."""
     _compare(_left_behind, mode, walks, function, remove_duplicate)
@@ -501,8 +524,9 @@ def _trainable_under_mode(mode: str, walks: int, flip: bool) -> list:
 
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
 @pytest.mark.parametrize("flip", [False, True])
-def test_requires_grad_is_read_through_an_active_torch_function_mode(flip: bool, mode: str,
-                                                                     walks: int) -> None:
+def test_requires_grad_is_read_through_an_active_torch_function_mode(
+    flip: bool, mode: str, walks: int
+) -> None:
     """`p.requires_grad` goes through an active TorchFunctionMode: the filter must see what
     the mode answers, read as many times as torch reads it."""
     _compare(_trainable_under_mode, mode, walks, flip)
@@ -569,8 +593,9 @@ PREFIXES = {"plain": "x", "tagged": _Tagged("x"), "tagged_empty": _Tagged("")}
 def _tagged_tree(tagged: str | None) -> nn.Module:
     root = nn.Sequential(nn.Linear(1, 1), nn.BatchNorm1d(1))
     if tagged is not None:  # tagged keys, put straight into the dict
-        mapping = getattr({"_modules": root, "_parameters": root[0], "_buffers": root[1]}[tagged],
-                          tagged)
+        mapping = getattr(
+            {"_modules": root, "_parameters": root[0], "_buffers": root[1]}[tagged], tagged
+        )
         entries = list(mapping.items())
         mapping.clear()
         mapping.update((_Tagged(k), v) for k, v in entries)
@@ -578,15 +603,17 @@ def _tagged_tree(tagged: str | None) -> nn.Module:
 
 
 def _tagged_names(mode: str, walks: int, prefix: str, tagged: str | None) -> list:
-    return _walks(mode, walks, NAMED, functools.partial(_tagged_tree, tagged),
-                  prefix=PREFIXES[prefix])
+    return _walks(
+        mode, walks, NAMED, functools.partial(_tagged_tree, tagged), prefix=PREFIXES[prefix]
+    )
 
 
 @pytest.mark.parametrize(("mode", "walks"), [*VARIANTS, ("pyparams", 3)])
 @pytest.mark.parametrize("tagged", [None, "_parameters", "_buffers", "_modules"])
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_str_subclass_prefixes_and_keys_give_torchs_names_and_types(
-        prefix: str, tagged: str | None, mode: str, walks: int) -> None:
+    prefix: str, tagged: str | None, mode: str, walks: int
+) -> None:
     """torch builds names with `+`, so a str subclass's __add__/__radd__ decide each name's
     value and type: the same names, of the same types."""
     _compare(_tagged_names, mode, walks, prefix, tagged)
@@ -653,8 +680,14 @@ def _keyed_tree(case: str) -> nn.Module:
     root = nn.Sequential(nn.Linear(1, 1), nn.BatchNorm1d(1))
     root.add_module("c", nn.Sequential(nn.Linear(1, 1)))
     kind, where = case.split(":")
-    key = {"traced": _Traced("k"), "joinable": _Joinable(), "int": 7, "refusing": _Refusing("k"),
-           "mutating_children": _Mutating("k"), "mutating_members": _Mutating("k")}[kind]
+    key = {
+        "traced": _Traced("k"),
+        "joinable": _Joinable(),
+        "int": 7,
+        "refusing": _Refusing("k"),
+        "mutating_children": _Mutating("k"),
+        "mutating_members": _Mutating("k"),
+    }[kind]
     # A `+` that changes a dict torch's generators are iterating: the root's children, or
     # the first Linear's parameters.
     _Mutating.action = {
@@ -669,15 +702,17 @@ def _keyed_tree(case: str) -> nn.Module:
         root.c._modules[key] = nn.Linear(1, 1)
     else:
         {"parameter": root[0]._parameters, "buffer": root[1]._buffers}[where][key] = (
-            _p() if where == "parameter" else torch.ones(1))
+            _p() if where == "parameter" else torch.ones(1)
+        )
     root.add_module("after", nn.Linear(1, 1))
     return root
 
 
-KEY_CASES = [f"{kind}:{where}"
-             for kind in ("traced", "joinable", "int", "refusing", "mutating_children",
-                          "mutating_members")
-             for where in ("module", "duplicate", "deep_module", "parameter", "buffer")]
+KEY_CASES = [
+    f"{kind}:{where}"
+    for kind in ("traced", "joinable", "int", "refusing", "mutating_children", "mutating_members")
+    for where in ("module", "duplicate", "deep_module", "parameter", "buffer")
+]
 
 
 def _keyed_names(mode: str, walks: int, case: str) -> list:
@@ -697,8 +732,9 @@ def _keyed_names(mode: str, walks: int, case: str) -> list:
 
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
 @pytest.mark.parametrize("case", KEY_CASES)
-def test_keys_that_are_no_exact_str_join_where_torch_joins(case: str, mode: str,
-                                                          walks: int) -> None:
+def test_keys_that_are_no_exact_str_join_where_torch_joins(
+    case: str, mode: str, walks: int
+) -> None:
     """torch builds every name with `+`, in unnamed walks too and for a duplicate module
     before skipping it: a key's own `+` runs as often and in the same order (between the
     requires_grad reads), a non-str key joins through its __radd__ or raises torch's
@@ -739,8 +775,8 @@ def _duck_child(mode: str, walks: int, duck: bool, remove_duplicate: bool) -> li
         _warm(mode, function, root, walks, remove_duplicate=remove_duplicate)
         if duck:
             child.calls.clear()
-        logs.append(_log(lambda: _walk(mode, function, root,  # noqa: B023
-                                       remove_duplicate=remove_duplicate), labels))
+        walk = functools.partial(_walk, mode, function, root, remove_duplicate=remove_duplicate)
+        logs.append(_log(walk, labels))
         logs.append(getattr(child, "calls", None))
     return logs
 
@@ -748,8 +784,9 @@ def _duck_child(mode: str, walks: int, duck: bool, remove_duplicate: bool) -> li
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
 @pytest.mark.parametrize("remove_duplicate", [True, False])
 @pytest.mark.parametrize("duck", [True, False], ids=["duck", "mute"])
-def test_a_child_that_is_not_a_module(duck: bool, remove_duplicate: bool, mode: str,
-                                      walks: int) -> None:
+def test_a_child_that_is_not_a_module(
+    duck: bool, remove_duplicate: bool, mode: str, walks: int
+) -> None:
     """torch calls any child's named_modules (with its memo): a duck-typed child is walked
     through it, one without it raises torch's AttributeError."""
     _compare(_duck_child, mode, walks, duck, remove_duplicate)
@@ -767,8 +804,9 @@ class _KeywordMembers(nn.Sequential):
 
 
 def _keyword_members(mode: str, walks: int) -> list:
-    return _walks(mode, walks, MEMBER_FUNCTIONS,
-                  lambda: _KeywordMembers(nn.Linear(1, 1), nn.BatchNorm1d(1)))
+    return _walks(
+        mode, walks, MEMBER_FUNCTIONS, lambda: _KeywordMembers(nn.Linear(1, 1), nn.BatchNorm1d(1))
+    )
 
 
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
@@ -817,8 +855,7 @@ def _thrown(mode: str, walks: int, arguments: str, steps: int) -> list:
         _warm(mode, function, root, walks)
         walk = iter(_walk(mode, function, root))
         log = [_entry(labels, *step(walk)) for _ in range(steps)]
-        thrown = ((_reentering(walk, log),) if arguments == "reentering"
-                  else THROWS[arguments])
+        thrown = (_reentering(walk, log),) if arguments == "reentering" else THROWS[arguments]
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
             try:
@@ -827,9 +864,15 @@ def _thrown(mode: str, walks: int, arguments: str, steps: int) -> list:
                 except KeyError:
                     log.append(("returned", _label(labels, walk.throw(*thrown))))
             except BaseException as raised:  # noqa: BLE001 - GeneratorExit is compared too
-                log.append(("raise", type(raised).__name__, str(raised),
-                            type(raised.__cause__).__name__,
-                            type(raised.__context__).__name__))
+                log.append(
+                    (
+                        "raise",
+                        type(raised).__name__,
+                        str(raised),
+                        type(raised.__cause__).__name__,
+                        type(raised.__context__).__name__,
+                    )
+                )
         log.append([(w.category.__name__, str(w.message)) for w in warned])
         logs.append([*log, *_log(walk, labels)])  # what is left of the walk, if anything
     return logs
@@ -838,8 +881,9 @@ def _thrown(mode: str, walks: int, arguments: str, steps: int) -> list:
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
 @pytest.mark.parametrize("steps", [0, 1, 2, 3])
 @pytest.mark.parametrize("arguments", [*THROWS, "reentering"])
-def test_throw_into_a_walk_is_a_generators_throw(arguments: str, steps: int, mode: str,
-                                                 walks: int) -> None:
+def test_throw_into_a_walk_is_a_generators_throw(
+    arguments: str, steps: int, mode: str, walks: int
+) -> None:
     """PEP 479: a StopIteration thrown into torch's generator comes out as RuntimeError;
     any valid throw ends the walk, its exception chained to nothing the caller handles. An
     invalid one raises TypeError and leaves the walk as it was, unless torch's generator is
@@ -874,8 +918,9 @@ def _last_item_held(mode: str, walks: int, function: str, remove_duplicate: bool
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
 @pytest.mark.parametrize("remove_duplicate", [False, True])
 @pytest.mark.parametrize("function", MEMBER_FUNCTIONS)
-def test_the_last_item_is_held_until_the_next_step(function: str, remove_duplicate: bool,
-                                                   mode: str, walks: int) -> None:
+def test_the_last_item_is_held_until_the_next_step(
+    function: str, remove_duplicate: bool, mode: str, walks: int
+) -> None:
     """torch's generator holds the item it yielded last in a local until the next step."""
     _compare(_last_item_held, mode, walks, function, remove_duplicate)
 
@@ -927,8 +972,9 @@ def _set_to_none_truth(mode: str, walks: int, value: bool) -> list:
 
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
 @pytest.mark.parametrize("value", [True, False])
-def test_set_to_none_truth_is_asked_per_parameter_with_a_grad(value: bool, mode: str,
-                                                              walks: int) -> None:
+def test_set_to_none_truth_is_asked_per_parameter_with_a_grad(
+    value: bool, mode: str, walks: int
+) -> None:
     """torch's zero_grad tests `set_to_none` once per parameter that has a grad."""
     _compare(_set_to_none_truth, mode, walks, value)
 
@@ -1016,8 +1062,10 @@ def child_gc_random(seeds: int) -> list[str]:
                 with _context(mode):
                     got = outcome(lambda: list(_walk(mode, function, root, **kwargs)))  # noqa: B023
                 if not _same_outcome(got, expected):
-                    wrong.append(f"seed {seed} turn {turn} {mode} {function}({kwargs}): "
-                                 f"{got[0]} vs torch's {expected[0]}")
+                    wrong.append(
+                        f"seed {seed} turn {turn} {mode} {function}({kwargs}): "
+                        f"{got[0]} vs torch's {expected[0]}"
+                    )
     return wrong
 
 

@@ -33,8 +33,11 @@ from common_utils import (
 )
 
 # Every function, with and without remove_duplicate, named ones under a prefix.
-CALLS = [(f, kw) for f, kw in every_call()
-         if kw.get("prefix", "root") == "root" and kw.get("recurse", True)]
+CALLS = [
+    (f, kw)
+    for f, kw in every_call()
+    if kw.get("prefix", "root") == "root" and kw.get("recurse", True)
+]
 
 
 def assert_matches_torch(m: nn.Module) -> None:
@@ -145,8 +148,11 @@ class FrozenMapping(collections.abc.Mapping):
         return len(self.data)
 
 
-@pytest.mark.parametrize("mapping", [collections.OrderedDict, FrozenMapping, dict],
-                         ids=["OrderedDict", "Mapping", "dict-copy"])
+@pytest.mark.parametrize(
+    "mapping",
+    [collections.OrderedDict, FrozenMapping, dict],
+    ids=["OrderedDict", "Mapping", "dict-copy"],
+)
 @pytest.mark.parametrize("which", ["_parameters", "_buffers", "_modules"])
 def test_member_mapping_replaced(mapping, which):
     shared = nn.Linear(2, 2)
@@ -159,8 +165,10 @@ def test_member_mapping_replaced(mapping, which):
 def test_ordered_dict_mutated_during_walk_raises_like_torch():
     m = nn.Linear(2, 2)
     m.__dict__["_parameters"] = collections.OrderedDict(m._parameters)
-    for make in (partial(pyparams.named_parameters, m),
-                 partial(torch_iterator, "named_parameters", m)):
+    for make in (
+        partial(pyparams.named_parameters, m),
+        partial(torch_iterator, "named_parameters", m),
+    ):
         iterator = make()
         next(iterator)
         m._parameters["extra"] = nn.Parameter(torch.ones(1))
@@ -307,9 +315,11 @@ def test_requires_grad_read_that_mutates_the_walked_dict():
             gc.collect()
             return super().__torch_function__(func, types, args, kwargs or {})
 
-    for make in (lambda: pyparams.parameter_list(m, trainable=True),
-                 lambda: list(pyparams.trainable_parameters(m)),
-                 lambda: reference("trainable_parameters", m)):
+    for make in (
+        lambda: pyparams.parameter_list(m, trainable=True),
+        lambda: list(pyparams.trainable_parameters(m)),
+        lambda: reference("trainable_parameters", m),
+    ):
         m._parameters.update({f"p{i}": Saboteur(torch.zeros(1)) for i in range(4)})
         with pytest.raises(RuntimeError, match="changed size"):
             make()
@@ -330,8 +340,10 @@ def test_reentrant_next_from_torch_function():
     m._parameters["a"] = Reenter(torch.zeros(1))
     m._parameters["b"] = Reenter(torch.zeros(1))
     errors = []
-    for make in (lambda: pyparams.trainable_parameters(m),
-                 lambda: torch_iterator("trainable_parameters", m)):
+    for make in (
+        lambda: pyparams.trainable_parameters(m),
+        lambda: torch_iterator("trainable_parameters", m),
+    ):
         holder["it"] = make()
         with pytest.raises(ValueError, match="already executing") as error:
             list(holder["it"])
@@ -486,6 +498,7 @@ def test_module_without_super_init():
 def test_a_deleted_member_dict_gives_torchs_error():
     """__init__ ran and `_parameters` was deleted since: torch's own AttributeError, no hint
     about super().__init__()."""
+
     def tree() -> nn.Module:
         root = nn.Sequential(nn.Linear(1, 1))
         del root[0]._parameters

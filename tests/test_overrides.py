@@ -46,8 +46,12 @@ def _record(method: str, module: nn.Module, *args: Any, **kwargs: Any) -> None:
         bound.apply_defaults()
         args, kwargs = (), dict(list(bound.arguments.items())[1:])
     CALLS.append(
-        (method, id(module), tuple(plain(a) for a in args),
-         tuple(sorted((k, plain(v)) for k, v in kwargs.items())))
+        (
+            method,
+            id(module),
+            tuple(plain(a) for a in args),
+            tuple(sorted((k, plain(v)) for k, v in kwargs.items())),
+        )
     )
 
 
@@ -62,9 +66,13 @@ def _same(actual: Any, expected: Any) -> bool:
     # An override's items are handed on as they are (lists, 1-tuples...): the same
     # objects, or sequences of the same objects (equal names).
     if isinstance(expected, (list, tuple)) and not isinstance(expected, nn.Module):
-        return type(actual) is type(expected) and len(actual) == len(expected) and all(
-            a == e if isinstance(e, (str, int)) else a is e
-            for a, e in zip(actual, expected, strict=True)
+        return (
+            type(actual) is type(expected)
+            and len(actual) == len(expected)
+            and all(
+                a == e if isinstance(e, (str, int)) else a is e
+                for a, e in zip(actual, expected, strict=True)
+            )
         )
     return actual is expected
 
@@ -132,10 +140,12 @@ class BuffersOverride(Block):
 
 class NamedBuffersOverride(Block):
     def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
-        _record("named_buffers", self, prefix=prefix, recurse=recurse,
-                remove_duplicate=remove_duplicate)
-        yield from ((f"renamed.{n}", b) for n, b in super().named_buffers(
-            prefix, recurse, remove_duplicate))
+        _record(
+            "named_buffers", self, prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate
+        )
+        yield from (
+            (f"renamed.{n}", b) for n, b in super().named_buffers(prefix, recurse, remove_duplicate)
+        )
 
 
 class ModulesOverride(Block):
@@ -146,10 +156,17 @@ class ModulesOverride(Block):
 
 class NamedMembersOverride(Block):
     def _named_members(self, get_members_fn, prefix="", recurse=True, remove_duplicate=True):
-        _record("_named_members", self, get_members_fn, prefix=prefix, recurse=recurse,
-                remove_duplicate=remove_duplicate)
-        for name, value in super()._named_members(get_members_fn, prefix, recurse,
-                                                  remove_duplicate):
+        _record(
+            "_named_members",
+            self,
+            get_members_fn,
+            prefix=prefix,
+            recurse=recurse,
+            remove_duplicate=remove_duplicate,
+        )
+        for name, value in super()._named_members(
+            get_members_fn, prefix, recurse, remove_duplicate
+        ):
             yield name.upper(), value
 
 
@@ -331,8 +348,9 @@ def test_fsdp1_full_shard_on_cpu(gloo_group) -> None:
 
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     try:
-        wrapped = FullyShardedDataParallel(model, device_id=torch.device("cpu"),
-                                           use_orig_params=True)
+        wrapped = FullyShardedDataParallel(
+            model, device_id=torch.device("cpu"), use_orig_params=True
+        )
     except (RuntimeError, ValueError, AssertionError) as error:
         pytest.skip(f"FSDP1 does not run on CPU here: {error}")
     assert_conforms(wrapped)

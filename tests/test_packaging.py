@@ -41,17 +41,36 @@ P, K = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
 NO = inspect.Parameter.empty
 PUBLIC_API = {
     "parameters": [("module", P, NO), ("recurse", P, True), ("remove_duplicate", P, True)],
-    "trainable_parameters": [("module", P, NO), ("recurse", P, True),
-                             ("remove_duplicate", P, True)],
-    "named_parameters": [("module", P, NO), ("prefix", P, ""), ("recurse", P, True),
-                         ("remove_duplicate", P, True)],
-    "named_trainable_parameters": [("module", P, NO), ("prefix", P, ""), ("recurse", P, True),
-                                   ("remove_duplicate", P, True)],
-    "parameter_list": [("module", P, NO), ("trainable", K, False), ("recurse", K, True),
-                       ("remove_duplicate", K, True)],
+    "trainable_parameters": [
+        ("module", P, NO),
+        ("recurse", P, True),
+        ("remove_duplicate", P, True),
+    ],
+    "named_parameters": [
+        ("module", P, NO),
+        ("prefix", P, ""),
+        ("recurse", P, True),
+        ("remove_duplicate", P, True),
+    ],
+    "named_trainable_parameters": [
+        ("module", P, NO),
+        ("prefix", P, ""),
+        ("recurse", P, True),
+        ("remove_duplicate", P, True),
+    ],
+    "parameter_list": [
+        ("module", P, NO),
+        ("trainable", K, False),
+        ("recurse", K, True),
+        ("remove_duplicate", K, True),
+    ],
     "buffers": [("module", P, NO), ("recurse", P, True), ("remove_duplicate", P, True)],
-    "named_buffers": [("module", P, NO), ("prefix", P, ""), ("recurse", P, True),
-                      ("remove_duplicate", P, True)],
+    "named_buffers": [
+        ("module", P, NO),
+        ("prefix", P, ""),
+        ("recurse", P, True),
+        ("remove_duplicate", P, True),
+    ],
     "modules": [("module", P, NO), ("remove_duplicate", P, True)],
     "named_modules": [("module", P, NO), ("prefix", P, ""), ("remove_duplicate", P, True)],
     "zero_grad": [("module", P, NO), ("set_to_none", P, True)],
@@ -161,8 +180,14 @@ def test_stub_matches_the_extension() -> None:
 
 
 def _run(code: str, path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=subprocess_env([path]),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=subprocess_env([path]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_import_refuses_an_extension_built_for_another_torch(tmp_path: Path) -> None:
@@ -212,8 +237,14 @@ def _import_error(sys_path: list[Path], cwd: Path, **env: str) -> str:
         "else:\n"
         "    print('imported', pyparams.__file__)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
-                          env=subprocess_env(sys_path, **env), timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(sys_path, **env),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ImportError:"), done.stdout
     return done.stdout
@@ -231,7 +262,8 @@ def test_an_install_without_the_extension_says_reinstall(tmp_path: Path) -> None
 # and the loader reports that case instead (tested in the editable .venv make creates).
 needs_no_installed_copy = pytest.mark.skipif(
     any((Path(entry) / "pyparams").is_dir() for entry in sys.path if entry),
-    reason="an installed pyparams is on sys.path: the loader reports the hiding case here")
+    reason="an installed pyparams is on sys.path: the loader reports the hiding case here",
+)
 
 
 @needs_no_installed_copy
@@ -265,8 +297,11 @@ def _unloadable_extension(tmp_path: Path, built_against: str | None) -> str:
     """The import error of an installed copy whose extension file does not load; the file
     names ``built_against`` as the torch it was compiled for, as the real one does."""
     copy = _copy_package(tmp_path / "site", source_tree=False)
-    marker = b"" if built_against is None else (
-        b"\0pyparams-built-against-torch=" + built_against.encode() + b"\0")
+    marker = (
+        b""
+        if built_against is None
+        else (b"\0pyparams-built-against-torch=" + built_against.encode() + b"\0")
+    )
     (copy / Path(_C.__file__).name).write_bytes(b"not a shared object" + marker)
     message = _import_error([copy.parent], tmp_path)
     assert "pyparams._C could not be loaded" in message
@@ -319,12 +354,16 @@ def _build_backend() -> ModuleType:
 
 def _copy_checkout(root: Path) -> Path:
     """The checkout's files under ``root``, without environments and build outputs."""
+
     def ignore(folder: str, names: list[str]) -> set[str]:
-        return {n for n in names
-                if n in ("build", "dist", "bench-results", "__pycache__")
-                or n.endswith((".egg-info", ".so", ".o"))
-                or (n.startswith(".") and Path(folder, n).is_dir())  # .git, caches
-                or (Path(folder, n) / "pyvenv.cfg").is_file()}
+        return {
+            n
+            for n in names
+            if n in ("build", "dist", "bench-results", "__pycache__")
+            or n.endswith((".egg-info", ".so", ".o"))
+            or (n.startswith(".") and Path(folder, n).is_dir())  # .git, caches
+            or (Path(folder, n) / "pyvenv.cfg").is_file()
+        }
 
     copy = root / "checkout"
     shutil.copytree(CHECKOUT, copy, ignore=ignore)
@@ -334,8 +373,13 @@ def _copy_checkout(root: Path) -> Path:
 def _without_torch(code: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
     """``code`` run in a child Python, in ``cwd``, where ``import torch`` fails; its time."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-I", "-c", NO_TORCH_PRELUDE + code], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", NO_TORCH_PRELUDE + code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return done, time.perf_counter() - start
 
 
@@ -355,28 +399,38 @@ def test_torch_is_no_build_requirement() -> None:
     assert shlex.split(first[1]) == ["torch", *build_system["requires"]]
 
 
-@pytest.mark.parametrize("hook", ["get_requires_for_build_wheel", "get_requires_for_build_editable",
-                                  "prepare_metadata_for_build_wheel",
-                                  "prepare_metadata_for_build_editable"])
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "get_requires_for_build_wheel",
+        "get_requires_for_build_editable",
+        "prepare_metadata_for_build_wheel",
+        "prepare_metadata_for_build_editable",
+    ],
+)
 def test_a_wheel_build_without_torch_stops_at_its_first_hook(hook: str, tmp_path: Path) -> None:
     """pip calls one of these before it resolves (and downloads) pyparams' dependencies."""
     copy = _copy_checkout(tmp_path)
     argument = "" if hook.startswith("get_requires") else repr(str(tmp_path))
-    done, seconds = _without_torch(f"import build_backend\nbuild_backend.{hook}({argument})\n",
-                                   copy)
+    done, seconds = _without_torch(
+        f"import build_backend\nbuild_backend.{hook}({argument})\n", copy
+    )
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stderr.strip() == _build_backend().NO_TORCH
     assert seconds < 30
     assert not list(copy.glob("*.egg-info")) and not list(tmp_path.glob("*.dist-info"))
 
 
-@pytest.mark.parametrize("command", [["build_ext", "--inplace"], ["bdist_wheel"]],
-                         ids=["build_ext", "bdist_wheel"])
+@pytest.mark.parametrize(
+    "command", [["build_ext", "--inplace"], ["bdist_wheel"]], ids=["build_ext", "bdist_wheel"]
+)
 def test_setup_py_without_torch_stops_before_compiling(command: list[str], tmp_path: Path) -> None:
     copy = _copy_checkout(tmp_path)
-    code = ("import runpy\n"
-            f"sys.argv = ['setup.py', *{command!r}]\n"
-            "runpy.run_path('setup.py', run_name='__main__')\n")
+    code = (
+        "import runpy\n"
+        f"sys.argv = ['setup.py', *{command!r}]\n"
+        "runpy.run_path('setup.py', run_name='__main__')\n"
+    )
     done, seconds = _without_torch(code, copy)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stderr.strip().splitlines()[-1] == _build_backend().NO_TORCH
@@ -388,15 +442,25 @@ def test_the_sdist_builds_without_torch_and_holds_the_sources(tmp_path: Path) ->
     """``python -m build --sdist`` runs these hooks in an environment without torch."""
     copy = _copy_checkout(tmp_path)
     dist = tmp_path / "dist"
-    code = ("import build_backend\n"
-            "assert build_backend.get_requires_for_build_sdist() == []\n"
-            f"print(build_backend.build_sdist({str(dist)!r}))\n")
+    code = (
+        "import build_backend\n"
+        "assert build_backend.get_requires_for_build_sdist() == []\n"
+        f"print(build_backend.build_sdist({str(dist)!r}))\n"
+    )
     done, _ = _without_torch(code, copy)
     assert done.returncode == 0, done.stderr
     with tarfile.open(dist / done.stdout.strip().splitlines()[-1]) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
-    needed = {"setup.py", "pyproject.toml", "build_backend.py", "README.md",
-              "pyparams/py.typed", "pyparams/_C.pyi", "conftest.py", "docs/design.md"}
+    needed = {
+        "setup.py",
+        "pyproject.toml",
+        "build_backend.py",
+        "README.md",
+        "pyparams/py.typed",
+        "pyparams/_C.pyi",
+        "conftest.py",
+        "docs/design.md",
+    }
     needed |= {str(p.relative_to(CHECKOUT)) for p in (CHECKOUT / "csrc").glob("*/*.[ch]*")}
     assert any(n.endswith(".h") for n in needed)
     assert needed <= names, sorted(needed - names)

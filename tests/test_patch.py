@@ -47,8 +47,13 @@ def test_import_does_not_patch() -> None:
         "                    'modules', 'named_modules', 'zero_grad'))\n"
         "print(own, pyparams.is_patched())\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=subprocess_env(), timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "False"]
     assert all(getattr(ORIGINAL[n], "__module__", None) == "torch.nn.modules.module" for n in NAMES)
@@ -109,9 +114,15 @@ def test_signatures_and_docstrings_are_torchs() -> None:
 
 def test_patched_methods_yield_torchs_objects() -> None:
     model = _model()
-    calls = [("parameters", {}), ("named_parameters", {"prefix": "p"}), ("buffers", {}),
-             ("named_buffers", {}), ("modules", {}), ("named_modules", {"prefix": "m"}),
-             ("named_parameters", {"remove_duplicate": False})]
+    calls = [
+        ("parameters", {}),
+        ("named_parameters", {"prefix": "p"}),
+        ("buffers", {}),
+        ("named_buffers", {}),
+        ("modules", {}),
+        ("named_modules", {"prefix": "m"}),
+        ("named_parameters", {"remove_duplicate": False}),
+    ]
     expected = [list(getattr(model, name)(**kw)) for name, kw in calls]
     with pyparams.patched():
         actual = [list(getattr(model, name)(**kw)) for name, kw in calls]

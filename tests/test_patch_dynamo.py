@@ -67,8 +67,14 @@ class _GraphBreakInside(_Base):
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     cls.__name__.lstrip("_"): cls
-    for cls in (_NextParameter, _NamedParameters, _Modules, _NamedModulesAndBuffers,
-                _ParametersOfAChild, _GraphBreakInside)
+    for cls in (
+        _NextParameter,
+        _NamedParameters,
+        _Modules,
+        _NamedModulesAndBuffers,
+        _ParametersOfAChild,
+        _GraphBreakInside,
+    )
 }
 
 
@@ -76,8 +82,12 @@ def _explain(model: nn.Module, x: torch.Tensor) -> tuple[int, int, list[str], li
     dynamo.reset()
     explained = dynamo.explain(model)(x)
     ops = [len(list(graph.graph.nodes)) for graph in explained.graphs]
-    return (explained.graph_count, explained.graph_break_count,
-            [str(reason.reason) for reason in explained.break_reasons], ops)
+    return (
+        explained.graph_count,
+        explained.graph_break_count,
+        [str(reason.reason) for reason in explained.break_reasons],
+        ops,
+    )
 
 
 def _compiled_output(model: nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:
@@ -155,8 +165,9 @@ _TORCH_CALLS: dict[str, Callable[[nn.Module], list]] = {
     "parameters": lambda m: list(m.parameters()),
     "trainable_parameters": lambda m: [p for p in m.parameters() if p.requires_grad],
     "named_parameters": lambda m: list(m.named_parameters(prefix="m")),
-    "named_trainable_parameters": lambda m: [(n, p) for n, p in m.named_parameters()
-                                             if p.requires_grad],
+    "named_trainable_parameters": lambda m: [
+        (n, p) for n, p in m.named_parameters() if p.requires_grad
+    ],
     "parameter_list": lambda m: list(m.parameters()),
     "buffers": lambda m: list(m.buffers()),
     "named_buffers": lambda m: list(m.named_buffers()),

@@ -26,11 +26,15 @@ from common_utils import (
 )
 
 settings.register_profile(
-    "pyparams-default", max_examples=100, deadline=None,
+    "pyparams-default",
+    max_examples=100,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
-    "pyparams-thorough", max_examples=2000, deadline=None,
+    "pyparams-thorough",
+    max_examples=2000,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 # HYPOTHESIS_PROFILE=pyparams-thorough for a longer search.
@@ -39,8 +43,12 @@ settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "pypara
 
 @st.composite
 def module_trees(draw: st.DrawFn, max_depth: int = 3, max_fanout: int = 3) -> nn.Module:
-    return build_random_tree(lambda lo, hi: draw(st.integers(lo, hi)), device="meta",
-                             max_depth=max_depth, max_fanout=max_fanout)
+    return build_random_tree(
+        lambda lo, hi: draw(st.integers(lo, hi)),
+        device="meta",
+        max_depth=max_depth,
+        max_fanout=max_fanout,
+    )
 
 
 @given(module_trees())
@@ -50,8 +58,14 @@ def test_every_function_matches_torch_on_random_trees(tree: nn.Module) -> None:
 
 @given(module_trees(max_depth=5, max_fanout=2))
 def test_deeper_random_trees(tree: nn.Module) -> None:
-    assert_conforms(tree, [(f, kw) for f, kw in every_call()
-                           if kw.get("prefix", "root") == "root" and not kw.get("trainable")])
+    assert_conforms(
+        tree,
+        [
+            (f, kw)
+            for f, kw in every_call()
+            if kw.get("prefix", "root") == "root" and not kw.get("trainable")
+        ],
+    )
 
 
 @given(module_trees(), st.data())
@@ -67,8 +81,9 @@ def test_partial_iteration_is_a_prefix_of_torch(tree: nn.Module, data: st.DataOb
 
 
 @given(module_trees(), st.data())
-def test_requires_grad_toggled_mid_walk_matches_torch_filter(tree: nn.Module,
-                                                             data: st.DataObject) -> None:
+def test_requires_grad_toggled_mid_walk_matches_torch_filter(
+    tree: nn.Module, data: st.DataObject
+) -> None:
     """Flip requires_grad of random parameters after random steps, on torch and pyparams alike."""
     params = run_pyparams("parameters", tree, remove_duplicate=False)
     if not params:
@@ -80,6 +95,7 @@ def test_requires_grad_toggled_mid_walk_matches_torch_filter(tree: nn.Module,
     def actions() -> dict:
         def flip(index: int):
             return lambda: params[index].requires_grad_(not params[index].requires_grad)
+
         return {step: flip(index) for step, index in flips.items()}
 
     initial = [p.requires_grad for p in params]
@@ -88,8 +104,9 @@ def test_requires_grad_toggled_mid_walk_matches_torch_filter(tree: nn.Module,
     expected, expected_error, _ = drive(torch_gen, actions())
     for p, flag in zip(params, initial, strict=True):
         p.requires_grad_(flag)
-    actual, error, _ = drive(getattr(pyparams, function)(tree, remove_duplicate=remove_duplicate),
-                             actions())
+    actual, error, _ = drive(
+        getattr(pyparams, function)(tree, remove_duplicate=remove_duplicate), actions()
+    )
     assert error is expected_error is None
     assert_same_items(actual, expected, f"flips {flips}")
 

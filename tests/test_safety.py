@@ -66,8 +66,11 @@ def _chain_expectation(root: nn.Module, function: str, kwargs: dict) -> list:
     if function in ("modules", "named_modules"):
         return list(zip(names, nodes, strict=True)) if function == "named_modules" else nodes
     attribute = "_buffers" if "buffers" in function else "_parameters"
-    pairs = [(n + ("." if n else "") + k, v) for n, m in zip(names, nodes, strict=True)
-             for k, v in getattr(m, attribute).items()]
+    pairs = [
+        (n + ("." if n else "") + k, v)
+        for n, m in zip(names, nodes, strict=True)
+        for k, v in getattr(m, attribute).items()
+    ]
     if "trainable" in function or kwargs.get("trainable"):
         pairs = [(n, v) for n, v in pairs if v.requires_grad]
     return pairs if function.startswith("named_") else [v for _, v in pairs]
@@ -75,16 +78,20 @@ def _chain_expectation(root: nn.Module, function: str, kwargs: dict) -> list:
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("function", FUNCTIONS)
-def test_depth_5000_chain_works_where_torch_raises_recursion_error(function: str,
-                                                                   device: str) -> None:
+def test_depth_5000_chain_works_where_torch_raises_recursion_error(
+    function: str, device: str
+) -> None:
     root = build_chain(DEPTH, device)
     root._modules["c"]._modules["c"]._parameters["w"].requires_grad_(False)
     # The reference algorithm itself works on a shallow chain (it is checked against torch)...
     shallow = build_chain(50, device)
     shallow._modules["c"]._parameters["w"].requires_grad_(False)
     for kwargs in argument_combinations(function):
-        assert_same_items(_chain_expectation(shallow, function, kwargs),
-                          reference(function, shallow, **kwargs), f"chain model of {function}")
+        assert_same_items(
+            _chain_expectation(shallow, function, kwargs),
+            reference(function, shallow, **kwargs),
+            f"chain model of {function}",
+        )
     # ... torch cannot walk the deep one ...
     with pytest.raises(RecursionError):
         reference(function, root)
@@ -106,8 +113,16 @@ def _cycle() -> tuple[nn.Module, nn.Module]:
     return a, b
 
 
-CYCLE_FUNCTIONS = ("parameters", "named_parameters", "trainable_parameters", "buffers",
-                   "named_buffers", "modules", "named_modules", "parameter_list")
+CYCLE_FUNCTIONS = (
+    "parameters",
+    "named_parameters",
+    "trainable_parameters",
+    "buffers",
+    "named_buffers",
+    "modules",
+    "named_modules",
+    "parameter_list",
+)
 
 
 @pytest.mark.parametrize("function", CYCLE_FUNCTIONS)
@@ -125,8 +140,9 @@ def test_cycle_without_dedup_raises_a_clear_runtime_error(function: str) -> None
 def test_cycle_with_dedup_matches_torch(function: str) -> None:
     a, b = _cycle()
     b._modules["self"] = b  # a self loop too
-    assert_conforms(a, [(function, kw) for kw in argument_combinations(function)
-                        if kw["remove_duplicate"]])
+    assert_conforms(
+        a, [(function, kw) for kw in argument_combinations(function) if kw["remove_duplicate"]]
+    )
 
 
 def test_iterator_is_exhausted_after_an_error() -> None:
@@ -169,7 +185,9 @@ SCENARIOS: dict[str, tuple[int, Callable[[nn.Module], None]]] = {
     "add_parameter_after_last": (1, lambda m: m.register_parameter("new", _param())),
     "replace_value_same_key": (0, lambda m: m._parameters.__setitem__("r1", _param())),
     "swap_keys_same_size": (
-        0, lambda m: (m._parameters.pop("r1"), m._parameters.__setitem__("z", _param()))),
+        0,
+        lambda m: (m._parameters.pop("r1"), m._parameters.__setitem__("z", _param())),
+    ),
     "add_child_before_children_start": (1, lambda m: m.add_module("c", nn.Linear(1, 1))),
     "add_sibling_while_in_child": (2, lambda m: m.add_module("c", nn.Linear(1, 1))),
     "delete_sibling_while_in_child": (2, lambda m: m._modules.pop("b")),
@@ -180,20 +198,34 @@ SCENARIOS: dict[str, tuple[int, Callable[[nn.Module], None]]] = {
 }
 
 
-@pytest.mark.parametrize("function", ["named_parameters", "named_buffers", "named_modules",
-                                      "parameters", "modules", "named_trainable_parameters"])
+@pytest.mark.parametrize(
+    "function",
+    [
+        "named_parameters",
+        "named_buffers",
+        "named_modules",
+        "parameters",
+        "modules",
+        "named_trainable_parameters",
+    ],
+)
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_mutation_mid_iteration_behaves_like_torch(scenario: str, function: str) -> None:
     step, action = SCENARIOS[scenario]
 
     def run(make_iterator: Callable[[nn.Module], object]) -> tuple[list, object, str]:
         model = _mutation_model()
-        before = {id(v): n for kind in ("named_parameters", "named_buffers", "named_modules")
-                  for n, v in reference(kind, model, remove_duplicate=False)}
+        before = {
+            id(v): n
+            for kind in ("named_parameters", "named_buffers", "named_modules")
+            for n, v in reference(kind, model, remove_duplicate=False)
+        }
         items, error, message = drive(make_iterator(model), {step: lambda: action(model)})
         # Compare across two fresh models by names (objects are not shared between runs).
-        labels = [x[0] if isinstance(x, tuple) else before.get(id(x), f"new {type(x).__name__}")
-                  for x in items]
+        labels = [
+            x[0] if isinstance(x, tuple) else before.get(id(x), f"new {type(x).__name__}")
+            for x in items
+        ]
         return labels, error, message
 
     expected = run(lambda m: torch_iterator(function, m))
@@ -209,8 +241,9 @@ class _NoticedKey(str):
         self.grow()
 
 
-def _walk_dropping_a_dict(function: str, ours: bool, which: str, owner_index: int, at: int,
-                          grown: str) -> tuple[list[tuple[str, object]], list[int]]:
+def _walk_dropping_a_dict(
+    function: str, ours: bool, which: str, owner_index: int, at: int, grown: str
+) -> tuple[list[tuple[str, object]], list[int]]:
     """A walk of ``small_tied_model()`` (and an empty module after it) whose module
     ``owner_index`` has its ``which`` dict replaced, after ``at`` items, by a copy
     without one key: the old dict, and the key, die when the last walk frame reading it
@@ -275,16 +308,23 @@ def _walk_dropping_a_dict(function: str, ours: bool, which: str, owner_index: in
 
 @pytest.mark.parametrize("grown", ["last", "root"])
 @pytest.mark.parametrize("which", ["_modules", "_parameters", "_buffers"])
-def test_a_dict_only_the_replay_still_holds_is_freed_where_torch_frees_it(which: str,
-                                                                          grown: str) -> None:
+def test_a_dict_only_the_replay_still_holds_is_freed_where_torch_frees_it(
+    which: str, grown: str
+) -> None:
     # A walk holds each dict it reads as torch's generators do: a children dict until its
     # frame is left, the member dict started last until the next is read. A dict whose
     # module's was replaced meanwhile dies when the walk lets go, which may run code: it
     # runs where it runs under torch, and the walk sees what it did as torch's does. (A
     # replay, which holds them too, goes live there.)
     later = 0  # runs where the key outlived its dict's replacement: a frame held it
-    for function in ("parameters", "named_parameters", "buffers", "modules", "named_modules",
-                     "trainable_parameters"):
+    for function in (
+        "parameters",
+        "named_parameters",
+        "buffers",
+        "modules",
+        "named_modules",
+        "trainable_parameters",
+    ):
         size = len(reference(function, small_tied_model()))
         for owner_index in range(len(list(small_tied_model().modules())) + 1):
             for at in range(size + 1):
@@ -464,8 +504,11 @@ def test_a_pair_the_consumer_keeps_never_changes(function: str) -> None:
         kept = [next(iterator), next(iterator)]
         snapshot = [(name, value) for name, value in kept]
         rest = [(name, value) for name, value in iterator]  # each let go at once
-        assert all(a is b for pair, copy in zip(kept, snapshot, strict=True)
-                   for a, b in zip(pair, copy, strict=True))
+        assert all(
+            a is b
+            for pair, copy in zip(kept, snapshot, strict=True)
+            for a, b in zip(pair, copy, strict=True)
+        )
         assert_same_items([*kept, *rest], expected, function)
 
 
@@ -513,8 +556,17 @@ def test_no_reference_leaks(function: str, device: str) -> None:
     root[0].register_buffer("shared", root[1].running_mean)
     root.add_module("again", root[0])
     param, child = root[0].weight, root[0]
-    watched = [param, child, root, child._parameters, child._modules, root._modules,
-               root._parameters, root[1]._buffers, root[1].running_mean]
+    watched = [
+        param,
+        child,
+        root,
+        child._parameters,
+        child._modules,
+        root._modules,
+        root._parameters,
+        root[1]._buffers,
+        root[1].running_mean,
+    ]
     calls = argument_combinations(function)
     before = refcounts(watched)
     for _ in range(300):
@@ -604,8 +656,14 @@ def test_long_native_walk_is_interruptible(tmp_path: Path) -> None:
     script.write_text(SIGNAL_SCRIPT)
     functions = ["parameters", "trainable_parameters", "buffers", "parameter_list"]
     try:
-        done = subprocess.run([sys.executable, str(script), *functions], cwd=REPO,
-                              capture_output=True, text=True, timeout=240, env=subprocess_env())
+        done = subprocess.run(
+            [sys.executable, str(script), *functions],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=subprocess_env(),
+        )
     except subprocess.TimeoutExpired as error:  # a walk that ignores signals never returns
         pytest.fail(f"the native walk did not react to SIGINT: {error.stdout!r}")
     assert done.returncode == 0, done.stderr

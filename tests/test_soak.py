@@ -60,8 +60,10 @@ USES = (
     ("list", lambda m: pyparams.parameter_list(m)),
     ("named", lambda m: exhaust(pyparams.named_parameters(m, prefix="model"))),
     ("trainable", lambda m: exhaust(pyparams.named_trainable_parameters(m))),
-    ("trainable_list",
-     lambda m: pyparams.parameter_list(m, trainable=True, remove_duplicate=False)),
+    (
+        "trainable_list",
+        lambda m: pyparams.parameter_list(m, trainable=True, remove_duplicate=False),
+    ),
     ("buffers", lambda m: exhaust(pyparams.named_buffers(m))),
     ("modules", lambda m: exhaust(pyparams.named_modules(m, remove_duplicate=False))),
     ("abandoned", abandon_halfway),

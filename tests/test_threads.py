@@ -103,8 +103,6 @@ class Mutator:
         self.version += 1
 
 
-
-
 def run_readers(reader, mutate, stop: threading.Event, failures: list[str]) -> None:
     """Run READERS threads of `reader(index)` while `mutate()` runs for SECONDS; then stop them."""
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(READERS)]

@@ -189,8 +189,15 @@ MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
 )
 
 
-ROOT_METHODS = ("parameters", "named_parameters", "buffers", "named_buffers", "_named_members",
-                "modules", "named_modules")
+ROOT_METHODS = (
+    "parameters",
+    "named_parameters",
+    "buffers",
+    "named_buffers",
+    "_named_members",
+    "modules",
+    "named_modules",
+)
 
 
 def _dropping_last(method: str) -> Callable[..., Any]:
@@ -432,7 +439,10 @@ def test_every_kind_of_instance_dict_write_between_walks_is_seen(write: str) -> 
 # An eager replay (parameter_list) whose record no lazy walk has met the change first: the
 # change must fail its own checks (all at once, or op by op), not an earlier walk's.
 EAGER_CALLS: tuple[dict[str, Any], ...] = (
-    {}, {"trainable": True}, {"remove_duplicate": False}, {"recurse": False}
+    {},
+    {"trainable": True},
+    {"remove_duplicate": False},
+    {"recurse": False},
 )
 
 
@@ -637,8 +647,9 @@ def test_an_eager_replay_leaves_every_reference_count_as_it_found_it(
     assert (handed_over > 0) == (which in ("_parameters", "_modules"))
 
 
-@pytest.mark.parametrize("function", ["named_parameters", "named_trainable_parameters",
-                                      "named_buffers", "named_modules"])
+@pytest.mark.parametrize(
+    "function", ["named_parameters", "named_trainable_parameters", "named_buffers", "named_modules"]
+)
 def test_named_replays_open_at_once_under_two_prefixes_keep_their_names(function: str) -> None:
     # A record keeps the names of one prefix: a walk under another prefix replaces them,
     # and an iterator still open under the first must go on with its own names.
@@ -679,8 +690,9 @@ class _DropsItsEntry(nn.Parameter):
         return True
 
 
-def _dropping_entry_walk(walk: Callable[[nn.Module], Any], warm_walks: int
-                         ) -> tuple[list[object], type[BaseException] | None, str]:
+def _dropping_entry_walk(
+    walk: Callable[[nn.Module], Any], warm_walks: int
+) -> tuple[list[object], type[BaseException] | None, str]:
     net = nn.Sequential(nn.Linear(2, 2))
     dropping = _DropsItsEntry(torch.ones(1))
     net[0]._parameters["".join(("dropped", "_on_read"))] = dropping
@@ -693,8 +705,7 @@ def _dropping_entry_walk(walk: Callable[[nn.Module], Any], warm_walks: int
 
 
 @pytest.mark.parametrize("warm_walks", [0, 2, 3])  # live; a replay building names; keeping them
-def test_a_name_is_taken_before_requires_grad_runs_code_that_drops_its_key(
-        warm_walks: int) -> None:
+def test_a_name_is_taken_before_requires_grad_runs_code_that_drops_its_key(warm_walks: int) -> None:
     # torch builds `prefix + key` before its filter reads requires_grad; a property that
     # deletes the entry then frees the key. The replay must not read the key after the
     # filter ran (the sanitizer suite sees a read of freed memory); the walk then raises
@@ -702,9 +713,13 @@ def test_a_name_is_taken_before_requires_grad_runs_code_that_drops_its_key(
     got, error, message = _dropping_entry_walk(pyparams.named_trainable_parameters, warm_walks)
     assert pyparams.cache_info().hits == max(warm_walks - 1, 0)  # the last walk replayed
     expected, expected_error, expected_message = _dropping_entry_walk(
-        partial(torch_iterator, "named_trainable_parameters"), 0)
-    assert [n for n, _ in got] == [n for n, _ in expected] == ["0.weight", "0.bias",
-                                                               "0.dropped_on_read"]
+        partial(torch_iterator, "named_trainable_parameters"), 0
+    )
+    assert (
+        [n for n, _ in got]
+        == [n for n, _ in expected]
+        == ["0.weight", "0.bias", "0.dropped_on_read"]
+    )
     assert error is expected_error is RuntimeError
     assert message == expected_message == "dictionary changed size during iteration"
 

@@ -16,8 +16,14 @@ import importlib.util
 import os
 from collections.abc import Iterable
 
-__all__ = ["INSTALL_HINT", "available", "missing", "missing_line", "rss_bytes",
-           "total_memory_bytes"]
+__all__ = [
+    "INSTALL_HINT",
+    "available",
+    "missing",
+    "missing_line",
+    "rss_bytes",
+    "total_memory_bytes",
+]
 
 INSTALL_HINT = 'pip install "pyparams[bench]"'
 

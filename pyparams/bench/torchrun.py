@@ -50,8 +50,7 @@ class LaunchResult:
         return self.output[-chars:]
 
 
-def torchrun_command(target: Sequence[str], nproc: int = 2,
-                     extra: Sequence[str] = ()) -> list[str]:
+def torchrun_command(target: Sequence[str], nproc: int = 2, extra: Sequence[str] = ()) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc-per-node N ... <target>``.
 
     ``target`` is a script path and its arguments, or ``["-m", "module", ...]``.
@@ -59,8 +58,16 @@ def torchrun_command(target: Sequence[str], nproc: int = 2,
     """
     if nproc < 1:
         raise ValueError(f"nproc must be at least 1, got {nproc}")
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={nproc}", "--max-restarts=0", *extra, *target]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "--max-restarts=0",
+        *extra,
+        *target,
+    ]
 
 
 def _descendants(root: psutil.Process, seen: dict[int, psutil.Process]) -> None:
@@ -85,8 +92,9 @@ def _stop(procs: Sequence[psutil.Process]) -> list[int]:
     return alive
 
 
-def _wait(proc: subprocess.Popen[bytes], start: float, timeout_s: float,
-          seen: dict[int, psutil.Process]) -> bool:
+def _wait(
+    proc: subprocess.Popen[bytes], start: float, timeout_s: float, seen: dict[int, psutil.Process]
+) -> bool:
     """Wait for the launcher, recording its process tree; True if ``timeout_s`` ran out."""
     try:
         launcher: psutil.Process | None = psutil.Process(proc.pid)
@@ -111,8 +119,13 @@ def _end_launcher(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def launch(command: Sequence[str], timeout_s: float, *, env: Mapping[str, str] | None = None,
-           cwd: str | os.PathLike[str] | None = None) -> LaunchResult:
+def launch(
+    command: Sequence[str],
+    timeout_s: float,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> LaunchResult:
     """Run ``command`` (usually :func:`torchrun_command`) for at most ``timeout_s`` seconds.
 
     Output goes to a temporary file (no pipe can fill and block a rank). On timeout the
@@ -125,9 +138,15 @@ def launch(command: Sequence[str], timeout_s: float, *, env: Mapping[str, str] |
     merged_env = {**os.environ, **(env or {})}
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+b") as log:
-        proc = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=merged_env, cwd=cwd,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            list(command),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=merged_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
         seen: dict[int, psutil.Process] = {}
         timed_out = False
         try:

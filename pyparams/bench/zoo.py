@@ -96,7 +96,6 @@ class BuiltModel:
 # --------------------------------------------------------------------------- helpers
 
 
-
 def raw_walk(module: nn.Module) -> tuple[int, list[nn.Parameter]]:
     """The number of unique modules and the unique parameter objects of the tree.
 
@@ -146,6 +145,8 @@ def _hf(model_class: str, config_class: str, **config: object) -> Callable[[], n
     return build
 
 
+# A table: one model to a row reads better than one value to a line.
+# fmt: off
 _GPT2_XL_TINY = {"n_layer": 48, "n_embd": 64, "n_head": 4, "vocab_size": 1024, "n_positions": 128,
                  "bos_token_id": 0, "eos_token_id": 0}
 
@@ -194,6 +195,7 @@ _ARCHS: list[tuple[str, str, Callable[[], nn.Module], frozenset[str]]] = [
          n_positions=64, bos_token_id=0, eos_token_id=0),
      frozenset()),
 ]
+# fmt: on
 
 
 # ---------------------------------------------------------------- scaling families
@@ -268,38 +270,118 @@ def _frozen_builder(percent: int) -> Callable[[], nn.Module]:
 
 _Q, _D, _F = "quick", "default", "full"
 _SCALING: list[tuple[str, str, str, Callable[[], nn.Module], float, frozenset[str]]] = []
-for _n, _p in [(10, {_Q, _D, _F}), (30, {_D, _F}), (100, {_Q, _D, _F}), (300, {_Q, _D, _F}),
-               (900, {_D, _F}), (1000, {_Q, _F}), (2000, {_F}), (3000, {_D, _F}),
-               (5000, {_D, _F})]:
-    _SCALING.append((f"depth-{_n}", "depth", f"chain of {_n} nested modules",
-                     (lambda n=_n: build_chain(n)), float(_n), frozenset(_p)))
-for _n, _p in [(100, {_Q, _D, _F}), (300, {_D, _F}), (1000, {_Q, _D, _F}), (3000, {_D, _F}),
-               (5000, {_Q}), (10000, {_D, _F}), (20000, {_D, _F}), (50000, {_F}),
-               (100000, {_F})]:
-    _SCALING.append((f"width-{_n}", "width", f"{_n} sibling Linear(2, 2)",
-                     (lambda n=_n: Siblings(n)), float(_n), frozenset(_p)))
-for _n, _p in [(8, {_Q, _D, _F}), (16, {_D, _F}), (32, {_Q, _D, _F}), (64, {_D, _F}),
-               (128, {_D, _F}), (256, {_D, _F})]:
-    _SCALING.append((f"experts-{_n}", "experts", f"8 layers x {_n} unfused experts",
-                     (lambda n=_n: UnfusedMoE(8, n)), float(_n), frozenset(_p)))
+for _n, _p in [
+    (10, {_Q, _D, _F}),
+    (30, {_D, _F}),
+    (100, {_Q, _D, _F}),
+    (300, {_Q, _D, _F}),
+    (900, {_D, _F}),
+    (1000, {_Q, _F}),
+    (2000, {_F}),
+    (3000, {_D, _F}),
+    (5000, {_D, _F}),
+]:
+    _SCALING.append(
+        (
+            f"depth-{_n}",
+            "depth",
+            f"chain of {_n} nested modules",
+            (lambda n=_n: build_chain(n)),
+            float(_n),
+            frozenset(_p),
+        )
+    )
+for _n, _p in [
+    (100, {_Q, _D, _F}),
+    (300, {_D, _F}),
+    (1000, {_Q, _D, _F}),
+    (3000, {_D, _F}),
+    (5000, {_Q}),
+    (10000, {_D, _F}),
+    (20000, {_D, _F}),
+    (50000, {_F}),
+    (100000, {_F}),
+]:
+    _SCALING.append(
+        (
+            f"width-{_n}",
+            "width",
+            f"{_n} sibling Linear(2, 2)",
+            (lambda n=_n: Siblings(n)),
+            float(_n),
+            frozenset(_p),
+        )
+    )
+for _n, _p in [
+    (8, {_Q, _D, _F}),
+    (16, {_D, _F}),
+    (32, {_Q, _D, _F}),
+    (64, {_D, _F}),
+    (128, {_D, _F}),
+    (256, {_D, _F}),
+]:
+    _SCALING.append(
+        (
+            f"experts-{_n}",
+            "experts",
+            f"8 layers x {_n} unfused experts",
+            (lambda n=_n: UnfusedMoE(8, n)),
+            float(_n),
+            frozenset(_p),
+        )
+    )
 for _n in (0, 50, 99):
-    _SCALING.append((f"frozen-{_n}", "frozen", f"GPT-2-XL shape (width 64), {_n}% frozen",
-                     _frozen_builder(_n), float(_n), frozenset({_Q, _D, _F})))
-_SCALING.append(("moe-32x64", "moe", "32 layers x 64 unfused experts",
-                 lambda: UnfusedMoE(32, 64), 64.0, frozenset({_D, _F})))
+    _SCALING.append(
+        (
+            f"frozen-{_n}",
+            "frozen",
+            f"GPT-2-XL shape (width 64), {_n}% frozen",
+            _frozen_builder(_n),
+            float(_n),
+            frozenset({_Q, _D, _F}),
+        )
+    )
+_SCALING.append(
+    (
+        "moe-32x64",
+        "moe",
+        "32 layers x 64 unfused experts",
+        lambda: UnfusedMoE(32, 64),
+        64.0,
+        frozenset({_D, _F}),
+    )
+)
 
 # The families whose builders go through _hf (transformers, the ``bench`` extra).
-_FAMILY_NEEDS: dict[str, tuple[str, ...]] = {ARCH_FAMILY: ("transformers",),
-                                             "frozen": ("transformers",)}
+_FAMILY_NEEDS: dict[str, tuple[str, ...]] = {
+    ARCH_FAMILY: ("transformers",),
+    "frozen": ("transformers",),
+}
 
 ZOO: dict[str, ZooEntry] = {
-    name: ZooEntry(name=name, family=ARCH_FAMILY, description=desc, build=build, presets=presets,
-                   needs=_FAMILY_NEEDS[ARCH_FAMILY])
+    name: ZooEntry(
+        name=name,
+        family=ARCH_FAMILY,
+        description=desc,
+        build=build,
+        presets=presets,
+        needs=_FAMILY_NEEDS[ARCH_FAMILY],
+    )
     for name, desc, build, presets in _ARCHS
 }
 ZOO.update(
-    (name, ZooEntry(name=name, family=family, description=desc, build=build,
-                    presets=presets, size=size, needs=_FAMILY_NEEDS.get(family, ())))
+    (
+        name,
+        ZooEntry(
+            name=name,
+            family=family,
+            description=desc,
+            build=build,
+            presets=presets,
+            size=size,
+            needs=_FAMILY_NEEDS.get(family, ()),
+        ),
+    )
     for name, family, desc, build, size, presets in _SCALING
 )
 
@@ -373,8 +455,15 @@ class ZooCache:
         key = (name, target)
         if key in self._built:
             cached = self._built[key]
-            return BuiltModel(cached.entry, cached.module, cached.device, device,
-                              cached.structure, cached.build_seconds, note or cached.note)
+            return BuiltModel(
+                cached.entry,
+                cached.module,
+                cached.device,
+                device,
+                cached.structure,
+                cached.build_seconds,
+                note or cached.note,
+            )
         if entry.family == ARCH_FAMILY and target != "meta":
             module, seconds = self._materialize(entry, target)
         else:

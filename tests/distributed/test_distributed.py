@@ -24,36 +24,62 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 NPROC = 2
 LAUNCH_TIMEOUT_S = 150  # the conformance launch takes ~20 s on 2 shared cores
-STAGES = ("before", "wrapped", "forward-1", "backward-1", "step-1", "forward-2", "backward-2",
-          "step-2")
+STAGES = (
+    "before",
+    "wrapped",
+    "forward-1",
+    "backward-1",
+    "step-1",
+    "forward-2",
+    "backward-2",
+    "step-2",
+)
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with gloo is not available",
+)
 
 
-def run_torchrun(*args: str, timeout_s: float = LAUNCH_TIMEOUT_S,
-                 script: Path = HERE / "worker.py") -> LaunchResult:
-    return launch(torchrun_command([str(script), *args], nproc=NPROC), timeout_s,
-                  env={"PYTHONPATH": repo_pythonpath(ROOT, ROOT / "tests")}, cwd=ROOT)
+def run_torchrun(
+    *args: str, timeout_s: float = LAUNCH_TIMEOUT_S, script: Path = HERE / "worker.py"
+) -> LaunchResult:
+    return launch(
+        torchrun_command([str(script), *args], nproc=NPROC),
+        timeout_s,
+        env={"PYTHONPATH": repo_pythonpath(ROOT, ROOT / "tests")},
+        cwd=ROOT,
+    )
 
 
 def assert_nothing_left(result: LaunchResult) -> None:
-    alive = [pid for pid in result.seen_pids if psutil.pid_exists(pid)
-             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        pid
+        for pid in result.seen_pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
     assert result.seen_pids, "the launch never started a worker"
     assert not alive, f"processes of the launch still running: {alive}"
 
 
 def _backends() -> list[object]:
     two_gpus = torch.cuda.is_available() and torch.cuda.device_count() >= NPROC
-    return ["gloo", pytest.param("nccl", marks=[
-        pytest.mark.needs_cuda,
-        pytest.mark.skipif(not two_gpus, reason=f"nccl needs {NPROC} CUDA devices")])]
+    return [
+        "gloo",
+        pytest.param(
+            "nccl",
+            marks=[
+                pytest.mark.needs_cuda,
+                pytest.mark.skipif(not two_gpus, reason=f"nccl needs {NPROC} CUDA devices"),
+            ],
+        ),
+    ]
 
 
 @pytest.fixture(scope="module", params=_backends())
-def launched(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[LaunchResult, list[dict]]:
+def launched(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[LaunchResult, list[dict]]:
     """One conformance launch on the backend, and what each rank wrote (even if it failed)."""
     out = tmp_path_factory.mktemp(f"dist-{request.param}")
     result = run_torchrun("--backend", request.param, "--out", str(out))
@@ -88,8 +114,7 @@ def test_walks_match_torch_at_every_stage(ranks: list[dict], scenario: str) -> N
 
 
 @pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s.startswith("fsdp")])
-def test_fsdp_walks_saw_dtensors_and_unsharded_parameters(ranks: list[dict],
-                                                          scenario: str) -> None:
+def test_fsdp_walks_saw_dtensors_and_unsharded_parameters(ranks: list[dict], scenario: str) -> None:
     """The comparisons ran on sharded DTensor parameters, and with reshard off on the
     plain unsharded parameters FSDP2 swaps in for forward."""
     for rank in ranks:
@@ -113,8 +138,9 @@ def test_training_patched_is_bit_identical(ranks: list[dict], scenario: str) -> 
 
 
 def test_a_rank_raising_inside_a_walk_fails_the_launch(tmp_path: Path) -> None:
-    result = run_torchrun("--mode", "fail", "--fail-rank", "1", "--out", str(tmp_path),
-                          timeout_s=90)
+    result = run_torchrun(
+        "--mode", "fail", "--fail-rank", "1", "--out", str(tmp_path), timeout_s=90
+    )
     assert_nothing_left(result)
     assert not result.timed_out, f"the launch hung until its timeout\n{result.tail()}"
     assert result.returncode != 0, result.tail()
@@ -129,8 +155,7 @@ def test_a_launch_past_its_timeout_is_killed() -> None:
     assert_nothing_left(result)
 
 
-def test_a_launch_interrupted_while_waiting_leaves_nothing(monkeypatch: pytest.MonkeyPatch
-                                                           ) -> None:
+def test_a_launch_interrupted_while_waiting_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception in the caller while it waits (Ctrl-C, a test runner's timeout) still
     ends the launcher and every rank."""
     seen: dict[int, psutil.Process] = {}

@@ -54,9 +54,15 @@ def check(records: list[dict], scenario: str, stage: str, targets: dict[str, nn.
     """Record whether pyparams equals torch on each target; never raises."""
     for name, module in targets.items():
         params = list(M.parameters(module))
-        record = {"scenario": scenario, "stage": stage, "target": name, "ok": True, "error": "",
-                  "n_params": len(params),
-                  "n_dtensor_params": sum(isinstance(p, DTensor) for p in params)}
+        record = {
+            "scenario": scenario,
+            "stage": stage,
+            "target": name,
+            "ok": True,
+            "error": "",
+            "n_params": len(params),
+            "n_dtensor_params": sum(isinstance(p, DTensor) for p in params),
+        }
         try:
             assert_conforms(module, context=f"rank {dist.get_rank()} {scenario} {stage} {name}")
         except Exception:  # noqa: BLE001 - any failure is recorded, reported by the test
@@ -85,8 +91,9 @@ def conform(scenario: str, device: torch.device, mesh: object, records: list[dic
         check(records, scenario, f"step-{step}", targets)
 
 
-def train(scenario: str, device: torch.device, mesh: object, patched: bool
-          ) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
+def train(
+    scenario: str, device: torch.device, mesh: object, patched: bool
+) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
     """Build, wrap and train a few steps with torch's own code, inside ``pyparams.patched()``
     or not: the walks of DDP / ``fully_shard``, the optimizer, ``clip_grad_norm_`` and
     ``zero_grad`` are then pyparams' or torch's. Returns names, start and end (local)."""
@@ -109,17 +116,25 @@ def compare_training(scenario: str, device: torch.device, mesh: object) -> dict:
     """Train unpatched, then patched; the parameters must be bit-identical."""
     names, start, expected = train(scenario, device, mesh, patched=False)
     names_p, _, actual = train(scenario, device, mesh, patched=True)
-    differing = [n for n, a, e in zip(names, actual, expected, strict=False)  # lengths: below
-                 if a.dtype != e.dtype or a.shape != e.shape or not torch.equal(a, e)]
+    differing = [
+        n
+        for n, a, e in zip(names, actual, expected, strict=False)  # lengths: below
+        if a.dtype != e.dtype or a.shape != e.shape or not torch.equal(a, e)
+    ]
     errors = []
     if names_p != names or len(actual) != len(expected):
         errors.append(f"names differ: torch {names}, pyparams {names_p}")
     if differing:
         errors.append(f"not bit-identical: {differing}")
     moved = [n for n, s, e in zip(names, start, expected, strict=True) if not torch.equal(s, e)]
-    return {"scenario": scenario, "ok": not errors, "error": "; ".join(errors),
-            "n_tensors": len(names), "n_moved": len(moved), "n_trainable": sum(
-                p.requires_grad for p in build(scenario, device).parameters())}
+    return {
+        "scenario": scenario,
+        "ok": not errors,
+        "error": "; ".join(errors),
+        "n_tensors": len(names),
+        "n_moved": len(moved),
+        "n_trainable": sum(p.requires_grad for p in build(scenario, device).parameters()),
+    }
 
 
 class Exploding(collections.abc.Mapping):
@@ -178,8 +193,14 @@ def main() -> None:
         if args.mode == "fail":
             fail(device, mesh, args.fail_rank)
             return
-        result = {"rank": rank, "world_size": dist.get_world_size(), "backend": args.backend,
-                  "torch": torch.__version__, "checks": [], "training": []}
+        result = {
+            "rank": rank,
+            "world_size": dist.get_world_size(),
+            "backend": args.backend,
+            "torch": torch.__version__,
+            "checks": [],
+            "training": [],
+        }
         for scenario in SCENARIOS:
             conform(scenario, device, mesh, result["checks"])
         write(args.out / f"rank{rank}.json", result)  # kept if training crashes the launch
