@@ -322,6 +322,28 @@ def test_replays_are_exact_at_any_prefetch_distance(distance: int) -> None:
     _C._prefetch_distance(before)
 
 
+def test_walks_leave_only_small_spare_buffers_and_cache_clear_frees_them() -> None:
+    # A finished walk leaves its pin buffer and its path for the next walk to take, each
+    # kept only when small (at most 512 bytes): a huge tree's buffers are freed at its end.
+    spare = pyparams._C._spare_buffer_bytes
+    leaf = nn.Linear(2, 2)
+    wide = nn.Sequential(*[nn.Linear(1, 1) for _ in range(300)])
+    pyparams.cache_clear()
+    assert spare() == 0
+    for _ in range(3):
+        assert same_items(list(pyparams.named_parameters(wide)), list(wide.named_parameters()))
+    assert spare() <= 2 * 512
+    for _ in range(3):
+        assert same_items(list(pyparams.named_parameters(leaf)), list(leaf.named_parameters()))
+    assert 0 < spare() <= 2 * 512
+    for _ in range(3):
+        walk = pyparams.named_parameters(wide)
+        assert same_items(list(walk), list(wide.named_parameters()))
+        assert spare() <= 2 * 512
+    pyparams.cache_clear()
+    assert spare() == 0
+
+
 def test_length_hint_is_what_the_recorded_walk_yielded() -> None:
     # list() sizes its result from it; torch's generators give none (the default). A walk
     # of at most 8 items (what list() makes room for without a hint) has none either: the

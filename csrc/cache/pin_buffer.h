@@ -42,6 +42,14 @@ class PinBuffer {
     if (pins > UINT32_MAX || held > UINT32_MAX) {
       return false;
     }
+    if (pins_ == nullptr && pins + held <= g_spare_words) {
+      pins_ = std::exchange(g_spare, nullptr);
+      pins_end_ = pins_;
+      capacity_ = static_cast<std::uint32_t>(pins);
+      held_end_ = held_begin();
+      held_capacity_ = static_cast<std::uint32_t>(std::exchange(g_spare_words, 0) - pins);
+      return true;
+    }
     std::size_t bytes = (pins + held) * sizeof(std::uintptr_t);
     void* grown = PyMem_Realloc(pins_, bytes == 0 ? 1 : bytes);
     if (grown == nullptr) {
@@ -169,6 +177,7 @@ class PinBuffer {
         members = nullptr;
       }
     }
+    std::size_t words = std::size_t{capacity_} + held_capacity_;
     capacity_ = 0;
     held_capacity_ = 0;
     for (std::uintptr_t* pin = pins; pin != pins_end; ++pin) {
@@ -178,7 +187,20 @@ class PinBuffer {
       Py_DECREF(*dict);
     }
     Py_XDECREF(members);
-    PyMem_Free(pins);
+    // (After the drops: code they ran may have taken the spare or given one.)
+    if (g_spare == nullptr && words <= kSpareWordsMax) {
+      g_spare = pins;
+      g_spare_words = words;
+    } else {
+      PyMem_Free(pins);
+    }
+  }
+
+  // The spare's bytes (cache_bytes() counts them), and its release (cache_clear()).
+  static std::size_t spare_bytes() noexcept { return g_spare_words * sizeof(std::uintptr_t); }
+  static void free_spare() noexcept {
+    PyMem_Free(std::exchange(g_spare, nullptr));
+    g_spare_words = 0;
   }
 
   static PyObject* object(std::uintptr_t pinned) {
@@ -208,6 +230,13 @@ class PinBuffer {
 
   // The held dicts follow the pins in the same allocation.
   PyObject** held_begin() const { return reinterpret_cast<PyObject**>(pins_ + capacity_); }
+
+  // One buffer a finished walk let go, of at most kSpareWordsMax words, kept
+  // for the next walk to take: a small walk's pins then cost no allocation.
+  // The GIL is held wherever a walk runs: one buffer takes or gives it at a time.
+  static constexpr std::size_t kSpareWordsMax = 64;
+  static inline std::uintptr_t* g_spare = nullptr;
+  static inline std::size_t g_spare_words = 0;
 
   // (Sized to keep the walk iterator within one pymalloc block: iterator.cpp.)
   std::uintptr_t* pins_ = nullptr;  // the allocation

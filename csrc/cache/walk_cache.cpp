@@ -69,7 +69,9 @@ PyMethodDef g_forget_root_def = {"forget_root", forget_root, METH_O,
 }  // namespace
 
 bool WalkRecord::use_names(PyObject* prefix) noexcept {
-  if (names_prefix != nullptr && PyUnicode_Compare(names_prefix, prefix) == 0) {
+  // (The empty prefix is CPython's one empty str, and so is the copy of it.)
+  if (names_prefix != nullptr &&
+      (names_prefix == prefix || PyUnicode_Compare(names_prefix, prefix) == 0)) {
     return true;
   }
   PyErr_Clear();

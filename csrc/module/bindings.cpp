@@ -75,8 +75,16 @@ PYBIND11_MODULE(_C, m) {
       R"doc(Return (hits, misses, invalidations, revalidations, records, bytes, enabled, dicts_built, dict_bytes) of the walk cache.)doc");
 
   m.def(
-      "cache_clear", []() { pyparams::cache_clear(); },
+      "cache_clear",
+      []() {
+        pyparams::cache_clear();
+        pyparams::release_spare_buffers();
+      },
       R"doc(Drop every walk record and reset the counters: the next walk of any root is cold.)doc");
+
+  m.def(
+      "_spare_buffer_bytes", []() { return pyparams::spare_buffer_bytes(); },
+      R"doc(The bytes of the small buffers finished walks keep for the next (cache_clear() frees them). For the tests.)doc");
 
   m.def(
       "_prefetch_distance",

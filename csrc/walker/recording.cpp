@@ -35,7 +35,7 @@ bool Walker::begin_cached_walk() {
         throw std::bad_alloc();
       }
       if (options_.named || !options_.remove_duplicate) {
-        replay_.path.reserve(record.depth + 1);
+        reserve_path(record.depth + 1);
         // The root's entry: its name (named walks); no key, and the walk holds it.
         PyObject* root_label = options_.named ? root_name_.get() : nullptr;
         Py_XINCREF(root_label);

@@ -56,6 +56,35 @@ bool Walker::revalidate(ModuleRecord& recorded) {
   return true;
 }
 
+namespace {
+// A path a replay let go, emptied, kept for the next named replay: a small
+// walk's path then costs no allocation. Never destroyed: its memory is
+// pymalloc's, which is gone by the time static destructors run.
+constexpr std::size_t kSparePathEntriesMax = 32;
+WalkVector<Walker::PathEntry>* const g_spare_path =
+    new (std::nothrow) WalkVector<Walker::PathEntry>();
+}  // namespace
+
+std::size_t spare_buffer_bytes() noexcept {
+  std::size_t path = g_spare_path != nullptr ? g_spare_path->capacity() : 0;
+  return PinBuffer::spare_bytes() + path * sizeof(Walker::PathEntry);
+}
+
+void release_spare_buffers() noexcept {
+  PinBuffer::free_spare();
+  if (g_spare_path != nullptr) {
+    WalkVector<Walker::PathEntry>().swap(*g_spare_path);
+  }
+}
+
+void Walker::reserve_path(std::size_t entries) {
+  if (replay_.path.empty() && replay_.path.capacity() < entries && g_spare_path != nullptr &&
+      g_spare_path->capacity() >= entries) {
+    replay_.path.swap(*g_spare_path);
+  }
+  replay_.path.reserve(entries);
+}
+
 void Walker::unpin_all() noexcept {
   replay_.pins.release_all();
   WalkVector<PathEntry> path;
@@ -63,6 +92,12 @@ void Walker::unpin_all() noexcept {
   for (const PathEntry& entry : path) {
     Py_XDECREF(entry.label);
     Py_XDECREF(entry.module);
+  }
+  // (After the drops: code they ran may have taken the spare or given one.)
+  if (g_spare_path != nullptr && g_spare_path->capacity() == 0 &&
+      path.capacity() <= kSparePathEntriesMax) {
+    path.clear();
+    g_spare_path->swap(path);
   }
 }
 

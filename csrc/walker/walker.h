@@ -44,6 +44,11 @@ void set_straight_replays(bool on) noexcept;
 template <typename T>
 using WalkVector = std::vector<T, PyMemAllocator<T>>;
 
+// The small buffers finished replays left for the next (their pins, their
+// path): bytes held (counted in the cache's bytes), and their release.
+std::size_t spare_buffer_bytes() noexcept;
+void release_spare_buffers() noexcept;
+
 struct WalkOptions {
   Kind kind = Kind::Parameters;
   bool recurse = true;           // false: the root module's own entries only
@@ -221,6 +226,8 @@ class Walker {
   OwnedRef build_replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
                                PyObject* key);
   void unpin_all() noexcept;
+  // Room for `entries` path entries, in the spare path when it has it.
+  void reserve_path(std::size_t entries);
   bool record_enter(PyObject* module);
   void record_mapping(std::uint32_t index, PyObject* mapping, bool from_dict, bool children);
   void abandon_recording() noexcept;
@@ -310,6 +317,7 @@ class Walker {
     std::uint32_t members_record = 0;  // the ModuleRecord whose members are being read
   };
 
+ public:  // (the spare path, replay.cpp, is one of these at namespace scope)
   // The modules on the replay's path, the root's first, as the live walk's
   // frames (and torch's generator frames) hold them: each with its label (a
   // named walk's full name, else the key it was reached under; strong
@@ -322,6 +330,7 @@ class Walker {
     PyObject* module;
   };
 
+ private:
   // A replay's state (replay.cpp; the hand-over to the live walk: handover.cpp).
   struct Replay {
     RecordPtr record;   // Replaying: the record whose program runs
