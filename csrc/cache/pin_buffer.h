@@ -196,7 +196,8 @@ class PinBuffer {
     }
   }
 
-  // The spare's bytes (cache_bytes() counts them), and its release (cache_clear()).
+  // The spare's bytes (for the tests: cache_info() does not count them), and its release
+  // (cache_clear()).
   static std::size_t spare_bytes() noexcept { return g_spare_words * sizeof(std::uintptr_t); }
   static void free_spare() noexcept {
     PyMem_Free(std::exchange(g_spare, nullptr));
