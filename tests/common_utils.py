@@ -141,6 +141,16 @@ FUNCTIONS: tuple[str, ...] = (
     "named_modules",
 )
 LAZY_FUNCTIONS: tuple[str, ...] = tuple(f for f in FUNCTIONS if f != "parameter_list")
+# torch's methods a walk may reach that a module class (or instance) can override.
+OVERRIDABLE_METHODS: tuple[str, ...] = (
+    "parameters",
+    "named_parameters",
+    "buffers",
+    "named_buffers",
+    "_named_members",
+    "modules",
+    "named_modules",
+)
 
 PREFIXES: tuple[str, ...] = ("", "root", "a.b")
 

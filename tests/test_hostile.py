@@ -32,6 +32,7 @@ from torch.overrides import TorchFunctionMode
 import pyparams
 from common_utils import (
     LAZY_FUNCTIONS,
+    OVERRIDABLE_METHODS,
     REPO,
     every_call,
     outcome,
@@ -52,15 +53,6 @@ VARIANTS = [(mode, walks) for mode in MODES for walks in (0, 1, 2)]
 NAMED = tuple(f for f in LAZY_FUNCTIONS if f.startswith("named_"))
 FUNCTIONS_ALL = (*LAZY_FUNCTIONS, "parameter_list")
 MEMBER_FUNCTIONS = tuple(f for f in LAZY_FUNCTIONS if "modules" not in f)
-OVERRIDABLE = (
-    "parameters",
-    "named_parameters",
-    "buffers",
-    "named_buffers",
-    "_named_members",
-    "modules",
-    "named_modules",
-)
 _JUNK: list[object] = []  # allocations that reuse the memory a freed object leaves
 
 
@@ -335,7 +327,7 @@ def _collider(mode: str, walks: int, name: str) -> list:
     return logs
 
 
-@pytest.mark.parametrize("name", [*OVERRIDABLE, "_parameters", "_buffers", "_modules"])
+@pytest.mark.parametrize("name", [*OVERRIDABLE_METHODS, "_parameters", "_buffers", "_modules"])
 def test_a_colliding_key_that_runs_code_during_a_name_lookup(name: str) -> None:
     """CPython's getattr holds the instance __dict__ across its lookup; a colliding key's
     __eq__ may drop that dict or change the tree: no crash, and what torch yields."""
@@ -366,7 +358,7 @@ def _override_before_first_next(mode: str, walks: int, method: str) -> list:
 
 
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
-@pytest.mark.parametrize("method", OVERRIDABLE)
+@pytest.mark.parametrize("method", OVERRIDABLE_METHODS)
 def test_an_override_set_before_the_first_next_is_called_where_torch_calls_it(
     method: str, mode: str, walks: int
 ) -> None:

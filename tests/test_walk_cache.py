@@ -25,6 +25,7 @@ from torch import nn
 import pyparams
 from common_utils import (
     LAZY_FUNCTIONS,
+    OVERRIDABLE_METHODS,
     assert_conforms,
     build_chain,
     drive,
@@ -189,17 +190,6 @@ MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
 )
 
 
-ROOT_METHODS = (
-    "parameters",
-    "named_parameters",
-    "buffers",
-    "named_buffers",
-    "_named_members",
-    "modules",
-    "named_modules",
-)
-
-
 def _dropping_last(method: str) -> Callable[..., Any]:
     """An override of ``method`` that yields what torch's does, less its last item."""
     base = getattr(nn.Module, method)
@@ -210,7 +200,7 @@ def _dropping_last(method: str) -> Callable[..., Any]:
     return override
 
 
-@pytest.mark.parametrize("method", ROOT_METHODS)
+@pytest.mark.parametrize("method", OVERRIDABLE_METHODS)
 @pytest.mark.parametrize("where", ["class", "instance"])
 def test_an_override_that_appears_on_a_recorded_root_is_called(method: str, where: str) -> None:
     # A replay skips asking the root for overrides while the root reads as recorded;
