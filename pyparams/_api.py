@@ -203,15 +203,28 @@ def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Mod
 
 
 def named_modules(
-    module: nn.Module, prefix: str = "", remove_duplicate: bool = True
+    module: nn.Module,
+    prefix: str = "",
+    remove_duplicate: bool = True,
+    *,
+    memo: set[nn.Module] | None = None,
 ) -> Iterator[tuple[str, nn.Module]]:
     """Yield ``(name, module)`` pairs exactly as ``module.named_modules()`` does.
+
+    A ``memo`` (torch's set of modules already seen, which the walk adds to) is
+    passed on to ``module.named_modules()``: that walk is torch's.
 
     >>> [name for name, _ in pyparams.named_modules(torch.nn.Sequential(torch.nn.ReLU()))]
     ['', '0']
     """
     if not isinstance(prefix, str):
         raise _bad_prefix("named_modules", prefix)
+    if memo is not None:
+        # torch's recursion state, which the caller reads afterwards: the walk that
+        # fills it is torch's own (or the module's override), as with the patch.
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"pyparams expected a torch.nn.Module, got {type(module).__name__}")
+        return module.named_modules(memo, prefix, remove_duplicate)
     if _is_compiling():
         return torch_walk(module, _MODULES, True, prefix, True, remove_duplicate, False)
     return _walk(

@@ -18,6 +18,7 @@ from torch.nn.utils import parametrize
 import pyparams
 from common_utils import (
     FUNCTIONS,
+    PREFIXES,
     argument_combinations,
     assert_conforms,
     assert_same_items,
@@ -211,12 +212,13 @@ def test_raw_member_entries_without_register() -> None:
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_positional_arguments_mean_the_same(function: str) -> None:
     root = _tied_parameters("cpu")
+    signature = inspect.signature(getattr(pyparams, function)).parameters
     for kwargs in argument_combinations(function):
-        if function == "parameter_list":
-            continue  # keyword-only by design
+        positional = [v for k, v in kwargs.items() if signature[k].kind != signature[k].KEYWORD_ONLY]
+        keywords = {k: v for k, v in kwargs.items() if signature[k].kind == signature[k].KEYWORD_ONLY}
         expected = run_pyparams(function, root, **kwargs)
-        result = getattr(pyparams, function)(root, *kwargs.values())
-        assert_same_items(list(result), expected, f"{function}(*{list(kwargs.values())})")
+        result = getattr(pyparams, function)(root, *positional, **keywords)
+        assert_same_items(list(result), expected, f"{function}(*{positional}, **{keywords})")
 
 
 @pytest.mark.parametrize("function", [f for f in FUNCTIONS if f != "parameter_list"])
@@ -532,6 +534,31 @@ def test_non_str_member_key_raises_like_torch() -> None:
         with pytest.raises(TypeError, match="int") as actual:
             run_pyparams(function, root)
         assert expected.type is actual.type
+
+
+def _memo_tree() -> nn.Module:
+    shared = nn.Linear(2, 2)
+    root = nn.Sequential(shared, nn.Sequential(shared, nn.ReLU()), nn.Linear(2, 1))
+    root[1].add_module("again", root[1])  # a cycle: only a memo (or remove_duplicate) ends it
+    return root
+
+
+@pytest.mark.parametrize("remove_duplicate", [True, False])
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_named_modules_with_a_memo_fills_it_as_torch_does(prefix: str, remove_duplicate) -> None:
+    """A memo is torch's recursion state: the same pairs, and the same modules added to it."""
+    root = _memo_tree()
+    for seen in (lambda: set(), lambda: {root[1]}, lambda: {root}):
+        expected_memo, actual_memo = seen(), seen()
+        if not remove_duplicate and not expected_memo:
+            continue  # torch recurses through the cycle until RecursionError
+        kwargs = {"prefix": prefix, "remove_duplicate": remove_duplicate}
+        expected = list(root.named_modules(expected_memo, **kwargs))
+        actual = run_pyparams("named_modules", root, memo=actual_memo, **kwargs)
+        assert_same_items(actual, expected, f"memo {sorted(map(id, expected_memo))}")
+        assert actual_memo == expected_memo
+    with pytest.raises(TypeError, match="expected a torch.nn.Module, got NoneType"):
+        pyparams.named_modules(None, memo=set())
 
 
 # ------------------------------------------------------------------------- transformers

@@ -72,7 +72,12 @@ PUBLIC_API = {
         ("remove_duplicate", P, True),
     ],
     "modules": [("module", P, NO), ("remove_duplicate", P, True)],
-    "named_modules": [("module", P, NO), ("prefix", P, ""), ("remove_duplicate", P, True)],
+    "named_modules": [
+        ("module", P, NO),
+        ("prefix", P, ""),
+        ("remove_duplicate", P, True),
+        ("memo", K, None),
+    ],
     "zero_grad": [("module", P, NO), ("set_to_none", P, True)],
     "patch": [],
     "unpatch": [],
