@@ -48,10 +48,12 @@ $(VENV_STAMP): pyproject.toml
 
 # The extension, compiled in place (pyparams/_C*.so) against the torch in $(VENV);
 # its objects stay in build/, so a change recompiles only the files it touches.
+# $(VENV)/bin leads PATH so that torch finds the ninja pip installed there (without
+# one on PATH it falls back to compiling one file at a time).
 # The stamp lives in the venv: another Python (PYTHON=python3.12 VENV=.venv-3.12)
 # builds its own extension beside this one.
 $(BUILD_STAMP): $(VENV_STAMP) $(SOURCES)
-	$(PY) setup.py --quiet build_ext --inplace
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) setup.py --quiet build_ext --inplace
 	touch $@
 
 # pyparams, editable, with the dependencies pyproject.toml lists for tests and
