@@ -14,12 +14,13 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-# CPython 3.13 gives a class at most 1000 version tags (MAX_VERSIONS_PER_CLASS). Every write to
-# an attribute of nn.Module (each pyparams.patch() and unpatch() is one) clears the tags of
+# CPython 3.13 and 3.14 give a class at most 1000 version tags (MAX_VERSIONS_PER_CLASS). Every
+# write to an attribute of nn.Module (each pyparams.patch() and unpatch() is one) clears the tags of
 # nn.Module and its subclasses, and each spends a new one when next looked up. The suite writes
 # there hundreds of times; past the limit no module class has a tag and every walk is live. The
-# modules that test recorded walks run first, while torch's classes still get tags.
-_RECORDED_WALK_MODULES = ("test_walk_cache.py", "test_safety.py")
+# modules that test recorded walks run first, while torch's classes still get tags, and so do the
+# documentation's examples that count replays.
+_RECORDED_WALK_MODULES = ("test_walk_cache.py", "test_safety.py", "_cache.py", "design.md")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

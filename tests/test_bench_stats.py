@@ -288,7 +288,7 @@ def test_structure_counts_shared_parameters_once() -> None:
 # ------------------------------------------------------------------ walk-cache states
 
 # The cache's counters and sizes: nothing to count where it is off (PYPARAMS_CACHE=0, or
-# CPython 3.13.0 and 3.14+, where every walk is live).
+# CPython 3.13.0 and after 3.14, where every walk is live).
 needs_cache = pytest.mark.skipif(
     not pyparams.cache_info().enabled, reason="the walk cache is off: every walk is live"
 )

@@ -3,11 +3,12 @@
 // CPython 3.10 and 3.11 keep PEP 509's ma_version_tag, a global counter
 // stamped on every write. 3.12 deprecates that field; there a dict watcher
 // (PyDict_AddWatcher, CPython's tool for this, as torch's dynamo guards use
-// it) notes every change of each dict the cache follows; 3.13 likewise.
-// 3.13.0's watchers miss attribute writes into a __dict__ that shares its
-// object's inline values (CPython gh-125608, fixed in 3.13.1): under 3.13.0
-// the watcher is never registered and every walk is live. From 3.14 on (and
-// on free-threaded builds) the cache is compiled out.
+// it) notes every change of each dict the cache follows; 3.13 and 3.14
+// likewise (3.14 has no ma_version_tag at all). 3.13.0's watchers miss
+// attribute writes into a __dict__ that shares its object's inline values
+// (CPython gh-125608, fixed in 3.13.1): under 3.13.0 the watcher is never
+// registered and every walk is live. On a CPython after 3.14 (not tested
+// here) and on free-threaded builds the cache is compiled out.
 #pragma once
 
 #include <Python.h>
@@ -17,7 +18,7 @@
 #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
 #define PYPARAMS_VERSION_TAGS 1
 #define PYPARAMS_WATCHED_DICTS 0
-#elif PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+#elif PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030F0000 && !defined(Py_GIL_DISABLED)
 #define PYPARAMS_VERSION_TAGS 0
 #define PYPARAMS_WATCHED_DICTS 1
 #else
@@ -83,6 +84,8 @@ Version follow_dict(PyObject* dict) noexcept;
 
 // Whether this interpreter gives versions (the watcher could be registered).
 bool dict_versions_available() noexcept;
+// Why it does not, in words ("" when it does): the interpreter, or no watcher slot.
+const char* dict_versions_unavailable_reason() noexcept;
 // What following dicts holds, in bytes (the watched-dict table).
 std::size_t followed_dicts_bytes() noexcept;
 // Stops following every dict (cache_clear).

@@ -89,12 +89,12 @@ PyObject* held_dict_lookup(PyObject* dict, PyObject* key, bool& found) {
 
 namespace {
 
-// CPython 3.11 to 3.13 (with the GIL) keep a dict's key kind in a byte of its
+// CPython 3.11 to 3.14 (with the GIL) keep a dict's key kind in a byte of its
 // keys object: DICT_KEYS_UNICODE (1) and DICT_KEYS_SPLIT (2) hold exact str
 // keys only (inserting any other key makes the table general, 0). A private
 // layout: init_module_attributes() checks it on dicts it builds, and without
 // that check every answer comes from reading the keys.
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030F0000 && !defined(Py_GIL_DISABLED)
 constexpr std::size_t kKeysKindOffset = sizeof(Py_ssize_t) + 2;  // after dk_refcnt, two log2 bytes
 bool g_keys_kind_known = false;
 
@@ -125,7 +125,7 @@ bool check_keys_kind() {
 }  // namespace
 
 bool keys_are_exact_str(PyObject* dict) {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030F0000 && !defined(Py_GIL_DISABLED)
   if (g_keys_kind_known) [[likely]] {
     std::uint8_t kind = keys_kind(dict);
     if (kind == 1 || kind == 2) {
@@ -181,7 +181,7 @@ PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict) {
 }
 
 bool init_module_attributes() {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030F0000 && !defined(Py_GIL_DISABLED)
   g_keys_kind_known = check_keys_kind();
 #endif
   g_object_getattribute = _PyType_Lookup(&PyBaseObject_Type, names().getattribute);

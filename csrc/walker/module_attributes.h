@@ -23,14 +23,14 @@ PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict = n
 inline Py_ssize_t instance_dict_offset(PyTypeObject* type) {
 #if PY_VERSION_HEX >= 0x030B0000  // managed dicts: 3.11 on
   if (PyType_HasFeature(type, Py_TPFLAGS_MANAGED_DICT)) {
-    // 3.11 to 3.13 keep the dict pointer three words before the object; a
+    // 3.11 to 3.14 keep the dict pointer three words before the object; a
     // free-threaded build has no GC links there, and keeps it one word before.
 #ifdef Py_GIL_DISABLED
     constexpr Py_ssize_t kWords = 1;
 #else
     constexpr Py_ssize_t kWords = 3;
 #endif
-    return PY_VERSION_HEX < 0x030E0000 ? -kWords * static_cast<Py_ssize_t>(sizeof(PyObject*)) : 0;
+    return PY_VERSION_HEX < 0x030F0000 ? -kWords * static_cast<Py_ssize_t>(sizeof(PyObject*)) : 0;
   }
 #endif
   return type->tp_dictoffset > 0 ? type->tp_dictoffset : 0;
@@ -73,7 +73,7 @@ inline bool has_inline_attributes(PyObject* object) {
   // 3.12 keeps either the dict or the inline values there, the values tagged by bit 0.
   return slot == 0 || (slot & 1) != 0;
 #else
-  return slot == 0;  // 3.11 and 3.13: the dict, or null while the values are inline
+  return slot == 0;  // 3.11, 3.13, 3.14: the dict, or null while the values are inline
 #endif
 #else
   (void)object;

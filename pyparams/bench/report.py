@@ -369,9 +369,9 @@ def _report_markdown(run: RunResult, plots: Sequence[str]) -> str:
         + (
             ""
             if m.get("pyparams_cache_enabled", True)
-            else " **The walk cache was off in this run** (PYPARAMS_CACHE=0, or CPython 3.13.0 "
-            "or 3.14 and later, where it is off): every walk was live, so the states time "
-            "the same walk."
+            else " **The walk cache was off in this run** ("
+            + (m.get("pyparams_cache_off_reason") or "PYPARAMS_CACHE=0, or a CPython without it")
+            + "): every walk was live, so the states time the same walk."
         ),
         "",
         _sweep_line(run.sweep),
