@@ -25,12 +25,15 @@ class CacheInfo(NamedTuple):
     revalidations: int  # modules whose __dict__ was written, re-checked and kept
     records: int  # records held (one per root and kind of walk)
     bytes: int  # what those records take
-    enabled: bool  # False with PYPARAMS_CACHE=0, on 3.13.0, 3.14+ and free-threaded builds
+    enabled: bool  # False with PYPARAMS_CACHE=0, on 3.13.0, after 3.14 and free-threaded builds
     # Instance __dict__s that recording built, and their bytes. CPython 3.11 keeps a
     # fresh object's attributes inline, without a dict version to check; the dicts
     # belong to the modules (and go with them), not to the cache.
     dicts_built: int
     dict_bytes: int
+    # Why the cache is off, decided once at import ("" while it is on): PYPARAMS_CACHE=0,
+    # CPython 3.13.0, every dict-watcher slot taken, or an interpreter it is not built for.
+    off_reason: str
 
 
 def cache_info() -> CacheInfo:

@@ -105,6 +105,7 @@ def test_quick_run_writes_every_file(quick_run: tuple[int, str, Path]) -> None:
     assert "## Claims" in report and "| model | device |" in report
     assert "x list after" in report and "after other work" in report
     assert ("walk cache was off" in report) is not pyparams.cache_info().enabled
+    assert pyparams.cache_info().off_reason in report
 
 
 @needs_transformers  # the quick preset runs GPT-2
@@ -113,6 +114,7 @@ def test_json_has_machine_and_every_raw_sample(quick_json: dict) -> None:  # typ
     for key in ("platform", "cpu_count", "python", "torch", "cuda_device", "pyparams"):
         assert key in machine
     assert machine["pyparams_cache_enabled"] is pyparams.cache_info().enabled
+    assert machine["pyparams_cache_off_reason"] == pyparams.cache_info().off_reason
     assert [c["model"] for c in quick_json["cases"]] == [e.name for e in preset_entries("quick")]
     for case in quick_json["cases"]:
         assert {split(key)[0] for key in case["contenders"]} == set(CONTENDERS)

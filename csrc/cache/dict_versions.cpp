@@ -19,6 +19,7 @@ namespace {
 AddressTable<Version>* g_followed = nullptr;
 int g_watcher = -1;
 Version g_last_version = 0;
+const char* g_unavailable = "the dict watcher was never registered";
 
 // Called by CPython before every change of a watched dict (and before it is
 // freed): the change stamp moves, and the dict gets a new version, or its
@@ -67,6 +68,10 @@ bool dict_versions_available() noexcept {
   return g_watcher >= 0;
 }
 
+const char* dict_versions_unavailable_reason() noexcept {
+  return g_watcher >= 0 ? "" : g_unavailable;
+}
+
 std::size_t followed_dicts_bytes() noexcept {
   return g_followed != nullptr ? g_followed->bytes() : 0;
 }
@@ -88,18 +93,23 @@ void init_dict_versions() noexcept {
   // 3.13.0's watchers miss writes through inline values (gh-125608): the
   // interpreter running counts, not the headers built against.
   if (Py_Version >= 0x030D0000 && Py_Version < 0x030D01F0) {
+    g_unavailable =
+        "CPython 3.13.0's dict watchers miss writes through inline attributes (gh-125608, "
+        "fixed in 3.13.1)";
     return;
   }
   if (g_watcher < 0) {
     if (g_followed == nullptr) {
       g_followed = new (std::nothrow) AddressTable<Version>();
       if (g_followed == nullptr) {
+        g_unavailable = "no memory for the table of watched dicts at import";
         return;  // no table, no watcher: walks stay live
       }
     }
     g_watcher = PyDict_AddWatcher(on_dict_event);
     if (g_watcher < 0) {
       PyErr_Clear();  // all of CPython's watcher slots taken: walks stay live
+      g_unavailable = "every one of CPython's dict-watcher slots was taken at import";
     }
   }
 }
@@ -112,6 +122,21 @@ Version follow_dict(PyObject* dict) noexcept {
 
 bool dict_versions_available() noexcept {
   return PYPARAMS_VERSION_TAGS != 0;
+}
+
+const char* dict_versions_unavailable_reason() noexcept {
+#if PYPARAMS_VERSION_TAGS
+  return "";
+#elif defined(Py_GIL_DISABLED)
+  return "not built for free-threaded CPython: every walk is live";
+#else
+#define PYPARAMS_SPELLED(x) #x
+#define PYPARAMS_NUMBER(x) PYPARAMS_SPELLED(x)
+  return "not built for CPython " PYPARAMS_NUMBER(PY_MAJOR_VERSION) "." PYPARAMS_NUMBER(
+      PY_MINOR_VERSION) ", on which it has not been tested: every walk is live";
+#undef PYPARAMS_NUMBER
+#undef PYPARAMS_SPELLED
+#endif
 }
 
 std::size_t followed_dicts_bytes() noexcept {

@@ -20,6 +20,7 @@ struct RootRecords {
 };
 
 bool g_enabled = false;
+bool g_turned_off = false;  // PYPARAMS_CACHE=0 at import
 // sys.getsizeof, taken at import: CPython 3.13 no longer exports the C function behind it.
 PyObject* g_getsizeof = nullptr;
 std::uint64_t g_epoch = 1;
@@ -157,6 +158,14 @@ int record_slot(int kind, bool recurse, bool remove_duplicate) noexcept {
 
 bool cache_enabled() noexcept {
   return g_enabled;
+}
+
+const char* cache_off_reason() noexcept {
+  if (g_enabled) {
+    return "";
+  }
+  return g_turned_off ? "PYPARAMS_CACHE=0 in the environment at import"
+                      : dict_versions_unavailable_reason();
 }
 
 RecordPtr find_record(PyObject* root, int slot) {
@@ -355,8 +364,8 @@ bool init_walk_cache() {
     return false;
   }
   const char* setting = std::getenv("PYPARAMS_CACHE");
-  bool turned_off = setting != nullptr && std::strcmp(setting, "0") == 0;
-  if (PYPARAMS_WALK_CACHE && !turned_off) {
+  g_turned_off = setting != nullptr && std::strcmp(setting, "0") == 0;
+  if (PYPARAMS_WALK_CACHE && !g_turned_off) {
     init_dict_versions();
     g_enabled = dict_versions_available();
   }

@@ -162,6 +162,8 @@ using RecordPtr = GilShared<WalkRecord>;
 int record_slot(int kind, bool recurse, bool remove_duplicate) noexcept;
 
 bool cache_enabled() noexcept;
+// Why the cache is off, in words; "" while it is on.
+const char* cache_off_reason() noexcept;
 
 // The record of `root`'s walk in `slot`, or null.
 RecordPtr find_record(PyObject* root, int slot);

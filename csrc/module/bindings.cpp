@@ -67,12 +67,12 @@ PYBIND11_MODULE(_C, m) {
       "cache_info",
       []() {
         const pyparams::CacheCounters& counters = pyparams::cache_counters();
-        return py::make_tuple(counters.hits, counters.misses, counters.invalidations,
-                              counters.revalidations, pyparams::cache_records(),
-                              pyparams::cache_bytes(), pyparams::cache_enabled(),
-                              counters.dicts_built, counters.dict_bytes);
+        return py::make_tuple(
+            counters.hits, counters.misses, counters.invalidations, counters.revalidations,
+            pyparams::cache_records(), pyparams::cache_bytes(), pyparams::cache_enabled(),
+            counters.dicts_built, counters.dict_bytes, pyparams::cache_off_reason());
       },
-      R"doc(Return (hits, misses, invalidations, revalidations, records, bytes, enabled, dicts_built, dict_bytes) of the walk cache.)doc");
+      R"doc(Return (hits, misses, invalidations, revalidations, records, bytes, enabled, dicts_built, dict_bytes, off_reason) of the walk cache.)doc");
 
   m.def(
       "cache_clear",

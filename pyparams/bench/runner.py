@@ -166,8 +166,9 @@ def machine_info() -> dict[str, object]:
         "transformers": getattr(transformers, "__version__", None),
         "pyparams": getattr(pyparams, "__version__", "unknown"),
         "pyparams_cache_env": os.environ.get("PYPARAMS_CACHE"),  # "0": the walk cache was off
-        # False also on CPython 3.13.0 and 3.14+ (no cache there), where every walk is live.
+        # False also on CPython 3.13.0 and after 3.14 (no cache there): every walk is live.
         "pyparams_cache_enabled": pyparams.cache_info().enabled,
+        "pyparams_cache_off_reason": pyparams.cache_info().off_reason,
         "cuda_available": cuda,
         "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "cuda_version": torch.version.cuda,
