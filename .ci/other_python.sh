@@ -49,6 +49,10 @@ if ! python=$(find_python); then
   fi
   python=python$version
   in_root=(bash tools/debian_root.sh "$version" "$root" --)
+  if ! "${in_root[@]}" true; then
+    echo "other-python: $root cannot run commands here (chroot, mount): skipped"
+    exit 0
+  fi
   echo "other-python: Debian's python$version in $root"
 else
   echo "other-python: $("$python" --version) at $python"

@@ -45,6 +45,19 @@ apt_options=(-o Acquire::Check-Valid-Until=false -qq)
 
 [[ $(id -u) -eq 0 ]] || { log "must run as root (debootstrap, chroot, mount)"; exit 1; }
 
+# The mount points at or under $root, deepest first.
+mounts_under_root() {
+    awk -v root="$root" '$5 == root || index($5, root "/") == 1 { print $5 }' \
+        /proc/self/mountinfo | sort -r
+}
+
+unmount_under_root() {
+    local target
+    for target in $(mounts_under_root); do
+        umount "$target" 2>/dev/null || umount -l "$target" 2>/dev/null || true
+    done
+}
+
 make_root() {
     # The mirror the machine's apt already uses (only that host is reachable).
     shopt -s nullglob
@@ -59,6 +72,13 @@ make_root() {
         timeout 600 apt-get update -qq && timeout 600 apt-get install -y -qq debootstrap >/dev/null
     fi
     log "debootstrap sid into $root ($mirror)"
+    # A run killed before its clean-up may have left mounts there: /dev, /sys and the
+    # checkout are the machine's own, so nothing is removed while anything is mounted.
+    unmount_under_root
+    if mounts_under_root | grep -q .; then
+        log "still mounted under $root, not removing it: $(mounts_under_root | tr '\n' ' ')"
+        exit 1
+    fi
     rm -rf "$root"
     mkdir -p "$root"
     if ! timeout 900 debootstrap --variant=minbase --include=ca-certificates sid "$root" "$mirror" \
@@ -92,24 +112,20 @@ if ((${#command[@]} == 0)); then
 fi
 
 copy_host_files
-mounted=()
-unmount_all() {
-    local i
-    for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
-        umount -R "${mounted[i]}" 2>/dev/null || umount -lR "${mounted[i]}" || true
-    done
-}
-trap unmount_all EXIT
+unmount_under_root  # what a killed run left
+trap unmount_under_root EXIT
 mount_in() {  # mount_in TARGET mount-arguments...
     local target=$root$1
     shift
     mkdir -p "$target"
     mount "$@" "$target"
-    mounted+=("$target")
 }
 mount_in /proc -t proc proc
 mount_in /sys --rbind /sys
 mount_in /dev --rbind /dev
+# Slaves: unmounting them at the end must not propagate to the machine's own /sys and /dev.
+mount --make-rslave "$root/sys"
+mount --make-rslave "$root/dev"
 mount_in "$checkout" --bind "$checkout"
 environment=(PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8
              PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1)
