@@ -2,9 +2,10 @@
 # The differential suites under another CPython (default 3.12: the walk cache's dict-watcher
 # path, which CI's Python 3.11 never compiles; 3.13 likewise), in .venv-<version>, through
 # README's `make test PYTHON=... VENV=...`. A machine without that interpreter says so and
-# passes; `bash tools/build_cpython.sh 3.13` builds one. 3.14, which no source package here
-# builds, runs in a Debian sid root with Debian's python3.14 (tools/debian_root.sh: made when
-# missing, about a minute; where the mirror cannot serve it, skipped and said so).
+# passes; `bash tools/build_cpython.sh 3.13` builds one. Where the machine has none with the
+# walk cache on (3.14 anywhere, or only pyenv's 3.13.0), the suites run in a Debian sid root with
+# Debian's python3.X (tools/debian_root.sh: made when missing, about a minute); where the mirror
+# cannot serve one, 3.13.0 runs them with the cache off, and a missing 3.14 is skipped, saying so.
 #
 #   bash .ci/other_python.sh [VERSION] [--discard]
 #
@@ -20,15 +21,16 @@ discard=${2:-}
 min_free_gib=${MIN_FREE_GIB:-10}
 export PIP_NO_CACHE_DIR=1
 
-# The one tools/build_cpython.sh built (a later 3.13 than pyenv's 3.13.0, where the walk
-# cache is off), python3.X on PATH, or pyenv's (whose shim refuses an unselected version).
+# The one tools/build_cpython.sh built, python3.X on PATH, or pyenv's (whose shim refuses an
+# unselected version). With "--cached", only one whose walk cache can be on: not 3.13.0.
 find_python() {
-  local root candidate
+  local root candidate wrong
+  wrong="'%d.%d' % sys.version_info[:2] != '$version'"
+  [ "${1:-}" = --cached ] && wrong="$wrong or sys.version_info[:3] == (3, 13, 0)"
   root=$(pyenv root 2>/dev/null || true)
   for candidate in "/opt/pyparams-python/$version/bin/python$version" "python$version" \
     "$root"/versions/"$version".*/bin/"python$version"; do
-    if "$candidate" -c "import sys; sys.exit('%d.%d' % sys.version_info[:2] != '$version')" \
-      >/dev/null 2>&1; then
+    if "$candidate" -c "import sys; sys.exit($wrong)" >/dev/null 2>&1; then
       echo "$candidate"
       return 0
     fi
@@ -36,26 +38,27 @@ find_python() {
   return 1
 }
 
+# Debian's python3.X in a sid root (tools/debian_root.sh), when it can be had and entered.
+debian_python() {
+  local root
+  root=$(bash tools/debian_root.sh "$version") || return 1
+  bash tools/debian_root.sh "$version" "$root" -- true || return 1
+  echo "$root"
+}
+
 # Runs the command given in the Debian root when one stands in for a missing interpreter.
 in_root=()
-if ! python=$(find_python); then
-  if [ "$version" != 3.14 ]; then
-    echo "other-python: no CPython $version on this machine: skipped"
-    exit 0
-  fi
-  if ! root=$(bash tools/debian_root.sh "$version"); then
-    echo "other-python: no CPython $version on this machine, nor from Debian's archive: skipped"
-    exit 0
-  fi
+if python=$(find_python --cached); then
+  echo "other-python: $("$python" --version) at $python"
+elif root=$(debian_python); then
   python=python$version
   in_root=(bash tools/debian_root.sh "$version" "$root" --)
-  if ! "${in_root[@]}" true; then
-    echo "other-python: $root cannot run commands here (chroot, mount): skipped"
-    exit 0
-  fi
   echo "other-python: Debian's python$version in $root"
+elif python=$(find_python); then
+  echo "other-python: $("$python" --version) at $python (the walk cache is off there)"
 else
-  echo "other-python: $("$python" --version) at $python"
+  echo "other-python: no CPython $version on this machine, nor from Debian's archive: skipped"
+  exit 0
 fi
 venv=".venv-$version"
 free_gib=$(($(df --output=avail -k . | tail -n 1) / 1024 / 1024))
@@ -65,7 +68,8 @@ if [ ! -d "$venv" ] && [ "$free_gib" -lt "$min_free_gib" ]; then
 fi
 suites="tests/test_walk_cache.py tests/test_conformance.py tests/test_safety.py \
   tests/test_fuzz_state_machine.py tests/test_odd_modules.py tests/test_threads.py \
-  tests/test_huge_trees.py tests/test_hostile.py tests/test_fuzz_hostile.py"
+  tests/test_huge_trees.py tests/test_hostile.py tests/test_fuzz_hostile.py \
+  tests/test_cache_state.py"
 start=$SECONDS
 "${in_root[@]}" make test PYTHON="$python" VENV="$venv" PYTEST_ARGS="$suites"
 echo "other-python: CPython $version suites passed in $((SECONDS - start)) s"

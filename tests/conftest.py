@@ -20,7 +20,13 @@ import torch
 # there hundreds of times; past the limit no module class has a tag and every walk is live. The
 # modules that test recorded walks run first, while torch's classes still get tags, and so do the
 # documentation's examples that count replays.
-_RECORDED_WALK_MODULES = ("test_walk_cache.py", "test_safety.py", "_cache.py", "design.md")
+_RECORDED_WALK_MODULES = (
+    "test_walk_cache.py",
+    "test_cache_state.py",
+    "test_safety.py",
+    "_cache.py",
+    "design.md",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
