@@ -72,11 +72,8 @@ done
 # Add deb-src entries (sources only: binary installs stay on bookworm) for the
 # suites that carry python3.X, on the same mirror host the machine's apt
 # sources already use (only that host is reachable).
-shopt -s nullglob
-mirror=$(grep -hv '^[[:space:]]*#' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-             /etc/apt/sources.list.d/*.sources 2>/dev/null \
-         | grep -oE '(https?|ftp)://[^][:space:]]+' | grep -E '/debian/?$' | head -n1 || true)
-shopt -u nullglob
+source "$(dirname "$0")/debian_mirror.sh"
+mirror=$(debian_mirror)
 [[ -n $mirror ]] || { log "no Debian mirror found in /etc/apt/sources.list{,.d}"; exit 1; }
 srcfile=/etc/apt/sources.list.d/pyparams-deb-src.sources
 cat > "$srcfile" <<EOF

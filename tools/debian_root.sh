@@ -39,6 +39,7 @@ if (($#)); then
     command=("$@")
 fi
 checkout=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/debian_mirror.sh"
 log() { echo "debian_root: $*" >&2; }
 # The mirror may be a frozen snapshot whose Release files have expired.
 apt_options=(-o Acquire::Check-Valid-Until=false -qq)
@@ -59,13 +60,8 @@ unmount_under_root() {
 }
 
 make_root() {
-    # The mirror the machine's apt already uses (only that host is reachable).
-    shopt -s nullglob
     local mirror
-    mirror=$(grep -hv '^[[:space:]]*#' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-                 /etc/apt/sources.list.d/*.sources 2>/dev/null \
-             | grep -oE '(https?|ftp)://[^][:space:]]+' | grep -E '/debian/?$' | head -n1 || true)
-    shopt -u nullglob
+    mirror=$(debian_mirror)
     [[ -n $mirror ]] || { log "no Debian mirror found in /etc/apt/sources.list{,.d}"; exit 1; }
     export DEBIAN_FRONTEND=noninteractive
     if ! command -v debootstrap >/dev/null; then
