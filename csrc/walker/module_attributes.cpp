@@ -95,6 +95,11 @@ namespace {
 // layout: init_module_attributes() checks it on dicts it builds, and without
 // that check every answer comes from reading the keys.
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030F0000 && !defined(Py_GIL_DISABLED)
+#define PYPARAMS_KEYS_KIND_BYTE 1
+#else
+#define PYPARAMS_KEYS_KIND_BYTE 0
+#endif
+#if PYPARAMS_KEYS_KIND_BYTE
 constexpr std::size_t kKeysKindOffset = sizeof(Py_ssize_t) + 2;  // after dk_refcnt, two log2 bytes
 bool g_keys_kind_known = false;
 
@@ -125,7 +130,7 @@ bool check_keys_kind() {
 }  // namespace
 
 bool keys_are_exact_str(PyObject* dict) {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030F0000 && !defined(Py_GIL_DISABLED)
+#if PYPARAMS_KEYS_KIND_BYTE
   if (g_keys_kind_known) [[likely]] {
     std::uint8_t kind = keys_kind(dict);
     if (kind == 1 || kind == 2) {
@@ -181,7 +186,7 @@ PyObject* module_attribute(PyObject* module, PyObject* name, bool* from_dict) {
 }
 
 bool init_module_attributes() {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030F0000 && !defined(Py_GIL_DISABLED)
+#if PYPARAMS_KEYS_KIND_BYTE
   g_keys_kind_known = check_keys_kind();
 #endif
   g_object_getattribute = _PyType_Lookup(&PyBaseObject_Type, names().getattribute);
