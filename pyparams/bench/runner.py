@@ -155,6 +155,7 @@ def machine_info() -> dict[str, object]:
     if available("transformers"):
         import transformers
     cuda = torch.cuda.is_available()
+    cache = pyparams.cache_info()
     return {
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
@@ -167,8 +168,8 @@ def machine_info() -> dict[str, object]:
         "pyparams": getattr(pyparams, "__version__", "unknown"),
         "pyparams_cache_env": os.environ.get("PYPARAMS_CACHE"),  # "0": the walk cache was off
         # False also on CPython 3.13.0 and after 3.14 (no cache there): every walk is live.
-        "pyparams_cache_enabled": pyparams.cache_info().enabled,
-        "pyparams_cache_off_reason": pyparams.cache_info().off_reason,
+        "pyparams_cache_enabled": cache.enabled,
+        "pyparams_cache_off_reason": cache.off_reason,
         "cuda_available": cuda,
         "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "cuda_version": torch.version.cuda,
