@@ -409,6 +409,53 @@ def test_child_detached_and_dropped_mid_iteration() -> None:
     assert inner_ref() is None
 
 
+# ---------------------------------------------------------------------- weak references
+
+
+@pytest.mark.parametrize("steps", [0, 1, None])  # never stepped, mid-walk, exhausted
+@pytest.mark.parametrize("function", LAZY_FUNCTIONS)
+def test_an_iterator_takes_weak_references_as_torchs_generator_does(
+    function: str, steps: int | None
+) -> None:
+    model = small_tied_model()
+    for _ in range(3):  # live, recording, replaying
+        list(_call(function, model))
+    for make in (lambda: torch_iterator(function, model), lambda: _call(function, model)):
+        iterator = make()
+        died: list[object] = []
+        ref = weakref.ref(iterator, died.append)
+        assert ref() is iterator
+        if steps is None:
+            list(iterator)
+        else:
+            for _ in range(steps):
+                next(iterator)
+        del iterator
+        assert ref() is None and died == [ref]  # freed at once, its callback called once
+
+
+def test_a_weakref_callback_that_walks_and_changes_the_tree_while_the_iterator_dies() -> None:
+    model = small_tied_model()
+    for _ in range(3):
+        list(pyparams.named_parameters(model))
+    seen: list[list[str]] = []
+
+    def callback(_: object) -> None:  # user code, run while the iterator is being freed
+        seen.append([name for name, _ in pyparams.named_parameters(model)])
+        model.register_parameter("added", nn.Parameter(torch.zeros(1)))
+
+    watched = refcounts([model, model._parameters, *model.parameters()])
+    iterator = pyparams.named_parameters(model)
+    next(iterator)
+    ref = weakref.ref(iterator, callback)
+    del iterator
+    assert ref() is None
+    assert seen == [[name for name, _ in model.named_parameters() if name != "added"]]
+    assert_conforms(model, [("named_parameters", {})])  # no record trusted after the write
+    del model._parameters["added"]
+    assert refcounts([model, model._parameters, *model.parameters()]) == watched
+
+
 # ---------------------------------------------------------------------------- bad input
 
 

@@ -1,13 +1,22 @@
 #include "module/iterator.h"
 
+#include <cstddef>
 #include <cstdint>
 #include <new>
 
 namespace pyparams {
 namespace {
 
+// The object header and the weak references to the iterator, as a generator
+// has them (weakref.ref(model.parameters()) works on torch's): a standard
+// layout, so that the list's offset is known to the type.
+struct WalkIteratorHeader {
+  PyObject_HEAD PyObject* weak_references;
+};
+
 struct WalkIteratorObject {
-  PyObject_HEAD Walker walker;
+  WalkIteratorHeader header;
+  Walker walker;
   // Set while tp_iternext runs: Python code reached from the walk (a custom
   // mapping's items(), a __del__) must not re-enter the same walk.
   bool running;
@@ -220,6 +229,11 @@ int walk_clear(PyObject* self) {
 
 void walk_dealloc(PyObject* self) {
   PyObject_GC_UnTrack(self);
+  // Their callbacks run first, the walk still whole (they are user code; they
+  // get the dead reference, never the iterator).
+  if (reinterpret_cast<WalkIteratorObject*>(self)->header.weak_references != nullptr) {
+    PyObject_ClearWeakRefs(self);
+  }
   reinterpret_cast<WalkIteratorObject*>(self)->walker.~Walker();
   Py_TYPE(self)->tp_free(self);
 }
@@ -230,6 +244,7 @@ PyTypeObject walk_iterator_type_with(PyMethodDef* methods) {
   type.tp_name = "pyparams._C.WalkIterator";
   type.tp_basicsize = sizeof(WalkIteratorObject);
   type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
+  type.tp_weaklistoffset = offsetof(WalkIteratorHeader, weak_references);
   type.tp_doc = PyDoc_STR("Lazy native walk over a torch.nn.Module tree (made by pyparams).");
   type.tp_dealloc = walk_dealloc;
   type.tp_traverse = walk_traverse;
@@ -275,6 +290,7 @@ PyObject* new_walk_iterator(PyObject* root, PyObject* prefix, const WalkOptions&
   if (iterator == nullptr) {
     return nullptr;
   }
+  iterator->header.weak_references = nullptr;
   new (&iterator->walker) Walker();
   iterator->running = false;
   iterator->steps = 0;
