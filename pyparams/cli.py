@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--consumer-models",
         nargs="+",
         metavar="NAME",
-        help="models of the consumers section (default: moe-32x64 gpt2)",
+        help="models of the consumers section: moe-LAYERSxEXPERTS (routed) or a zoo "
+        "architecture (default: moe-32x64 gpt2)",
     )
     bench.add_argument("--list", action="store_true", help="print the zoo and the contenders")
     bench.add_argument(
@@ -174,6 +177,35 @@ def _error(command: str, message: str) -> int:
     return 2
 
 
+def _unwritable(out: Path) -> str | None:
+    """Why the results cannot be written to ``out`` (made here when missing), or ``None``:
+    asked before a run, so that a bad ``--out`` costs seconds, not the run."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        return f"cannot write the results to --out {out}: {exc.strerror or exc}"
+    return None
+
+
+def _consumer_models(values: Sequence[str] | None) -> list[str]:
+    """The consumers section's models (``--consumer-models``, default the section's own);
+    ``ValueError`` naming one it cannot build: a routed ``moe-LxE`` or a zoo architecture."""
+    from pyparams.bench.consumers import CONSUMER_MODELS
+    from pyparams.bench.zoo import ZOO
+
+    models = _names(values) or list(CONSUMER_MODELS)
+    architectures = [name for name, entry in ZOO.items() if entry.family == "arch"]
+    for name in models:
+        if not (re.fullmatch(r"moe-[1-9][0-9]*x[1-9][0-9]*", name) or name in architectures):
+            raise ValueError(
+                f"unknown consumer model {name!r}; choose moe-LAYERSxEXPERTS (as moe-32x64) "
+                f"or one of: {', '.join(architectures)}"
+            )
+    return models
+
+
 def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from pyparams.bench.extras import INSTALL_HINT
     from pyparams.bench.report import (
@@ -214,6 +246,7 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         options.entries()
         options.device_list()
         options.contender_list()
+        _consumer_models(args.consumer_models)
     except (KeyError, ValueError) as exc:
         return _error("bench", exc.args[0] if exc.args else str(exc))
     if not runnable(options.entries()):
@@ -223,6 +256,8 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f"every model asked for needs {', '.join(needs)}, which is not "
             f"installed: {INSTALL_HINT}",
         )
+    if reason := _unwritable(args.out):
+        return _error("bench", reason)
     note = extras_note(options)
     if note:
         print(f"pyparams bench: {note}", file=sys.stderr)
@@ -255,11 +290,16 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _bench_consumers(args: argparse.Namespace) -> int:
     """The consumers section: print its table, write its files and report.md section."""
     from pyparams.bench.consumer_report import format_consumers, write_consumer_outputs
-    from pyparams.bench.consumers import CONSUMER_MODELS, run_consumers
+    from pyparams.bench.consumers import run_consumers
     from pyparams.bench.extras import missing
     from pyparams.bench.zoo import get_entry
 
-    models = _names(args.consumer_models) or list(CONSUMER_MODELS)
+    try:
+        models = _consumer_models(args.consumer_models)
+    except ValueError as exc:
+        return _error("bench", str(exc))
+    if reason := _unwritable(args.out):
+        return _error("bench", reason)
     # Models that need a missing extra were named once already (the bench's hint line);
     # the routed MoE (moe-LxE) is the consumers' own model, built without any extra.
     models = [m for m in models if m.startswith("moe-") or not missing(get_entry(m).needs)]
@@ -286,6 +326,8 @@ def _bench_distributed(args: argparse.Namespace, argv: Sequence[str]) -> int:
             get_entry(name)
     except KeyError as exc:
         return _error("bench", exc.args[0])
+    if reason := _unwritable(args.out):
+        return _error("bench", reason)
     target = [
         "-m",
         "pyparams.bench.distributed",
@@ -355,6 +397,8 @@ def _claims(args: argparse.Namespace) -> int:
             return _error("claims", f"unknown device {device!r}; claims run on cpu or cuda")
         if device == "cuda" and not torch.cuda.is_available():
             return _error("claims", "device 'cuda' was asked for but CUDA is not available here")
+    if args.out is not None and (reason := _unwritable(args.out)):
+        return _error("claims", reason)
     start = time.perf_counter()
     try:
         verdicts = run_claims(model=model, huge_model=huge_model, devices=devices)

@@ -222,6 +222,8 @@ def test_list_prints_zoo_and_contenders() -> None:
         (["--sweep-mib", "0"], "--sweep-mib must be at least 1"),
         (["--quick", "--full"], "not allowed with argument"),
         (["--repeat", "many"], "invalid int value"),
+        (["--consumer-models", "depth-10"], "unknown consumer model 'depth-10'"),
+        (["--consumers", "only", "--consumer-models", "moe-0x4"], "unknown consumer model"),
     ],
 )
 def test_bad_options_are_rejected(argv: list[str], needle: str, tmp_path: Path) -> None:
@@ -229,6 +231,26 @@ def test_bad_options_are_rejected(argv: list[str], needle: str, tmp_path: Path) 
     assert code != 0
     assert needle in stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "--quick", "--models", "depth-10"],
+        ["bench", "--consumers", "only"],
+        ["bench", "--distributed"],
+        ["claims", "--model", "depth-10"],
+    ],
+)
+def test_an_out_that_cannot_be_written_is_refused_before_the_run(
+    argv: list[str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, stdout, stderr = run_cli(*argv, "--out", str(blocker / "out"))
+    assert code == 2
+    assert f"cannot write the results to --out {blocker / 'out'}: Not a directory" in stderr
+    assert "Traceback" not in stderr and stdout == ""  # nothing was measured or printed
 
 
 def test_cuda_is_rejected_without_cuda() -> None:
