@@ -220,6 +220,7 @@ def test_list_prints_zoo_and_contenders() -> None:
         (["--repeat", "0"], "--repeat must be at least 1"),
         (["--distributed", "--repeat", "0"], "--repeat must be at least 1"),
         (["--sweep-mib", "0"], "--sweep-mib must be at least 1"),
+        (["--sweep-mib", str(1 << 40)], "is more than half of this machine's"),
         (["--quick", "--full"], "not allowed with argument"),
         (["--repeat", "many"], "invalid int value"),
         (["--consumer-models", "depth-10"], "unknown consumer model 'depth-10'"),
