@@ -470,3 +470,21 @@ def test_the_sdist_builds_without_torch_and_holds_the_sources(tmp_path: Path) ->
     assert any(n.endswith(".h") for n in needed)
     assert needed <= names, sorted(needed - names)
     assert not [n for n in names if n.endswith((".so", ".o"))]
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """README and docs cite tests as evidence (the design's table of user-code points, the
+    reliability and performance figures): each file and function they name must exist."""
+    sources = [*(CHECKOUT / "tests").rglob("test_*.py"), *(CHECKOUT / "benchmarks").glob("*.py")]
+    files = {p.name for p in sources} | {str(p.relative_to(CHECKOUT)) for p in sources}
+    functions = {name for p in sources for name in re.findall(r"def (test_\w+)\(", p.read_text())}
+    missing = []
+    for doc in [CHECKOUT / "README.md", *sorted((CHECKOUT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for name in re.findall(r"[\w/]*test_\w+\.py", text):
+            if name not in files:
+                missing.append(f"{doc.name}: {name}")
+        for name in re.findall(r"(?<![\w/.])(test_\w+)\b(?!\.py)", text):
+            if name not in functions:
+                missing.append(f"{doc.name}: {name}")
+    assert not missing, missing
