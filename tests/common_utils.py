@@ -95,8 +95,13 @@ def refcounts(objects: Iterable[object], *, clear_type_cache: bool = True) -> li
     changed class and goes live."""
     gc.collect()
     if clear_type_cache:
-        sys._clear_type_cache()
+        _clear_type_cache()
     return [sys.getrefcount(o) for o in objects]
+
+
+# 3.13 deprecates sys._clear_type_cache() for sys._clear_internal_caches(), which empties
+# the type cache too.
+_clear_type_cache = getattr(sys, "_clear_internal_caches", None) or sys._clear_type_cache
 
 
 def subprocess_env(pythonpath: Sequence[str | Path] = (REPO,), **extra: str) -> dict[str, str]:
