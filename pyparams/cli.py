@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile
@@ -178,14 +177,6 @@ def _error(command: str, message: str) -> int:
     return 2
 
 
-def _physical_memory() -> int | None:
-    """This machine's memory in bytes, or ``None`` where the OS does not say."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
 def _unwritable(out: Path) -> str | None:
     """Why the results cannot be written to ``out`` (made here when missing), or ``None``:
     asked before a run, so that a bad ``--out`` costs seconds, not the run."""
@@ -216,7 +207,7 @@ def _consumer_models(values: Sequence[str] | None) -> list[str]:
 
 
 def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from pyparams.bench.extras import INSTALL_HINT
+    from pyparams.bench.extras import INSTALL_HINT, total_memory_bytes
     from pyparams.bench.report import (
         format_fits,
         format_summary,
@@ -233,8 +224,8 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _error("bench", f"--repeat must be at least 1, got {args.repeat}")
     if args.sweep_mib is not None and args.sweep_mib < 1:
         return _error("bench", f"--sweep-mib must be at least 1, got {args.sweep_mib}")
-    memory = _physical_memory()
-    if args.sweep_mib is not None and memory and args.sweep_mib << 20 > memory // 2:
+    memory = total_memory_bytes() if args.sweep_mib is not None else None
+    if memory and args.sweep_mib << 20 > memory // 2:
         return _error(
             "bench",
             f"--sweep-mib {args.sweep_mib} is more than half of this machine's "
