@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -191,18 +190,12 @@ def _unwritable(out: Path) -> str | None:
 
 def _consumer_models(values: Sequence[str] | None) -> list[str]:
     """The consumers section's models (``--consumer-models``, default the section's own);
-    ``ValueError`` naming one it cannot build: a routed ``moe-LxE`` or a zoo architecture."""
-    from pyparams.bench.consumers import CONSUMER_MODELS
-    from pyparams.bench.zoo import ZOO
+    ``ValueError`` naming one it cannot build."""
+    from pyparams.bench.consumers import CONSUMER_MODELS, check_consumer_model
 
     models = _names(values) or list(CONSUMER_MODELS)
-    architectures = [name for name, entry in ZOO.items() if entry.family == "arch"]
     for name in models:
-        if not (re.fullmatch(r"moe-[1-9][0-9]*x[1-9][0-9]*", name) or name in architectures):
-            raise ValueError(
-                f"unknown consumer model {name!r}; choose moe-LAYERSxEXPERTS (as moe-32x64) "
-                f"or one of: {', '.join(architectures)}"
-            )
+        check_consumer_model(name)
     return models
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -43,7 +44,7 @@ from pyparams.bench.consumer_walks import WalkCall, record_walks, replay_walks
 from pyparams.bench.stats import median, paired_ratios
 from pyparams.bench.targets import CONSUMER_TARGETS
 from pyparams.bench.timing import Column, interleaved, sample, timer_overhead_ns
-from pyparams.bench.zoo import UnfusedMoE, ZooCache
+from pyparams.bench.zoo import ZOO, UnfusedMoE, ZooCache
 
 __all__ = [
     "CONSUMERS",
@@ -52,6 +53,7 @@ __all__ = [
     "Consumer",
     "ConsumerRow",
     "build_consumer_model",
+    "check_consumer_model",
     "measure_consumer",
     "run_consumers",
 ]
@@ -93,6 +95,17 @@ class Model:
     module: nn.Module
     batch: Callable[[], tuple]
     loss: Callable[[nn.Module, tuple], torch.Tensor]
+
+
+def check_consumer_model(name: str) -> None:
+    """``ValueError`` naming ``name`` unless :func:`build_consumer_model` can build it: a
+    routed ``moe-LxE`` (both counts positive) or a zoo architecture."""
+    architectures = [n for n, entry in ZOO.items() if entry.family == "arch"]
+    if not (re.fullmatch(r"moe-[1-9][0-9]*x[1-9][0-9]*", name) or name in architectures):
+        raise ValueError(
+            f"unknown consumer model {name!r}; choose moe-LAYERSxEXPERTS (as moe-32x64) "
+            f"or one of: {', '.join(architectures)}"
+        )
 
 
 def build_consumer_model(name: str, cache: ZooCache | None = None) -> Model:
