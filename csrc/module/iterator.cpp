@@ -228,13 +228,14 @@ int walk_clear(PyObject* self) {
 }
 
 void walk_dealloc(PyObject* self) {
+  auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
   PyObject_GC_UnTrack(self);
   // Their callbacks run first, the walk still whole (they are user code; they
   // get the dead reference, never the iterator).
-  if (reinterpret_cast<WalkIteratorObject*>(self)->header.weak_references != nullptr) {
+  if (iterator->header.weak_references != nullptr) {
     PyObject_ClearWeakRefs(self);
   }
-  reinterpret_cast<WalkIteratorObject*>(self)->walker.~Walker();
+  iterator->walker.~Walker();
   Py_TYPE(self)->tp_free(self);
 }
 
