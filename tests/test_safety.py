@@ -518,10 +518,29 @@ def test_non_module_child_raises_attribute_error_like_torch() -> None:
         root = nn.Sequential(nn.Linear(1, 1))
         root._modules["bad"] = 3
         kwargs = {} if function in ("modules", "named_modules") else {"recurse": True}
-        with pytest.raises(AttributeError):
+        with pytest.raises(AttributeError) as torch_error:
             reference(function, root, **kwargs)
-        with pytest.raises(AttributeError, match="int"):
+        with pytest.raises(AttributeError) as info:
             run_pyparams(function, root, **kwargs)
+        assert str(info.value) == str(torch_error.value)
+
+
+class _YieldsANonModule(nn.Linear):
+    # An override whose entries reach the walk's member read: torch reads `_parameters`
+    # of what it yields, and fails on the int with its own message (no hint about
+    # super().__init__(), which is no fix for an int).
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        return [("", self), ("bad", 3)]
+
+
+@pytest.mark.parametrize("function", [f for f in FUNCTIONS if "modules" not in f])
+def test_a_non_module_from_a_named_modules_override_raises_torchs_error(function: str) -> None:
+    with pytest.raises(AttributeError) as torch_error:
+        reference(function, _YieldsANonModule(1, 1))
+    for _ in range(3):  # live, then where a record would be kept
+        with pytest.raises(AttributeError) as info:
+            run_pyparams(function, _YieldsANonModule(1, 1))
+        assert str(info.value) == str(torch_error.value)
 
 
 # ------------------------------------------------------------------------------- pairs

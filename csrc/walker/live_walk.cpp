@@ -30,10 +30,11 @@ bool module_init_ran(PyObject* module) {
 
 // getattr(module, attribute), with an AttributeError that says what is most
 // likely wrong: a subclass whose __init__ never called super().__init__().
-// (Where __init__ ran and the attribute was deleted since, torch's own error.)
+// (Where __init__ ran and the attribute was deleted since, or where an override
+// of named_modules() handed over something that is no module, torch's own error.)
 PyObject* member_mapping(PyObject* module, PyObject* attribute, bool* from_dict = nullptr) {
   PyObject* value = module_attribute(module, attribute, from_dict);
-  if (value == nullptr && PyErr_ExceptionMatches(PyExc_AttributeError) &&
+  if (value == nullptr && PyErr_ExceptionMatches(PyExc_AttributeError) && is_module(module) &&
       !module_init_ran(module)) {
     PyErr_Clear();
     PyErr_Format(PyExc_AttributeError,
