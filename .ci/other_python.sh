@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The differential suites under another CPython (default 3.12: the walk cache's dict-watcher
-# path, which CI's Python 3.11 never compiles; 3.13 likewise), in .venv-<version>, through
+# path, which CI's Python 3.11 never compiles; 3.13 likewise; 3.10 the ma_version_tag path
+# over 3.10's own dicts), in .venv-<version>, through
 # README's `make test PYTHON=... VENV=...`. A machine without that interpreter says so and
 # passes; `bash tools/build_cpython.sh 3.13` builds one. Where the machine has none with the
 # walk cache on (3.14 anywhere, or only pyenv's 3.13.0), the suites run in a Debian sid root with
@@ -39,8 +40,10 @@ find_python() {
 }
 
 # Debian's python3.X in a sid root (tools/debian_root.sh), when it can be had and entered.
+# sid ships 3.13 and later only: an older one is not worth a root's minute.
 debian_python() {
   local root
+  [ "${version#3.}" -ge 13 ] || return 1
   root=$(bash tools/debian_root.sh "$version") || return 1
   bash tools/debian_root.sh "$version" "$root" -- true || return 1
   echo "$root"
