@@ -1,5 +1,5 @@
 // The only pybind11 file: the pyparams._C module and its functions.
-#include <torch/extension.h>
+#include <pybind11/pybind11.h>
 
 #include <string>
 #include <utility>
