@@ -6,7 +6,8 @@
 #   make results               benchmarks/results/ regenerated with its manifest, then
 #                              README's and docs' result tables rewritten from it
 #   make test                  the test suite (PYTEST_JOBS workers, PYTEST_ARGS)
-#   make sanitize | valgrind | soak   the reliability checks (see docs/reliability.md)
+#   make sanitize | valgrind | soak   the reliability checks (see docs/reliability.md;
+#                              sanitize takes PYTEST_ARGS too)
 #   make lint                  ruff and clang-format, at pinned versions
 #
 # TORCH_SPEC picks the torch to build against; the default is the CPU build
@@ -91,8 +92,9 @@ results: install
 test: install
 	$(VENV)/bin/pytest -q -n $(PYTEST_JOBS) $(PYTEST_ARGS)
 
+# PYTEST_ARGS picks the tests (default: the whole suite).
 sanitize: install
-	PYTHON=$(abspath $(PY)) PYTEST_JOBS=$(PYTEST_JOBS) bash tests/reliability/sanitize.sh
+	PYTHON=$(abspath $(PY)) PYTEST_JOBS=$(PYTEST_JOBS) bash tests/reliability/sanitize.sh $(PYTEST_ARGS)
 
 valgrind: install
 	PYTHON=$(abspath $(PY)) bash tests/reliability/valgrind.sh
