@@ -1,5 +1,6 @@
 // The one open-addressing table of the project: keys are addresses (objects,
-// dicts), compared by identity, never dereferenced; storage through PyMem_Raw*
+// dicts: never odd, the table's growth uses the low bit), compared by
+// identity, never dereferenced; storage through PyMem_Raw*
 // (tracemalloc sees it). Linear probing over a power-of-two table, Fibonacci
 // hashing of the address, kept at most 3/4 full; erase shifts the later
 // entries of a probe run back (no tombstones). Runs no Python code: usable
@@ -8,6 +9,7 @@
 
 #include <Python.h>
 
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 
@@ -53,6 +55,7 @@ class AddressTable {
   // The value of `key`, added (value-initialized, `added` set) when absent;
   // nullptr when the table could not grow (no error set).
   Value* insert(const void* key, bool& added) noexcept {
+    assert(!is_marked(key));
     added = false;
     if ((std::size_t{size_} + 1) * 4 > std::size_t{capacity_} * 3 && !grow()) {
       return nullptr;
@@ -142,31 +145,67 @@ class AddressTable {
     return static_cast<std::size_t>((bits * 0x9E3779B97F4A7C15ULL) >> shift_);
   }
 
+  // Doubles the table within its own block. The reallocation keeps every
+  // entry where it was (the allocator can extend or remap a large block, so
+  // the old and the doubled table need not coexist, and tracemalloc counts the
+  // new size alone, not both); then each entry moves to its place in the
+  // doubled table. One still to move carries a mark in its key's low bit
+  // (keys are object addresses, so the bit is free). An entry being placed
+  // probes past placed entries only and takes the first slot that is empty
+  // or holds a marked one (which it then carries on placing): placed entries
+  // never move again, so no probe run is ever broken.
   bool grow() noexcept {
-    std::size_t capacity = capacity_ == 0 ? kInitialCapacity : std::size_t{capacity_} * 2;
+    std::size_t old_capacity = capacity_;
+    std::size_t capacity = old_capacity == 0 ? kInitialCapacity : old_capacity * 2;
     if (capacity > kMaxCapacity || capacity > PY_SSIZE_T_MAX / sizeof(Slot)) {
       return false;
     }
-    auto* slots = static_cast<Slot*>(PyMem_RawCalloc(capacity, sizeof(Slot)));
+    auto* slots = static_cast<Slot*>(PyMem_RawRealloc(slots_, capacity * sizeof(Slot)));
     if (slots == nullptr) {
-      return false;
+      return false;  // (the table is as it was)
     }
-    Slot* old = slots_;
-    std::size_t old_capacity = capacity_;
+    for (std::size_t index = old_capacity; index < capacity; ++index) {
+      slots[index] = Slot{nullptr, Value{}};
+    }
     slots_ = slots;
     capacity_ = static_cast<std::uint32_t>(capacity);
     shift_ = static_cast<std::uint8_t>(64 - log2(capacity));
     for (std::size_t index = 0; index < old_capacity; ++index) {
-      if (old[index].key != nullptr) {
-        std::size_t at = home(old[index].key);
-        while (slots_[at].key != nullptr) {
-          at = next(at);
-        }
-        slots_[at] = old[index];
+      if (slots_[index].key != nullptr) {
+        slots_[index].key = marked(slots_[index].key);
       }
     }
-    PyMem_RawFree(old);
+    for (std::size_t index = 0; index < old_capacity; ++index) {
+      if (!is_marked(slots_[index].key)) {
+        continue;  // empty, or placed already
+      }
+      Slot moving{unmarked(slots_[index].key), slots_[index].value};
+      slots_[index] = Slot{nullptr, Value{}};
+      for (;;) {
+        std::size_t at = home(moving.key);
+        while (slots_[at].key != nullptr && !is_marked(slots_[at].key)) {
+          at = next(at);
+        }
+        Slot displaced = slots_[at];
+        slots_[at] = moving;
+        if (displaced.key == nullptr) {
+          break;
+        }
+        moving = Slot{unmarked(displaced.key), displaced.value};
+      }
+    }
     return true;
+  }
+
+  static const void* marked(const void* key) noexcept {
+    return reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(key) | 1);
+  }
+  static const void* unmarked(const void* key) noexcept {
+    return reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(key) &
+                                         ~std::uintptr_t{1});
+  }
+  static bool is_marked(const void* key) noexcept {
+    return (reinterpret_cast<std::uintptr_t>(key) & 1) != 0;
   }
 
   static unsigned log2(std::size_t power_of_two) noexcept {
