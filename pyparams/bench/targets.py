@@ -97,7 +97,7 @@ CONSUMER_TARGETS: dict[str, float] = {
     "requires_grad_": 8.0,
     "num_parameters": 8.0,
     "optimizer": 3.0,
-    "zero3_fetch": 10.0,
+    "zero3_fetch": 5.0,
     "zero3_blocks": 10.0,
     "functional_call": 1.2,
 }
