@@ -7,6 +7,7 @@ import inspect
 import subprocess
 import sys
 import threading
+import warnings
 
 import pytest
 import torch
@@ -131,6 +132,22 @@ def test_patched_methods_yield_torchs_objects() -> None:
     for (name, kw), a, e in zip(calls, actual, expected, strict=True):
         assert_same_items(a, e, f"{name}({kw})")
     assert_same_items(with_memo, list(model.named_modules(set(), "x")), "named_modules(memo)")
+
+
+def test_the_iterator_is_no_generator_as_readme_says() -> None:
+    # README's limits: code that asks for a generator sees the difference, and torch's
+    # clip_grad_norm_ does (its empty-generator warning).
+    model = nn.ReLU()
+    assert inspect.isgenerator(model.parameters())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    assert any("empty generator" in str(w.message) for w in caught)
+    with pyparams.patched(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not inspect.isgenerator(model.parameters())
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    assert not any("empty generator" in str(w.message) for w in caught)
 
 
 @pytest.mark.parametrize("name", ["parameters", "zero_grad", "named_modules"])
