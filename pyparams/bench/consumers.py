@@ -42,7 +42,7 @@ from torch import nn
 import pyparams
 from pyparams.bench.consumer_walks import WalkCall, record_walks, replay_walks
 from pyparams.bench.stats import median, paired_ratios
-from pyparams.bench.targets import CONSUMER_TARGETS
+from pyparams.bench.targets import consumer_target
 from pyparams.bench.timing import Column, interleaved, sample, timer_overhead_ns
 from pyparams.bench.zoo import ZOO, UnfusedMoE, ZooCache
 
@@ -524,9 +524,8 @@ def measure_consumer(
     """Check the consumer's modes against torch, then time them (and the walk alone) in
     interleaved rounds; a consumer of :data:`IN_STEP` also inside a step loop, in
     ``step_rounds`` rounds of its own (default: ``rounds``, at most :data:`STEP_ROUNDS`)."""
-    row = ConsumerRow(
-        model.name, consumer.name, consumer.description, target=CONSUMER_TARGETS.get(consumer.name)
-    )
+    target = consumer_target(consumer.name, model.name)
+    row = ConsumerRow(model.name, consumer.name, consumer.description, target=target)
     row.error = _check(consumer, model)
     if row.error:
         return row

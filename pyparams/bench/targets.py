@@ -26,6 +26,7 @@ __all__ = [
     "CONSUMER_TARGETS",
     "TARGETS",
     "Target",
+    "consumer_target",
     "format_targets",
     "measure",
     "where_the_time_goes",
@@ -101,6 +102,23 @@ CONSUMER_TARGETS: dict[str, float] = {
     "zero3_blocks": 10.0,
     "functional_call": 1.2,
 }
+
+# Consumers whose goal is set for the unfused MoE alone (``moe-LAYERSxEXPERTS``):
+# functional_call swaps every parameter per call, and only where a model has thousands
+# of them is the walk a part of it worth a goal; on GPT-2 it is under 1% of the call.
+MOE_ONLY_CONSUMER_TARGETS: frozenset[str] = frozenset({"functional_call"})
+
+
+def consumer_target(consumer: str, model: str) -> float | None:
+    """The goal of ``consumer`` on ``model`` (a consumers row), or None where it has none.
+
+    >>> consumer_target("functional_call", "moe-32x64"), consumer_target("functional_call", "gpt2")
+    (1.2, None)
+    """
+    if consumer in MOE_ONLY_CONSUMER_TARGETS and not model.startswith("moe-"):
+        return None
+    return CONSUMER_TARGETS.get(consumer)
+
 
 # Consumers section: the walk's share of the patched consumer's time, at most this for every
 # consumer that walks (what remains is not a walk: freeing gradients, kernels, a loop of
