@@ -8,6 +8,7 @@
 #include "module/entry_points.h"
 #include "module/iterator.h"
 #include "module/zero_grad.h"
+#include "support/address_table_check.h"
 #include "support/python_names.h"
 #include "walker/dispatch.h"
 #include "walker/module_attributes.h"
@@ -107,6 +108,14 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("on") = py::none(),
       R"doc(Whether an eager replay checks its whole record at once first (set it with `on`). For tests.)doc");
+
+  m.def(
+      "_address_table_ops",
+      [](py::handle ops, bool in_place) {
+        return steal_or_throw(pyparams::run_address_table_ops(ops.ptr(), in_place));
+      },
+      py::arg("ops"), py::arg("in_place"),
+      R"doc(Run (op, key) pairs on a fresh address table (the dedup sets' and the cache's); each op's answer. For tests.)doc");
 
   m.def(
       "register_base_method",
