@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 import pyparams
-from common_utils import reference, subprocess_env, torch_iterator
+from common_utils import assert_same_items, reference, subprocess_env, torch_iterator
 
 SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
 
@@ -157,12 +157,8 @@ def test_the_memo_keeps_every_member_through_its_growths(distinct):
     for function in ("modules", "named_modules"):
         ours = list(getattr(pyparams, function)(twice))
         theirs = reference(function, twice)
-        assert len(ours) == len(theirs) == distinct + 3
-        pairs = zip(ours, theirs, strict=True)
-        if function == "modules":
-            assert all(a is b for a, b in pairs)
-        else:
-            assert all(a[0] == b[0] and a[1] is b[1] for a, b in pairs)
+        assert len(ours) == distinct + 3
+        assert_same_items(ours, theirs, function)
 
     if distinct > 1 << 17:
         return  # (the parameters' memo is the same table; a million tensors is not cheap)
@@ -175,7 +171,7 @@ def test_the_memo_keeps_every_member_through_its_growths(distinct):
     tied = nn.Sequential(holder, again)
     ours = pyparams.parameter_list(tied)
     assert len(ours) == distinct
-    assert all(a is b for a, b in zip(ours, reference("parameters", tied), strict=True))
+    assert_same_items(ours, reference("parameters", tied), "parameter_list")
 
 
 def test_deep_chain_beyond_torchs_recursion_limit():
