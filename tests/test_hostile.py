@@ -668,10 +668,11 @@ class _TracedReads(TorchFunctionMode):
 
 
 def _keyed_tree(case: str) -> nn.Module:
-    """A tree with one key that is no exact str, where ``case`` says."""
+    """A tree with one key that is no exact str, where ``case`` says; ``...:deep``: under
+    a chain whose names pass the length past which a named walk's frames keep keys only."""
     root = nn.Sequential(nn.Linear(1, 1), nn.BatchNorm1d(1))
     root.add_module("c", nn.Sequential(nn.Linear(1, 1)))
-    kind, where = case.split(":")
+    kind, where, *deep = case.split(":")
     key = {
         "traced": _Traced("k"),
         "joinable": _Joinable(),
@@ -697,13 +698,34 @@ def _keyed_tree(case: str) -> nn.Module:
             _p() if where == "parameter" else torch.ones(1)
         )
     root.add_module("after", nn.Linear(1, 1))
+    if deep and where == "module":  # a child whose name alone passes that length
+        root._modules[key]._modules["k" * 210] = nn.Linear(1, 1)
+    for _ in range(12 if deep else 0):  # names of 12 x 25 characters
+        outer = nn.Module()
+        outer.add_module("a_module_of_a_deep_model", root)
+        outer.add_module("side", nn.Linear(1, 1))
+        root = outer
     return root
 
 
 KEY_CASES = [
-    f"{kind}:{where}"
-    for kind in ("traced", "joinable", "int", "refusing", "mutating_children", "mutating_members")
-    for where in ("module", "duplicate", "deep_module", "parameter", "buffer")
+    *(
+        f"{kind}:{where}"
+        for kind in (
+            "traced",
+            "joinable",
+            "int",
+            "refusing",
+            "mutating_children",
+            "mutating_members",
+        )
+        for where in ("module", "duplicate", "deep_module", "parameter", "buffer")
+    ),
+    *(
+        f"{kind}:{where}:deep"
+        for kind in ("traced", "joinable", "refusing", "mutating_children")
+        for where in ("module", "deep_module", "parameter")
+    ),
 ]
 
 

@@ -52,6 +52,10 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
         return -1;
       }
       ModuleFrame& frame = live_.stack.back();
+      if (options_.named) {
+        frame.full_name = !replay_.path[depth].key_only();
+        frame.name_length = replay_.path[depth].name_length();
+      }
       frame.record = replayed.record;
       frame.entries_read = replayed.read;
       if (replayed.started) {
@@ -65,7 +69,9 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
     PyErr_NoMemory();  // a walk that could not rebuild its position would be wrong: it ends
     return -1;
   }
-  PyObject* members_name = options_.named ? replay_.path.back().label : nullptr;
+  // (A deep module's name, held as its key alone, is built at its first member.)
+  PyObject* members_name =
+      options_.named && !replay_.path.back().key_only() ? replay_.path.back().label : nullptr;
   OwnedRef pending_module;
   OwnedRef pending_name;
   live_.members_mapping =

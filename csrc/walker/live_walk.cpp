@@ -283,6 +283,9 @@ int Walker::next_member(PyObject*& item) {
       return 1;
     }
     if (!name) {
+      if (!ensure_members_name()) {  // a deep module's name, built at its first member
+        return -1;
+      }
       name = OwnedRef::steal(join_name_generic(live_.members_name.get(), held_key.get()));
       if (!name) {
         return -1;
@@ -303,9 +306,13 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
     }
     module = OwnedRef::borrow(root_.get());
     name = OwnedRef::borrow(options_.named ? root_name_.get() : nullptr);
-    if (options_.recurse &&
-        !push(root_.get(), OwnedRef::borrow(options_.named ? root_name_.get() : nullptr))) {
-      return -1;
+    if (options_.recurse) {
+      if (!push(root_.get(), OwnedRef::borrow(options_.named ? root_name_.get() : nullptr))) {
+        return -1;
+      }
+      if (options_.named) {
+        mark_named_frame(live_.stack.back());
+      }
     }
     return 1;
   }
@@ -377,8 +384,13 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   // torch's named_modules builds the child's name first, then calls the
   // child's named_modules, which skips a duplicate: a `+` that is user code
   // runs before any look at the child, for a duplicate too.
+  // A named walk's frame deep enough keeps its key alone (name_can_wait): its
+  // name, all exact str, is built where used, with the same result as now.
+  Py_ssize_t name_length = 0;
+  bool key_only =
+      options_.named ? name_can_wait(key.get(), name_length) : !join_runs_code(key.get());
   OwnedRef full_name;
-  if (options_.named || join_runs_code(key.get())) {
+  if (!key_only || (options_.named && options_.kind == Kind::Modules)) {
     full_name = OwnedRef::steal(child_name(key.get()));
     if (!full_name) {
       return -1;
@@ -443,13 +455,12 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
                  Py_TYPE(child.get())->tp_name, key.get());
     return -1;
   }
-  // The frame keeps the full name where one was built, else its key (names
-  // are built on demand).
-  bool named_frame = static_cast<bool>(full_name);
-  OwnedRef frame_label = named_frame ? std::move(full_name) : std::move(key);
-  if (named_frame) {
-    name = OwnedRef::borrow(frame_label.get());
+  // The frame keeps the full name where it keeps one, else its key (the name
+  // is built on demand); the module's item gets any name built.
+  if (full_name) {
+    name = OwnedRef::borrow(full_name.get());
   }
+  OwnedRef frame_label = key_only ? std::move(key) : std::move(full_name);
   if (recorder_.record) {
     ModuleFrame& parent = live_.stack.back();
     EntryRecord& entry =
@@ -462,12 +473,40 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   if (!push(child.get(), std::move(frame_label))) {
     return -1;
   }
-  live_.stack.back().full_name = named_frame;
+  ModuleFrame& frame = live_.stack.back();
+  if (!key_only) {
+    frame.full_name = true;
+    if (options_.named) {
+      mark_named_frame(frame);
+    }
+  } else {
+    frame.name_length = name_length;
+    if (name) {  // named_modules built it for the item: its children start from it
+      deep_name_ = OwnedRef::borrow(name.get());
+      deep_name_depth_ = static_cast<std::uint32_t>(live_.stack.size() - 1);
+    }
+  }
   return 1;
 }
 
 bool Walker::join_runs_code(PyObject* key) const {
   return !PyUnicode_CheckExact(key) || live_.stack.back().full_name;
+}
+
+bool Walker::name_can_wait(PyObject* key, Py_ssize_t& length) const {
+  const ModuleFrame& parent = live_.stack.back();
+  if (!PyUnicode_CheckExact(key) || parent.overridden ||
+      (parent.full_name && !PyUnicode_CheckExact(parent.name.get()))) {
+    return false;  // a `+` that may be user code runs where torch runs it
+  }
+  length = joined_length(parent.name_length, PyUnicode_GET_LENGTH(key));
+  return length > kMaxKeptNameLength;
+}
+
+void Walker::mark_named_frame(ModuleFrame& frame) {
+  frame.full_name = true;
+  PyObject* name = frame.name.get();
+  frame.name_length = PyUnicode_CheckExact(name) ? PyUnicode_GET_LENGTH(name) : 0;
 }
 
 bool Walker::ensure_members_name() {
@@ -508,28 +547,45 @@ int Walker::call_named_modules_override(PyObject* callable, OwnedRef child, Owne
   return push(child.get(), std::move(prefix), std::move(items)) ? 0 : -1;
 }
 
-PyObject* Walker::child_name(PyObject* key) const {
+PyObject* Walker::child_name(PyObject* key) {
   OwnedRef parent_name = OwnedRef::steal(frame_name(live_.stack.size() - 1));
   return parent_name ? join_name_generic(parent_name.get(), key) : nullptr;
 }
 
-// The name torch gives the module of live_.stack[depth]: stored by named walks
-// (and unnamed ones where torch's `+` ran user code), joined from the frames'
-// exact str keys by unnamed ones. A new reference.
-PyObject* Walker::frame_name(std::size_t depth) const {
-  if (options_.named || live_.stack[depth].overridden || live_.stack[depth].full_name) {
-    PyObject* stored = live_.stack[depth].name.get();
-    Py_INCREF(stored);
-    return stored;
+// The name torch gives the module of live_.stack[depth]: the one its frame
+// holds (full_name), else joined from the frames' exact str keys (a deep
+// frame of a named walk; an unnamed walk's). A new reference.
+PyObject* Walker::frame_name(std::size_t depth) {
+  ModuleFrame& frame = live_.stack[depth];
+  if (frame.full_name || frame.overridden) {
+    Py_INCREF(frame.name.get());
+    return frame.name.get();
   }
-  OwnedRef joined = OwnedRef::borrow(root_name_.get());
-  for (std::size_t level = 1; level <= depth; ++level) {
-    joined = OwnedRef::steal(join_name_generic(joined.get(), live_.stack[level].name.get()));
-    if (!joined) {
-      return nullptr;
-    }
+  // The nearest frame at or above `depth` whose full name is at hand (held,
+  // or the deep name built last; the root's is root_name_ where its frame
+  // holds none), then the keys below it.
+  auto deep_at = [&](std::size_t level) { return deep_name_ && deep_name_depth_ == level; };
+  std::size_t base = depth;
+  while (base > 0 && !live_.stack[base].full_name && !live_.stack[base].overridden &&
+         !deep_at(base)) {
+    --base;
   }
-  return joined.release();
+  PyObject* base_name = deep_at(base)                               ? deep_name_.get()
+      : live_.stack[base].full_name || live_.stack[base].overridden ? live_.stack[base].name.get()
+                                                                    : root_name_.get();
+  if (base == depth) {
+    Py_INCREF(base_name);
+    return base_name;
+  }
+  // The keys below a full name are exact str, and so is that name (a frame
+  // keeps its key alone only then): joining them runs no code.
+  PyObject* name = join_names(base_name, depth - base,
+                              [&](std::size_t i) { return live_.stack[base + 1 + i].name.get(); });
+  if (name != nullptr) {
+    deep_name_ = OwnedRef::borrow(name);  // (the one it replaces is a str: no code runs)
+    deep_name_depth_ = static_cast<std::uint32_t>(depth);
+  }
+  return name;
 }
 
 // torch's memo: every module the base walk has entered so far (with
@@ -629,6 +685,9 @@ void Walker::pop() {
   // which must find the stack already consistent.
   ModuleFrame done = std::move(live_.stack.back());
   live_.stack.pop_back();
+  if (deep_name_ && deep_name_depth_ >= live_.stack.size()) {
+    deep_name_.reset();  // its frame is gone (a str: no code runs)
+  }
   if (!options_.remove_duplicate && !done.overridden) {
     live_.on_stack.erase(done.module.get());
   }
@@ -689,6 +748,7 @@ void Walker::clear() noexcept {
   live_.members.reset();
   live_.members_name.reset();
   live_.members_mapping.reset();
+  deep_name_.reset();
   while (!live_.stack.empty()) {
     ModuleFrame done = std::move(live_.stack.back());
     live_.stack.pop_back();

@@ -39,7 +39,7 @@ bool Walker::begin_cached_walk() {
         // The root's entry: its name (named walks); no key, and the walk holds it.
         PyObject* root_label = options_.named ? root_name_.get() : nullptr;
         Py_XINCREF(root_label);
-        replay_.path.push_back({root_label, nullptr});
+        replay_.path.push_back({root_label, nullptr, 0});
       }
       if (options_.named) {
         replay_.names_cached = record.use_names(root_name_.get());

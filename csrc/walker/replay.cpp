@@ -13,13 +13,6 @@
 #include "walker/walker.h"
 
 namespace pyparams {
-namespace {
-
-// Named replays keep the names they build up to this length (see replayed_name).
-constexpr Py_ssize_t kMaxCachedNameLength = 200;
-
-}  // namespace
-
 // A module whose __dict__ was written for another reason (model.train()
 // writes `training` everywhere) is re-checked entry by entry: the member dicts
 // it maps and no `named_modules` attribute; for the root, no attribute named
@@ -86,6 +79,7 @@ void Walker::reserve_path(std::size_t entries) {
 }
 
 void Walker::unpin_all() noexcept {
+  deep_name_.reset();
   replay_.pins.release_all();
   WalkVector<PathEntry> path;
   path.swap(replay_.path);
@@ -120,7 +114,7 @@ inline PyObject* Walker::kept_name(const RawVector<PyObject*>& names, std::size_
 // other), whose release runs no code; a module only the path held is not
 // dropped mid-step (its __del__ is user code): the live walk drops it.
 template <bool kNamed>
-inline int Walker::enter_path(const WalkRecord& record, const ReplayOp& op) {
+[[gnu::always_inline]] inline int Walker::enter_path(const WalkRecord& record, const ReplayOp& op) {
   while (replay_.path.size() > op.extent) {
     PathEntry left = replay_.path.back();
     if (left.module != nullptr && Py_REFCNT(left.module) == 1) [[unlikely]] {
@@ -130,18 +124,19 @@ inline int Walker::enter_path(const WalkRecord& record, const ReplayOp& op) {
     Py_XDECREF(left.label);
     Py_XDECREF(left.module);
   }
+  if (kNamed && deep_name_ && deep_name_depth_ >= op.extent) [[unlikely]] {
+    deep_name_.reset();  // its entry is replaced (a str: no code runs)
+  }
   PyObject* key = record.children[op.entry].key;
   PyObject* label;
+  Py_ssize_t key_only_length = 0;
   if (kNamed) {
     auto index = static_cast<std::size_t>(op.module - record.modules.data());
-    label = kept_name(record.module_names, index);
+    label = kept_name(record.module_names, index);  // (kept: no longer than kMaxKeptNameLength)
     if (label != nullptr) [[likely]] {
       Py_INCREF(label);
     } else {
-      // Exact str on both sides: a plain concatenation, no user code.
-      label =
-          build_replayed_name(replay_.record->module_names, index, replay_.path.back().label, key)
-              .release();
+      label = unkept_path_label(index, key, key_only_length);
       if (label == nullptr) {
         return -1;
       }
@@ -152,8 +147,54 @@ inline int Walker::enter_path(const WalkRecord& record, const ReplayOp& op) {
   }
   PyObject* module = options_.remove_duplicate ? nullptr : op.module->module;
   Py_XINCREF(module);
-  replay_.path.push_back({label, module});  // reserved to the record's depth
+  replay_.path.push_back({label, module, key_only_length});  // reserved to the record's depth
   return 1;
+}
+
+// enter_path's label where the record's table has no name: the name built
+// (exact str on both sides: a plain concatenation, no user code), or, deep
+// enough, the key alone (as the live walk's frames keep it): the name is then
+// built where it is used. Out of line: enter_path is inlined in the replay.
+[[gnu::noinline]] PyObject* Walker::unkept_path_label(std::size_t index, PyObject* key,
+                                                      Py_ssize_t& key_only_length) {
+  Py_ssize_t length = joined_length(replay_.path.back().name_length(), PyUnicode_GET_LENGTH(key));
+  if (length > kMaxKeptNameLength) {
+    key_only_length = length;
+    Py_INCREF(key);
+    return key;
+  }
+  return build_replayed_name(replay_.record->module_names, index, replay_.path.back().label, key)
+      .release();
+}
+
+// A named replay's (name, module) item for the module entered last, whose
+// path entry keeps its key alone. Out of line: the replay's loop is inlined.
+[[gnu::noinline]] PyObject* Walker::make_deep_module_item(PyObject* module) {
+  OwnedRef name = OwnedRef::steal(replayed_module_name(replay_.path.size() - 1));
+  return name ? make_item(name.get(), module) : nullptr;
+}
+
+PyObject* Walker::replayed_module_name(std::size_t depth) {
+  auto deep_at = [&](std::size_t level) { return deep_name_ && deep_name_depth_ == level; };
+  // The root's entry always holds its full name.
+  std::size_t base = depth;
+  while (replay_.path[base].key_only() && !deep_at(base)) {
+    --base;
+  }
+  PyObject* base_name = deep_at(base) ? deep_name_.get() : replay_.path[base].label;
+  if (base == depth) {
+    Py_INCREF(base_name);
+    return base_name;
+  }
+  // Recorded keys are exact str (a walk meeting another records nothing),
+  // and so is a named replay's prefix: joining them runs no code.
+  PyObject* name = join_names(base_name, depth - base,
+                              [&](std::size_t i) { return replay_.path[base + 1 + i].label; });
+  if (name != nullptr) {
+    deep_name_ = OwnedRef::borrow(name);  // (the one it replaces is a str: no code runs)
+    deep_name_depth_ = static_cast<std::uint32_t>(depth);
+  }
+  return name;
 }
 
 // Member entry `entry` of a Yield, pinned already, named and filtered: 1 with
@@ -166,10 +207,17 @@ inline int Walker::replay_yield(const WalkRecord& record, std::uint32_t entry_in
   OwnedRef value = OwnedRef::borrow(entry.value);
   OwnedRef name;
   if (options_.named) {
+    const PathEntry& parent = replay_.path.back();
     PyObject* kept = kept_name(record.member_names, entry_index);
-    name = kept != nullptr ? OwnedRef::borrow(kept)
-                           : build_replayed_name(replay_.record->member_names, entry_index,
-                                                 replay_.path.back().label, entry.key);
+    if (kept != nullptr) {
+      name = OwnedRef::borrow(kept);
+    } else if (parent.key_only()) {  // a long name: built, not kept
+      OwnedRef module_name = OwnedRef::steal(replayed_module_name(replay_.path.size() - 1));
+      name = OwnedRef::steal(module_name ? join_name(module_name.get(), entry.key) : nullptr);
+    } else {
+      name =
+          build_replayed_name(replay_.record->member_names, entry_index, parent.label, entry.key);
+    }
     if (!name) {
       return -1;
     }
@@ -455,8 +503,13 @@ template <bool kNamed, bool kBatch>
         }
         replay_.at = op + 1;
         replay_.pins.commit(pins);
-        item = kNamed ? make_item(replay_.path.back().label, module)
-                      : OwnedRef::borrow(module).release();
+        if (kNamed) {
+          const PathEntry& entered = replay_.path.back();
+          item = !entered.key_only() ? make_item(entered.label, module)
+                                     : make_deep_module_item(module);
+        } else {
+          item = OwnedRef::borrow(module).release();
+        }
         return item != nullptr ? 1 : -1;
       }
       case ReplayOpKind::Duplicate: {
@@ -649,7 +702,7 @@ OwnedRef Walker::build_replayed_name(RawVector<PyObject*>& names, std::size_t in
   // all would cost memory quadratic in it. Never the key itself (what "" + key
   // is): the cache holds pyparams' own strings, no reference to the model's.
   if (built && names_table_ours() && built.get() != key &&
-      PyUnicode_GET_LENGTH(built.get()) <= kMaxCachedNameLength) {
+      PyUnicode_GET_LENGTH(built.get()) <= kMaxKeptNameLength) {
     names[index] = OwnedRef::borrow(built.get()).release();
   }
   return built;

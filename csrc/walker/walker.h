@@ -131,14 +131,18 @@ class Walker {
  private:
   struct ModuleFrame {
     OwnedRef module;
-    // Named walks: the module's full name. Unnamed walks: the key it was
-    // entered under, so a name can still be built for an override; or, where
-    // torch's `+` is user code (full_name), the full name torch built.
+    // The module's full name (full_name), or the key it was entered under,
+    // from which the name is built when needed (frame_name). The root's
+    // frame: the prefix in named walks, nothing in unnamed ones.
     OwnedRef name;
-    // `name` is the full name: in every frame a named walk descends to; in an
-    // unnamed walk's where the key, or an ancestor's, is no exact str (torch
-    // builds every name, so its `+` ran).
+    // `name` is the full name: in a named walk's frames, but for those whose
+    // name is longer than kMaxKeptNameLength and made of exact str only (a
+    // deep chain's: keeping every level's full name would cost memory
+    // quadratic in the depth); in an unnamed walk's where the key, or an
+    // ancestor's, is no exact str (torch builds every name, so its `+` ran).
     bool full_name = false;
+    // Named walks: the full name's length, where it is made of exact str.
+    Py_ssize_t name_length = 0;
     ItemCursor children;  // over module._modules, started when first needed
     bool children_started = false;
     // Set when module.named_modules is overridden: its (name, module) items
@@ -171,8 +175,14 @@ class Walker {
   // key, or an ancestor's, that is no exact str): an unnamed walk then
   // builds the name too, where torch does.
   bool join_runs_code(PyObject* key) const;
-  // Unnamed walks: live_.members_name set to the full name of the module
-  // whose members are read, built as torch built it. False with an error set.
+  // Named walks: true when the frame of a child of the top frame reached
+  // under `key` keeps the key alone (see ModuleFrame::full_name), with
+  // `length` set to its full name's length.
+  bool name_can_wait(PyObject* key, Py_ssize_t& length) const;
+  // A named walk's frame that keeps its full name: flagged, its length noted.
+  static void mark_named_frame(ModuleFrame& frame);
+  // live_.members_name set to the full name of the module whose members are
+  // read, where none was kept: built as torch built it. False with an error set.
   bool ensure_members_name();
   PyObject* next_delegated();
   bool dispatch_root(bool mirrored_only);
@@ -189,10 +199,10 @@ class Walker {
   bool method_at(Dispatch level, Method& method) const;
   void pop();
   bool ensure_memo();
-  PyObject* frame_name(std::size_t depth) const;
+  PyObject* frame_name(std::size_t depth);
   // The name torch builds for a child of the top frame reached under `key`
   // (its `+` may be user code). A new reference, or nullptr with an error set.
-  PyObject* child_name(PyObject* key) const;
+  PyObject* child_name(PyObject* key);
 
   // The warm-walk cache (walk_cache.h). A walk either replays a record,
   // proving by versions at every read that nothing it reads has changed, or
@@ -223,6 +233,13 @@ class Walker {
   inline bool names_table_ours() const;
   // A named replay's name kept in the record's table (`names[index]`), or null.
   inline PyObject* kept_name(const RawVector<PyObject*>& names, std::size_t index) const;
+  // The full name of the module of path entry `depth`: its label, or, for an
+  // entry that keeps its key alone, built from the nearest full name above
+  // (the deepest name built, while its entry stands) and the keys below it.
+  // A new reference, or nullptr with an error set.
+  PyObject* replayed_module_name(std::size_t depth);
+  PyObject* make_deep_module_item(PyObject* module);
+  PyObject* unkept_path_label(std::size_t index, PyObject* key, Py_ssize_t& key_only_length);
   OwnedRef build_replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
                                PyObject* key);
   void unpin_all() noexcept;
@@ -328,6 +345,15 @@ class Walker {
   struct PathEntry {
     PyObject* label;
     PyObject* module;
+    // Named replays: 0 where the label is the module's full name; else the
+    // label is the key alone (the full name is longer than kMaxKeptNameLength
+    // and built where it is used, as the live walk's frames do) and this is
+    // the full name's length.
+    Py_ssize_t key_only_length;
+    bool key_only() const { return key_only_length != 0; }
+    Py_ssize_t name_length() const {
+      return key_only_length != 0 ? key_only_length : PyUnicode_GET_LENGTH(label);
+    }
   };
 
  private:
@@ -363,6 +389,13 @@ class Walker {
   // generator holds in its loop variable until the next one.
   OwnedRef last_item_;
   std::uint32_t steps_since_signal_check_ = 0;
+  // The full name built last for a live frame (frame_name) or a replay's path
+  // entry (replayed_module_name) that keeps its key alone, kept while that
+  // frame or entry stands: the names below it start from it. One name, so a
+  // deep walk's memory stays linear in its depth. (A walk replays, then walks
+  // live: the hand-over drops it.)
+  OwnedRef deep_name_;
+  std::uint32_t deep_name_depth_ = 0;
   // Nothing held since the last clear() (or ever): clear() has no work.
   bool settled_ = true;
 };
