@@ -267,3 +267,46 @@ def test_a_long_prefix_names_every_module_from_it() -> None:
     got = list(pyparams.named_parameters(model, prefix=prefix))
     assert all(name.startswith(prefix + ".") for name, _ in got)
     assert_same_items(got, reference("named_parameters", model, prefix=prefix), "long prefix")
+
+
+class _Prefixing(nn.Module):
+    """An override of named_modules deep in a tree: torch hands it the full prefix."""
+
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        self.prefixes.append(prefix)
+        yield from super().named_modules(memo, prefix + "_seen", remove_duplicate)
+
+
+def _chain_with_override(depth: int, at: int) -> tuple[nn.Module, _Prefixing]:
+    root = current = nn.Module()
+    override = None
+    for level in range(depth):
+        child = _Prefixing() if level == at else nn.Module()
+        if level == at:
+            child.prefixes = []
+            override = child
+        child._parameters["w"] = _param()
+        current._modules["level_" + str(level % 3)] = child
+        current = child
+    assert override is not None
+    return root, override
+
+
+def _shape(items: list) -> list:
+    """Names and types: the two trees under comparison are built apart."""
+    return [(item[0], type(item[1])) if isinstance(item, tuple) else type(item) for item in items]
+
+
+@pytest.mark.parametrize("function", [*NAMED, "parameters", "modules"])
+def test_a_deep_override_gets_torchs_prefix(function: str) -> None:
+    # Past the kept length the override's module has no name kept: the prefix it is
+    # handed is built then, the string torch hands it.
+    for prefix in ("", "model"):
+        kwargs = call_kwargs(function, prefix=prefix)
+        theirs, their_override = _chain_with_override(60, 45)
+        expected = _shape(reference(function, theirs, **kwargs))
+        assert len(their_override.prefixes[-1]) > KEPT
+        ours, our_override = _chain_with_override(60, 45)
+        for walk in ("cold", "recording", "replay"):
+            assert _shape(run_pyparams(function, ours, **kwargs)) == expected, (walk, prefix)
+            assert our_override.prefixes[-1] == their_override.prefixes[-1], (walk, prefix)
