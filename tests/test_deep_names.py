@@ -21,6 +21,7 @@ from common_utils import (
     assert_same_items,
     call_kwargs,
     drive,
+    refcounts,
     reference,
     run_pyparams,
     same_items,
@@ -310,3 +311,37 @@ def test_a_deep_override_gets_torchs_prefix(function: str) -> None:
         for walk in ("cold", "recording", "replay"):
             assert _shape(run_pyparams(function, ours, **kwargs)) == expected, (walk, prefix)
             assert our_override.prefixes[-1] == their_override.prefixes[-1], (walk, prefix)
+
+
+def _every_key_and_module(model: nn.Module) -> list[object]:
+    found: list[object] = []
+    for module in model.modules():
+        found.append(module)
+        found.extend(module._modules)
+        found.extend(module._parameters)
+    return found
+
+
+@pytest.mark.parametrize("tree", ["deep", "long_first_key"])
+def test_deep_named_walks_leave_every_reference_count_as_they_found_it(tree: str) -> None:
+    # Frames and path entries hold keys, the walk one deep name (the key itself where
+    # every name above it is empty): all let go at the walk's end, whether it ran out,
+    # was abandoned deep in the tree, or was handed over from a replay.
+    model = deep_tree(60) if tree == "deep" else _long_first_key_tree("")
+    modules = list(model.modules())
+    watched = _every_key_and_module(model)
+    before = refcounts(watched)
+    for function in NAMED:
+        pyparams.cache_clear()
+        for _ in range(3):  # live, recording, replaying
+            run_pyparams(function, model)
+            walk = getattr(pyparams, function)(model)
+            for _ in range(len(reference(function, model)) * 3 // 4):
+                next(walk)
+            del walk  # abandoned
+            walk = getattr(pyparams, function)(model)
+            next(walk)
+            _touch(modules[len(modules) * 2 // 3], "_parameters")  # a hand-over further down
+            list(walk)
+    pyparams.cache_clear()
+    assert refcounts(watched) == before
