@@ -24,6 +24,7 @@ _RECORDED_WALK_MODULES = (
     "test_walk_cache.py",
     "test_cache_state.py",
     "test_safety.py",
+    "test_deep_names.py",
     "_cache.py",
     "design.md",
 )

@@ -105,7 +105,7 @@ def test_deep_names_match_torch_cold_recorded_and_replayed(function: str) -> Non
             assert_same_items(
                 run_pyparams(function, model, **kwargs), expected, f"{walk} {function}{kwargs}"
             )
-        if before.enabled:
+        if before.enabled:  # (conftest.py runs this module early: see _RECORDED_WALK_MODULES)
             assert pyparams.cache_info().hits == before.hits + 1, kwargs  # the third replayed
 
 
@@ -202,22 +202,38 @@ def test_a_deep_named_walk_holds_memory_linear_in_its_depth(function: str) -> No
     depth = 20_000
     model = _leaf_chain(depth)
     deepest = ".".join(["c"] * depth)
+    suffix = {"named_modules": "", "named_buffers": ".b"}.get(function, ".w")
     pyparams.cache_clear()
     for walk in ("cold", "recording", "replay"):
         tracemalloc.start()
         try:
+            iterator = getattr(pyparams, function)(model)
             if function == "named_modules":
                 # every module's name, each dropped after its check, as a loop would
-                for level, (name, _) in enumerate(pyparams.named_modules(model)):
+                for level, (name, _) in enumerate(iterator):
                     assert len(name) == max(2 * level - 1, 0), (walk, level)
-                last = [name]
+                assert name == deepest, walk
+                del name
             else:
-                last = [name for name, _ in getattr(pyparams, function)(model)]
+                assert [name for name, _ in iterator] == [deepest + suffix], walk
             peak = tracemalloc.get_traced_memory()[1]
+            if walk == "cold":
+                # An exhausted walk, still alive, holds nothing, nor does one closed
+                # deep in the tree: the deep name built last (2 bytes a level) goes too.
+                held = tracemalloc.get_traced_memory()[0]
+                assert held < depth, f"{held:,} bytes held by an exhausted walk"
+                pyparams.cache_clear()  # (live again: a record would be the cache's bytes)
+                closed = getattr(pyparams, function)(model)
+                for _ in range(depth if function == "named_modules" else 1):
+                    next(closed)
+                closed.close()
+                held = tracemalloc.get_traced_memory()[0]
+                assert held < depth, f"{held:,} bytes held by a closed walk"
+                pyparams.cache_clear()
+                list(getattr(pyparams, function)(model))  # the walk the next one records
+            del iterator
         finally:
             tracemalloc.stop()
-        suffix = {"named_modules": "", "named_buffers": ".b"}.get(function, ".w")
-        assert last == [deepest + suffix], walk
         assert peak < 2_000 * depth, f"{walk}: {peak:,} bytes at depth {depth:,}"
 
 

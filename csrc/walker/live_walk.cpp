@@ -748,7 +748,6 @@ void Walker::clear() noexcept {
   live_.members.reset();
   live_.members_name.reset();
   live_.members_mapping.reset();
-  deep_name_.reset();
   while (!live_.stack.empty()) {
     ModuleFrame done = std::move(live_.stack.back());
     live_.stack.pop_back();

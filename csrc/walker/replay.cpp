@@ -79,7 +79,7 @@ void Walker::reserve_path(std::size_t entries) {
 }
 
 void Walker::unpin_all() noexcept {
-  deep_name_.reset();
+  deep_name_.reset();  // (clear() ends every walk here too, live ones included)
   replay_.pins.release_all();
   WalkVector<PathEntry> path;
   path.swap(replay_.path);
