@@ -4,7 +4,6 @@
 #include <Python.h>
 
 #include <cstddef>
-#include <cstring>
 
 namespace pyparams {
 
@@ -32,7 +31,8 @@ constexpr Py_ssize_t joined_length(Py_ssize_t prefix, Py_ssize_t key) {
 // an error set.
 template <typename KeyAt>
 PyObject* join_names(PyObject* base, std::size_t count, KeyAt key_at) {
-  if (count <= 1) {  // (the common case: a name from its parent's, built last)
+  if (count <=
+      1) {  // (the common case, the name from its parent's built last: join_name's fast path)
     if (count == 0) {
       Py_INCREF(base);
       return base;
@@ -53,21 +53,6 @@ PyObject* join_names(PyObject* base, std::size_t count, KeyAt key_at) {
     return nullptr;
   }
   Py_ssize_t at = PyUnicode_GET_LENGTH(base);
-  if (PyUnicode_KIND(joined) == PyUnicode_1BYTE_KIND) [[likely]] {
-    // Every part has the joined string's byte width: plain copies.
-    Py_UCS1* out = PyUnicode_1BYTE_DATA(joined);
-    std::memcpy(out, PyUnicode_1BYTE_DATA(base), static_cast<std::size_t>(at));
-    for (std::size_t i = 0; i < count; ++i) {
-      PyObject* key = key_at(i);
-      if (at != 0) {
-        out[at++] = '.';
-      }
-      Py_ssize_t key_length = PyUnicode_GET_LENGTH(key);
-      std::memcpy(out + at, PyUnicode_1BYTE_DATA(key), static_cast<std::size_t>(key_length));
-      at += key_length;
-    }
-    return joined;
-  }
   if (PyUnicode_CopyCharacters(joined, 0, base, 0, at) < 0) {
     Py_DECREF(joined);
     return nullptr;

@@ -54,7 +54,7 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
       ModuleFrame& frame = live_.stack.back();
       if (options_.named) {
         frame.full_name = !replay_.path[depth].key_only();
-        frame.name_length = replay_.path[depth].name_length();
+        frame.key_only_length = replay_.path[depth].key_only_length;
       }
       frame.record = replayed.record;
       frame.entries_read = replayed.read;

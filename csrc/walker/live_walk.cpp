@@ -310,9 +310,7 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
       if (!push(root_.get(), OwnedRef::borrow(options_.named ? root_name_.get() : nullptr))) {
         return -1;
       }
-      if (options_.named) {
-        mark_named_frame(live_.stack.back());
-      }
+      live_.stack.back().full_name = options_.named;  // its name: the prefix, full
     }
     return 1;
   }
@@ -476,11 +474,8 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
   ModuleFrame& frame = live_.stack.back();
   if (!key_only) {
     frame.full_name = true;
-    if (options_.named) {
-      mark_named_frame(frame);
-    }
   } else {
-    frame.name_length = name_length;
+    frame.key_only_length = name_length;
     if (name) {  // named_modules built it for the item: its children start from it
       deep_name_ = OwnedRef::borrow(name.get());
       deep_name_depth_ = static_cast<std::uint32_t>(live_.stack.size() - 1);
@@ -499,14 +494,10 @@ bool Walker::name_can_wait(PyObject* key, Py_ssize_t& length) const {
       (parent.full_name && !PyUnicode_CheckExact(parent.name.get()))) {
     return false;  // a `+` that may be user code runs where torch runs it
   }
-  length = joined_length(parent.name_length, PyUnicode_GET_LENGTH(key));
+  Py_ssize_t parent_length =
+      parent.full_name ? PyUnicode_GET_LENGTH(parent.name.get()) : parent.key_only_length;
+  length = joined_length(parent_length, PyUnicode_GET_LENGTH(key));
   return length > kMaxKeptNameLength;
-}
-
-void Walker::mark_named_frame(ModuleFrame& frame) {
-  frame.full_name = true;
-  PyObject* name = frame.name.get();
-  frame.name_length = PyUnicode_CheckExact(name) ? PyUnicode_GET_LENGTH(name) : 0;
 }
 
 bool Walker::ensure_members_name() {
@@ -556,36 +547,16 @@ PyObject* Walker::child_name(PyObject* key) {
 // holds (full_name), else joined from the frames' exact str keys (a deep
 // frame of a named walk; an unnamed walk's). A new reference.
 PyObject* Walker::frame_name(std::size_t depth) {
-  ModuleFrame& frame = live_.stack[depth];
-  if (frame.full_name || frame.overridden) {
-    Py_INCREF(frame.name.get());
-    return frame.name.get();
-  }
-  // The nearest frame at or above `depth` whose full name is at hand (held,
-  // or the deep name built last; the root's is root_name_ where its frame
-  // holds none), then the keys below it.
-  auto deep_at = [&](std::size_t level) { return deep_name_ && deep_name_depth_ == level; };
-  std::size_t base = depth;
-  while (base > 0 && !live_.stack[base].full_name && !live_.stack[base].overridden &&
-         !deep_at(base)) {
-    --base;
-  }
-  PyObject* base_name = deep_at(base)                               ? deep_name_.get()
-      : live_.stack[base].full_name || live_.stack[base].overridden ? live_.stack[base].name.get()
-                                                                    : root_name_.get();
-  if (base == depth) {
-    Py_INCREF(base_name);
-    return base_name;
-  }
-  // The keys below a full name are exact str, and so is that name (a frame
-  // keeps its key alone only then): joining them runs no code.
-  PyObject* name = join_names(base_name, depth - base,
-                              [&](std::size_t i) { return live_.stack[base + 1 + i].name.get(); });
-  if (name != nullptr) {
-    deep_name_ = OwnedRef::borrow(name);  // (the one it replaces is a str: no code runs)
-    deep_name_depth_ = static_cast<std::uint32_t>(depth);
-  }
-  return name;
+  // (An unnamed walk's root frame holds no name: its name is root_name_.)
+  return name_from_keys(
+      depth,
+      [&](std::size_t level) {
+        return level == 0 || live_.stack[level].full_name || live_.stack[level].overridden;
+      },
+      [&](std::size_t level) {
+        PyObject* held = live_.stack[level].name.get();
+        return held != nullptr ? held : root_name_.get();
+      });
 }
 
 // torch's memo: every module the base walk has entered so far (with

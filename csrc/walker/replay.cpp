@@ -175,26 +175,12 @@ template <bool kNamed>
 }
 
 PyObject* Walker::replayed_module_name(std::size_t depth) {
-  auto deep_at = [&](std::size_t level) { return deep_name_ && deep_name_depth_ == level; };
-  // The root's entry always holds its full name.
-  std::size_t base = depth;
-  while (replay_.path[base].key_only() && !deep_at(base)) {
-    --base;
-  }
-  PyObject* base_name = deep_at(base) ? deep_name_.get() : replay_.path[base].label;
-  if (base == depth) {
-    Py_INCREF(base_name);
-    return base_name;
-  }
-  // Recorded keys are exact str (a walk meeting another records nothing),
-  // and so is a named replay's prefix: joining them runs no code.
-  PyObject* name = join_names(base_name, depth - base,
-                              [&](std::size_t i) { return replay_.path[base + 1 + i].label; });
-  if (name != nullptr) {
-    deep_name_ = OwnedRef::borrow(name);  // (the one it replaces is a str: no code runs)
-    deep_name_depth_ = static_cast<std::uint32_t>(depth);
-  }
-  return name;
+  // The root's entry always holds its full name (a named replay's prefix is
+  // exact str), and recorded keys are exact str: a walk meeting another
+  // records nothing.
+  return name_from_keys(
+      depth, [&](std::size_t level) { return !replay_.path[level].key_only(); },
+      [&](std::size_t level) { return replay_.path[level].label; });
 }
 
 // Member entry `entry` of a Yield, pinned already, named and filtered: 1 with

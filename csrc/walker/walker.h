@@ -16,6 +16,7 @@
 #include "support/pymem_allocator.h"
 #include "support/python_names.h"
 #include "walker/dispatch.h"
+#include "walker/dotted_names.h"
 #include "walker/module_attributes.h"
 
 namespace pyparams {
@@ -141,8 +142,9 @@ class Walker {
     // quadratic in the depth); in an unnamed walk's where the key, or an
     // ancestor's, is no exact str (torch builds every name, so its `+` ran).
     bool full_name = false;
-    // Named walks: the full name's length, where it is made of exact str.
-    Py_ssize_t name_length = 0;
+    // A named walk's frame that keeps its key alone: its full name's length
+    // (as Walker::PathEntry; a full name's is its own).
+    Py_ssize_t key_only_length = 0;
     ItemCursor children;  // over module._modules, started when first needed
     bool children_started = false;
     // Set when module.named_modules is overridden: its (name, module) items
@@ -179,8 +181,6 @@ class Walker {
   // under `key` keeps the key alone (see ModuleFrame::full_name), with
   // `length` set to its full name's length.
   bool name_can_wait(PyObject* key, Py_ssize_t& length) const;
-  // A named walk's frame that keeps its full name: flagged, its length noted.
-  static void mark_named_frame(ModuleFrame& frame);
   // live_.members_name set to the full name of the module whose members are
   // read, where none was kept: built as torch built it. False with an error set.
   bool ensure_members_name();
@@ -233,11 +233,16 @@ class Walker {
   inline bool names_table_ours() const;
   // A named replay's name kept in the record's table (`names[index]`), or null.
   inline PyObject* kept_name(const RawVector<PyObject*>& names, std::size_t index) const;
-  // The full name of the module of path entry `depth`: its label, or, for an
-  // entry that keeps its key alone, built from the nearest full name above
-  // (the deepest name built, while its entry stands) and the keys below it.
-  // A new reference, or nullptr with an error set.
+  // The full name of the module of path entry `depth` (names_from_keys).
   PyObject* replayed_module_name(std::size_t depth);
+  // The full name at level `depth` of a path whose levels each hold their
+  // full name (`holds_name(level)`, true at level 0) or the key they were
+  // entered under, `label(level)`: live frames, a replay's path entries. Built
+  // from the nearest full name above (or deep_name_, while its level stands)
+  // and the keys below it, all exact str: no code runs. The name built is
+  // kept as deep_name_. A new reference, or nullptr with an error set.
+  template <typename HoldsName, typename Label>
+  PyObject* name_from_keys(std::size_t depth, HoldsName holds_name, Label label);
   PyObject* make_deep_module_item(PyObject* module);
   PyObject* unkept_path_label(std::size_t index, PyObject* key, Py_ssize_t& key_only_length);
   OwnedRef build_replayed_name(RawVector<PyObject*>& names, std::size_t index, PyObject* parent,
@@ -399,5 +404,26 @@ class Walker {
   // Nothing held since the last clear() (or ever): clear() has no work.
   bool settled_ = true;
 };
+
+template <typename HoldsName, typename Label>
+PyObject* Walker::name_from_keys(std::size_t depth, HoldsName holds_name, Label label) {
+  auto deep_at = [&](std::size_t level) { return deep_name_ && deep_name_depth_ == level; };
+  std::size_t base = depth;
+  while (!holds_name(base) && !deep_at(base)) {
+    --base;
+  }
+  PyObject* base_name = deep_at(base) ? deep_name_.get() : label(base);
+  if (base == depth) {
+    Py_INCREF(base_name);
+    return base_name;
+  }
+  PyObject* name =
+      join_names(base_name, depth - base, [&](std::size_t i) { return label(base + 1 + i); });
+  if (name != nullptr) {
+    deep_name_ = OwnedRef::borrow(name);  // (the one it replaces is a str: no code runs)
+    deep_name_depth_ = static_cast<std::uint32_t>(depth);
+  }
+  return name;
+}
 
 }  // namespace pyparams
