@@ -5,6 +5,7 @@
   methods called on the module), the argument combinations each function takes, and
   ``assert_same_items``, which compares with ``is``, order and names;
 - ``outcome`` / ``step``: a call or one ``next()`` as a comparable value, exception included;
+- ``touch``: a write that gives one dict of a module a new version and changes nothing else;
 - ``subprocess_env``: the environment for a child Python that imports this checkout;
 - ``needs_transformers``: a mark for tests of zoo models built with transformers (which
   has no wheels for free-threaded CPython; such tests skip where it is not installed);
@@ -60,6 +61,7 @@ __all__ = [
     "step",
     "subprocess_env",
     "torch_iterator",
+    "touch",
 ]
 
 REPO = Path(pyparams.__file__).resolve().parent.parent
@@ -361,6 +363,20 @@ def drive(
     except Exception as error:  # noqa: BLE001 - the exception is part of what is compared
         return items, type(error), str(error)
     return items, None, ""
+
+
+def touch(module: nn.Module, which: str) -> None:
+    """A write that gives one dict of ``module`` a new version and changes nothing else."""
+    if which == "__dict__":
+        module.training = module.training
+        return
+    mapping = getattr(module, which)
+    if mapping:
+        key = next(iter(mapping))
+        mapping[key] = mapping[key]
+    else:
+        mapping["touched"] = None
+        del mapping["touched"]
 
 
 # --------------------------------------------------------------------------------------

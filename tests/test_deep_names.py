@@ -26,6 +26,7 @@ from common_utils import (
     run_pyparams,
     same_items,
     torch_iterator,
+    touch,
 )
 
 # The length past which a name is built, not kept (kMaxKeptNameLength in the extension).
@@ -109,13 +110,6 @@ def test_deep_names_match_torch_cold_recorded_and_replayed(function: str) -> Non
             assert pyparams.cache_info().hits == before.hits + 1, kwargs  # the third replayed
 
 
-def _touch(module: nn.Module, which: str) -> None:
-    """A write that gives one dict of ``module`` a new version and changes nothing else."""
-    mapping = getattr(module, which)
-    key = next(iter(mapping))
-    mapping[key] = mapping[key]
-
-
 @pytest.mark.parametrize("function", ["named_parameters", "named_modules"])
 @pytest.mark.parametrize("which", ["_parameters", "_modules"])
 def test_a_replay_handed_over_deep_goes_on_with_torchs_names(function: str, which: str) -> None:
@@ -133,7 +127,7 @@ def test_a_replay_handed_over_deep_goes_on_with_torchs_names(function: str, whic
                     run_pyparams(function, model, prefix=prefix)
                 walk = getattr(pyparams, function)(model, prefix=prefix)
                 got = [next(walk) for _ in range(at)]
-                _touch(module, which)
+                touch(module, which)
                 got += list(walk)
                 assert same_items(got, expected), (prefix, at)
 
@@ -357,7 +351,7 @@ def test_deep_named_walks_leave_every_reference_count_as_they_found_it(tree: str
             del walk  # abandoned
             walk = getattr(pyparams, function)(model)
             next(walk)
-            _touch(modules[len(modules) * 2 // 3], "_parameters")  # a hand-over further down
+            touch(modules[len(modules) * 2 // 3], "_parameters")  # a hand-over further down
             list(walk)
     pyparams.cache_clear()
     assert refcounts(watched) == before

@@ -38,6 +38,7 @@ from common_utils import (
     step,
     subprocess_env,
     torch_iterator,
+    touch,
 )
 from common_utils import TiedBlock as Block
 from common_utils import small_tied_model as model
@@ -564,20 +565,6 @@ def test_change_between_steps_of_a_replay_is_seen(function: str, mutate) -> None
         assert same_items(run_pyparams(function, net), reference(function, net)), (function, at)
 
 
-def _touch(module: nn.Module, which: str) -> None:
-    """A write that gives one dict of ``module`` a new version and changes nothing else."""
-    if which == "__dict__":
-        module.training = module.training
-        return
-    mapping = getattr(module, which)
-    if mapping:
-        key = next(iter(mapping))
-        mapping[key] = mapping[key]
-    else:
-        mapping["touched"] = None
-        del mapping["touched"]
-
-
 @pytest.mark.parametrize("which", ["_parameters", "_buffers", "_modules", "__dict__"])
 def test_a_touch_at_any_step_hands_over_to_the_live_walk_exactly_there(which: str) -> None:
     # Every dict a replay reads, touched after every step in turn: the replay meets
@@ -596,7 +583,7 @@ def test_a_touch_at_any_step_hands_over_to_the_live_walk_exactly_there(which: st
                 before = pyparams.cache_info()
                 ours = getattr(pyparams, function)(net, **kwargs)
                 got = [next(ours) for _ in range(at)]
-                _touch(touched, which)
+                touch(touched, which)
                 got += list(ours)
                 after = pyparams.cache_info()
                 assert after.hits == before.hits + 1, (function, kwargs)  # it replayed
@@ -645,7 +632,7 @@ def test_an_eager_replay_leaves_every_reference_count_as_it_found_it(
             for _ in range(2):  # a record (again, after a hand-over), replayed once
                 pyparams.parameter_list(net, **kwargs)
             if which is not None:
-                _touch(touched, which)
+                touch(touched, which)
             expected = reference("parameter_list", net, **kwargs)
             before_info = pyparams.cache_info()
             before = refcounts(held, clear_type_cache=False)  # (no names among them)
