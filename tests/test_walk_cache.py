@@ -296,6 +296,88 @@ def test_many_roots_walked_in_turn_each_get_their_record() -> None:
     assert pyparams.cache_info().hits == len(leaves)
 
 
+class _Wide(nn.Module):
+    """A size that no other object here has: the next one made after one is freed can take
+    its memory."""
+
+    __slots__ = tuple(f"slot{i}" for i in range(24))
+
+
+def _new_module_where_a_walked_one_was() -> nn.Module | None:
+    """A module walked once and freed, and a new one at its address (or None)."""
+    pyparams.cache_clear()
+    old = _Wide()
+    list(pyparams.parameters(old))  # walked once: the next walk of `old` would record
+    address = id(old)
+    del old
+    # Bare objects (cheap) until one takes the address: the allocator may fill other
+    # blocks of that size first.
+    candidates = [_Wide.__new__(_Wide)]
+    while id(candidates[-1]) != address and len(candidates) < 10_000:
+        candidates.append(_Wide.__new__(_Wide))
+    new = candidates.pop()
+    if id(new) != address:
+        return None
+    nn.Module.__init__(new)
+    return new
+
+
+def test_a_new_root_at_a_freed_roots_address_is_walked_for_the_first_time() -> None:
+    # CPython gives a freed object's memory to a later object of its size: a model
+    # walked once, freed, and another built in its place has the same address. Its
+    # first walk records nothing and builds no instance dict, as any first walk.
+    _Wide()  # the first instance sizes the class's inline attributes: later ones are bigger
+    for _ in range(10):  # CPython 3.14 has been seen to place the first one elsewhere
+        new = _new_module_where_a_walked_one_was()
+        if new is not None:
+            break
+    else:
+        pytest.skip("CPython gave no new module a freed one's address")
+    list(pyparams.parameters(new))
+    info = pyparams.cache_info()
+    assert (info.records, info.dicts_built) == (0, 0), info
+    list(pyparams.parameters(new))  # its own second walk records
+    assert pyparams.cache_info().records == 1
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12),
+    reason="CPython 3.12 on runs the cyclic GC at the next bytecode, never inside an allocation",
+)
+def test_a_collection_that_records_a_root_while_its_record_is_stored_keeps_one_entry() -> None:
+    # Storing a root's first record makes a weakref to it: the allocation may run the
+    # cyclic GC, and a gc callback there may walk the same root and store a record
+    # first. The root then has one entry, with one weakref with a callback, not a
+    # second entry (and a second weakref) that nothing can drop.
+    net = model()
+    pyparams.cache_clear()
+    list(pyparams.parameters(net))  # walked once: the next walk records
+    weakrefs = weakref.getweakrefcount(net)  # (dynamo, once imported, keeps one of its own)
+    armed = [True]
+
+    def walk_it_twice(phase: str, info: dict) -> None:
+        # The first collection once the recording walk has begun (its miss counted):
+        # with a threshold of 1, at the first object the walk allocates, which is the
+        # store's (the weakref's callback, then the weakref).
+        if armed and phase == "start" and pyparams.cache_info().misses == 2:
+            armed.clear()
+            for _ in range(2):
+                list(pyparams.parameters(net))
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(walk_it_twice)
+    gc.set_threshold(1)
+    try:
+        list(pyparams.parameters(net))  # records; the collection runs somewhere in it
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(walk_it_twice)
+    assert not armed  # the callback ran
+    assert pyparams.cache_info().records == 1
+    assert weakref.getweakrefcount(net) == weakrefs + 1, weakref.getweakrefs(net)
+    assert same_items(pyparams.parameter_list(net), list(net.parameters()))
+
+
 @pytest.mark.parametrize("distance", [0, 1, 8, 1_000_000])
 def test_replays_are_exact_at_any_prefetch_distance(distance: int) -> None:
     # The replay starts the loads of the op `distance` ahead: never past its

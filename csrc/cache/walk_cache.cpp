@@ -33,10 +33,14 @@ RootRecords* find_root(PyObject* root) noexcept {
   RootRecords** found = g_roots->find(root);
   return found != nullptr ? *found : nullptr;
 }
-// Roots walked live once, by address only, with the number of modules their
-// last complete walk entered (SIZE_MAX: none completed yet).
+// Roots walked live once, with the number of modules their last complete walk
+// entered (SIZE_MAX: none completed yet). A plain weakref (no callback, so
+// dropping it runs no code) proves the root at an address is the one walked: a
+// model freed and another built at its address is walked for the first time
+// again, not recorded. A root that takes no weakref has its address only.
 struct WalkedRoot {
   PyObject* root = nullptr;
+  PyObject* weakref = nullptr;  // owned
   std::size_t modules = SIZE_MAX;
 };
 // 65,536 slots (1 MiB, zeroed pages the process only maps as they are used)
@@ -211,9 +215,16 @@ void store_record(PyObject* root, int slot, RecordPtr record) {
       delete added;  // out of memory: no record, no harm
       return;
     }
-    *slot_for_root = added;
-    found = added;
-    found->weakref = std::move(weakref);
+    if (inserted) {
+      *slot_for_root = added;
+      found = added;
+      found->weakref = std::move(weakref);
+    } else {
+      // Making the weakref may run the cyclic GC, whose finalizers may walk this
+      // root and store its records: keep theirs (and their weakref), not a second entry.
+      delete added;
+      found = *slot_for_root;
+    }
   }
   found->records[static_cast<std::size_t>(slot)] = std::move(record);
 }
@@ -253,7 +264,23 @@ WalkedSets walked_sets(PyObject* root) noexcept {
           &g_walked[static_cast<std::size_t>(hash & kSetMask) * kWalkedWays]};
 }
 
+// The entry of `root`, still alive (its weakref not dead), or nullptr.
 WalkedRoot* find_walked(WalkedSets sets, PyObject* root) noexcept {
+  for (WalkedRoot* set : {sets.first, sets.second}) {
+    for (std::size_t way = 0; way < kWalkedWays; ++way) {
+      WalkedRoot& entry = set[way];
+      if (entry.root == root &&
+          (entry.weakref == nullptr ||
+           reinterpret_cast<PyWeakReference*>(entry.weakref)->wr_object == root)) {
+        return &entry;
+      }
+    }
+  }
+  return nullptr;
+}
+
+// The entry of a root that died at `root`'s address, where find_walked found none.
+WalkedRoot* find_dead(WalkedSets sets, PyObject* root) noexcept {
   for (WalkedRoot* set : {sets.first, sets.second}) {
     for (std::size_t way = 0; way < kWalkedWays; ++way) {
       if (set[way].root == root) {
@@ -273,18 +300,43 @@ std::size_t free_ways(const WalkedRoot* set) noexcept {
   return free;
 }
 
+PyObject* plain_weakref(PyObject* root) noexcept {
+  if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(root))) {
+    return nullptr;
+  }
+  PyObject* weakref = PyWeakref_NewRef(root, nullptr);
+  if (weakref == nullptr) {
+    PyErr_Clear();  // out of memory: the address alone stands for the root
+  }
+  return weakref;
+}
+
 bool walked_before(PyObject* root, std::size_t max_modules) noexcept {
-  WalkedSets sets = walked_sets(root);
-  if (WalkedRoot* slot = find_walked(sets, root)) {
+  if (WalkedRoot* slot = find_walked(walked_sets(root), root)) {
     return slot->modules <= max_modules;
   }
-  // The emptier set takes it; a full one loses its oldest entry: entries move
-  // up a way, the new one is last.
-  WalkedRoot* set = free_ways(sets.second) > free_ways(sets.first) ? sets.second : sets.first;
-  for (std::size_t way = 0; way + 1 < kWalkedWays; ++way) {
-    set[way] = set[way + 1];
+  // The weakref first: its allocation may run the cyclic GC, whose finalizers
+  // may walk (and so fill this table). The slot is chosen after it.
+  PyObject* weakref = plain_weakref(root);
+  WalkedSets sets = walked_sets(root);
+  if (WalkedRoot* slot = find_walked(sets, root)) {
+    Py_XDECREF(weakref);  // a finalizer walked it meanwhile
+    return slot->modules <= max_modules;
   }
-  set[kWalkedWays - 1] = WalkedRoot{root, SIZE_MAX};  // size unknown until a walk completes
+  WalkedRoot* slot = find_dead(sets, root);
+  PyObject* dropped = slot != nullptr ? slot->weakref : nullptr;
+  if (slot == nullptr) {
+    // The emptier set takes it; a full one loses its oldest entry: entries move
+    // up a way, the new one is last.
+    WalkedRoot* set = free_ways(sets.second) > free_ways(sets.first) ? sets.second : sets.first;
+    dropped = set[0].weakref;
+    for (std::size_t way = 0; way + 1 < kWalkedWays; ++way) {
+      set[way] = set[way + 1];
+    }
+    slot = &set[kWalkedWays - 1];
+  }
+  *slot = WalkedRoot{root, weakref, SIZE_MAX};  // size unknown until a walk completes
+  Py_XDECREF(dropped);                          // a weakref without a callback: no code runs
   return false;
 }
 
@@ -333,7 +385,11 @@ void cache_clear() noexcept {
   // weakrefs may run code that looks at it.
   g_roots->drain([](const void*, RootRecords* entry) { delete entry; });
   forget_followed_dicts();  // after the records that relied on them
-  g_walked.fill(WalkedRoot{});
+  for (WalkedRoot& entry : g_walked) {
+    PyObject* weakref = entry.weakref;
+    entry = WalkedRoot{};
+    Py_XDECREF(weakref);  // a weakref without a callback: no code runs
+  }
   g_counters = CacheCounters{};
 }
 
