@@ -853,12 +853,18 @@ def test_an_iterator_abandoned_mid_replay_keeps_and_then_releases_the_model() ->
 
 def test_cache_clear_makes_the_next_walk_cold() -> None:
     net = model()
+    weakrefs = weakref.getweakrefcount(net)  # (dynamo, once imported, keeps one of its own)
     warm(net)
+    assert weakref.getweakrefcount(net) == weakrefs + 2  # walked once; records
     pyparams.cache_clear()
+    assert weakref.getweakrefcount(net) == weakrefs  # both let go
     info = pyparams.cache_info()
     assert (info.hits, info.misses, info.records, info.bytes) == (0, 0, 0, 0)
     assert same_items(pyparams.parameter_list(net), list(net.parameters()))
     assert pyparams.cache_info()[:2] == (0, 1)  # no hit: walked live
+    assert pyparams.cache_info().records == 0  # a first walk again: it records nothing
+    pyparams.parameter_list(net)
+    assert pyparams.cache_info().records == 1
 
 
 def test_cache_off_walks_live_and_matches_torch() -> None:
