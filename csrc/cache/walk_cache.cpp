@@ -43,7 +43,7 @@ struct WalkedRoot {
   PyObject* weakref = nullptr;  // owned
   std::size_t modules = SIZE_MAX;
 };
-// 65,536 slots (1 MiB, zeroed pages the process only maps as they are used)
+// 65,536 slots (1.5 MiB, zeroed pages the process only maps as they are used)
 // in sets of 8: a model's tens of thousands of leaves, each walked by ZeRO-3
 // every step, get their records instead of evicting one another (an MoE of 32
 // layers x 64 experts has 6,176 leaves; DeepSeek-V3's experts, ~47,000). A
