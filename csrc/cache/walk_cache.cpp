@@ -268,23 +268,9 @@ WalkedSets walked_sets(PyObject* root) noexcept {
           &g_walked[static_cast<std::size_t>(hash & kSetMask) * kWalkedWays]};
 }
 
-// The entry of `root`, still alive (its weakref not dead), or nullptr.
+// The entry for `root`'s address, or nullptr. There is at most one: a root
+// takes the entry a dead root left at its address.
 WalkedRoot* find_walked(WalkedSets sets, PyObject* root) noexcept {
-  for (WalkedRoot* set : {sets.first, sets.second}) {
-    for (std::size_t way = 0; way < kWalkedWays; ++way) {
-      WalkedRoot& entry = set[way];
-      if (entry.root == root &&
-          (entry.weakref == nullptr ||
-           reinterpret_cast<PyWeakReference*>(entry.weakref)->wr_object == root)) {
-        return &entry;
-      }
-    }
-  }
-  return nullptr;
-}
-
-// The entry of a root that died at `root`'s address, where find_walked found none.
-WalkedRoot* find_dead(WalkedSets sets, PyObject* root) noexcept {
   for (WalkedRoot* set : {sets.first, sets.second}) {
     for (std::size_t way = 0; way < kWalkedWays; ++way) {
       if (set[way].root == root) {
@@ -293,6 +279,13 @@ WalkedRoot* find_dead(WalkedSets sets, PyObject* root) noexcept {
     }
   }
   return nullptr;
+}
+
+// Whether the entry's root is still the object at its address (its weakref not
+// dead; an entry without one has its address only).
+bool still_there(const WalkedRoot& entry) noexcept {
+  return entry.weakref == nullptr ||
+      reinterpret_cast<PyWeakReference*>(entry.weakref)->wr_object == entry.root;
 }
 
 // A set fills from its last way down (the newest entry is always last).
@@ -316,19 +309,20 @@ PyObject* plain_weakref(PyObject* root) noexcept {
 }
 
 bool walked_before(PyObject* root, std::size_t max_modules) noexcept {
-  if (WalkedRoot* slot = find_walked(walked_sets(root), root)) {
+  WalkedSets sets = walked_sets(root);
+  WalkedRoot* slot = find_walked(sets, root);
+  if (slot != nullptr && still_there(*slot)) {
     return slot->modules <= max_modules;
   }
   // The weakref first: its allocation may run the cyclic GC, whose finalizers
-  // may walk (and so fill this table). The slot is chosen after it.
+  // may walk (and so fill this table). The slot is found again after it.
   PyObject* weakref = plain_weakref(root);
-  WalkedSets sets = walked_sets(root);
-  if (WalkedRoot* slot = find_walked(sets, root)) {
+  slot = find_walked(sets, root);
+  if (slot != nullptr && still_there(*slot)) {
     Py_XDECREF(weakref);  // a finalizer walked it meanwhile
     return slot->modules <= max_modules;
   }
-  WalkedRoot* slot = find_dead(sets, root);
-  PyObject* dropped = slot != nullptr ? slot->weakref : nullptr;
+  PyObject* dropped = slot != nullptr ? slot->weakref : nullptr;  // a dead root's
   if (slot == nullptr) {
     // The emptier set takes it; a full one loses its oldest entry: entries move
     // up a way, the new one is last.
@@ -347,7 +341,8 @@ bool walked_before(PyObject* root, std::size_t max_modules) noexcept {
 }
 
 void note_walk_size(PyObject* root, std::size_t modules) noexcept {
-  if (WalkedRoot* slot = find_walked(walked_sets(root), root)) {
+  WalkedRoot* slot = find_walked(walked_sets(root), root);
+  if (slot != nullptr && still_there(*slot)) {
     slot->modules = modules;
   }
 }
