@@ -31,8 +31,8 @@ constexpr Py_ssize_t joined_length(Py_ssize_t prefix, Py_ssize_t key) {
 // an error set.
 template <typename KeyAt>
 PyObject* join_names(PyObject* base, std::size_t count, KeyAt key_at) {
-  if (count <=
-      1) {  // (the common case, the name from its parent's built last: join_name's fast path)
+  // The common case, the name from its parent's built last: join_name's fast path.
+  if (count <= 1) {
     if (count == 0) {
       Py_INCREF(base);
       return base;

@@ -233,7 +233,7 @@ class Walker {
   inline bool names_table_ours() const;
   // A named replay's name kept in the record's table (`names[index]`), or null.
   inline PyObject* kept_name(const RawVector<PyObject*>& names, std::size_t index) const;
-  // The full name of the module of path entry `depth` (names_from_keys).
+  // The full name of the module of path entry `depth` (name_from_keys).
   PyObject* replayed_module_name(std::size_t depth);
   // The full name at level `depth` of a path whose levels each hold their
   // full name (`holds_name(level)`, true at level 0) or the key they were
