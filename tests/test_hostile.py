@@ -294,6 +294,16 @@ _PADDING = itertools.count()
 
 def _collider(mode: str, walks: int, name: str) -> list:
     logs = []
+    # The collider put in after the warm walks (a replay meets a written __dict__ and
+    # re-reads it), or before them (a walk that records must refuse a __dict__ whose
+    # lookups run code: torch's run it on every walk, a replay would skip them).
+    for inserted in ("after_warm", "before_warm"):
+        logs += _collider_walks(mode, walks, name, inserted)
+    return logs
+
+
+def _collider_walks(mode: str, walks: int, name: str, inserted: str) -> list:
+    logs = []
     for where in ("root", "child"):
         for action in ("replace_dict", "grow_tree"):
             for function in LAZY_FUNCTIONS:
@@ -313,7 +323,8 @@ def _collider(mode: str, walks: int, name: str) -> list:
                         root._modules["c2"].register_parameter("late", _p())
                         root._modules["c1"]._modules["1"] = None
 
-                _warm(mode, function, root, walks)
+                if inserted == "after_warm":
+                    _warm(mode, function, root, walks)
                 mapping = vars(module)
                 entries = list(mapping.items())
                 mapping.clear()
@@ -321,6 +332,8 @@ def _collider(mode: str, walks: int, name: str) -> list:
                 mapping[collider] = None  # first on the name's probe sequence
                 mapping.update(dict.fromkeys(range(-1, -2 - next(_PADDING), -1)))
                 mapping.update(entries)
+                if inserted == "before_warm":
+                    _warm(mode, function, root, walks)
                 collider.action = act
                 del mapping, entries, collider
                 logs.append(_log(lambda: _walk(mode, function, root), labels))  # noqa: B023
