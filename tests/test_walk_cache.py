@@ -8,8 +8,11 @@ iterator), and compares every pyparams function with torch's own methods on the 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
+import operator
 import random
+import signal
 import subprocess
 import sys
 import types
@@ -156,6 +159,23 @@ def _instance_gains_named_modules(net: nn.Module) -> None:
     )
 
 
+def _shared_module_gains_named_modules(net: nn.Module) -> None:
+    # The shared Linear is met twice (net[1][1], then net[2].tied): torch calls
+    # named_modules on the duplicate too, and so meets an override made between the two.
+    shared = net[2].tied
+    shared.named_modules = lambda memo=None, prefix="", remove_duplicate=True: iter(
+        [(prefix, shared)]
+    )
+
+
+def _shared_module_class_gains_named_modules(net: nn.Module) -> None:
+    class Revisited(nn.Linear):
+        def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+            yield prefix, self
+
+    net[2].tied.__class__ = Revisited
+
+
 def _requires_grad_toggled(net: nn.Module) -> None:
     for p in net[2].parameters():
         p.requires_grad_(not p.requires_grad)
@@ -185,6 +205,8 @@ MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
     _class_gains_parameters_property,
     _class_gains_named_modules_override,
     _instance_gains_named_modules,
+    _shared_module_gains_named_modules,
+    _shared_module_class_gains_named_modules,
     _requires_grad_toggled,
     _train_and_eval,
     _attribute_stashed,
@@ -599,6 +621,61 @@ def test_a_new_dict_at_a_dead_dicts_address_is_not_taken_for_it() -> None:
     vars(linear)["_parameters"] = new
     assert_conforms(net)
     del kept, drained
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 13),
+    reason="before 3.13 a class gets a new version tag after every change (2**32 of them)",
+)
+def test_a_class_that_has_spent_its_version_tags_is_walked_live() -> None:
+    # CPython 3.13+ gives a class at most 1000 version tags, then leaves it at 0 for
+    # good: a tag of 0 proves nothing (it stays 0 through every later change), so a
+    # module of that class is never recorded, and each walk meets the class as it is.
+    class Tagless(nn.Linear):
+        pass
+
+    for spent in range(1100):
+        Tagless.spent = spent  # clears the tag; the lookup below asks for a new one
+        assert Tagless.spent == spent
+    net = nn.Sequential(nn.Linear(1, 1), Tagless(1, 1))
+    warm(net)
+    hits = pyparams.cache_info().hits
+    pyparams.parameter_list(net)
+    assert pyparams.cache_info().hits == hits  # a walk that enters it is never recorded
+    Tagless.named_modules = lambda self, memo=None, prefix="", remove_duplicate=True: iter(
+        [(prefix, self)]
+    )
+    assert_conforms(net)
+
+
+def test_a_signal_handler_that_runs_inside_a_replay_is_seen() -> None:
+    # An eager replay checks for signals every 1024 steps, and a handler is Python code
+    # that may change the tree: the replay proves its record again after it (one stamp
+    # on CPython 3.12+, read before the handler ran, would vouch for the old tree).
+    # PyErr_SetInterruptEx, called from C with the walk right after it (map's loop has no
+    # bytecode boundary where the handler could run first), makes the handler run at the
+    # walk's first signal check, long before the last layer is read.
+    net = nn.Sequential(*(nn.Linear(1, 1, bias=False) for _ in range(3000)))
+    replacement = nn.Parameter(torch.zeros(1))
+    hits_in_handler = []
+
+    def handler(signum: int, frame: object) -> None:
+        hits_in_handler.append(pyparams.cache_info().hits)
+        net[-1]._parameters["weight"] = replacement
+
+    trip = partial(ctypes.pythonapi.PyErr_SetInterruptEx, ctypes.c_int(signal.SIGUSR1))
+    walk = partial(pyparams._C.collect, net, kind=pyparams._C.PARAMETERS)
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        for _ in range(2):
+            pyparams.parameter_list(net)  # recorded: the next walk replays
+        hits = pyparams.cache_info().hits
+        _, walked = map(operator.methodcaller("__call__"), [trip, walk])
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert hits_in_handler == [hits + 1]  # once, inside the replaying walk
+    assert walked[-1] is replacement
+    assert same_items(walked, list(net.parameters()))
 
 
 def test_a_change_to_one_root_keeps_another_roots_record() -> None:
