@@ -350,6 +350,64 @@ def test_mutation_error_then_exhausted() -> None:
         next(iterator)
 
 
+def _new_entry(which: str) -> object:
+    return {"_parameters": _param, "_buffers": lambda: torch.zeros(1)}.get(
+        which, lambda: nn.Linear(1, 1)
+    )()
+
+
+@pytest.mark.parametrize("warm_walks", [0, 1, 2], ids=["live", "recording", "replaying"])
+@pytest.mark.parametrize("which", ["_parameters", "_buffers", "_modules"])
+def test_keys_replaced_at_the_same_size_raise_where_torch_raises(
+    which: str, warm_walks: int
+) -> None:
+    # A dict whose first key is deleted and a new one added keeps its size, so no
+    # "changed size": an iteration past its first entry then meets one entry more than
+    # it started with, and Python's dict iteration raises "dictionary keys changed during
+    # iteration" there (before it: the new key is simply walked). Every step, every
+    # module, in lockstep with torch on the same tree; live, recording and replaying
+    # walks (a replay hands over to the live walk with the entries it has left).
+    checked = 0
+    for function in LAZY_FUNCTIONS:
+        if "modules" in function and which != "_modules":
+            continue
+        if ("buffers" in function and which == "_parameters") or (
+            "parameters" in function and which == "_buffers"
+        ):
+            continue
+        size = len(reference(function, small_tied_model()))
+        owners = len(list(small_tied_model().modules()))
+        for owner_index in range(owners):
+            for at in range(size + 1):
+                net = small_tied_model()
+                owner = list(net.modules())[owner_index]
+                mapping = getattr(owner, which)
+                if not mapping:
+                    continue
+                for _ in range(warm_walks):
+                    run_pyparams(function, net)
+                ours, theirs = getattr(pyparams, function)(net), torch_iterator(function, net)
+                log_ours, log_theirs = [], []
+                for index in range(size + 3):
+                    a, b = step(ours), step(theirs)
+                    log_ours.append(a)
+                    log_theirs.append(b)
+                    if index == at:
+                        del mapping[next(iter(mapping))]
+                        mapping["replacement"] = _new_entry(which)
+                    if a[0] != "item" or b[0] != "item":
+                        break
+                context = (function, owner_index, at)
+                assert [kind for kind, _ in log_ours] == [kind for kind, _ in log_theirs], context
+                for (kind, a), (_, b) in zip(log_ours, log_theirs, strict=True):
+                    if kind == "item":
+                        assert_same_items([a], [b], str(context))
+                    elif kind == "raise":
+                        assert (type(a), str(a)) == (type(b), str(b)), context
+                checked += log_theirs[-1][0] == "raise"
+    assert checked > 0  # some walks met the new entry past their start
+
+
 class _ReentrantDict(dict):
     """A `_modules` mapping whose items() advances the iterator that is walking it."""
 
