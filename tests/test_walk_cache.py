@@ -119,6 +119,21 @@ def _instance_dict_replaced(net: nn.Module) -> None:
     block.__dict__ = dict(block.__dict__)
 
 
+_OUTLIVING: list[object] = []  # a replaced __dict__ someone still holds
+
+
+def _instance_dict_replaced_while_the_old_one_lives(net: nn.Module) -> None:
+    # The old __dict__ outlives its replacement and never changes again, so no dict the
+    # record follows changes: only which dict the module has tells the two apart.
+    block = net[0]
+    _OUTLIVING[:] = [block.__dict__]
+    replacement = dict(block.__dict__)
+    replacement["_parameters"] = {"w": nn.Parameter(torch.ones(1))}
+    replacement["_buffers"] = {"b": torch.ones(1)}
+    replacement["_modules"] = {"only": nn.Linear(1, 1)}
+    block.__dict__ = replacement
+
+
 def _class_assigned(net: nn.Module) -> None:
     class Other(Block):
         pass
@@ -200,6 +215,7 @@ MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
     _child_set_to_none,
     _children_dict_replaced,
     _instance_dict_replaced,
+    _instance_dict_replaced_while_the_old_one_lives,
     _class_assigned,
     _class_gains_getattr,
     _class_gains_parameters_property,
