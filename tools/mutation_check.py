@@ -1,0 +1,217 @@
+"""Break each soundness check of the walker once, and watch the suites fail.
+
+    python tools/mutation_check.py [--python python3.12 --venv .venv-3.12]
+                                   [--wrap "bash tools/debian_root.sh 3.14 --"] [NAME ...]
+
+For every mutant below (all of them, or the NAMEs given): the one C++ edit is made, the
+extension rebuilt (``make install PYTHON=... VENV=...``), and the soundness suites run with
+``-x``; the source is restored whatever happens, and the extension rebuilt from it at the
+end. A mutant the suites do not fail "survived": the check it removes is guarded by no
+test. Mutants that only a newer CPython can catch (the 3.12+ watcher's stamp, the 3.13+
+version-tag budget) are skipped on older ones. Exit status 1 when any survived.
+
+Not in CI (about a minute a mutant on 2 cores). Edits that left every suite passing
+because they change nothing observable (a second guard behind a first) are listed in
+docs/reliability.md, with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SUITES = (
+    "tests/test_walk_cache.py",
+    "tests/test_hostile.py",
+    "tests/test_safety.py",
+    "tests/test_odd_modules.py",
+    "tests/test_overrides.py",
+    "tests/test_fuzz_hostile.py",
+    "tests/test_fuzz_state_machine.py",
+    "tests/test_conformance.py",
+)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    since: tuple[int, int] = (3, 10)  # the first CPython whose tests can catch it
+
+
+MUTANTS = (
+    Mutant(
+        "revalidate-keys-any-type",  # a written __dict__ re-read though a key may run code
+        "csrc/walker/replay.cpp",
+        "if (version == 0 || !keys_are_exact_str(dict)) {",
+        "if (version == 0) {",
+    ),
+    Mutant(
+        "revalidate-ignores-root-overrides",
+        "csrc/walker/replay.cpp",
+        "if ((root || asked == Method::NamedModules) &&",
+        "if ((false) &&",
+    ),
+    Mutant(
+        "duplicate-override-unchecked",
+        "csrc/walker/replay.cpp",
+        "        if (!override_ruled_out_without_code(child, Method::NamedModules)) {\n"
+        "          break;\n        }\n        continue;",
+        "        continue;",
+    ),
+    Mutant(
+        "signal-handler-trusted",  # an eager replay keeps its stamp across a handler
+        "csrc/walker/replay.cpp",
+        "    all_proven = unchanged_since(proven_at);  // and then the batch goes on as a new one",
+        "",
+        since=(3, 12),
+    ),
+    Mutant(
+        "dict-pointer-unchecked",  # a replaced __dict__ taken for the recorded one
+        "csrc/cache/walk_cache.h",
+        "  if (*reinterpret_cast<PyObject**>(reinterpret_cast<char*>(module) + "
+        "recorded.dict_offset) !=\n      dict) {",
+        "  if (false) {",
+    ),
+    Mutant(
+        "class-version-unchecked",
+        "csrc/cache/walk_cache.h",
+        "if (Py_TYPE(module) != type || !type_version_is(type, recorded.type_version)) {",
+        "if (Py_TYPE(module) != type) {",
+    ),
+    Mutant(
+        "records-any-key",  # a __dict__ whose lookups run code recorded
+        "csrc/walker/recording.cpp",
+        "  if (dict == nullptr || *dict == nullptr || !PyDict_CheckExact(*dict) ||\n"
+        "      !keys_are_exact_str(*dict)) {",
+        "  if (dict == nullptr || *dict == nullptr || !PyDict_CheckExact(*dict)) {",
+    ),
+    Mutant(
+        "records-tagless-class",  # a class with no version tag (0 proves nothing)
+        "csrc/walker/recording.cpp",
+        "  if (type_version(type) == 0 || !module_class_info(type).plain_attributes) {",
+        "  if (!module_class_info(type).plain_attributes) {",
+        since=(3, 13),
+    ),
+    Mutant(
+        "records-str-subclass-member-key",
+        "csrc/walker/live_walk.cpp",
+        "      if (!PyUnicode_CheckExact(key)) [[unlikely]] {\n        abandon_recording();",
+        "      if (false) {\n        abandon_recording();",
+    ),
+    Mutant(
+        "records-str-subclass-child-key",
+        "csrc/walker/live_walk.cpp",
+        "if (recorder_.record && (!PyUnicode_CheckExact(key.get()) || "
+        "!record_enter(child.get()))) {",
+        "if (recorder_.record && (!record_enter(child.get()))) {",
+    ),
+    Mutant(
+        "records-str-subclass-prefix",
+        "csrc/walker/recording.cpp",
+        "if (!cache_enabled() || (options_.named && !PyUnicode_CheckExact(root_name_.get()))) {",
+        "if (!cache_enabled()) {",
+    ),
+    Mutant(
+        "handover-reads-freed-key",  # the model's key, though its dict may have let it go
+        "csrc/walker/handover.cpp",
+        "  return current_version(parent.children) == parent.children_version\n"
+        "      ? record.children[static_cast<std::size_t>(frame.entry)].key\n"
+        "      : record.key_copies[frame.record];",
+        "  return record.children[static_cast<std::size_t>(frame.entry)].key;",
+    ),
+    Mutant(
+        "handover-forgets-seen-modules",
+        "csrc/walker/handover.cpp",
+        "(PinBuffer::tag(pinned) == PinBuffer::kModule ? live_.seen_modules : live_.seen_members)",
+        "(live_.seen_members)",
+    ),
+    Mutant(
+        "handover-miscounts-entries-left",
+        "csrc/walker/handover.cpp",
+        "                                module.child_count - replayed.read);",
+        "                                module.child_count);",
+    ),
+    Mutant(
+        "keys-changed-unchecked",  # one entry more than the dict started with
+        "csrc/support/item_cursor.h",
+        "if (remaining_-- == 0) [[unlikely]] {",
+        "if (false) {",
+    ),
+)
+
+
+def _run(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, shell=True, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    parser.add_argument("--python", default="python3", help="make's PYTHON")
+    parser.add_argument("--venv", default=".venv", help="make's VENV")
+    parser.add_argument("--wrap", default="", help="a prefix for make and pytest")
+    args = parser.parse_args()
+    unknown = set(args.names) - {m.name for m in MUTANTS}
+    if unknown:
+        parser.error(f"no such mutant: {', '.join(sorted(unknown))}")
+    make = f"{args.wrap} make install PYTHON={args.python} VENV={args.venv}".strip()
+    python = f"{args.wrap} {args.venv}/bin/python".strip()
+    found = _run(f"{python} -c 'import sys; print(*sys.version_info[:2])'", 600)
+    version = tuple(int(part) for part in found.stdout.split()[-2:])
+    pytest = f"{python} -m pytest -q -x -p no:cacheprovider -n 2 {' '.join(SUITES)}"
+    survived = []
+    try:
+        for mutant in MUTANTS:
+            if args.names and mutant.name not in args.names:
+                continue
+            if version < mutant.since:
+                print(f"{mutant.name}: skipped (CPython {'.'.join(map(str, mutant.since))}+)")
+                continue
+            path = REPO / mutant.path
+            source = path.read_text()
+            if source.count(mutant.old) != 1:
+                print(f"{mutant.name}: its code is gone from {mutant.path}; update the mutant")
+                survived.append(mutant.name)
+                continue
+            start = time.perf_counter()
+            try:
+                path.write_text(source.replace(mutant.old, mutant.new))
+                built = _run(make, 1800)
+                if built.returncode != 0:
+                    print(
+                        f"{mutant.name}: build failed\n{built.stdout[-2000:]}{built.stderr[-2000:]}"
+                    )
+                    survived.append(mutant.name)
+                    continue
+                tested = _run(pytest, 3600)
+            finally:
+                path.write_text(source)
+            lines = tested.stdout.strip().splitlines()
+            first_failure = next((line for line in lines if line.startswith("FAILED")), "")
+            verdict = "failed the suites" if tested.returncode != 0 else "SURVIVED"
+            print(f"{mutant.name}: {verdict} ({time.perf_counter() - start:.0f} s) {first_failure}")
+            if tested.returncode == 0:
+                survived.append(mutant.name)
+    finally:
+        rebuilt = _run(make, 1800)
+        print(
+            "extension rebuilt from the restored source"
+            if rebuilt.returncode == 0
+            else f"REBUILD FAILED: run `{make}`"
+        )
+    print(f"{len(survived)} survived: {', '.join(survived)}" if survived else "none survived")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
