@@ -50,6 +50,7 @@ __all__ = [
     "drive",
     "every_call",
     "fuzz_settings",
+    "lockstep_with_a_change",
     "needs_transformers",
     "outcome",
     "refcounts",
@@ -340,6 +341,37 @@ def step(iterator: Iterator[object]) -> tuple[str, Any]:
         return ("stop", None)
     except Exception as error:  # noqa: BLE001 - the exception is what is compared
         return ("raise", error)
+
+
+def lockstep_with_a_change(
+    ours: Iterator[object],
+    theirs: Iterator[object],
+    at: int,
+    change: Callable[[], None],
+    limit: int = 10_000,
+) -> str:
+    """Step pyparams' iterator and torch's in turn over one tree, calling ``change()``
+    once, right after step ``at``; both must then make the same steps: the same items
+    (``is``, names), the end at the same step, or the same exception and message.
+    Returns how torch's ended: ``"stop"``, ``"raise"`` (or ``"item"`` past ``limit``)."""
+    log_ours: list[tuple[str, Any]] = []
+    log_theirs: list[tuple[str, Any]] = []
+    for index in range(limit):
+        a, b = step(ours), step(theirs)
+        log_ours.append(a)
+        log_theirs.append(b)
+        if index == at:
+            change()
+        if a[0] != "item" or b[0] != "item":
+            break
+    context = f"change after step {at}"
+    assert [kind for kind, _ in log_ours] == [kind for kind, _ in log_theirs], context
+    for (kind, a), (_, b) in zip(log_ours, log_theirs, strict=True):
+        if kind == "item":
+            assert same_item(a, b), context
+        elif kind == "raise":
+            assert (type(a), str(a)) == (type(b), str(b)), context
+    return log_theirs[-1][0]
 
 
 def drive(

@@ -31,6 +31,7 @@ from common_utils import (
     devices,
     drive,
     every_call,
+    lockstep_with_a_change,
     refcounts,
     reference,
     run_pyparams,
@@ -386,25 +387,14 @@ def test_keys_replaced_at_the_same_size_raise_where_torch_raises(
                     continue
                 for _ in range(warm_walks):
                     run_pyparams(function, net)
+
+                def replace_first_key(mapping=mapping) -> None:
+                    del mapping[next(iter(mapping))]
+                    mapping["replacement"] = _new_entry(which)
+
                 ours, theirs = getattr(pyparams, function)(net), torch_iterator(function, net)
-                log_ours, log_theirs = [], []
-                for index in range(size + 3):
-                    a, b = step(ours), step(theirs)
-                    log_ours.append(a)
-                    log_theirs.append(b)
-                    if index == at:
-                        del mapping[next(iter(mapping))]
-                        mapping["replacement"] = _new_entry(which)
-                    if a[0] != "item" or b[0] != "item":
-                        break
-                context = (function, owner_index, at)
-                assert [kind for kind, _ in log_ours] == [kind for kind, _ in log_theirs], context
-                for (kind, a), (_, b) in zip(log_ours, log_theirs, strict=True):
-                    if kind == "item":
-                        assert_same_items([a], [b], str(context))
-                    elif kind == "raise":
-                        assert (type(a), str(a)) == (type(b), str(b)), context
-                checked += log_theirs[-1][0] == "raise"
+                ended = lockstep_with_a_change(ours, theirs, at, replace_first_key)
+                checked += ended == "raise"
     assert checked > 0  # some walks met the new entry past their start
 
 

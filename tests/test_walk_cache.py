@@ -33,12 +33,12 @@ from common_utils import (
     build_chain,
     drive,
     every_call,
+    lockstep_with_a_change,
     outcome,
     refcounts,
     reference,
     run_pyparams,
     same_items,
-    step,
     subprocess_env,
     torch_iterator,
     touch,
@@ -720,21 +720,7 @@ def test_change_between_steps_of_a_replay_is_seen(function: str, mutate) -> None
         warm(net)
         ours = getattr(pyparams, function)(net)
         theirs = torch_iterator(function, net)
-        log_ours, log_theirs = [], []
-        for index in range(items + 2):
-            a, b = step(ours), step(theirs)
-            log_ours.append(a)
-            log_theirs.append(b)
-            if index == at:
-                mutate(net)
-            if a[0] != "item" or b[0] != "item":
-                break
-        assert [k for k, _ in log_ours] == [k for k, _ in log_theirs], (function, at)
-        for (kind, a), (_, b) in zip(log_ours, log_theirs, strict=True):
-            if kind == "item":
-                assert same_items([a], [b]), (function, at)
-            elif kind == "raise":
-                assert type(a) is type(b) and str(a) == str(b), (function, at)
+        lockstep_with_a_change(ours, theirs, at, partial(mutate, net))
         # A replay that ran to its end past a change it had already read must not
         # vouch for the record: the next walk sees the change too.
         assert same_items(run_pyparams(function, net), reference(function, net)), (function, at)
