@@ -348,12 +348,14 @@ def lockstep_with_a_change(
     theirs: Iterator[object],
     at: int,
     change: Callable[[], None],
+    context: str = "",
     limit: int = 10_000,
 ) -> str:
     """Step pyparams' iterator and torch's in turn over one tree, calling ``change()``
     once, right after step ``at``; both must then make the same steps: the same items
     (``is``, names), the end at the same step, or the same exception and message.
-    Returns how torch's ended: ``"stop"``, ``"raise"`` (or ``"item"`` past ``limit``)."""
+    Returns how torch's ended: ``"stop"``, ``"raise"`` (or ``"item"`` past ``limit``).
+    ``context`` names the case in a failure's message."""
     log_ours: list[tuple[str, Any]] = []
     log_theirs: list[tuple[str, Any]] = []
     for index in range(limit):
@@ -364,7 +366,7 @@ def lockstep_with_a_change(
             change()
         if a[0] != "item" or b[0] != "item":
             break
-    context = f"change after step {at}"
+    context = f"{context} change after step {at}".lstrip()
     assert [kind for kind, _ in log_ours] == [kind for kind, _ in log_theirs], context
     for (kind, a), (_, b) in zip(log_ours, log_theirs, strict=True):
         if kind == "item":

@@ -352,9 +352,11 @@ def test_mutation_error_then_exhausted() -> None:
 
 
 def _new_entry(which: str) -> object:
-    return {"_parameters": _param, "_buffers": lambda: torch.zeros(1)}.get(
-        which, lambda: nn.Linear(1, 1)
-    )()
+    if which == "_parameters":
+        return _param()
+    if which == "_buffers":
+        return torch.zeros(1)
+    return nn.Linear(1, 1)
 
 
 @pytest.mark.parametrize("warm_walks", [0, 1, 2], ids=["live", "recording", "replaying"])
@@ -370,11 +372,9 @@ def test_keys_replaced_at_the_same_size_raise_where_torch_raises(
     # walks (a replay hands over to the live walk with the entries it has left).
     checked = 0
     for function in LAZY_FUNCTIONS:
-        if "modules" in function and which != "_modules":
-            continue
-        if ("buffers" in function and which == "_parameters") or (
-            "parameters" in function and which == "_buffers"
-        ):
+        # Every walk reads _modules; parameters and buffers walks their own member dict.
+        members = next((m for m in ("_parameters", "_buffers") if m[1:] in function), None)
+        if which not in ("_modules", members):
             continue
         size = len(reference(function, small_tied_model()))
         owners = len(list(small_tied_model().modules()))
@@ -393,7 +393,9 @@ def test_keys_replaced_at_the_same_size_raise_where_torch_raises(
                     mapping["replacement"] = _new_entry(which)
 
                 ours, theirs = getattr(pyparams, function)(net), torch_iterator(function, net)
-                ended = lockstep_with_a_change(ours, theirs, at, replace_first_key)
+                ended = lockstep_with_a_change(
+                    ours, theirs, at, replace_first_key, f"{function} module {owner_index}:"
+                )
                 checked += ended == "raise"
     assert checked > 0  # some walks met the new entry past their start
 

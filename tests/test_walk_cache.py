@@ -720,7 +720,7 @@ def test_change_between_steps_of_a_replay_is_seen(function: str, mutate) -> None
         warm(net)
         ours = getattr(pyparams, function)(net)
         theirs = torch_iterator(function, net)
-        lockstep_with_a_change(ours, theirs, at, partial(mutate, net))
+        lockstep_with_a_change(ours, theirs, at, partial(mutate, net), f"{function}:")
         # A replay that ran to its end past a change it had already read must not
         # vouch for the record: the next walk sees the change too.
         assert same_items(run_pyparams(function, net), reference(function, net)), (function, at)
