@@ -738,7 +738,7 @@ def test_dedup_set_memory_is_visible_to_tracemalloc() -> None:
 
 SIGNAL_SCRIPT = textwrap.dedent(
     """
-    import signal, sys
+    import collections, signal, sys
     import torch, pyparams
     from torch import nn
 
@@ -757,6 +757,9 @@ SIGNAL_SCRIPT = textwrap.dedent(
         try:
             if name == "parameter_list":
                 pyparams.parameter_list(level, remove_duplicate=False)
+            elif "modules" in name:  # every step yields: drained in C, no bytecode between
+                walk = getattr(pyparams, name)(level, remove_duplicate=False)
+                collections.deque(walk, maxlen=0)
             else:
                 next(getattr(pyparams, name)(level, remove_duplicate=False), None)
         except KeyboardInterrupt:
@@ -770,7 +773,14 @@ SIGNAL_SCRIPT = textwrap.dedent(
 def test_long_native_walk_is_interruptible(tmp_path: Path) -> None:
     script = tmp_path / "interrupt.py"
     script.write_text(SIGNAL_SCRIPT)
-    functions = ["parameters", "trainable_parameters", "buffers", "parameter_list"]
+    functions = [
+        "parameters",
+        "trainable_parameters",
+        "buffers",
+        "parameter_list",
+        "modules",
+        "named_modules",
+    ]
     try:
         done = subprocess.run(
             [sys.executable, str(script), *functions],
@@ -782,6 +792,59 @@ def test_long_native_walk_is_interruptible(tmp_path: Path) -> None:
         )
     except subprocess.TimeoutExpired as error:  # a walk that ignores signals never returns
         pytest.fail(f"the native walk did not react to SIGINT: {error.stdout!r}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:-1] == [f"interrupted {f}" for f in functions]
+
+
+ENDLESS_MEMBERS_SCRIPT = textwrap.dedent(
+    """
+    import itertools, signal, sys
+    import torch, pyparams
+    from torch import nn
+
+    # One module whose _parameters.items() is a native iterator that never ends, of one
+    # frozen parameter: a trainable walk skips it (and a deduplicating one, once seen)
+    # without ever leaving the module, so only a check between members sees a signal.
+    # (torch's generator loops the same, in Python, where Ctrl-C is seen.)
+    class EndlessMembers(dict):
+        def items(self):
+            return itertools.repeat(("w", frozen))
+
+    frozen = nn.Parameter(torch.zeros(1), requires_grad=False)
+    module = nn.Module()
+    module._parameters = EndlessMembers()
+
+    signal.signal(signal.SIGALRM, signal.default_int_handler)  # behaves as Ctrl-C
+    for name in sys.argv[1:]:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        try:
+            if name == "parameter_list":
+                pyparams.parameter_list(module)
+            else:
+                next(getattr(pyparams, name)(module), None)
+        except KeyboardInterrupt:
+            print("interrupted", name, flush=True)
+        else:
+            print("finished?!", name, flush=True)
+    """
+)
+
+
+def test_a_walk_that_never_leaves_one_module_is_interruptible(tmp_path: Path) -> None:
+    script = tmp_path / "interrupt_members.py"
+    script.write_text(ENDLESS_MEMBERS_SCRIPT)
+    functions = ["trainable_parameters", "parameter_list"]
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), *functions],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=subprocess_env(),
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"the walk did not react to SIGINT between members: {error.stdout!r}")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:-1] == [f"interrupted {f}" for f in functions]
 
