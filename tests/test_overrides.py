@@ -304,6 +304,29 @@ def test_custom_getattribute_is_asked_for_the_method() -> None:
     assert_matches_torch(model)
 
 
+def test_a_lookup_of_the_method_that_raises_raises_as_torch() -> None:
+    # torch's `module.named_modules(...)` on a child: the lookup's error is the walk's,
+    # at the step that enters the child, whether the class or an instance raises it.
+    class RaisingProperty(Block):
+        @property
+        def named_modules(self):
+            _record("property", self)
+            raise RuntimeError("named_modules is not available here")
+
+    class RaisingLookup(Block):
+        def __getattribute__(self, name: str) -> Any:
+            if name == "named_modules":
+                _record("getattribute", self)
+                raise LookupError("named_modules looked up")
+            return super().__getattribute__(name)
+
+    for cls in (RaisingProperty, RaisingLookup):
+        model = nn.Sequential(nn.Linear(1, 1), cls())
+        for function, kwargs in every_call():
+            assert_same_calls(function, model, **kwargs)
+        assert "named_modules" in str(outcome(lambda m=model: run_pyparams("parameters", m))[1])
+
+
 def test_replaced_base_method_is_called_as_torch_calls_it(monkeypatch) -> None:
     # Another library wrapping nn.Module.named_modules: torch calls the wrapper at every
     # level, so pyparams must too (the wrapper is no base implementation).
