@@ -206,6 +206,13 @@ def _attribute_stashed(net: nn.Module) -> None:
         m.last_input = None  # what forward hooks and caches do
 
 
+def _cache_cleared_then_a_parameter_written(net: nn.Module) -> None:
+    # cache_clear() stops following every dict: a write after it moves no version (dict
+    # watchers), so nothing an open replay proved before may vouch for the tree.
+    pyparams.cache_clear()
+    _parameter_written_into_dict(net)
+
+
 MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
     _tied_weight_replaced,
     _parameter_written_into_dict,
@@ -226,6 +233,7 @@ MUTATIONS: tuple[Callable[[nn.Module], None], ...] = (
     _requires_grad_toggled,
     _train_and_eval,
     _attribute_stashed,
+    _cache_cleared_then_a_parameter_written,
 )
 
 
@@ -944,6 +952,32 @@ def test_cache_clear_makes_the_next_walk_cold() -> None:
     assert pyparams.cache_info().records == 0  # a first walk again: it records nothing
     pyparams.parameter_list(net)
     assert pyparams.cache_info().records == 1
+
+
+def test_a_dict_made_where_a_followed_one_died_is_followed_afresh() -> None:
+    # A member dict the cache followed dies; CPython hands its memory to the next dict
+    # made. That dict is new: it has no version of the dead one's (with dict watchers it
+    # is not even watched yet), so a record that reads it must see it change.
+    donor, holder = nn.Linear(1, 1), nn.Module()
+    for _ in range(3):
+        pyparams.parameter_list(donor)  # donor._parameters followed
+    dead_address = id(donor._parameters)
+    donor._parameters = {}  # made before the old one dies, so elsewhere
+    spare = []
+    for _ in range(10_000):
+        fresh: dict = {}
+        if id(fresh) == dead_address:
+            break
+        spare.append(fresh)
+    else:
+        pytest.fail("no new dict took the dead one's memory: the case is not reached")
+    holder._parameters = fresh
+    fresh["w"] = nn.Parameter(torch.ones(1))
+    for _ in range(3):  # live, recording, replayed
+        assert same_items(pyparams.parameter_list(holder), list(holder.parameters()))
+    fresh["v"] = nn.Parameter(torch.ones(1))
+    assert same_items(pyparams.parameter_list(holder), list(holder.parameters()))
+    assert len(pyparams.parameter_list(holder)) == 2
 
 
 def test_cache_off_walks_live_and_matches_torch() -> None:
