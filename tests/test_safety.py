@@ -736,7 +736,20 @@ def test_dedup_set_memory_is_visible_to_tracemalloc() -> None:
 # ------------------------------------------------------------------------------ signals
 
 
-SIGNAL_SCRIPT = textwrap.dedent(
+# Each script builds a tree and defines call(name); this part times each call out.
+_INTERRUPT_EACH = """
+signal.signal(signal.SIGALRM, signal.default_int_handler)  # behaves as Ctrl-C
+for name in sys.argv[1:]:
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        call(name)
+    except KeyboardInterrupt:
+        print("interrupted", name, flush=True)
+    else:
+        print("finished?!", name, flush=True)
+"""
+
+ENDLESS_DAG_SCRIPT = textwrap.dedent(
     """
     import collections, signal, sys
     import torch, pyparams
@@ -751,50 +764,16 @@ SIGNAL_SCRIPT = textwrap.dedent(
             parent._modules[str(i)] = level
         level = parent
 
-    signal.signal(signal.SIGALRM, signal.default_int_handler)  # behaves as Ctrl-C
-    for name in sys.argv[1:]:
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        try:
-            if name == "parameter_list":
-                pyparams.parameter_list(level, remove_duplicate=False)
-            elif "modules" in name:  # every step yields: drained in C, no bytecode between
-                walk = getattr(pyparams, name)(level, remove_duplicate=False)
-                collections.deque(walk, maxlen=0)
-            else:
-                next(getattr(pyparams, name)(level, remove_duplicate=False), None)
-        except KeyboardInterrupt:
-            print("interrupted", name, flush=True)
+    def call(name):
+        walk = getattr(pyparams, name)(level, remove_duplicate=False)
+        if name == "parameter_list":
+            return
+        if "modules" in name:  # every step yields: drained in C, no bytecode between
+            collections.deque(walk, maxlen=0)
         else:
-            print("finished?!", name, flush=True)
+            next(walk, None)
     """
 )
-
-
-def test_long_native_walk_is_interruptible(tmp_path: Path) -> None:
-    script = tmp_path / "interrupt.py"
-    script.write_text(SIGNAL_SCRIPT)
-    functions = [
-        "parameters",
-        "trainable_parameters",
-        "buffers",
-        "parameter_list",
-        "modules",
-        "named_modules",
-    ]
-    try:
-        done = subprocess.run(
-            [sys.executable, str(script), *functions],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            env=subprocess_env(),
-        )
-    except subprocess.TimeoutExpired as error:  # a walk that ignores signals never returns
-        pytest.fail(f"the native walk did not react to SIGINT: {error.stdout!r}")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:-1] == [f"interrupted {f}" for f in functions]
-
 
 ENDLESS_MEMBERS_SCRIPT = textwrap.dedent(
     """
@@ -814,39 +793,43 @@ ENDLESS_MEMBERS_SCRIPT = textwrap.dedent(
     module = nn.Module()
     module._parameters = EndlessMembers()
 
-    signal.signal(signal.SIGALRM, signal.default_int_handler)  # behaves as Ctrl-C
-    for name in sys.argv[1:]:
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        try:
-            if name == "parameter_list":
-                pyparams.parameter_list(module)
-            else:
-                next(getattr(pyparams, name)(module), None)
-        except KeyboardInterrupt:
-            print("interrupted", name, flush=True)
-        else:
-            print("finished?!", name, flush=True)
+    def call(name):
+        walk = getattr(pyparams, name)(module)
+        if name != "parameter_list":
+            next(walk, None)
     """
 )
 
 
-def test_a_walk_that_never_leaves_one_module_is_interruptible(tmp_path: Path) -> None:
-    script = tmp_path / "interrupt_members.py"
-    script.write_text(ENDLESS_MEMBERS_SCRIPT)
-    functions = ["trainable_parameters", "parameter_list"]
+def _assert_each_call_is_interrupted(tmp_path: Path, script: str, functions: list[str]) -> None:
+    path = tmp_path / "interrupt.py"
+    path.write_text(script + _INTERRUPT_EACH)
     try:
         done = subprocess.run(
-            [sys.executable, str(script), *functions],
+            [sys.executable, str(path), *functions],
             cwd=REPO,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=240,
             env=subprocess_env(),
         )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"the walk did not react to SIGINT between members: {error.stdout!r}")
+    except subprocess.TimeoutExpired as error:  # a walk that ignores signals never returns
+        pytest.fail(f"the native walk did not react to SIGINT: {error.stdout!r}")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:-1] == [f"interrupted {f}" for f in functions]
+
+
+def test_long_native_walk_is_interruptible(tmp_path: Path) -> None:
+    functions = ["parameters", "trainable_parameters", "buffers", "parameter_list"]
+    _assert_each_call_is_interrupted(
+        tmp_path, ENDLESS_DAG_SCRIPT, [*functions, "modules", "named_modules"]
+    )
+
+
+def test_a_walk_that_never_leaves_one_module_is_interruptible(tmp_path: Path) -> None:
+    _assert_each_call_is_interrupted(
+        tmp_path, ENDLESS_MEMBERS_SCRIPT, ["trainable_parameters", "parameter_list"]
+    )
 
 
 # --------------------------------------------------------------------- devices / memory
