@@ -503,15 +503,8 @@ def test_a_module_the_walk_left_is_alive_exactly_when_under_torch(
     _compare(_left_behind, mode, walks, function, remove_duplicate)
 
 
-class _RaisingNamedModulesKey:
-    """An instance __dict__ key with the hash of "named_modules": every lookup of that name
-    compares with it, and the comparison raises."""
-
-    def __hash__(self) -> int:
-        return hash("named_modules")
-
-    def __eq__(self, other: object) -> bool:
-        raise LookupError("a key colliding with 'named_modules' was compared")
+def _raise_lookup_error() -> None:
+    raise LookupError("a key colliding with 'named_modules' was compared")
 
 
 def _key_on_a_shared_module(mode: str, walks: int, function: str) -> list:
@@ -522,17 +515,20 @@ def _key_on_a_shared_module(mode: str, walks: int, function: str) -> list:
     labels = _labels(root)
     in_b = {id(v) for v in (root.b, *root.b._parameters.values(), *root.b._buffers.values())}
     _warm(mode, function, root, walks)
-    log = []
+    log, planted = [], False
     walk = iter(_walk(mode, function, root))
     while True:
         kind, value = step(walk)
         log.append(_entry(labels, kind, value))
         if kind != "item":
             return log
-        if id(_value(value)) in in_b and _RaisingNamedModulesKey not in map(type, vars(shared)):
+        if id(_value(value)) in in_b and not planted:
             # Past the first occurrence, before the duplicate: a replay that rules out an
             # override there without running code must not swallow the comparison's error.
-            vars(shared)[_RaisingNamedModulesKey()] = None
+            collider = _Collider("named_modules")
+            collider.action = _raise_lookup_error
+            vars(shared)[collider] = None
+            planted = True
 
 
 @pytest.mark.parametrize(("mode", "walks"), VARIANTS)
