@@ -738,6 +738,8 @@ def test_dedup_set_memory_is_visible_to_tracemalloc() -> None:
 
 # Each script builds a tree and defines call(name); this part times each call out.
 _INTERRUPT_EACH = """
+import signal, sys
+
 signal.signal(signal.SIGALRM, signal.default_int_handler)  # behaves as Ctrl-C
 for name in sys.argv[1:]:
     signal.setitimer(signal.ITIMER_REAL, 0.3)
@@ -751,7 +753,7 @@ for name in sys.argv[1:]:
 
 ENDLESS_DAG_SCRIPT = textwrap.dedent(
     """
-    import collections, signal, sys
+    import collections
     import torch, pyparams
     from torch import nn
 
@@ -777,7 +779,7 @@ ENDLESS_DAG_SCRIPT = textwrap.dedent(
 
 ENDLESS_MEMBERS_SCRIPT = textwrap.dedent(
     """
-    import itertools, signal, sys
+    import itertools
     import torch, pyparams
     from torch import nn
 

@@ -37,6 +37,7 @@ SUITES = (
     "tests/test_fuzz_state_machine.py",
     "tests/test_conformance.py",
 )
+ZERO_GRAD_SUITES = ("tests/test_zero_grad.py", "tests/test_patch.py")
 
 
 @dataclass(frozen=True)
@@ -273,14 +274,14 @@ MUTANTS = (
         "csrc/module/zero_grad.cpp",
         "if (THPVariable_CheckExact(p) && !at::impl::torch_function_mode_enabled()) [[likely]] {",
         "if (THPVariable_CheckExact(p)) [[likely]] {",
-        suites=("tests/test_zero_grad.py", "tests/test_patch.py"),
+        suites=ZERO_GRAD_SUITES,
     ),
     Mutant(
         "zero-grad-native-for-non-leaf",  # torch's getter warns on a non-leaf's .grad
         "csrc/module/zero_grad.cpp",
         "    if (var.is_leaf() || var.retains_grad()) [[likely]] {",
         "    if (true) [[likely]] {",
-        suites=("tests/test_zero_grad.py", "tests/test_patch.py"),
+        suites=ZERO_GRAD_SUITES,
     ),
 )
 
