@@ -17,7 +17,7 @@ walked dict that changed size). The one documented difference: on a cycle with
 pyparams raises ``RuntimeError`` at the first re-entry; the test then drains
 the torch generator and requires that it does end in ``RecursionError``.
 
-Profiles: quick by default (CI: 100 programs of 50 steps, derandomized);
+Profiles: quick by default (CI: 300 programs of 50 steps, derandomized);
 ``PYPARAMS_FUZZ=long`` runs the long one (3000 programs of 100 steps, random
 seeds); ``PYPARAMS_FUZZ_EXAMPLES=n`` overrides the number of programs.
 ``PYPARAMS_FUZZ_STATS=path`` appends the counters of a run (as JSON) to ``path``.
@@ -447,7 +447,7 @@ class WalkUnderMutation(RuleBasedStateMachine):
         self.pairs.clear()
 
 
-WalkUnderMutation.TestCase.settings = fuzz_settings(quick=(100, 50), long=(3000, 100))
+WalkUnderMutation.TestCase.settings = fuzz_settings(quick=(300, 50), long=(3000, 100))
 
 
 class TestWalkUnderMutation(WalkUnderMutation.TestCase):
