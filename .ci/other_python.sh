@@ -8,7 +8,10 @@
 # Debian's python3.X (tools/debian_root.sh: made when missing, about a minute); where the mirror
 # cannot serve one, 3.13.0 runs them with the cache off, and a missing 3.14 is skipped, saying so.
 #
-#   bash .ci/other_python.sh [VERSION] [--discard]
+#   bash .ci/other_python.sh [VERSION] [--sanitize] [--discard]
+#
+# --sanitize then runs the walk-cache and soundness suites again under ASan + UBSan
+# (`make sanitize`, in the same venv and root): the dict watcher's path under the sanitizers.
 #
 # torch has no CPU wheel for these Pythons here: pip takes the CUDA build, about 5.5 GB in
 # the venv. pip's cache stays off (it would hold another 3-4 GB of wheels); --discard (CI's
@@ -18,7 +21,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=${1:-3.12}
-discard=${2:-}
+shift || true
+discard=
+sanitize=
+for flag in "$@"; do
+  case $flag in
+    --discard) discard=1 ;;
+    --sanitize) sanitize=1 ;;
+    *) echo "usage: bash $0 [VERSION] [--sanitize] [--discard]" >&2; exit 2 ;;
+  esac
+done
 min_free_gib=${MIN_FREE_GIB:-10}
 export PIP_NO_CACHE_DIR=1
 
@@ -76,7 +88,13 @@ suites="tests/test_walk_cache.py tests/test_conformance.py tests/test_safety.py 
 start=$SECONDS
 "${in_root[@]}" make test PYTHON="$python" VENV="$venv" PYTEST_ARGS="$suites"
 echo "other-python: CPython $version suites passed in $((SECONDS - start)) s"
-if [ "$discard" = "--discard" ]; then
+if [ -n "$sanitize" ]; then
+  start=$SECONDS
+  "${in_root[@]}" make sanitize PYTHON="$python" VENV="$venv" PYTEST_ARGS="tests/test_walk_cache.py \
+    tests/test_safety.py tests/test_hostile.py tests/test_cache_state.py tests/test_threads.py"
+  echo "other-python: CPython $version suites under ASan + UBSan passed in $((SECONDS - start)) s"
+fi
+if [ -n "$discard" ]; then
   rm -rf "$venv"
   echo "other-python: $venv removed"
 fi
