@@ -503,6 +503,62 @@ def test_a_module_the_walk_left_is_alive_exactly_when_under_torch(
     _compare(_left_behind, mode, walks, function, remove_duplicate)
 
 
+class _OnDrop:
+    """Runs ``action`` when the module holding it in its ``__dict__`` is freed."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+
+    def __del__(self) -> None:
+        self.action()
+
+
+def _sibling_after_a_freed_subtree(
+    mode: str, walks: int, function: str, remove_duplicate: bool, cut_in: str
+) -> list:
+    root, x, c = nn.Module(), nn.BatchNorm1d(1), nn.BatchNorm1d(1)
+    root._modules["x"] = x
+    x._modules["c"] = c
+    root._modules["d"] = nn.BatchNorm1d(1)
+    labels = _labels(root)
+    dropped: list[str] = []
+
+    def replace_d(by: str) -> None:
+        dropped.append(by)
+        root._modules["d"] = nn.BatchNorm1d(1)  # same size: no RuntimeError, a new sibling
+
+    vars(x)["_on_drop"] = _OnDrop(lambda: replace_d("x"))
+    vars(c)["_on_drop"] = _OnDrop(lambda: replace_d("x.c"))
+    cut = {
+        id(v) for m in (root.x if cut_in == "x" else c,) for v in (m, *m.parameters(), *m.buffers())
+    }
+    del x, c
+    _warm(mode, function, root, walks, remove_duplicate=remove_duplicate)
+    log: list[object] = []
+    for item in _walk(mode, function, root, remove_duplicate=remove_duplicate):
+        log.append(_label(labels, item))
+        if id(_value(item)) in cut:
+            cut.clear()
+            root._modules["x"] = None  # only the walk holds x's subtree now
+        del item
+        log.append(list(dropped))
+    return log
+
+
+@pytest.mark.parametrize(("mode", "walks"), VARIANTS)
+@pytest.mark.parametrize("cut_in", ["x", "x.c"])
+@pytest.mark.parametrize("remove_duplicate", [False, True])
+@pytest.mark.parametrize("function", LAZY_FUNCTIONS)
+def test_a_subtree_only_the_walk_holds_is_freed_after_its_next_sibling_is_read(
+    function: str, remove_duplicate: bool, cut_in: str, mode: str, walks: int
+) -> None:
+    """torch's named_modules rebinds its loop variable only once the next entry is read, so
+    a left subtree's finalizers run after its next sibling was read: a sibling they
+    replace is walked as it was. Then `_named_members` lets the module whose members it
+    read go, after named_modules produced the next one."""
+    _compare(_sibling_after_a_freed_subtree, mode, walks, function, remove_duplicate, cut_in)
+
+
 def _raise_lookup_error() -> None:
     raise LookupError("a key colliding with 'named_modules' was compared")
 

@@ -64,6 +64,15 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
                                 position_after(record.children, module.first_child, replayed.read),
                                 module.child_count - replayed.read);
       }
+      if (replayed.read != 0) {
+        // torch's `module` variable: the child the frame entered last, if it
+        // was the entry read last (pinned by the replay, or on its path).
+        const EntryRecord& last = record.children[module.first_child + replayed.read - 1];
+        if (last.entered != EntryRecord::kNotEntered) {
+          frame.current_child =
+              OwnedRef::borrow(record.modules[static_cast<std::size_t>(last.entered)].module);
+        }
+      }
     }
   } catch (const std::bad_alloc&) {
     PyErr_NoMemory();  // a walk that could not rebuild its position would be wrong: it ends
@@ -94,6 +103,19 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
       pending_module = OwnedRef::borrow(module.module);
       pending_name = OwnedRef::borrow(members_name);
     }
+  }
+  if (!members_kind && last_pair_ && Py_REFCNT(last_pair_.get()) == 1) {
+    // The module of the pair yielded last, when the replay left its frame
+    // already (the pins or the path hold it until unpin_all, below).
+    PyObject* yielded = PyTuple_GET_ITEM(last_pair_.get(), 1);
+    if (live_.stack.empty() || live_.stack.back().module.get() != yielded) {
+      let_pair_keep_no_module(yielded);
+    }
+  }
+  if (members_kind && position.members != ReplayPosition::Members::Pending) {
+    // `_named_members`' `module` variable: the module entered last (pinned,
+    // or on the path); a pending one takes its place in start_members below.
+    live_.members_module = OwnedRef::borrow(record.modules[position.members_record].module);
   }
   if (options_.remove_duplicate) {
     for (std::uintptr_t pinned : replay_.pins) {

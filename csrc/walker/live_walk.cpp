@@ -347,10 +347,16 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
       pop();
       continue;
     }
+    OwnedRef owned_key = OwnedRef::borrow(key);
+    OwnedRef owned_child = OwnedRef::borrow(child);
+    // torch's `for name, module in self._modules.items()` rebinds `module`
+    // now, with this entry in hand: the child read before goes (which may run
+    // code: `top` stays, since no code can push or pop this walk's frames).
+    std::exchange(top.current_child, OwnedRef::borrow(child)).reset();
     if (child == Py_None) {
       continue;
     }
-    int descended = descend(OwnedRef::borrow(child), OwnedRef::borrow(key), module, name);
+    int descended = descend(std::move(owned_child), std::move(owned_key), module, name);
     if (descended != 0) {
       return descended;
     }
@@ -581,6 +587,9 @@ bool Walker::ensure_memo() {
 }
 
 bool Walker::start_members(PyObject* module, PyObject* name, bool generic_name) {
+  // torch's `for module_prefix, module in modules:` rebinds `module` before it
+  // reads the new one's members: the one before goes first (may run code).
+  std::exchange(live_.members_module, OwnedRef::borrow(module)).reset();
   live_.members_name = OwnedRef::borrow(name);
   live_.members_generic_name = generic_name;
   bool from_dict = false;
@@ -662,6 +671,11 @@ void Walker::pop() {
   if (!options_.remove_duplicate && !done.overridden) {
     live_.on_stack.erase(done.module.get());
   }
+  let_pair_keep_no_module(done.module.get());
+  // As torch's generator frame ends: `self` first (the parent's current child
+  // still holds it), then its own last child.
+  done.module.reset();
+  done.current_child.reset();
 }
 
 // A named walk's pairs. When the consumer let the last one go (a for loop
@@ -683,6 +697,18 @@ PyObject* Walker::refill_pair(PyObject* pair, PyObject* name, PyObject* value) {
   Py_DECREF(old_name);
   Py_DECREF(old_value);
   return pair;
+}
+
+void Walker::let_pair_keep_no_module(PyObject* module) {
+  PyObject* pair = last_pair_.get();
+  if (options_.kind != Kind::Modules || pair == nullptr || Py_REFCNT(pair) != 1 ||
+      PyTuple_GET_ITEM(pair, 1) != module) {
+    return;
+  }
+  PyObject* kept = PyTuple_GET_ITEM(pair, 1);
+  Py_INCREF(Py_None);
+  PyTuple_SET_ITEM(pair, 1, Py_None);
+  Py_DECREF(kept);  // (not its last reference: see the header)
 }
 
 PyObject* Walker::make_new_pair(PyObject* name, PyObject* value) {
@@ -719,6 +745,7 @@ void Walker::clear() noexcept {
   live_.members.reset();
   live_.members_name.reset();
   live_.members_mapping.reset();
+  live_.members_module.reset();
   while (!live_.stack.empty()) {
     ModuleFrame done = std::move(live_.stack.back());
     live_.stack.pop_back();
@@ -760,6 +787,7 @@ int Walker::traverse(visitproc visit, void* arg) const {
   Py_VISIT(root_name_.get());
   Py_VISIT(live_.members_name.get());
   Py_VISIT(live_.members_mapping.get());
+  Py_VISIT(live_.members_module.get());
   Py_VISIT(dispatch_.delegate.get());
   Py_VISIT(live_.override_item.get());
   Py_VISIT(last_pair_.get());
@@ -779,6 +807,7 @@ int Walker::traverse(visitproc visit, void* arg) const {
     Py_VISIT(frame.module.get());
     Py_VISIT(frame.name.get());
     Py_VISIT(frame.overridden.get());
+    Py_VISIT(frame.current_child.get());
     if (int error = frame.children.traverse(visit, arg)) {
       return error;
     }

@@ -147,6 +147,11 @@ class Walker {
     Py_ssize_t key_only_length = 0;
     ItemCursor children;  // over module._modules, started when first needed
     bool children_started = false;
+    // The value of the children entry read last: torch's `module` loop
+    // variable, rebound only once the next entry is read. So a child that only
+    // the walk still holds is freed (its finalizers run) after its next
+    // sibling was read, not before.
+    OwnedRef current_child;
     // Set when module.named_modules is overridden: its (name, module) items
     // replace this module's whole subtree.
     OwnedRef overridden;
@@ -275,6 +280,11 @@ class Walker {
     return item;
   }
   PyObject* make_new_pair(PyObject* name, PyObject* value);
+  // named_modules: torch's generators keep no pair they yielded, only the
+  // module's frame. The pair kept for refilling (when only this walk holds it)
+  // lets `module` go as its frame ends, where the caller still holds it: no
+  // code runs, and the module goes when torch's frames let it go.
+  void let_pair_keep_no_module(PyObject* module);
   // Runs pending signal handlers every few steps. They are Python code that
   // may change the tree, so call it before reading an entry, never between
   // reading a borrowed entry and owning it. False with an error set.
@@ -308,13 +318,16 @@ class Walker {
 
   // The live walk's state (live_walk.cpp): torch's generators, made explicit.
   struct LiveWalk {
-    bool root_entered = false;
     std::vector<ModuleFrame, PyMemAllocator<ModuleFrame>> stack;
     ItemCursor members;     // the current module's _parameters / _buffers
     OwnedRef members_name;  // that module's name: named walks, and unnamed ones that join with `+`
     // The member mapping last started, held until the next one is read, as
     // torch's `members` local holds it (its cursor lets go at its end).
     OwnedRef members_mapping;
+    // The module whose members were started last: torch's `module` variable
+    // in `_named_members`, let go once named_modules produced the next one.
+    OwnedRef members_module;
+    bool root_entered = false;  // (the flags side by side: the iterator stays under 512 bytes)
     bool members_active = false;
     // The module came from an override, or its name (or a key on its path)
     // is no exact str: its name may be any object, joined with Python's `+`
