@@ -203,10 +203,11 @@ def _assert_pairs(results: dict[str, list]) -> None:
 
 
 class _Finalizer:
-    """Garbage in a reference cycle: its ``action`` runs when the collector frees it."""
+    """Garbage in a reference cycle: its ``action`` runs when the collector frees it. Without
+    the cycle (``cyclic=False``), when its last holder lets it go."""
 
-    def __init__(self, action: Callable[[], object]) -> None:
-        self.action, self.cycle = action, self
+    def __init__(self, action: Callable[[], object], cyclic: bool = True) -> None:
+        self.action, self.cycle = action, self if cyclic else None
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -503,16 +504,6 @@ def test_a_module_the_walk_left_is_alive_exactly_when_under_torch(
     _compare(_left_behind, mode, walks, function, remove_duplicate)
 
 
-class _OnDrop:
-    """Runs ``action`` when the module holding it in its ``__dict__`` is freed."""
-
-    def __init__(self, action: Callable[[], None]) -> None:
-        self.action = action
-
-    def __del__(self) -> None:
-        self.action()
-
-
 def _sibling_after_a_freed_subtree(
     mode: str, walks: int, function: str, remove_duplicate: bool, cut_in: str
 ) -> list:
@@ -527,8 +518,8 @@ def _sibling_after_a_freed_subtree(
         dropped.append(by)
         root._modules["d"] = nn.BatchNorm1d(1)  # same size: no RuntimeError, a new sibling
 
-    vars(x)["_on_drop"] = _OnDrop(lambda: replace_d("x"))
-    vars(c)["_on_drop"] = _OnDrop(lambda: replace_d("x.c"))
+    vars(x)["_on_drop"] = _Finalizer(lambda: replace_d("x"), cyclic=False)
+    vars(c)["_on_drop"] = _Finalizer(lambda: replace_d("x.c"), cyclic=False)
     cut = {
         id(v) for m in (root.x if cut_in == "x" else c,) for v in (m, *m.parameters(), *m.buffers())
     }

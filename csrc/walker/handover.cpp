@@ -104,7 +104,7 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
       pending_name = OwnedRef::borrow(members_name);
     }
   }
-  if (!members_kind && last_pair_ && Py_REFCNT(last_pair_.get()) == 1) {
+  if (last_pair_) {
     // The module of the pair yielded last, when the replay left its frame
     // already (the pins or the path hold it until unpin_all, below).
     PyObject* yielded = PyTuple_GET_ITEM(last_pair_.get(), 1);

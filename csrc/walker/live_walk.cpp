@@ -347,16 +347,16 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
       pop();
       continue;
     }
-    OwnedRef owned_key = OwnedRef::borrow(key);
-    OwnedRef owned_child = OwnedRef::borrow(child);
     // torch's `for name, module in self._modules.items()` rebinds `module`
-    // now, with this entry in hand: the child read before goes (which may run
-    // code: `top` stays, since no code can push or pop this walk's frames).
+    // now, with this entry in hand: the child read before goes, which may run
+    // code (the frame keeps the new child and the key is owned first; `top`
+    // stays, since no code can push or pop this walk's frames).
+    OwnedRef owned_key = OwnedRef::borrow(key);
     std::exchange(top.current_child, OwnedRef::borrow(child)).reset();
     if (child == Py_None) {
       continue;
     }
-    int descended = descend(std::move(owned_child), std::move(owned_key), module, name);
+    int descended = descend(OwnedRef::borrow(child), std::move(owned_key), module, name);
     if (descended != 0) {
       return descended;
     }
@@ -705,10 +705,9 @@ void Walker::let_pair_keep_no_module(PyObject* module) {
       PyTuple_GET_ITEM(pair, 1) != module) {
     return;
   }
-  PyObject* kept = PyTuple_GET_ITEM(pair, 1);
   Py_INCREF(Py_None);
   PyTuple_SET_ITEM(pair, 1, Py_None);
-  Py_DECREF(kept);  // (not its last reference: see the header)
+  Py_DECREF(module);  // (not its last reference: see the header)
 }
 
 PyObject* Walker::make_new_pair(PyObject* name, PyObject* value) {
