@@ -29,11 +29,13 @@ import argparse
 import contextlib
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -45,7 +47,7 @@ from pyparams.bench.measure import Settings, synchronize
 from pyparams.bench.timing import Column, calibrate, interleaved
 from pyparams.bench.zoo import ZooEntry, get_entry, measure_structure
 
-__all__ = ["MODELS", "WRAPPERS", "Sample", "main", "measure_model"]
+__all__ = ["MODELS", "WRAPPERS", "Sample", "exit_without_finalizing", "main", "measure_model"]
 
 # The zoo's synthetic families at small sizes, and one transformers architecture.
 MODELS: tuple[str, ...] = ("depth-100", "width-1000", "experts-8", "frozen-50", "gpt2-xl-tiny")
@@ -339,5 +341,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def exit_without_finalizing(code: int) -> NoReturn:
+    """End a rank's process once its work is done, without the interpreter's finalization.
+
+    ``destroy_process_group()`` does not stop a group's threads while anything still holds
+    the group, and torch's own caches do (DTensor's planners and mesh topologies hold their
+    ``DeviceMesh``; ``torch.distributed.nn``'s functions bind ``group.WORLD`` as a default).
+    A gloo thread that drops a finished collective's tensors after finalization began needs
+    the GIL, cannot have it, and the rank aborts ("terminate called without an active
+    exception"), now and then, on a loaded machine. Every file is written and closed by now.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_without_finalizing(main())

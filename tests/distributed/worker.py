@@ -33,6 +33,7 @@ from torch.distributed.tensor import DTensor
 
 import pyparams
 from common_utils import assert_conforms  # the launch puts tests/ on PYTHONPATH
+from pyparams.bench.distributed import exit_without_finalizing
 
 M = nn.Module
 TRAIN_STEPS = 3
@@ -214,3 +215,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_finalizing(0)  # see its docstring: a gloo thread may outlive finalization
