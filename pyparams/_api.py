@@ -4,7 +4,9 @@ Each function validates its arguments, then hands the walk to ``pyparams._C``; t
 returned iterator is lazy and produces the module's own objects (never copies). Where
 the module's class overrides a method on torch's dispatch chain (``parameters`` ->
 ``named_parameters`` -> ``_named_members`` -> ``named_modules``), the native walk calls
-the override where torch would. Inside a ``torch.compile`` trace, torch's own methods
+the override where torch would; an override of the method a function mirrors gets the
+arguments the caller passed, by keyword, and no others (the defaults are
+:data:`~pyparams._unset.UNSET`). Inside a ``torch.compile`` trace, torch's own methods
 are called instead, so the trace has no graph break.
 """
 
@@ -17,6 +19,7 @@ from torch.compiler import is_dynamo_compiling as _is_compiling
 
 from pyparams._extension import _C
 from pyparams._torch_walks import torch_walk
+from pyparams._unset import UNSET, given, shows_torch_defaults
 
 __all__ = [
     "buffers",
@@ -45,8 +48,9 @@ _BUFFERS = _C.BUFFERS
 _MODULES = _C.MODULES
 
 
+@shows_torch_defaults
 def parameters(
-    module: nn.Module, recurse: bool = True, remove_duplicate: bool = True
+    module: nn.Module, recurse: bool = UNSET, remove_duplicate: bool = UNSET
 ) -> Iterator[nn.Parameter]:
     """Yield the parameters of ``module``, exactly as ``module.parameters()`` does.
 
@@ -58,12 +62,13 @@ def parameters(
     [True, True]
     """
     if _is_compiling():
-        return torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, False)
+        return torch_walk(module, _PARAMETERS, False, UNSET, recurse, remove_duplicate, False)
     return _walk(module, kind=_PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate)
 
 
+@shows_torch_defaults
 def trainable_parameters(
-    module: nn.Module, recurse: bool = True, remove_duplicate: bool = True
+    module: nn.Module, recurse: bool = UNSET, remove_duplicate: bool = UNSET
 ) -> Iterator[nn.Parameter]:
     """Yield the parameters of ``module`` whose ``requires_grad`` is True.
 
@@ -76,21 +81,22 @@ def trainable_parameters(
     [True]
     """
     if _is_compiling():
-        return torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, True)
+        return torch_walk(module, _PARAMETERS, False, UNSET, recurse, remove_duplicate, True)
     return _walk(
         module, kind=_PARAMETERS, recurse=recurse, remove_duplicate=remove_duplicate, trainable=True
     )
 
 
+@shows_torch_defaults
 def named_parameters(
-    module: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    module: nn.Module, prefix: str = UNSET, recurse: bool = UNSET, remove_duplicate: bool = UNSET
 ) -> Iterator[tuple[str, nn.Parameter]]:
     """Yield ``(name, parameter)`` pairs exactly as ``module.named_parameters()`` does.
 
     >>> [name for name, _ in pyparams.named_parameters(torch.nn.Linear(2, 2), prefix="fc")]
     ['fc.weight', 'fc.bias']
     """
-    if not isinstance(prefix, str):
+    if prefix is not UNSET and not isinstance(prefix, str):
         raise _bad_prefix("named_parameters", prefix)
     if _is_compiling():
         return torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, False)
@@ -104,8 +110,9 @@ def named_parameters(
     )
 
 
+@shows_torch_defaults
 def named_trainable_parameters(
-    module: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    module: nn.Module, prefix: str = UNSET, recurse: bool = UNSET, remove_duplicate: bool = UNSET
 ) -> Iterator[tuple[str, nn.Parameter]]:
     """Yield the ``(name, parameter)`` pairs of ``named_parameters`` whose parameter requires grad.
 
@@ -113,7 +120,7 @@ def named_trainable_parameters(
     >>> list(pyparams.named_trainable_parameters(lin))
     []
     """
-    if not isinstance(prefix, str):
+    if prefix is not UNSET and not isinstance(prefix, str):
         raise _bad_prefix("named_trainable_parameters", prefix)
     if _is_compiling():
         return torch_walk(module, _PARAMETERS, True, prefix, recurse, remove_duplicate, True)
@@ -128,12 +135,13 @@ def named_trainable_parameters(
     )
 
 
+@shows_torch_defaults
 def parameter_list(
     module: nn.Module,
     *,
     trainable: bool = False,
-    recurse: bool = True,
-    remove_duplicate: bool = True,
+    recurse: bool = UNSET,
+    remove_duplicate: bool = UNSET,
 ) -> list[nn.Parameter]:
     """Return the parameters as a new list, walked eagerly in one native call.
 
@@ -145,7 +153,7 @@ def parameter_list(
     """
     if _is_compiling():
         return list(
-            torch_walk(module, _PARAMETERS, False, "", recurse, remove_duplicate, trainable)
+            torch_walk(module, _PARAMETERS, False, UNSET, recurse, remove_duplicate, trainable)
         )
     return _collect(
         module,
@@ -156,8 +164,9 @@ def parameter_list(
     )
 
 
+@shows_torch_defaults
 def buffers(
-    module: nn.Module, recurse: bool = True, remove_duplicate: bool = True
+    module: nn.Module, recurse: bool = UNSET, remove_duplicate: bool = UNSET
 ) -> Iterator[Tensor]:
     """Yield the buffers of ``module`` exactly as ``module.buffers()`` does.
 
@@ -165,19 +174,20 @@ def buffers(
     3
     """
     if _is_compiling():
-        return torch_walk(module, _BUFFERS, False, "", recurse, remove_duplicate, False)
+        return torch_walk(module, _BUFFERS, False, UNSET, recurse, remove_duplicate, False)
     return _walk(module, kind=_BUFFERS, recurse=recurse, remove_duplicate=remove_duplicate)
 
 
+@shows_torch_defaults
 def named_buffers(
-    module: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    module: nn.Module, prefix: str = UNSET, recurse: bool = UNSET, remove_duplicate: bool = UNSET
 ) -> Iterator[tuple[str, Tensor]]:
     """Yield ``(name, buffer)`` pairs exactly as ``module.named_buffers()`` does.
 
     >>> [name for name, _ in pyparams.named_buffers(torch.nn.BatchNorm1d(4))]
     ['running_mean', 'running_var', 'num_batches_tracked']
     """
-    if not isinstance(prefix, str):
+    if prefix is not UNSET and not isinstance(prefix, str):
         raise _bad_prefix("named_buffers", prefix)
     if _is_compiling():
         return torch_walk(module, _BUFFERS, True, prefix, recurse, remove_duplicate, False)
@@ -191,21 +201,23 @@ def named_buffers(
     )
 
 
-def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
+@shows_torch_defaults
+def modules(module: nn.Module, remove_duplicate: bool = UNSET) -> Iterator[nn.Module]:
     """Yield ``module`` and every submodule, pre-order, exactly as ``module.modules()`` does.
 
     >>> [type(m).__name__ for m in pyparams.modules(torch.nn.Sequential(torch.nn.ReLU()))]
     ['Sequential', 'ReLU']
     """
     if _is_compiling():
-        return torch_walk(module, _MODULES, False, "", True, remove_duplicate, False)
+        return torch_walk(module, _MODULES, False, UNSET, UNSET, remove_duplicate, False)
     return _walk(module, kind=_MODULES, remove_duplicate=remove_duplicate)
 
 
+@shows_torch_defaults
 def named_modules(
     module: nn.Module,
-    prefix: str = "",
-    remove_duplicate: bool = True,
+    prefix: str = UNSET,
+    remove_duplicate: bool = UNSET,
     *,
     memo: set[nn.Module] | None = None,
 ) -> Iterator[tuple[str, nn.Module]]:
@@ -217,16 +229,18 @@ def named_modules(
     >>> [name for name, _ in pyparams.named_modules(torch.nn.Sequential(torch.nn.ReLU()))]
     ['', '0']
     """
-    if not isinstance(prefix, str):
+    if prefix is not UNSET and not isinstance(prefix, str):
         raise _bad_prefix("named_modules", prefix)
     if memo is not None:
         # torch's recursion state, which the caller reads afterwards: the walk that
         # fills it is torch's own (or the module's override), as with the patch.
         if not isinstance(module, nn.Module):
             raise TypeError(f"pyparams expected a torch.nn.Module, got {type(module).__name__}")
-        return module.named_modules(memo, prefix, remove_duplicate)
+        return module.named_modules(
+            memo=memo, **given(prefix=prefix, remove_duplicate=remove_duplicate)
+        )
     if _is_compiling():
-        return torch_walk(module, _MODULES, True, prefix, True, remove_duplicate, False)
+        return torch_walk(module, _MODULES, True, prefix, UNSET, remove_duplicate, False)
     return _walk(
         module, kind=_MODULES, named=True, prefix=prefix, remove_duplicate=remove_duplicate
     )

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from pyparams._extension import _C
+from pyparams._unset import TORCH_DEFAULTS, UNSET, given
 
 __all__ = ["TORCH_METHODS", "torch_walk", "walk_as_torch"]
 
@@ -44,17 +45,19 @@ def torch_walk(
     """The walk a public pyparams function stands for, made by torch's own methods.
 
     What a ``torch.compile`` trace runs (dynamo cannot trace into the C iterator; torch's
-    methods it knows).
+    methods it knows). Arguments that are UNSET are not passed on, as the caller did not
+    pass them; the others are passed by keyword.
     """
     if kind == _C.MODULES:
         if named:
-            return module.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
-        return module.modules(remove_duplicate=remove_duplicate)
-    if not named and remove_duplicate:
-        values = module.buffers(recurse) if kind == _C.BUFFERS else module.parameters(recurse)
+            return module.named_modules(**given(prefix=prefix, remove_duplicate=remove_duplicate))
+        return module.modules(**given(remove_duplicate=remove_duplicate))
+    if not named and (remove_duplicate is UNSET or remove_duplicate):
+        method = module.buffers if kind == _C.BUFFERS else module.parameters
+        values = method(**given(recurse=recurse))
         return (p for p in values if p.requires_grad) if trainable else values
     named_method = module.named_buffers if kind == _C.BUFFERS else module.named_parameters
-    pairs = named_method(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
+    pairs = named_method(**given(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate))
     if trainable:
         pairs = ((n, p) for n, p in pairs if p.requires_grad)
     return pairs if named else (p for _, p in pairs)
@@ -65,9 +68,9 @@ def walk_as_torch(
     *,
     kind: int,
     named: bool = False,
-    prefix: str = "",
-    recurse: Any = True,
-    remove_duplicate: Any = True,
+    prefix: str = UNSET,
+    recurse: Any = UNSET,
+    remove_duplicate: Any = UNSET,
     trainable: bool = False,
     dispatch: str | None = None,
 ) -> Iterator[Any]:
@@ -80,6 +83,15 @@ def walk_as_torch(
     above = [] if dispatch is None else [m for m in levels[: levels.index(dispatch)] if m]
     if not above:
         return torch_walk(module, kind, named, prefix, recurse, remove_duplicate, trainable)
+    # torch's callers pass every argument: UNSET is torch's default here.
+    prefix, recurse, remove_duplicate = (
+        TORCH_DEFAULTS[name] if value is UNSET else value
+        for name, value in (
+            ("prefix", prefix),
+            ("recurse", recurse),
+            ("remove_duplicate", remove_duplicate),
+        )
+    )
     method = above[-1]
     function = TORCH_METHODS[method]
     if method in ("parameters", "buffers"):

@@ -8,6 +8,7 @@ from torch import nn
 from torch.compiler import is_dynamo_compiling
 
 from pyparams._extension import _C
+from pyparams._unset import UNSET, given, shows_torch_defaults
 
 __all__ = ["zero_grad"]
 
@@ -34,13 +35,17 @@ def reset_grads(module: nn.Module, set_to_none: bool) -> None:
     _C.zero_grad(walk, set_to_none=set_to_none)  # its truth asked per parameter, as torch does
 
 
-def zero_grad(module: nn.Module, set_to_none: bool = True) -> None:
+@shows_torch_defaults
+def zero_grad(module: nn.Module, set_to_none: bool = UNSET) -> None:
     """Reset the gradients of ``module``'s parameters exactly as ``module.zero_grad()`` does.
 
     Same warning for a ``DataParallel`` replica, ``set_to_none=True`` sets each
     ``p.grad`` to None, ``set_to_none=False`` detaches (or un-requires) and zeroes it
-    in place; tensor subclasses go through their own Python attributes. A subclass
-    that overrides ``zero_grad`` gets its override called, as ``module.zero_grad()`` would.
+    in place; tensor subclasses go through their own Python attributes. Where
+    ``module.zero_grad`` is not torch's own method bound to ``module`` (an override in a
+    subclass or on the instance, another module's method, ``None``), it is called as
+    ``module.zero_grad(...)`` calls it: with ``set_to_none`` only if it was passed (by
+    keyword).
 
     >>> lin = torch.nn.Linear(2, 2)
     >>> lin(torch.ones(1, 2)).sum().backward()
@@ -48,10 +53,16 @@ def zero_grad(module: nn.Module, set_to_none: bool = True) -> None:
     >>> [p.grad for p in lin.parameters()]
     [None, None]
     """
-    bound = getattr(module, "zero_grad", None)
-    if bound is not None and not _is_base(getattr(bound, "__func__", None)):
-        bound(set_to_none)  # an override (class or instance), as module.zero_grad() runs it
+    if not issubclass(type(module), nn.Module):
+        raise TypeError(f"pyparams expected a torch.nn.Module, got {type(module).__name__}")
+    method = module.zero_grad  # the lookup `module.zero_grad()` makes, errors included
+    if getattr(method, "__self__", None) is not module or not _is_base(
+        getattr(method, "__func__", None)
+    ):
+        method(**given(set_to_none=set_to_none))
         return
+    if set_to_none is UNSET:
+        set_to_none = True
     if is_dynamo_compiling():  # folded to True by dynamo (see pyparams._patch)
         _TORCH_ZERO_GRAD(module, set_to_none)  # torch's own code, which dynamo traces
         return

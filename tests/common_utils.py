@@ -163,40 +163,33 @@ OVERRIDABLE_METHODS: tuple[str, ...] = (
 PREFIXES: tuple[str, ...] = ("", "root", "a.b")
 
 
-def _torch_parameters(
-    m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
-) -> Iterator[nn.Parameter]:
-    if remove_duplicate:  # torch's parameters() has no remove_duplicate argument
-        return m.parameters(recurse=recurse)
-    return (p for _, p in m.named_parameters(recurse=recurse, remove_duplicate=False))
+# Each passes on only the arguments its caller passed: an override with defaults of its
+# own tells `m.parameters()` from `m.parameters(recurse=True)`, and so must pyparams.
 
 
-def _torch_trainable(
-    m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
-) -> Iterator[nn.Parameter]:
-    return (p for p in _torch_parameters(m, recurse, remove_duplicate) if p.requires_grad)
+def _torch_parameters(m: nn.Module, **kw: Any) -> Iterator[nn.Parameter]:
+    if kw.pop("remove_duplicate", True):  # torch's parameters() has no remove_duplicate argument
+        return m.parameters(**kw)
+    return (p for _, p in m.named_parameters(**kw, remove_duplicate=False))
 
 
-def _torch_named_trainable(
-    m: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
-) -> Iterator[tuple[str, nn.Parameter]]:
-    named = m.named_parameters(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
-    return ((n, p) for n, p in named if p.requires_grad)
+def _torch_trainable(m: nn.Module, **kw: Any) -> Iterator[nn.Parameter]:
+    return (p for p in _torch_parameters(m, **kw) if p.requires_grad)
 
 
-def _torch_parameter_list(
-    m: nn.Module, *, trainable: bool = False, recurse: bool = True, remove_duplicate: bool = True
-) -> list:
+def _torch_named_trainable(m: nn.Module, **kw: Any) -> Iterator[tuple[str, nn.Parameter]]:
+    return ((n, p) for n, p in m.named_parameters(**kw) if p.requires_grad)
+
+
+def _torch_parameter_list(m: nn.Module, *, trainable: bool = False, **kw: Any) -> list:
     source = _torch_trainable if trainable else _torch_parameters
-    return list(source(m, recurse, remove_duplicate))
+    return list(source(m, **kw))
 
 
-def _torch_buffers(
-    m: nn.Module, recurse: bool = True, remove_duplicate: bool = True
-) -> Iterator[torch.Tensor]:
-    if remove_duplicate:  # torch's buffers() has no remove_duplicate argument
-        return m.buffers(recurse=recurse)
-    return (b for _, b in m.named_buffers(recurse=recurse, remove_duplicate=False))
+def _torch_buffers(m: nn.Module, **kw: Any) -> Iterator[torch.Tensor]:
+    if kw.pop("remove_duplicate", True):  # torch's buffers() has no remove_duplicate argument
+        return m.buffers(**kw)
+    return (b for _, b in m.named_buffers(**kw, remove_duplicate=False))
 
 
 TORCH: dict[str, Callable[..., Iterable]] = {

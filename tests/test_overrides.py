@@ -10,6 +10,7 @@ overrides received (arguments, and the memo's contents) in the same order.
 from __future__ import annotations
 
 import inspect
+import itertools
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,8 @@ from torch import nn
 
 import pyparams
 from common_utils import (
+    FUNCTIONS,
+    argument_combinations,
     assert_conforms,
     every_call,
     outcome,
@@ -244,6 +247,86 @@ def test_override_sees_the_memo_torch_hands_it() -> None:
     for remove_duplicate in (True, False):
         assert_same_calls("named_modules", model, remove_duplicate=remove_duplicate)
         assert_same_calls("parameters", model, remove_duplicate=remove_duplicate)
+
+
+class OwnDefaults(Block):
+    """Overrides whose defaults are not torch's: what a call leaves out, they fill in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.again = self.inner  # shared: remove_duplicate shows
+
+    def parameters(self, recurse=False):
+        _record("parameters", self, recurse=recurse)
+        return super().parameters(recurse)
+
+    def buffers(self, recurse=False):
+        _record("buffers", self, recurse=recurse)
+        return super().buffers(recurse)
+
+    def named_parameters(self, prefix="own", recurse=False, remove_duplicate=False):
+        _record(
+            "named_parameters",
+            self,
+            prefix=prefix,
+            recurse=recurse,
+            remove_duplicate=remove_duplicate,
+        )
+        return super().named_parameters(prefix, recurse, remove_duplicate)
+
+    def named_buffers(self, prefix="own", recurse=False, remove_duplicate=False):
+        _record(
+            "named_buffers", self, prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate
+        )
+        return super().named_buffers(prefix, recurse, remove_duplicate)
+
+    def modules(self, remove_duplicate=False):
+        _record("modules", self, remove_duplicate=remove_duplicate)
+        return super().modules(remove_duplicate)
+
+    def named_modules(self, memo=None, prefix="own", remove_duplicate=False):
+        _record("named_modules", self, memo, prefix, remove_duplicate)
+        return super().named_modules(memo, prefix, remove_duplicate)
+
+
+def _passed_or_not(function: str) -> list[dict[str, Any]]:
+    """Every combination of arguments, each passed (as any of its values) or left out."""
+    calls = {}
+    for kwargs in argument_combinations(function):
+        for size in range(len(kwargs) + 1):
+            for names in itertools.combinations(kwargs, size):
+                call = {name: kwargs[name] for name in names}
+                calls[tuple(call.items())] = call
+    return list(calls.values())
+
+
+@pytest.mark.parametrize("path", ["native", "as torch.compile runs it"])
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_an_override_gets_the_arguments_passed_and_no_others(
+    function: str, path: str, monkeypatch
+) -> None:
+    # `m.parameters()` leaves recurse to the override's default; `m.parameters(recurse=True)`
+    # does not. pyparams.parameters(m) and pyparams.parameters(m, recurse=True) alike.
+    if path != "native":
+        monkeypatch.setattr(pyparams._api, "_is_compiling", lambda: True)
+    module = OwnDefaults()
+    for kwargs in _passed_or_not(function):
+        assert_same_calls(function, module, **kwargs)
+        assert_same_calls(function, module, **kwargs)  # again: a record may replay
+
+
+class _Truthy:
+    def __bool__(self) -> bool:
+        return True
+
+
+def test_an_override_gets_a_flag_that_is_no_bool_as_passed() -> None:
+    # Such a flag makes the walk torch's (pyparams._torch_walks): still only what was passed.
+    module = OwnDefaults()
+    for function in ("parameters", "named_parameters", "named_modules", "parameter_list"):
+        assert_same_calls(function, module, remove_duplicate=_Truthy())
+        if function.startswith("named_"):
+            assert_same_calls(function, module, remove_duplicate=_Truthy(), prefix="p")
 
 
 def test_override_calling_super_does_not_recurse() -> None:

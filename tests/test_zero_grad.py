@@ -4,6 +4,7 @@ subclasses and torch-function modes (the same Python-level calls, in the same or
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import ClassVar
 
@@ -202,9 +203,78 @@ def test_overrides_are_honoured(way: str) -> None:
     assert _OwnZeroGrad.calls == [False]
 
 
-@pytest.mark.parametrize("bad", [None, 3, torch.zeros(2)])
+class _NoArgument(nn.Linear):
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+
+class _KeywordOnly(nn.Linear):
+    def zero_grad(self, *, set_to_none=True):
+        super().zero_grad(set_to_none=set_to_none)
+
+
+class _KeepsByDefault(nn.Linear):
+    def zero_grad(self, set_to_none=False):
+        super().zero_grad(set_to_none)
+
+
+class _Partial(nn.Linear):
+    zero_grad = functools.partialmethod(nn.Module.zero_grad, set_to_none=False)
+
+
+class _Disabled(nn.Linear):
+    zero_grad = None
+
+
+def _forwarding() -> nn.Module:
+    """An instance whose zero_grad is another module's (torch's own method, bound elsewhere)."""
+    outer = nn.Linear(2, 2)
+    outer.other = nn.Linear(2, 2)
+    outer.zero_grad = outer.other.zero_grad
+    return outer
+
+
+OVERRIDDEN = {
+    "no argument": lambda: _NoArgument(2, 2),
+    "keyword-only": lambda: _KeywordOnly(2, 2),
+    "own default": lambda: _KeepsByDefault(2, 2),
+    "partialmethod": lambda: _Partial(2, 2),
+    "None": lambda: _Disabled(2, 2),
+    "bound to another module": _forwarding,
+}
+
+
+def _after_zero_grad(make, call) -> tuple:
+    """What each grad is after ``call(model)`` (None, zeros, ones), and what it raised."""
+    model = make()
+    for p in nn.Module.parameters(model):
+        p.grad = torch.ones_like(p)
+    try:
+        call(model)
+        raised = None
+    except Exception as error:  # noqa: BLE001 - the exception is what is compared
+        raised = (type(error), str(error))
+    grads = [None if p.grad is None else p.grad.sum().item() for p in nn.Module.parameters(model)]
+    return grads, raised
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"set_to_none": True}, {"set_to_none": False}])
+@pytest.mark.parametrize("case", list(OVERRIDDEN))
+def test_an_override_is_called_as_module_zero_grad_calls_it(case: str, kwargs: dict) -> None:
+    # With set_to_none only if it was passed, by keyword: an override may have no such
+    # argument, a default of its own, or take it by keyword only.
+    make = OVERRIDDEN[case]
+    expected = _after_zero_grad(make, lambda m: m.zero_grad(**kwargs))
+    assert _after_zero_grad(make, lambda m: pyparams.zero_grad(m, **kwargs)) == expected
+
+
+@pytest.mark.parametrize(
+    "bad", [None, 3, torch.zeros(2), nn.Linear, torch.optim.SGD([torch.zeros(1)], lr=0.1)]
+)
 def test_bad_input_raises_a_clear_error(bad) -> None:
-    with pytest.raises((TypeError, AttributeError), match=type(bad).__name__):
+    # Checked before any zero_grad is looked up: an optimizer's own is not called.
+    with pytest.raises(TypeError, match=f"expected a torch.nn.Module, got {type(bad).__name__}"):
         pyparams.zero_grad(bad)
 
 

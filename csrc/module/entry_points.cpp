@@ -38,9 +38,19 @@ PyObject* argument_name(const PythonNames& n, std::size_t argument) {
   return n.*kArgumentNames[argument];
 }
 
-// Fills `values` (nullptr: not given) from the call's keywords. Call sites'
-// keyword names are interned, so a pointer comparison finds them; equal
-// strings that are not interned are found by value.
+// The public functions' default for an optional argument (set_unset): the
+// caller did not pass it. An override at the root is called with only what
+// the caller passed, as `m.X(...)` calls it.
+PyObject* g_unset = nullptr;
+
+PyObject* set_unset(PyObject*, PyObject* unset) {
+  Py_XSETREF(g_unset, Py_NewRef(unset));
+  Py_RETURN_NONE;
+}
+
+// Fills `values` (nullptr: not given, or given as the unset default) from the
+// call's keywords. Call sites' keyword names are interned, so a pointer
+// comparison finds them; equal strings that are not interned are found by value.
 bool parse_arguments(const char* function, PyObject* const* args, Py_ssize_t nargs,
                      PyObject* kwnames, bool takes_names, PyObject** values) {
   if (nargs != 1) {
@@ -73,7 +83,8 @@ bool parse_arguments(const char* function, PyObject* const* args, Py_ssize_t nar
                    keyword);
       return false;
     }
-    values[found] = args[nargs + k];
+    PyObject* value = args[nargs + k];
+    values[found] = value == g_unset ? nullptr : value;
   }
   if (values[kKind] == nullptr) {
     PyErr_Format(PyExc_TypeError, "%s() missing required keyword-only argument: 'kind'", function);
@@ -181,6 +192,9 @@ bool to_options(PyObject** values, bool named, WalkOptions& options, bool& is_to
   }
   options.trainable_only = trainable != 0;
   options.named = named;
+  options.recurse_given = values[kRecurse] != nullptr;
+  options.remove_duplicate_given = values[kRemoveDuplicate] != nullptr;
+  options.prefix_given = named && values[kPrefix] != nullptr;
   return true;
 }
 
@@ -228,7 +242,8 @@ PyMethodDef entry_points[] = {
                "Return a lazy iterator over `module`'s parameters, buffers or modules.\n"
                "A `recurse` or `remove_duplicate` that is neither True nor False (torch asks\n"
                "their truth where its generators read them) is walked by the function\n"
-               "set_torch_walk() registered, with these arguments.\n\n"
+               "set_torch_walk() registered, with these arguments. An argument given as the\n"
+               "object set_unset() registered counts as not given.\n\n"
                "`kind` is PARAMETERS, BUFFERS or MODULES; `named` yields (name, object) pairs\n"
                "whose names start with `prefix`; `trainable` keeps entries whose requires_grad\n"
                "is True, read as each is reached. `dispatch` names the first method of torch's\n"
@@ -239,6 +254,11 @@ PyMethodDef entry_points[] = {
                "dispatch=None)\n--\n\n"
                "Return a new list of what walk() would yield (unnamed), built in one native "
                "call.")},
+    {"set_unset", set_unset, METH_O,
+     PyDoc_STR("set_unset(unset)\n--\n\n"
+               "Register the object the public functions take as the default of an optional\n"
+               "argument: an argument given as it counts as not given, so an override at the\n"
+               "root is called without it.")},
     {"set_torch_walk", set_torch_walk, METH_O,
      PyDoc_STR("set_torch_walk(walk)\n--\n\n"
                "Register the walk torch's own methods make, called with walk()'s arguments for "

@@ -10,7 +10,7 @@ namespace pyparams {
 
 // What a walk yields: the module's own entries of `_parameters`, of
 // `_buffers`, or the modules themselves.
-enum class Kind : int { Parameters = 0, Buffers = 1, Modules = 2 };
+enum class Kind : std::uint8_t { Parameters = 0, Buffers = 1, Modules = 2 };
 constexpr std::size_t kKindCount = 3;
 
 // The nn.Module methods on the chain, with their Python names.

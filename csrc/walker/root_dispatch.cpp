@@ -81,48 +81,51 @@ bool Walker::delegate(PyObject* callable, Dispatch level) {
   PyObject* keywords = kwargs.get();
   bool mirrored = level == dispatch_.mirrored;
   bool members = options_.kind != Kind::Modules;
-  bool has_prefix = options_.named && PyUnicode_GET_LENGTH(root_name_.get()) != 0;
   bool ok = true;
   OwnedRef positional = OwnedRef::steal(PyTuple_New(0));
   if (!positional) {
     return false;
   }
-  // A mirrored call passes what the user would: only what differs from the defaults.
+  // A mirrored call passes what the user passed (by keyword), and nothing else:
+  // an override may have defaults of its own. Deeper levels pass what torch's
+  // caller at that level passes.
+  auto maybe = [keywords](bool pass, const char* name, PyObject* value) {
+    return !pass || set_keyword(keywords, name, value);
+  };
+  PyObject* recurse = as_bool(options_.recurse);
+  PyObject* remove_duplicate = as_bool(options_.remove_duplicate);
   switch (level) {
-    case Dispatch::Public:
-      if (!members) {
-        ok = options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False);
-      } else {
-        ok = options_.recurse || set_keyword(keywords, "recurse", Py_False);
-      }
+    case Dispatch::Public:  // only ever mirrored: parameters(), buffers(), modules()
+      ok = members ? maybe(options_.recurse_given, "recurse", recurse)
+                   : maybe(options_.remove_duplicate_given, "remove_duplicate", remove_duplicate);
       break;
     case Dispatch::Named:
-      if (options_.named) {
-        ok = (!has_prefix || set_keyword(keywords, "prefix", root_name_.get())) &&
-            (options_.recurse || set_keyword(keywords, "recurse", Py_False)) &&
-            (options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False));
+      if (options_.named) {  // mirrored: named_parameters(), named_buffers()
+        ok = maybe(options_.prefix_given, "prefix", root_name_.get()) &&
+            maybe(options_.recurse_given, "recurse", recurse) &&
+            maybe(options_.remove_duplicate_given, "remove_duplicate", remove_duplicate);
       } else {
-        // torch's parameters(): self.named_parameters(recurse=recurse); without
-        // dedup, `(p for _, p in m.named_parameters(recurse=r, remove_duplicate=False))`.
-        ok = set_keyword(keywords, "recurse", as_bool(options_.recurse)) &&
-            (options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False));
+        // torch's parameters(): self.named_parameters(recurse=recurse); mirrored (without
+        // dedup): `(p for _, p in m.named_parameters(remove_duplicate=False, ...))`.
+        ok = maybe(!mirrored || options_.recurse_given, "recurse", recurse) &&
+            maybe(!options_.remove_duplicate, "remove_duplicate", Py_False);
       }
       break;
     case Dispatch::NamedMembers:  // torch's named_parameters() / named_buffers()
       positional = OwnedRef::steal(PyTuple_Pack(1, members_getter(options_.kind == Kind::Buffers)));
       ok = positional && set_keyword(keywords, "prefix", root_name_.get()) &&
-          set_keyword(keywords, "recurse", as_bool(options_.recurse)) &&
-          set_keyword(keywords, "remove_duplicate", as_bool(options_.remove_duplicate));
+          set_keyword(keywords, "recurse", recurse) &&
+          set_keyword(keywords, "remove_duplicate", remove_duplicate);
       break;
     default:  // named_modules at the root
       if (mirrored) {
-        ok = (!has_prefix || set_keyword(keywords, "prefix", root_name_.get())) &&
-            (options_.remove_duplicate || set_keyword(keywords, "remove_duplicate", Py_False));
+        ok = maybe(options_.prefix_given, "prefix", root_name_.get()) &&
+            maybe(options_.remove_duplicate_given, "remove_duplicate", remove_duplicate);
       } else if (!members) {  // torch's modules()
-        ok = set_keyword(keywords, "remove_duplicate", as_bool(options_.remove_duplicate));
+        ok = set_keyword(keywords, "remove_duplicate", remove_duplicate);
       } else {  // torch's _named_members()
         ok = set_keyword(keywords, "prefix", root_name_.get()) &&
-            set_keyword(keywords, "remove_duplicate", as_bool(options_.remove_duplicate));
+            set_keyword(keywords, "remove_duplicate", remove_duplicate);
       }
       break;
   }

@@ -50,12 +50,18 @@ using WalkVector = std::vector<T, PyMemAllocator<T>>;
 std::size_t spare_buffer_bytes() noexcept;
 void release_spare_buffers() noexcept;
 
+// (Laid out to stay 12 bytes: the iterator must fit a pymalloc block.)
 struct WalkOptions {
   Kind kind = Kind::Parameters;
   bool recurse = true;           // false: the root module's own entries only
   bool remove_duplicate = true;  // torch's memo: each object once
   bool trainable_only = false;   // keep entries whose requires_grad is True
   bool named = false;            // yield (name, object) tuples
+  // Which of them the caller passed: an override of the method the public
+  // function mirrors is called with those only, as `m.X(...)` would be.
+  bool recurse_given = false;
+  bool remove_duplicate_given = false;
+  bool prefix_given = false;
   // Dispatch::Public for the method the public function mirrors; a faithful
   // replacement of torch's method X starts below X (or super() would loop).
   Dispatch dispatch = Dispatch::Public;
