@@ -103,6 +103,45 @@ def test_depth_5000_chain_works_where_torch_raises_recursion_error(
         assert_same_items(actual, expected, f"{function}(**{kwargs})")
 
 
+_NESTED_OVERRIDES = """
+import sys
+import pyparams
+from torch import nn
+
+class Wrapper(nn.Sequential):
+    # Hands its subtree to a walk of its own, which the walk above it iterates.
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        return super().named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+
+m = nn.Linear(1, 1)
+for _ in range(20_000):
+    m = Wrapper(m)
+if sys.argv[1] == "patched":
+    pyparams.patch()
+walk = pyparams.parameters(m) if sys.argv[1] == "pyparams" else m.parameters()
+try:
+    list(walk)
+except RecursionError as error:
+    print("RecursionError:", error)
+"""
+
+
+@pytest.mark.parametrize("how", ["torch", "pyparams", "patched"])
+def test_walks_nested_through_overrides_without_end_raise_recursion_error(how: str) -> None:
+    # 20,000 walks nested in one another through overrides: torch nests generator frames
+    # and raises RecursionError. Patched, every level is a native walk iterating the next
+    # one; uncounted, they exhausted the C stack (SIGSEGV). In a child: it may crash.
+    done = subprocess.run(
+        [sys.executable, "-c", _NESTED_OVERRIDES, how],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=subprocess_env(),
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.startswith("RecursionError: maximum recursion depth exceeded")
+
+
 # ------------------------------------------------------------------------------ cycles
 
 

@@ -7,6 +7,7 @@
 #include "support/owned_ref.h"
 #include "support/python_names.h"
 #include "walker/dispatch.h"
+#include "walker/module_attributes.h"
 #include "walker/walker.h"
 
 namespace pyparams {
@@ -178,10 +179,20 @@ PyObject* set_torch_walk(PyObject*, PyObject* walk) {
   Py_RETURN_NONE;
 }
 
+// The patch's methods (a `dispatch` given) called on an object that is no
+// Module: a duck type that borrowed torch's method, a mock. Torch's own
+// function runs there, as it would unpatched.
+bool is_foreign_self(PyObject* const* values, PyObject* self) {
+  return values[kDispatch] != nullptr && values[kDispatch] != Py_None && g_torch_walk != nullptr &&
+      !is_module(self);
+}
+
 // False with an error set, or (`is_torchs` set) when the walk is torch's to make.
-bool to_options(PyObject** values, bool named, WalkOptions& options, bool& is_torchs) {
+bool to_options(PyObject* self, PyObject** values, bool named, WalkOptions& options,
+                bool& is_torchs) {
   is_torchs = !torch_flag(values[kRecurse], true, options.recurse) ||
-      !torch_flag(values[kRemoveDuplicate], true, options.remove_duplicate);
+      !torch_flag(values[kRemoveDuplicate], true, options.remove_duplicate) ||
+      is_foreign_self(values, self);
   if (is_torchs) {
     return false;
   }
@@ -206,7 +217,7 @@ PyObject* walk(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwn
   int named = flag(values[kNamed], false);
   WalkOptions options;
   bool is_torchs = false;
-  if (named < 0 || !to_options(values, named != 0, options, is_torchs)) {
+  if (named < 0 || !to_options(args[0], values, named != 0, options, is_torchs)) {
     return is_torchs ? walk_with_torch(args, nargs, kwnames) : nullptr;
   }
   PyObject* prefix = values[kPrefix] != nullptr ? values[kPrefix] : names().empty;
@@ -218,7 +229,7 @@ PyObject* collect(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* 
   WalkOptions options;
   bool is_torchs = false;
   if (!parse_arguments("collect", args, nargs, kwnames, false, values) ||
-      !to_options(values, false, options, is_torchs)) {
+      !to_options(args[0], values, false, options, is_torchs)) {
     if (!is_torchs) {
       return nullptr;
     }
@@ -241,7 +252,8 @@ PyMethodDef entry_points[] = {
                "trainable=False, dispatch=None)\n--\n\n"
                "Return a lazy iterator over `module`'s parameters, buffers or modules.\n"
                "A `recurse` or `remove_duplicate` that is neither True nor False (torch asks\n"
-               "their truth where its generators read them) is walked by the function\n"
+               "their truth where its generators read them), or a `dispatch` on an object that\n"
+               "is no Module (the patch's methods on a duck type), is walked by the function\n"
                "set_torch_walk() registered, with these arguments. An argument given as the\n"
                "object set_unset() registered counts as not given.\n\n"
                "`kind` is PARAMETERS, BUFFERS or MODULES; `named` yields (name, object) pairs\n"

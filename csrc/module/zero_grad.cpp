@@ -3,6 +3,7 @@
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <torch/csrc/autograd/python_variable.h>
 
+#include "support/counted_next.h"
 #include "support/owned_ref.h"
 #include "support/python_names.h"
 
@@ -93,7 +94,7 @@ PyObject* zero_grad(PyObject* parameters, PyObject* set_to_none) {
   if (!iterator) {
     return nullptr;
   }
-  while (OwnedRef p = OwnedRef::steal(PyIter_Next(iterator.get()))) {
+  while (OwnedRef p = OwnedRef::steal(next_counted(iterator.get()))) {
     if (!zero_one(p.get(), set_to_none)) {
       return nullptr;
     }

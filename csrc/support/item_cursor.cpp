@@ -1,5 +1,7 @@
 #include "support/item_cursor.h"
 
+#include "support/counted_next.h"
+#include "support/python_calls.h"
 #include "support/python_names.h"
 
 namespace pyparams {
@@ -29,7 +31,7 @@ bool ItemCursor::start_pairs(PyObject* pairs) {
 }
 
 int ItemCursor::next_from_iterator(PyObject*& key, PyObject*& value) {
-  pair_ = OwnedRef::steal(PyIter_Next(iterator_.get()));
+  pair_ = OwnedRef::steal(next_counted(iterator_.get()));
   if (!pair_) {
     if (PyErr_Occurred()) {
       return -1;
@@ -37,16 +39,21 @@ int ItemCursor::next_from_iterator(PyObject*& key, PyObject*& value) {
     iterator_.reset();
     return 0;
   }
-  PyObject* pair = pair_.get();
-  if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-    PyErr_Format(PyExc_TypeError,
-                 "items() of a module's member mapping must yield (name, value) pairs, "
-                 "got %.100s",
-                 Py_TYPE(pair)->tp_name);
-    return -1;
+  if (!PyTuple_CheckExact(pair_.get()) || PyTuple_GET_SIZE(pair_.get()) != 2) [[unlikely]] {
+    // torch's `for k, v in members`: any two-item iterable (a list, a tuple
+    // subclass with its own __iter__), unpacked as Python does, errors included.
+    OwnedRef first;
+    OwnedRef second;
+    if (!unpack_pair(pair_.get(), first, second)) {
+      return -1;
+    }
+    pair_ = OwnedRef::steal(PyTuple_Pack(2, first.get(), second.get()));
+    if (!pair_) {
+      return -1;
+    }
   }
-  key = PyTuple_GET_ITEM(pair, 0);
-  value = PyTuple_GET_ITEM(pair, 1);
+  key = PyTuple_GET_ITEM(pair_.get(), 0);
+  value = PyTuple_GET_ITEM(pair_.get(), 1);
   return 1;
 }
 

@@ -4,11 +4,12 @@
 #include <utility>
 
 #include "cache/replay_program.h"
+#include "support/counted_next.h"
+#include "support/python_calls.h"
 #include "support/python_names.h"
 #include "walker/dispatch.h"
 #include "walker/dotted_names.h"
 #include "walker/module_attributes.h"
-#include "walker/python_calls.h"
 #include "walker/script_module.h"
 #include "walker/tensor_flags.h"
 
@@ -367,7 +368,7 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
 // The next (name, module) item of an overriding named_modules: 1 with
 // `module`, `name` and live_.override_item set, 0 at its end, -1 with an error set.
 int Walker::next_overridden(ModuleFrame& frame, OwnedRef& module, OwnedRef& name) {
-  OwnedRef item = OwnedRef::steal(PyIter_Next(frame.overridden.get()));
+  OwnedRef item = OwnedRef::steal(next_counted(frame.overridden.get()));
   if (!item) {
     return PyErr_Occurred() ? -1 : 0;
   }

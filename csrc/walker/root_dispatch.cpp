@@ -2,8 +2,9 @@
 // the first override found supplies the rest of the walk, called with the
 // arguments torch's caller passes at that level.
 #include "cache/walk_cache.h"
+#include "support/counted_next.h"
+#include "support/python_calls.h"
 #include "walker/dispatch.h"
-#include "walker/python_calls.h"
 #include "walker/tensor_flags.h"
 #include "walker/walker.h"
 
@@ -156,7 +157,7 @@ bool Walker::delegate(PyObject* callable, Dispatch level) {
 // callers do. nullptr at the end or with an error set.
 PyObject* Walker::next_delegated() {
   for (;;) {
-    OwnedRef item = OwnedRef::steal(PyIter_Next(dispatch_.delegate.get()));
+    OwnedRef item = OwnedRef::steal(next_counted(dispatch_.delegate.get()));
     if (!item) {
       return PyErr_Occurred() ? fail() : (clear(), nullptr);
     }

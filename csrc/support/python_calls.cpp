@@ -1,4 +1,4 @@
-#include "walker/python_calls.h"
+#include "support/python_calls.h"
 
 namespace pyparams {
 
