@@ -30,6 +30,11 @@ from pyparams._torch_walks import TORCH_METHODS
 
 __all__ = ["is_patched", "patch", "patched", "unpatch"]
 
+# `pyparams._patch.Module.parameters`, as a replacement's __module__ and __qualname__ name
+# it: what pickle looks up (an unbound method pickles by reference, as torch's does), and
+# what get_type_hints() resolves torch's forward reference 'Module' to.
+Module = nn.Module
+
 _PARAMETERS = _C.PARAMETERS
 _BUFFERS = _C.BUFFERS
 _MODULES = _C.MODULES
@@ -166,8 +171,11 @@ _REPLACEMENTS = {
 }
 
 for _name, _function in _REPLACEMENTS.items():
+    # torch's docstring, name and annotations (inspect.signature shows torch's; the
+    # forward reference 'Module' resolves through Module below).
     _function.__doc__ = _TORCH[_name].__doc__
     _function.__qualname__ = f"Module.{_name}"
+    _function.__annotations__ = dict(_TORCH[_name].__annotations__)
     _function._pyparams_replaces = _name  # type: ignore[attr-defined]
     if _name != "zero_grad":
         # The native walker treats it as torch's base method, never as an override.

@@ -45,7 +45,7 @@ def zero_grad(module: nn.Module, set_to_none: bool = UNSET) -> None:
     ``module.zero_grad`` is not torch's own method bound to ``module`` (an override in a
     subclass or on the instance, another module's method, ``None``), it is called as
     ``module.zero_grad(...)`` calls it: with ``set_to_none`` only if it was passed (by
-    keyword).
+    keyword), and its result returned.
 
     >>> lin = torch.nn.Linear(2, 2)
     >>> lin(torch.ones(1, 2)).sum().backward()
@@ -59,8 +59,7 @@ def zero_grad(module: nn.Module, set_to_none: bool = UNSET) -> None:
     if getattr(method, "__self__", None) is not module or not _is_base(
         getattr(method, "__func__", None)
     ):
-        method(**given(set_to_none=set_to_none))
-        return
+        return method(**given(set_to_none=set_to_none))  # and its result, as torch's call
     if set_to_none is UNSET:
         set_to_none = True
     if is_dynamo_compiling():  # folded to True by dynamo (see pyparams._patch)

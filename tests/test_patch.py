@@ -4,9 +4,11 @@ patches detected and refused, subclass overrides kept, safe while other threads 
 from __future__ import annotations
 
 import inspect
+import pickle
 import subprocess
 import sys
 import threading
+import typing
 import warnings
 
 import pytest
@@ -70,6 +72,63 @@ def test_patch_installs_every_replacement_and_unpatch_restores_the_same_objects(
     pyparams.unpatch()
     assert not pyparams.is_patched()
     assert all(nn.Module.__dict__[n] is ORIGINAL[n] for n in NAMES)
+
+
+def test_the_replacements_show_torchs_signatures_and_pickle_by_reference() -> None:
+    expected = {n: (inspect.signature(f), typing.get_type_hints(f)) for n, f in ORIGINAL.items()}
+    with pyparams.patched():
+        for name in NAMES:
+            function = getattr(nn.Module, name)
+            assert function is not ORIGINAL[name]
+            assert (inspect.signature(function), typing.get_type_hints(function)) == expected[name]
+            # An unbound method pickles by reference: the replacement while the patch is on.
+            assert pickle.loads(pickle.dumps(function)) is function
+
+
+class _Duck:
+    """No nn.Module: it borrows torch's walking methods, as wrappers and mocks do."""
+
+    def __init__(self) -> None:
+        self.inner = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        return self.inner.named_parameters(prefix, recurse, remove_duplicate)
+
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+        return self.inner.named_buffers(prefix, recurse, remove_duplicate)
+
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        return self.inner.named_modules(memo, prefix, remove_duplicate)
+
+    def parameters(self, recurse=True):
+        return self.inner.parameters(recurse)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_replacements_on_a_duck_type_run_as_torchs_own(name: str) -> None:
+    # torch's own functions only call methods of self: on an object that is no Module
+    # the replacements do the same (pyparams' public functions raise TypeError there).
+    duck = _Duck()
+
+    def run() -> tuple:
+        for p in duck.inner.parameters():
+            p.grad = torch.ones_like(p)
+        try:
+            result = getattr(nn.Module, name)(duck)
+            items = None if result is None else list(result)
+        except AttributeError as error:  # torch's own reach into Module internals
+            items = repr(error)
+        return items, [p.grad is None for p in duck.inner.parameters()]
+
+    expected = run()
+    with pyparams.patched():
+        actual = run()
+    assert actual[1] == expected[1]
+    if expected[0] is None or isinstance(expected[0], str):  # zero_grad, or torch's error
+        assert actual[0] == expected[0]
+    else:
+        assert expected[0]
+        assert_same_items(actual[0], expected[0], f"patched nn.Module.{name}(duck)")
 
 
 def test_patch_and_unpatch_are_idempotent() -> None:

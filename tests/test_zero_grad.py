@@ -227,6 +227,12 @@ class _Disabled(nn.Linear):
     zero_grad = None
 
 
+class _Returns(nn.Linear):
+    def zero_grad(self, set_to_none=True):
+        super().zero_grad(set_to_none)
+        return self  # for chaining: torch's call returns it
+
+
 def _forwarding() -> nn.Module:
     """An instance whose zero_grad is another module's (torch's own method, bound elsewhere)."""
     outer = nn.Linear(2, 2)
@@ -241,22 +247,24 @@ OVERRIDDEN = {
     "own default": lambda: _KeepsByDefault(2, 2),
     "partialmethod": lambda: _Partial(2, 2),
     "None": lambda: _Disabled(2, 2),
+    "returns a value": lambda: _Returns(2, 2),
     "bound to another module": _forwarding,
 }
 
 
 def _after_zero_grad(make, call) -> tuple:
-    """What each grad is after ``call(model)`` (None, zeros, ones), and what it raised."""
+    """What each grad is after ``call(model)`` (None, zeros, ones), what it returned or raised."""
     model = make()
     for p in nn.Module.parameters(model):
         p.grad = torch.ones_like(p)
     try:
-        call(model)
+        returned = call(model)
+        returned = "the module" if returned is model else returned
         raised = None
     except Exception as error:  # noqa: BLE001 - the exception is what is compared
-        raised = (type(error), str(error))
+        returned, raised = None, (type(error), str(error))
     grads = [None if p.grad is None else p.grad.sum().item() for p in nn.Module.parameters(model)]
-    return grads, raised
+    return grads, returned, raised
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"set_to_none": True}, {"set_to_none": False}])
