@@ -52,7 +52,9 @@ def torch_walk(
         if named:
             return module.named_modules(**given(prefix=prefix, remove_duplicate=remove_duplicate))
         return module.modules(**given(remove_duplicate=remove_duplicate))
-    if not named and (remove_duplicate is UNSET or remove_duplicate):
+    # torch's parameters()/buffers() take no remove_duplicate: anything but True (False, or
+    # an object whose truth torch asks as it walks) is the named walk's, names dropped.
+    if not named and (remove_duplicate is UNSET or remove_duplicate is True):
         method = module.buffers if kind == _C.BUFFERS else module.parameters
         values = method(**given(recurse=recurse))
         return (p for p in values if p.requires_grad) if trainable else values

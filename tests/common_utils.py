@@ -168,9 +168,11 @@ PREFIXES: tuple[str, ...] = ("", "root", "a.b")
 
 
 def _torch_parameters(m: nn.Module, **kw: Any) -> Iterator[nn.Parameter]:
-    if kw.pop("remove_duplicate", True):  # torch's parameters() has no remove_duplicate argument
-        return m.parameters(**kw)
-    return (p for _, p in m.named_parameters(**kw, remove_duplicate=False))
+    # torch's parameters() has no remove_duplicate argument: anything but True (an object
+    # with __bool__ included, asked as named_parameters asks it) walks named_parameters.
+    if kw.get("remove_duplicate", True) is True:
+        return m.parameters(**{k: v for k, v in kw.items() if k != "remove_duplicate"})
+    return (p for _, p in m.named_parameters(**kw))
 
 
 def _torch_trainable(m: nn.Module, **kw: Any) -> Iterator[nn.Parameter]:
@@ -187,9 +189,9 @@ def _torch_parameter_list(m: nn.Module, *, trainable: bool = False, **kw: Any) -
 
 
 def _torch_buffers(m: nn.Module, **kw: Any) -> Iterator[torch.Tensor]:
-    if kw.pop("remove_duplicate", True):  # torch's buffers() has no remove_duplicate argument
-        return m.buffers(**kw)
-    return (b for _, b in m.named_buffers(**kw, remove_duplicate=False))
+    if kw.get("remove_duplicate", True) is True:  # as _torch_parameters
+        return m.buffers(**{k: v for k, v in kw.items() if k != "remove_duplicate"})
+    return (b for _, b in m.named_buffers(**kw))
 
 
 TORCH: dict[str, Callable[..., Iterable]] = {

@@ -1078,6 +1078,28 @@ def test_recurse_truth_is_asked_at_the_first_next(value: bool, mode: str, walks:
     _compare(_recurse_truth, mode, walks, value)
 
 
+def _remove_duplicate_truth(mode: str, walks: int, value: bool) -> list:
+    logs = []
+    for function in FUNCTIONS_ALL:
+        root = small_tied_model()
+        labels = _labels(root)
+        _warm(mode, function, root, walks)
+        truth = _Truth(value)
+        walk = iter(_walk(mode, function, root, remove_duplicate=truth))
+        calls = [truth.calls]  # at the call; then at the end
+        logs += [_log(walk, labels), [function, *calls, truth.calls]]
+    return logs
+
+
+@pytest.mark.parametrize(("mode", "walks"), VARIANTS)
+@pytest.mark.parametrize("value", [True, False])
+def test_remove_duplicate_truth_is_asked_as_torch_asks_it(
+    value: bool, mode: str, walks: int
+) -> None:
+    """torch asks for every module and member (parameters(): named_parameters' walk)."""
+    _compare(_remove_duplicate_truth, mode, walks, value)
+
+
 def _set_to_none_truth(mode: str, walks: int, value: bool) -> list:
     root = nn.Sequential(nn.Linear(2, 1), nn.Linear(1, 1))
     params = list(nn.Module.parameters(root))
