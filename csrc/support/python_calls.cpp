@@ -28,6 +28,16 @@ bool unpack_pair(PyObject* item, OwnedRef& first, OwnedRef& second) {
   }
   OwnedRef extra = OwnedRef::steal(PyIter_Next(iterator.get()));
   if (extra) {
+#if PY_VERSION_HEX >= 0x030E0000
+    // 3.14 names the size of an exact list, tuple or dict.
+    if (PyList_CheckExact(item) || PyTuple_CheckExact(item) || PyDict_CheckExact(item)) {
+      Py_ssize_t size = PyDict_CheckExact(item) ? PyDict_Size(item) : Py_SIZE(item);
+      if (size > 2) {
+        PyErr_Format(PyExc_ValueError, "too many values to unpack (expected 2, got %zd)", size);
+        return false;
+      }
+    }
+#endif
     PyErr_SetString(PyExc_ValueError, "too many values to unpack (expected 2)");
     return false;
   }
