@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from pyparams._extension import _C
-from pyparams._unset import TORCH_DEFAULTS, UNSET, given
+from pyparams._unset import UNSET, given, or_torch_default
 
 __all__ = ["TORCH_METHODS", "torch_walk", "walk_as_torch"]
 
@@ -86,14 +86,9 @@ def walk_as_torch(
     if not above:
         return torch_walk(module, kind, named, prefix, recurse, remove_duplicate, trainable)
     # torch's callers pass every argument: UNSET is torch's default here.
-    prefix, recurse, remove_duplicate = (
-        TORCH_DEFAULTS[name] if value is UNSET else value
-        for name, value in (
-            ("prefix", prefix),
-            ("recurse", recurse),
-            ("remove_duplicate", remove_duplicate),
-        )
-    )
+    prefix = or_torch_default("prefix", prefix)
+    recurse = or_torch_default("recurse", recurse)
+    remove_duplicate = or_torch_default("remove_duplicate", remove_duplicate)
     method = above[-1]
     function = TORCH_METHODS[method]
     if method in ("parameters", "buffers"):

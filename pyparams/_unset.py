@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 from pyparams._extension import _C
 
-__all__ = ["TORCH_DEFAULTS", "UNSET", "given", "shows_torch_defaults"]
+__all__ = ["TORCH_DEFAULTS", "UNSET", "given", "or_torch_default", "shows_torch_defaults"]
 
 # torch's defaults of the arguments the public functions share with its methods.
 TORCH_DEFAULTS: dict[str, object] = {
@@ -58,3 +58,8 @@ def shows_torch_defaults(function: F) -> F:
 def given(**arguments: Any) -> dict[str, Any]:
     """The arguments the caller passed (those not UNSET): what to pass on, by keyword."""
     return {name: value for name, value in arguments.items() if value is not UNSET}
+
+
+def or_torch_default(name: str, value: Any) -> Any:
+    """``value``, or torch's default for ``name`` where it was not passed."""
+    return TORCH_DEFAULTS[name] if value is UNSET else value

@@ -8,7 +8,7 @@ from torch import nn
 from torch.compiler import is_dynamo_compiling
 
 from pyparams._extension import _C
-from pyparams._unset import UNSET, given, shows_torch_defaults
+from pyparams._unset import UNSET, given, or_torch_default, shows_torch_defaults
 
 __all__ = ["zero_grad"]
 
@@ -60,8 +60,7 @@ def zero_grad(module: nn.Module, set_to_none: bool = UNSET) -> None:
         getattr(method, "__func__", None)
     ):
         return method(**given(set_to_none=set_to_none))  # and its result, as torch's call
-    if set_to_none is UNSET:
-        set_to_none = True
+    set_to_none = or_torch_default("set_to_none", set_to_none)
     if is_dynamo_compiling():  # folded to True by dynamo (see pyparams._patch)
         _TORCH_ZERO_GRAD(module, set_to_none)  # torch's own code, which dynamo traces
         return
