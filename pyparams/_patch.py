@@ -196,6 +196,16 @@ def _is_torch_own(name: str, function: object) -> bool:
     )
 
 
+def _is_foreign(name: str, function: object) -> bool:
+    """Neither pyparams' replacement nor torch's own: another library's, never overwritten.
+
+    A slot that holds torch's own function while the others hold pyparams' (a library
+    saved it before the patch and put it back) is no one else's: patch() and unpatch()
+    complete it.
+    """
+    return function is not _REPLACEMENTS[name] and not _is_torch_own(name, function)
+
+
 def _describe(function: object) -> str:
     module = getattr(function, "__module__", "?")
     qualname = getattr(function, "__qualname__", type(function).__name__)
@@ -220,8 +230,8 @@ def patch() -> None:
     """Replace ``nn.Module``'s walking methods and ``zero_grad`` with native ones, process-wide.
 
     Idempotent. Refuses (``RuntimeError``, nothing changed) when any of these methods
-    is no longer torch's own: another library has replaced it, and pyparams never
-    overwrites someone else's function. Subclasses that override a method keep their
+    is neither torch's own nor pyparams': another library has replaced it, and pyparams
+    never overwrites someone else's function. Subclasses that override a method keep their
     override. Undo with :func:`unpatch`, or scope it with :func:`patched`.
 
     >>> pyparams.patch()
@@ -233,7 +243,7 @@ def patch() -> None:
         found = _found()
         if all(found[name] is _REPLACEMENTS[name] for name in NAMES):
             return
-        foreign = [name for name in NAMES if not _is_torch_own(name, found[name])]
+        foreign = [name for name in NAMES if _is_foreign(name, found[name])]
         if foreign:
             raise RuntimeError(
                 "pyparams.patch(): refusing to replace "
@@ -251,8 +261,8 @@ def unpatch() -> None:
     """Put torch's own methods back on ``nn.Module``. Idempotent.
 
     Refuses (``RuntimeError``, nothing changed) when another library has replaced one
-    of pyparams' functions since :func:`patch`: restoring torch's would silently drop
-    that library's function.
+    of pyparams' functions since :func:`patch` with a function that is not torch's own:
+    restoring torch's would silently drop that library's function.
 
     >>> pyparams.unpatch()
     >>> type(torch.nn.Linear(2, 2).parameters()).__name__
@@ -263,13 +273,14 @@ def unpatch() -> None:
         ours = [name for name in NAMES if found[name] is _REPLACEMENTS[name]]
         if not ours:
             return
-        foreign = [name for name in NAMES if found[name] is not _REPLACEMENTS[name]]
+        foreign = [name for name in NAMES if _is_foreign(name, found[name])]
         if foreign:
             raise RuntimeError(
                 "pyparams.unpatch(): refusing to restore torch's methods: "
                 + ", ".join(f"nn.Module.{n} is now {_describe(found[n])}" for n in foreign)
-                + ", not pyparams' replacement, so another library replaced it after"
-                " pyparams.patch(). Nothing was changed. Undo that library's patch first."
+                + ", neither pyparams' replacement nor torch's own function, so another"
+                " library replaced it after pyparams.patch(). Nothing was changed. Undo that"
+                " library's patch first."
             )
         for name in NAMES:
             setattr(nn.Module, name, _TORCH[name])

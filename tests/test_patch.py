@@ -240,6 +240,22 @@ def test_a_foreign_patch_made_in_between_is_never_clobbered(name: str) -> None:
     assert _installed() == ORIGINAL
 
 
+@pytest.mark.parametrize("undo", [pyparams.unpatch, pyparams.patch])
+def test_torchs_own_function_put_back_in_one_slot_is_no_foreign_patch(undo) -> None:
+    # A library saved torch's zero_grad before the patch and restores it afterwards:
+    # the mixed state is completed, either way, instead of refused for good.
+    saved = nn.Module.zero_grad
+    pyparams.patch()
+    nn.Module.zero_grad = saved
+    assert not pyparams.is_patched()
+    undo()
+    expected = ORIGINAL if undo is pyparams.unpatch else _patch._REPLACEMENTS
+    assert _installed() == expected
+    with pyparams.patched():
+        assert pyparams.is_patched()
+    assert _installed() == expected
+
+
 class _OnlyWeights(nn.Module):
     """Overrides named_parameters and calls the base class's: no recursion, torch's answer."""
 
