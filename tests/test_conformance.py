@@ -504,10 +504,19 @@ class _RequiresGradProperty(nn.Parameter):
         return False
 
 
+class _RequiresGradAnswered(nn.Parameter):
+    """A Parameter subclass that answers every attribute read itself."""
+
+    def __getattribute__(self, name: str):
+        return False if name == "requires_grad" else super().__getattribute__(name)
+
+
 def test_trainable_agrees_with_torch_for_parameter_subclasses() -> None:
     root = nn.Linear(2, 2)
     root.weight = _RequiresGradProperty(torch.zeros(2, 2))
+    root.bias = _RequiresGradAnswered(torch.zeros(2))
     root.register_parameter("u", nn.parameter.UninitializedParameter(requires_grad=False))
+    assert [name for name, p in root.named_parameters() if p.requires_grad] == []
     assert_conforms(root, TRAINABLE_CALLS)
 
 

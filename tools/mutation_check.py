@@ -181,6 +181,12 @@ MUTANTS = (
         "",
     ),
     Mutant(
+        "requires-grad-native-for-own-getattribute",
+        "csrc/walker/tensor_flags.cpp",
+        "      type->tp_getattro == reinterpret_cast<PyTypeObject*>(THPVariableClass)->tp_getattro &&\n",
+        "",
+    ),
+    Mutant(
         "requires-grad-native-for-redefined-attribute",
         "csrc/walker/tensor_flags.cpp",
         "      _PyType_Lookup(type, names().requires_grad) == g_requires_grad_descriptor;",

@@ -27,7 +27,9 @@ bool reads_natively(PyTypeObject* type) {
   return THPVariableClass != nullptr &&
       PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(THPVariableClass)) &&
       !overrides_torch_function(type) &&
-      // A subclass may redefine the attribute itself (a property, a class attribute).
+      // A subclass may answer attribute reads itself (__getattribute__) ...
+      type->tp_getattro == reinterpret_cast<PyTypeObject*>(THPVariableClass)->tp_getattro &&
+      // ... or redefine the attribute (a property, a class attribute).
       _PyType_Lookup(type, names().requires_grad) == g_requires_grad_descriptor;
 }
 
