@@ -183,7 +183,8 @@ MUTANTS = (
     Mutant(
         "requires-grad-native-for-own-getattribute",
         "csrc/walker/tensor_flags.cpp",
-        "      type->tp_getattro == reinterpret_cast<PyTypeObject*>(THPVariableClass)->tp_getattro &&\n",
+        "      type->tp_getattro == "
+        "reinterpret_cast<PyTypeObject*>(THPVariableClass)->tp_getattro &&\n",
         "",
     ),
     Mutant(
