@@ -6,8 +6,9 @@ the module's class overrides a method on torch's dispatch chain (``parameters`` 
 ``named_parameters`` -> ``_named_members`` -> ``named_modules``), the native walk calls
 the override where torch would; an override of the method a function mirrors gets the
 arguments the caller passed, by keyword, and no others (the defaults are
-:data:`~pyparams._unset.UNSET`). Inside a ``torch.compile`` trace, torch's own methods
-are called instead, so the trace has no graph break.
+:data:`~pyparams._unset.UNSET`), and what it returns is returned as it is. Inside a
+``torch.compile`` trace, torch's own methods are called instead, so the trace has no graph
+break.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import inspect
 import itertools
 import types
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -437,6 +438,41 @@ def test_override_yielding_bad_items_raises_as_torch() -> None:
         for model in (cls(), nn.Sequential(cls())):
             for function, kwargs in every_call():
                 assert_same_calls(function, model, **kwargs)
+
+
+_MIRRORED = (
+    "parameters",
+    "named_parameters",
+    "buffers",
+    "named_buffers",
+    "modules",
+    "named_modules",
+)
+
+
+@pytest.mark.parametrize("method", _MIRRORED)
+def test_the_mirrored_overrides_result_is_returned_as_is(method: str) -> None:
+    # `m.X()` returns whatever the override returns (a list, None, a forgotten `return`):
+    # pyparams.X(m) too. Only iterating it (list(), a filter) asks for its items.
+    parameter = nn.Parameter(torch.ones(1))
+    for returned in (None, [parameter], ("name", parameter), 7):
+        model = type("Returns", (nn.Module,), {method: lambda self, *a, r=returned, **k: r})()
+        for _ in range(3):  # a root's later walks may be recorded or replayed
+            assert getattr(model, method)() is returned
+            assert getattr(pyparams, method)(model) is returned
+            if method == "parameters":
+                assert _ended(partial(pyparams.parameter_list, model)) == _ended(
+                    lambda m=model: list(m.parameters())
+                )
+                assert _ended(partial(pyparams.trainable_parameters, model)) == _ended(
+                    lambda m=model: (p for p in m.parameters() if p.requires_grad)
+                )
+
+
+def _ended(call: Any) -> tuple[Any, ...]:
+    """How a call ended: its items, or the exception's type and message."""
+    kind, value = outcome(call)
+    return (kind, value) if kind == "ok" else (kind, type(value), str(value))
 
 
 def test_checkpoint_wrapper() -> None:

@@ -299,6 +299,10 @@ PyObject* new_walk_iterator(PyObject* root, PyObject* prefix, const WalkOptions&
     Py_DECREF(iterator);
     return nullptr;
   }
+  if (PyObject* result = iterator->walker.take_override_result()) {
+    Py_DECREF(iterator);
+    return result;
+  }
   if (iterator->walker.length_hint() > kListRoomWithoutHint) {
     // Not yet tracked or seen by anyone; both types are static (no reference to move).
     Py_SET_TYPE(iterator, &sized_walk_iterator_type);

@@ -137,6 +137,15 @@ bool Walker::delegate(PyObject* callable, Dispatch level) {
   if (!result) {
     return false;
   }
+  if (mirrored && !options_.trainable_only && (options_.named || level == Dispatch::Public)) {
+    // `m.X(...)` returns what the override returns, whatever it is: so does
+    // the public function (take_override_result); collect() iterates it.
+    phase_ = Phase::Delegated;
+    dispatch_.pairs = level != Dispatch::Public;
+    dispatch_.as_returned = true;
+    dispatch_.delegate = std::move(result);
+    return true;
+  }
   OwnedRef items = OwnedRef::steal(PyObject_GetIter(result.get()));
   if (!items) {
     return false;
@@ -156,6 +165,14 @@ bool Walker::delegate(PyObject* callable, Dispatch level) {
 // own items, filtered by requires_grad and stripped of names as torch's
 // callers do. nullptr at the end or with an error set.
 PyObject* Walker::next_delegated() {
+  if (dispatch_.as_returned) {
+    dispatch_.as_returned = false;
+    OwnedRef items = OwnedRef::steal(PyObject_GetIter(dispatch_.delegate.get()));
+    if (!items) {
+      return fail();
+    }
+    dispatch_.delegate = std::move(items);
+  }
   for (;;) {
     OwnedRef item = OwnedRef::steal(next_counted(dispatch_.delegate.get()));
     if (!item) {
@@ -186,6 +203,15 @@ PyObject* Walker::next_delegated() {
     }
     return options_.named ? item.release() : value.release();
   }
+}
+
+PyObject* Walker::take_override_result() {
+  if (phase_ != Phase::Delegated || !dispatch_.as_returned) {
+    return nullptr;
+  }
+  PyObject* result = dispatch_.delegate.release();
+  clear();
+  return result;
 }
 
 }  // namespace pyparams

@@ -112,6 +112,11 @@ class Walker {
   // True once the walk ended (or never started): an exhausted generator.
   bool finished() const { return phase_ == Phase::Finished; }
 
+  // What an override of the very method the walk mirrors returned at
+  // start(), when the public function returns it as is (as `m.X()` does: a
+  // list, None, any object); the walker then ends. nullptr otherwise.
+  PyObject* take_override_result();
+
   // Whether torch's generator for this walk, after `steps` next() calls
   // (counted up to 2), is suspended inside a `yield from`: named_parameters
   // and named_buffers from their first item on, named_modules from its
@@ -320,6 +325,9 @@ class Walker {
     Dispatch mirrored = Dispatch::Public;  // the level the public function mirrors
     Dispatch next = Dispatch::Public;      // levels not yet asked start here
     bool pairs = false;                    // Delegated: they are (name, value) pairs
+    // Delegated: `delegate` is still what the override returned, not yet
+    // iterated (its iter() is asked at the first next(), as `list(m.X())` asks).
+    bool as_returned = false;
   };
 
   // The live walk's state (live_walk.cpp): torch's generators, made explicit.
