@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 
 from torch import nn
 from torch.compiler import is_dynamo_compiling
@@ -53,9 +54,12 @@ def zero_grad(module: nn.Module, set_to_none: bool = UNSET) -> None:
     >>> [p.grad for p in lin.parameters()]
     [None, None]
     """
-    if not issubclass(type(module), nn.Module):
+    proxy = type(module) in weakref.ProxyTypes
+    if not issubclass(type(module), nn.Module) and not (proxy and isinstance(module, nn.Module)):
         raise TypeError(f"pyparams expected a torch.nn.Module, got {type(module).__name__}")
     method = module.zero_grad  # the lookup `module.zero_grad()` makes, errors included
+    if proxy:  # `proxy.zero_grad()` runs its referent's method: that is the module
+        module = getattr(method, "__self__", module)
     if getattr(method, "__self__", None) is not module or not _is_base(
         getattr(method, "__func__", None)
     ):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import collections.abc
 import gc
+import weakref
 from functools import partial
 
 import pytest
@@ -24,6 +25,7 @@ from torch import nn
 
 import pyparams
 from common_utils import (
+    assert_same_items,
     every_call,
     outcome,
     reference,
@@ -554,3 +556,27 @@ def test_not_a_module(bad):
         pyparams.parameter_list(bad)
     with pytest.raises(TypeError, match=type(bad).__name__):
         pyparams.named_modules(bad)
+
+
+def test_a_weak_proxy_walks_as_its_referent() -> None:
+    # isinstance(proxy, nn.Module) holds and `proxy.X()` runs the referent's method.
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    proxy = weakref.proxy(model)
+    for function, kwargs in every_call():
+        for _ in range(3):  # recorded, then replayed
+            assert_same_items(
+                run_pyparams(function, proxy, **kwargs),
+                reference(function, model, **kwargs),
+                f"{function}({kwargs})",
+            )
+    model[0](torch.ones(1, 2)).sum().backward()
+    pyparams.zero_grad(proxy)
+    assert model[0].weight.grad is None
+    del model
+    with pytest.raises(ReferenceError):
+        pyparams.parameters(proxy)
+    with pytest.raises(ReferenceError):
+        pyparams.zero_grad(proxy)
+    optimizer = torch.optim.SGD([torch.zeros(1)], lr=0.1)
+    with pytest.raises(TypeError, match="ProxyType"):  # a proxy, but of no module
+        pyparams.parameters(weakref.proxy(optimizer))

@@ -44,4 +44,24 @@ bool unpack_pair(PyObject* item, OwnedRef& first, OwnedRef& second) {
   return !PyErr_Occurred();
 }
 
+OwnedRef proxy_referent(PyObject* proxy) {
+#if PY_VERSION_HEX >= 0x030D0000
+  PyObject* referent = nullptr;
+  if (PyWeakref_GetRef(proxy, &referent) < 0) {
+    return OwnedRef();
+  }
+  OwnedRef alive = OwnedRef::steal(referent);
+#else
+  PyObject* referent = PyWeakref_GetObject(proxy);  // borrowed; Py_None once dead
+  if (referent == nullptr) {
+    return OwnedRef();
+  }
+  OwnedRef alive = referent == Py_None ? OwnedRef() : OwnedRef::borrow(referent);
+#endif
+  if (!alive) {
+    PyErr_SetString(PyExc_ReferenceError, "weakly-referenced object no longer exists");
+  }
+  return alive;
+}
+
 }  // namespace pyparams

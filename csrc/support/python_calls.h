@@ -15,6 +15,10 @@ inline bool set_keyword(PyObject* kwargs, const char* name, PyObject* value) {
   return PyDict_SetItemString(kwargs, name, value) == 0;
 }
 
+// What a weakref.proxy stands for, as a new reference; nullptr with
+// ReferenceError set, as Python's own use of a dead proxy raises.
+OwnedRef proxy_referent(PyObject* proxy);
+
 // Py_True or Py_False, borrowed.
 inline PyObject* as_bool(bool value) {
   return value ? Py_True : Py_False;

@@ -51,10 +51,21 @@ PyObject* member_mapping(PyObject* module, PyObject* attribute, bool* from_dict 
 bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options) {
   clear();  // (a fresh walker holds nothing: no work)
   settled_ = false;
-  if (!is_module(root)) {
+  OwnedRef referent;
+  if (!is_module(root) && PyWeakref_CheckProxy(root)) {
+    // `proxy.X()` runs its referent's method: the walk is the referent's.
+    referent = proxy_referent(root);
+    if (!referent) {
+      return false;
+    }
+  }
+  if (!is_module(referent ? referent.get() : root)) {
     PyErr_Format(PyExc_TypeError, "pyparams expected a torch.nn.Module, got %.100s",
                  Py_TYPE(root)->tp_name);
     return false;
+  }
+  if (referent) {
+    root = referent.get();
   }
   if (options.named && !PyUnicode_Check(prefix)) {
     PyErr_Format(PyExc_TypeError, "prefix must be a str, got %.100s", Py_TYPE(prefix)->tp_name);
