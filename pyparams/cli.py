@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -27,6 +28,21 @@ def _names(values: Sequence[str] | None) -> list[str] | None:
     if values is None:
         return None
     return [name for value in values for name in value.split(",") if name]
+
+
+def _bad_argument(args: argparse.Namespace) -> str | None:
+    """What is wrong with an argument argparse lets through, that no run can use."""
+    for dest in ("models", "devices", "contenders", "consumer_models"):
+        values = getattr(args, dest, None)
+        if values is not None and not _names(values):
+            flag = "--" + dest.replace("_", "-")
+            return f"{flag} names nothing; give names separated by spaces or commas"
+    for dest in ("memory_cap_gb", "timeout"):
+        value = getattr(args, dest, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            flag = "--" + dest.replace("_", "-")
+            return f"{flag} must be a finite number above 0, got {value:g}"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +229,8 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.list:
         _print_list()
         return 0
+    if reason := _bad_argument(args):
+        return _error("bench", reason)
     if args.repeat is not None and args.repeat < 1:
         return _error("bench", f"--repeat must be at least 1, got {args.repeat}")
     if args.sweep_mib is not None and args.sweep_mib < 1:
@@ -228,8 +246,6 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _bench_distributed(args, argv)
     if args.consumers == "only":
         return _bench_consumers(args)
-    if args.memory_cap_gb <= 0:
-        return _error("bench", f"--memory-cap-gb must be positive, got {args.memory_cap_gb}")
     options = BenchOptions(
         preset=args.preset,
         models=_names(args.models),
@@ -319,8 +335,8 @@ def _bench_distributed(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from pyparams.bench.torchrun import launch, torchrun_command
     from pyparams.bench.zoo import get_entry
 
-    if args.nproc < 1 or args.timeout <= 0:
-        return _error("bench", "--nproc and --timeout must be positive")
+    if args.nproc < 1:
+        return _error("bench", f"--nproc must be at least 1, got {args.nproc}")
     try:  # each rank would fail alike, later and louder
         for name in _names(args.models) or []:
             get_entry(name)
@@ -373,6 +389,8 @@ def _claims(args: argparse.Namespace) -> int:
     from pyparams.bench.extras import missing, missing_line
     from pyparams.bench.zoo import ZOO
 
+    if reason := _bad_argument(args):
+        return _error("claims", reason)
     devices = _names(args.devices) or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     model, huge_model = default_models()
     if args.model is not None:

@@ -225,12 +225,22 @@ def test_list_prints_zoo_and_contenders() -> None:
         (["--repeat", "many"], "invalid int value"),
         (["--consumer-models", "depth-10"], "unknown consumer model 'depth-10'"),
         (["--consumers", "only", "--consumer-models", "moe-0x4"], "unknown consumer model"),
+        (["--models", ","], "--models names nothing"),
+        (["--quick", "--devices", ""], "--devices names nothing"),
+        (["--contenders", ","], "--contenders names nothing"),
+        (["--consumers", "only", "--consumer-models", ","], "--consumer-models names nothing"),
+        (["--memory-cap-gb", "inf"], "--memory-cap-gb must be a finite number above 0, got inf"),
+        (["--memory-cap-gb", "nan"], "--memory-cap-gb must be a finite number above 0, got nan"),
+        (["--memory-cap-gb", "0"], "--memory-cap-gb must be a finite number above 0, got 0"),
+        (["--distributed", "--timeout", "nan"], "--timeout must be a finite number above 0"),
+        (["--distributed", "--nproc", "0"], "--nproc must be at least 1, got 0"),
     ],
 )
 def test_bad_options_are_rejected(argv: list[str], needle: str, tmp_path: Path) -> None:
     code, _, stderr = run_cli("bench", *argv, "--out", str(tmp_path / "out"))
-    assert code != 0
+    assert code == 2
     assert needle in stderr
+    assert "Traceback" not in stderr
     assert not (tmp_path / "out").exists()
 
 
