@@ -932,6 +932,101 @@ def test_get_members_fn_takes_module_by_keyword(mode: str, walks: int) -> None:
     _compare(_keyword_members, mode, walks)
 
 
+# ------------------------------------------- StopIteration raised by user code
+
+
+class _Stopping:
+    """While armed, the user code below raises StopIteration (a stray next() of its own)."""
+
+    armed = False
+
+    @staticmethod
+    def check() -> None:
+        if _Stopping.armed:
+            raise StopIteration("from user code")
+
+
+class _StoppingKey(str):
+    def __add__(self, other: str) -> str:
+        _Stopping.check()
+        return str(self) + other
+
+    def __radd__(self, other: str) -> str:
+        _Stopping.check()
+        return other + str(self)
+
+
+class _StoppingChild(nn.Sequential):
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        _Stopping.check()
+        return super().named_modules(memo, prefix, remove_duplicate)
+
+
+class _StoppingParameter(nn.Parameter):
+    @property
+    def requires_grad(self) -> bool:  # type: ignore[override]
+        _Stopping.check()
+        return True
+
+
+def _stopping_tree(where: str) -> nn.Module:
+    root = nn.Sequential(nn.Linear(1, 1), nn.Sequential(nn.Linear(1, 1)), nn.Linear(1, 1))
+    if where == "a module's key":
+        root[1]._modules[_StoppingKey("k")] = nn.Linear(1, 1)
+    elif where == "a parameter's key":
+        root[1][0]._parameters[_StoppingKey("k")] = _p()
+    elif where == "a child's named_modules":
+        root[1].__class__ = _StoppingChild
+    elif where == "a requires_grad property":
+        root[1][0].bias = _StoppingParameter(torch.ones(1))
+    return root
+
+
+def _stopped(mode: str, walks: int, where: str) -> list:
+    logs = []
+    for function in FUNCTIONS_ALL:
+        if where == "the prefix" and function not in NAMED:
+            continue
+        kwargs = {"prefix": _StoppingKey("p")} if where == "the prefix" else {}
+        root = _stopping_tree(where)
+        labels = _labels(root)
+        _warm(mode, function, root, walks, **kwargs)
+        _Stopping.armed = True
+        log = []
+        try:
+            iterator = iter(_walk(mode, function, root, **kwargs))
+            while (entry := step(iterator))[0] == "item":
+                log.append(_label(labels, entry[1]))
+        except Exception as error:  # noqa: BLE001 - the exception is what is compared
+            entry = ("raise", error)
+        finally:
+            _Stopping.armed = False
+        if entry[0] == "raise":
+            error = entry[1]
+            entry = ("raise", type(error).__name__, str(error), repr(error.__cause__))
+        logs.append([function, *log, entry])
+    return logs
+
+
+@pytest.mark.parametrize(("mode", "walks"), VARIANTS)
+@pytest.mark.parametrize(
+    "where",
+    [
+        "a module's key",
+        "a parameter's key",
+        "a child's named_modules",
+        "a requires_grad property",
+        "the prefix",
+    ],
+)
+def test_stop_iteration_from_user_code_is_a_runtime_error(
+    where: str, mode: str, walks: int
+) -> None:
+    """PEP 479: torch's generators turn it into RuntimeError, caused by it; a native walk
+    that let it through would end early, and a consumer would get part of the model."""
+    _compare(_stopped, mode, walks, where)
+
+
 # ------------------------------------------------------------- 9. throw()
 
 

@@ -181,6 +181,12 @@ MUTANTS = (
         "",
     ),
     Mutant(
+        "stop-iteration-from-user-code-ends-the-walk",  # PEP 479 not applied to next()
+        "csrc/module/iterator.cpp",
+        "    stop_iteration_to_runtime_error();\n  }\n  return item;",
+        "  }\n  return item;",
+    ),
+    Mutant(
         "requires-grad-native-for-own-getattribute",
         "csrc/walker/tensor_flags.cpp",
         "      type->tp_getattro == "

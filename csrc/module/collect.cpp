@@ -1,6 +1,7 @@
 #include "module/collect.h"
 
 #include "support/owned_ref.h"
+#include "support/python_calls.h"
 
 namespace pyparams {
 
@@ -29,6 +30,7 @@ PyObject* collect_list(PyObject* root, const WalkOptions& options) {
   bool batched = walker.replay_batch(sink);
   Py_SET_SIZE(items, sink.at - items->ob_item);
   if (!batched) {
+    stop_iteration_to_runtime_error();  // as list() of torch's generator raises it
     return nullptr;
   }
   while (PyObject* item = walker.next()) {
@@ -39,6 +41,7 @@ PyObject* collect_list(PyObject* root, const WalkOptions& options) {
     }
   }
   if (PyErr_Occurred()) {
+    stop_iteration_to_runtime_error();
     return nullptr;
   }
   PyObject_GC_Track(list.get());

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <new>
 
+#include "support/python_calls.h"
+
 namespace pyparams {
 namespace {
 
@@ -44,6 +46,12 @@ PyObject* walk_iternext(PyObject* self) {
   }
   PyObject* item = iterator->walker.next();
   iterator->running = false;
+  if (item == nullptr) [[unlikely]] {
+    // User code the walk ran (a key's `+`, a requires_grad property, an
+    // override called below the root) raised StopIteration: torch's
+    // generators raise RuntimeError there, never a silent end.
+    stop_iteration_to_runtime_error();
+  }
   return item;
 }
 
@@ -168,24 +176,8 @@ PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   }
   Py_DECREF(closed);
   PyErr_Restore(raised_type, raised, raised_traceback);
-  if (in_frame && PyErr_ExceptionMatches(PyExc_StopIteration)) {
-    PyErr_Fetch(&raised_type, &raised, &raised_traceback);
-    PyErr_NormalizeException(&raised_type, &raised, &raised_traceback);
-    if (raised_traceback != nullptr && raised != nullptr) {
-      PyException_SetTraceback(raised, raised_traceback);
-    }
-    Py_XDECREF(raised_type);
-    Py_XDECREF(raised_traceback);
-    PyErr_SetString(PyExc_RuntimeError, "generator raised StopIteration");
-    PyObject *runtime_type, *runtime, *runtime_traceback;
-    PyErr_Fetch(&runtime_type, &runtime, &runtime_traceback);
-    PyErr_NormalizeException(&runtime_type, &runtime, &runtime_traceback);
-    if (raised != nullptr) {
-      Py_INCREF(raised);
-      PyException_SetCause(runtime, raised);    // steals
-      PyException_SetContext(runtime, raised);  // steals
-    }
-    PyErr_Restore(runtime_type, runtime, runtime_traceback);
+  if (in_frame) {
+    stop_iteration_to_runtime_error();
   }
   return nullptr;
 }

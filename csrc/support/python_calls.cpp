@@ -64,4 +64,28 @@ OwnedRef proxy_referent(PyObject* proxy) {
   return alive;
 }
 
+void stop_iteration_to_runtime_error() {
+  if (!PyErr_ExceptionMatches(PyExc_StopIteration)) {
+    return;
+  }
+  PyObject *raised_type, *raised, *raised_traceback;
+  PyErr_Fetch(&raised_type, &raised, &raised_traceback);
+  PyErr_NormalizeException(&raised_type, &raised, &raised_traceback);
+  if (raised_traceback != nullptr && raised != nullptr) {
+    PyException_SetTraceback(raised, raised_traceback);
+  }
+  Py_XDECREF(raised_type);
+  Py_XDECREF(raised_traceback);
+  PyErr_SetString(PyExc_RuntimeError, "generator raised StopIteration");
+  PyObject *runtime_type, *runtime, *runtime_traceback;
+  PyErr_Fetch(&runtime_type, &runtime, &runtime_traceback);
+  PyErr_NormalizeException(&runtime_type, &runtime, &runtime_traceback);
+  if (raised != nullptr) {
+    Py_INCREF(raised);
+    PyException_SetCause(runtime, raised);    // steals
+    PyException_SetContext(runtime, raised);  // steals
+  }
+  PyErr_Restore(runtime_type, runtime, runtime_traceback);
+}
+
 }  // namespace pyparams

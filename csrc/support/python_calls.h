@@ -19,6 +19,11 @@ inline bool set_keyword(PyObject* kwargs, const char* name, PyObject* value) {
 // ReferenceError set, as Python's own use of a dead proxy raises.
 OwnedRef proxy_referent(PyObject* proxy);
 
+// PEP 479, as a generator's frame applies it: a StopIteration set becomes
+// RuntimeError("generator raised StopIteration"), caused by it. Any other
+// error, or none, is left as it is.
+void stop_iteration_to_runtime_error();
+
 // Py_True or Py_False, borrowed.
 inline PyObject* as_bool(bool value) {
   return value ? Py_True : Py_False;
