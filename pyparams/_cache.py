@@ -24,7 +24,9 @@ class CacheInfo(NamedTuple):
     invalidations: int  # replays that met a change and went on as the live walk
     revalidations: int  # modules whose __dict__ was written, re-checked and kept
     records: int  # records held (one per root and kind of walk)
-    bytes: int  # what those records take
+    # What those records take; on CPython 3.12+ also the table of the dicts they follow,
+    # which keeps the size it grew to (a lookup table's room) until cache_clear().
+    bytes: int
     enabled: bool  # False with PYPARAMS_CACHE=0, on 3.13.0, after 3.14 and free-threaded builds
     # Instance __dict__s that recording built, and their bytes. CPython 3.11 keeps a
     # fresh object's attributes inline, without a dict version to check; the dicts
