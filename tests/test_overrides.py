@@ -30,6 +30,7 @@ from common_utils import (
     reference,
     run_pyparams,
 )
+from pyparams._torch_walks import TORCH_METHODS
 
 CALLS: list[tuple[Any, ...]] = []
 
@@ -440,17 +441,7 @@ def test_override_yielding_bad_items_raises_as_torch() -> None:
                 assert_same_calls(function, model, **kwargs)
 
 
-_MIRRORED = (
-    "parameters",
-    "named_parameters",
-    "buffers",
-    "named_buffers",
-    "modules",
-    "named_modules",
-)
-
-
-@pytest.mark.parametrize("method", _MIRRORED)
+@pytest.mark.parametrize("method", list(TORCH_METHODS))
 def test_the_mirrored_overrides_result_is_returned_as_is(method: str) -> None:
     # `m.X()` returns whatever the override returns (a list, None, a forgotten `return`):
     # pyparams.X(m) too. Only iterating it (list(), a filter) asks for its items.
