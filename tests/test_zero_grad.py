@@ -5,6 +5,8 @@ subclasses and torch-function modes (the same Python-level calls, in the same or
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 import warnings
 from typing import ClassVar
 
@@ -14,7 +16,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import pyparams
-from common_utils import cpu_and_cuda
+from common_utils import cpu_and_cuda, subprocess_env
 from pyparams import _patch
 
 TORCH_ZERO_GRAD = _patch._TORCH["zero_grad"]
@@ -295,3 +297,33 @@ def test_native_loop_accepts_any_iterable_and_validates_items() -> None:
         pyparams._C.zero_grad([a, object()], set_to_none=True)
     with pytest.raises(TypeError):
         pyparams._C.zero_grad(5, set_to_none=True)
+
+
+def test_a_finalizer_of_a_released_grad_that_calls_zero_grad_again() -> None:
+    # The grad is let go of with its slot already empty: the finalizer (run inside the
+    # outer reset) finds no grad on that parameter. Letting go first and emptying the slot
+    # after, the inner reset released the same grad twice (a LibTorch assertion aborted).
+    # In a child, since the failure is an abort.
+    code = (
+        "import weakref, torch, pyparams\n"
+        "from torch import nn\n"
+        "model = nn.Sequential(nn.Linear(1, 1), nn.Linear(1, 1))\n"
+        "for p in model.parameters():\n"
+        "    p.grad = torch.ones_like(p)\n"
+        "seen = []\n"
+        "grad = model[0].weight.grad\n"
+        "weakref.finalize(grad, lambda: (seen.append(model[0].weight.grad),\n"
+        "                                pyparams.zero_grad(model)))\n"
+        "del grad\n"
+        "pyparams.zero_grad(model)\n"
+        "print(seen, [p.grad for p in model.parameters()], flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[0] == "[None] [None, None, None, None]"

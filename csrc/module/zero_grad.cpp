@@ -78,7 +78,9 @@ bool zero_one(PyObject* p, PyObject* set_to_none) {
     if (state == kGradOfPlainTensor) [[likely]] {
       // What torch's setter does for `p.grad = None` on such a tensor (its
       // torch-function check is false for it), without the attribute lookup.
-      THPVariable_Unpack(p).mutable_grad().reset();
+      // The slot is emptied before the grad is let go of: a finalizer its
+      // release runs (one that calls zero_grad again) finds no grad there.
+      at::Tensor released = std::move(THPVariable_Unpack(p).mutable_grad());
       return true;
     }
     // torch's own setter (`p.grad = None`), whatever p's type.
