@@ -58,14 +58,14 @@ bool Walker::start(PyObject* root, PyObject* prefix, const WalkOptions& options)
     if (!referent) {
       return false;
     }
+    if (is_module(referent.get())) {
+      root = referent.get();
+    }
   }
-  if (!is_module(referent ? referent.get() : root)) {
+  if (!is_module(root)) {
     PyErr_Format(PyExc_TypeError, "pyparams expected a torch.nn.Module, got %.100s",
                  Py_TYPE(root)->tp_name);
     return false;
-  }
-  if (referent) {
-    root = referent.get();
   }
   if (options.named && !PyUnicode_Check(prefix)) {
     PyErr_Format(PyExc_TypeError, "prefix must be a str, got %.100s", Py_TYPE(prefix)->tp_name);
