@@ -21,6 +21,7 @@ import inspect
 import itertools
 import os
 import random
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -113,6 +114,19 @@ def subprocess_env(pythonpath: Sequence[str | Path] = (REPO,), **extra: str) -> 
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
     env.update(extra)
     return env
+
+
+def run_python(
+    code: str, *args: str, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -c code *args`` in a child (:func:`subprocess_env`, plus ``env``), as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(**env),
+    )
 
 
 needs_transformers = pytest.mark.skipif(

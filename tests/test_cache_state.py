@@ -7,7 +7,6 @@ watcher, one of CPython's few slots, which torch's dynamo also takes.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 from torch import nn
 
 import pyparams
-from common_utils import reference, same_items, subprocess_env
+from common_utils import reference, run_python, same_items
 
 # A dict watcher needs 3.12; 3.13.0 never registers one, and free-threaded builds have no cache.
 WATCHERS = (
@@ -26,13 +25,7 @@ WATCHERS = (
 
 
 def _run(script: str, **env: str) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=subprocess_env(**env),
-    )
+    done = run_python(script, timeout=300, **env)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import inspect
 import pickle
-import subprocess
-import sys
 import threading
 import typing
 import warnings
@@ -16,7 +14,7 @@ import torch
 from torch import nn
 
 import pyparams
-from common_utils import assert_same_items, subprocess_env
+from common_utils import assert_same_items, run_python
 from pyparams import _patch
 
 NAMES = _patch.NAMES
@@ -50,13 +48,7 @@ def test_import_does_not_patch() -> None:
         "                    'modules', 'named_modules', 'zero_grad'))\n"
         "print(own, pyparams.is_patched())\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=120,
-    )
+    result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "False"]
     assert all(getattr(ORIGINAL[n], "__module__", None) == "torch.nn.modules.module" for n in NAMES)

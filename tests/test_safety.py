@@ -35,6 +35,7 @@ from common_utils import (
     refcounts,
     reference,
     run_pyparams,
+    run_python,
     seeded_tree,
     small_tied_model,
     step,
@@ -131,13 +132,7 @@ def test_walks_nested_through_overrides_without_end_raise_recursion_error(how: s
     # 20,000 walks nested in one another through overrides: torch nests generator frames
     # and raises RecursionError. Patched, every level is a native walk iterating the next
     # one; uncounted, they exhausted the C stack (SIGSEGV). In a child: it may crash.
-    done = subprocess.run(
-        [sys.executable, "-c", _NESTED_OVERRIDES, how],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=subprocess_env(),
-    )
+    done = run_python(_NESTED_OVERRIDES, how, timeout=300)
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
     assert done.stdout.startswith("RecursionError: maximum recursion depth exceeded")
 

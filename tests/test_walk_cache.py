@@ -13,7 +13,6 @@ import gc
 import operator
 import random
 import signal
-import subprocess
 import sys
 import types
 import weakref
@@ -38,8 +37,8 @@ from common_utils import (
     refcounts,
     reference,
     run_pyparams,
+    run_python,
     same_items,
-    subprocess_env,
     torch_iterator,
     touch,
 )
@@ -990,13 +989,7 @@ def test_cache_off_walks_live_and_matches_torch() -> None:
         "info = pyparams.cache_info()\n"
         "print(info.enabled, info.hits, info.records)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=subprocess_env(PYPARAMS_CACHE="0"),
-    )
+    done = run_python(script, PYPARAMS_CACHE="0")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "0", "0"]
 

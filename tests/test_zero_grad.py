@@ -5,8 +5,6 @@ subclasses and torch-function modes (the same Python-level calls, in the same or
 from __future__ import annotations
 
 import functools
-import subprocess
-import sys
 import warnings
 from typing import ClassVar
 
@@ -16,7 +14,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import pyparams
-from common_utils import cpu_and_cuda, subprocess_env
+from common_utils import cpu_and_cuda, run_python
 from pyparams import _patch
 
 TORCH_ZERO_GRAD = _patch._TORCH["zero_grad"]
@@ -318,12 +316,6 @@ def test_a_finalizer_of_a_released_grad_that_calls_zero_grad_again() -> None:
         "pyparams.zero_grad(model)\n"
         "print(seen, [p.grad for p in model.parameters()], flush=True)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=120,
-    )
+    result = run_python(code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[0] == "[None] [None, None, None, None]"
