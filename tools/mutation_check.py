@@ -36,6 +36,7 @@ SUITES = (
     "tests/test_fuzz_hostile.py",
     "tests/test_fuzz_state_machine.py",
     "tests/test_conformance.py",
+    "tests/test_delegated_iterators.py",
 )
 ZERO_GRAD_SUITES = ("tests/test_zero_grad.py", "tests/test_patch.py")
 
@@ -185,6 +186,19 @@ MUTANTS = (
         "csrc/module/iterator.cpp",
         "    stop_iteration_to_runtime_error();\n  }\n  return item;",
         "  }\n  return item;",
+    ),
+    Mutant(
+        "yield-from-not-forwarded",  # throw()/send()/close() skip an override's iterator
+        "csrc/walker/walker.h",
+        "      return dispatch_.yield_from ? dispatch_.delegate.get() : nullptr;\n    }\n"
+        "    return options_.kind == Kind::Modules ? closed_with_walk() : nullptr;",
+        "      return nullptr;\n    }\n    return nullptr;",
+    ),
+    Mutant(
+        "delegated-iterator-not-closed-with-the-walk",  # freed or closed: no close() on it
+        "csrc/walker/walker.h",
+        "    return live_.stack.back().overridden.get();\n  }",
+        "    return nullptr;\n  }",
     ),
     Mutant(
         "requires-grad-native-for-own-getattribute",

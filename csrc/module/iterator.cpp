@@ -3,7 +3,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <utility>
 
+#include "support/delegated_iterator.h"
+#include "support/owned_ref.h"
 #include "support/python_calls.h"
 
 namespace pyparams {
@@ -57,15 +60,93 @@ PyObject* walk_iternext(PyObject* self) {
 
 // Generator protocol, as far as torch's generators are used: close() ends
 // the walk and drops every reference; send(None) is next(); throw(exc) ends
-// the walk and raises exc, which a generator with no handler does too.
+// the walk and raises exc, which a generator with no handler does too. Where
+// torch's generator waits in a `yield from` on an override's iterator, the
+// three are handed to that iterator first (PEP 380; Walker::yield_from_target).
+
+// Runs `call` (which runs user code) as the walk's generator would run it:
+// marked executing, so that a next() of the walk from within is refused.
+template <typename Call>
+auto while_running(WalkIteratorObject* iterator, Call call) {
+  bool was_running = std::exchange(iterator->running, true);
+  auto result = call();
+  iterator->running = was_running;
+  return result;
+}
+
+// The walk ends before its end (closed, freed, or unwound by an exception
+// above the `yield from` that waits on an override's iterator): torch's
+// generators close that iterator as they are freed, and what its close()
+// raises is unraisable there.
+void close_delegated_unraisable(WalkIteratorObject* iterator) {
+  OwnedRef delegated = OwnedRef::borrow(iterator->walker.closed_with_walk());
+  if (delegated) {
+    PyObject *pending_type, *pending, *pending_traceback;
+    PyErr_Fetch(&pending_type, &pending, &pending_traceback);
+    if (while_running(iterator, [&] { return close_delegated(delegated.get()); }) < 0) {
+      // The generator that waits on it ends with what it raised, and its
+      // close() takes a GeneratorExit for done.
+      stop_iteration_to_runtime_error();
+      if (PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
+        PyErr_Clear();
+      } else {
+        PyErr_WriteUnraisable(delegated.get());
+      }
+    }
+    PyErr_Restore(pending_type, pending, pending_traceback);
+  }
+}
+
+void end_closing_delegated(WalkIteratorObject* iterator) {
+  close_delegated_unraisable(iterator);
+  iterator->walker.clear();
+}
+
+// An error raised into the delegating frames ends the walk (the iterator
+// they waited on is let go of, not closed): nullptr with it set, as the
+// frames raise it.
+PyObject* unwind(WalkIteratorObject* iterator) {
+  PyObject *raised_type, *raised, *raised_traceback;
+  PyErr_Fetch(&raised_type, &raised, &raised_traceback);
+  iterator->walker.clear();
+  PyErr_Restore(raised_type, raised, raised_traceback);
+  stop_iteration_to_runtime_error();
+  return nullptr;
+}
+
 PyObject* walk_close(PyObject* self, PyObject*) {
   auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
   if (iterator->running) [[unlikely]] {
     PyErr_SetString(PyExc_ValueError, "pyparams iterator already executing");
     return nullptr;
   }
+  OwnedRef target = OwnedRef::borrow(iterator->walker.yield_from_target());
+  if (!target) {
+    end_closing_delegated(iterator);
+    Py_RETURN_NONE;
+  }
+  // gen_close: the iterator closed first; what it raises unwinds the frames,
+  // and close() raises it (but a GeneratorExit, which is what close expects).
+  if (while_running(iterator, [&] { return close_delegated(target.get()); }) < 0) {
+    unwind(iterator);
+    if (!PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
+      return nullptr;
+    }
+    PyErr_Clear();
+  }
   iterator->walker.clear();
   Py_RETURN_NONE;
+}
+
+// The `yield from` waiting on `target` ended (StopIteration): the walk goes
+// on after it, as the delegating generator does; at its end, StopIteration.
+PyObject* resume_after(WalkIteratorObject* iterator, PyObject* target) {
+  iterator->walker.end_yield_from(target);
+  PyObject* item = walk_iternext(reinterpret_cast<PyObject*>(iterator));
+  if (item == nullptr && !PyErr_Occurred()) {
+    PyErr_SetNone(PyExc_StopIteration);
+  }
+  return item;
 }
 
 PyObject* walk_send(PyObject* self, PyObject* value) {
@@ -73,6 +154,23 @@ PyObject* walk_send(PyObject* self, PyObject* value) {
   if (value != Py_None && iterator->steps == 0) {
     PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started generator");
     return nullptr;
+  }
+  OwnedRef target = OwnedRef::borrow(
+      value != Py_None && !iterator->running ? iterator->walker.yield_from_target() : nullptr);
+  if (target) [[unlikely]] {
+    // `yield from` sends the value on: a generator's send(), else the
+    // iterator's own `send` (an AttributeError where it has none).
+    PyObject* item = nullptr;
+    PySendResult sent =
+        while_running(iterator, [&] { return PyIter_Send(target.get(), value, &item); });
+    if (sent == PYGEN_NEXT) {
+      return item;
+    }
+    if (sent == PYGEN_ERROR) {
+      return unwind(iterator);
+    }
+    Py_XDECREF(item);  // the `yield from`'s result, which torch drops
+    return resume_after(iterator, target.get());
   }
   PyObject* item = walk_iternext(self);
   if (item == nullptr && !PyErr_Occurred()) {
@@ -98,6 +196,80 @@ const char* invalid_throw(PyObject* type, PyObject* value, PyObject* traceback) 
   return "exceptions must be classes or instances deriving from BaseException, not %.100s";
 }
 
+// The exception throw() raises, made as gen_throw makes it (a class's
+// __init__ runs before the frame resumes): never chained to an exception the
+// caller is handling (the frame raises it with its own exception state), an
+// instance keeping its traceback. Restored as the error set.
+void set_thrown(WalkIteratorObject* iterator, PyObject* type, PyObject* value, PyObject* traceback,
+                bool frames_running) {
+  PyObject* raised_type;
+  PyObject* raised;
+  PyObject* raised_traceback = nullptr;
+  if (PyExceptionInstance_Check(type)) {
+    raised_type = Py_NewRef(reinterpret_cast<PyObject*>(Py_TYPE(type)));
+    raised = Py_NewRef(type);
+    raised_traceback = traceback != nullptr ? Py_NewRef(traceback) : PyException_GetTraceback(type);
+  } else {
+    raised_type = Py_NewRef(type);
+    raised = Py_XNewRef(value);
+    raised_traceback = Py_XNewRef(traceback);
+    bool was_running = iterator->running;
+    iterator->running = was_running || frames_running;
+    PyErr_NormalizeException(&raised_type, &raised, &raised_traceback);
+    iterator->running = was_running;
+  }
+  if (traceback != nullptr && raised != nullptr) {
+    PyException_SetTraceback(raised, traceback);
+  }
+  PyErr_Restore(raised_type, raised, raised_traceback);
+}
+
+// throw() where torch's generator waits in a `yield from` on `target`, an
+// override's iterator, and the exception is no GeneratorExit: _gen_throw
+// hands it to the iterator's throw(), whose item is throw()'s result, whose
+// StopIteration ends the `yield from` (the walk goes on), whose error unwinds
+// the frames. An iterator without throw() has it raised where it waits.
+PyObject* throw_into_target(WalkIteratorObject* iterator, PyObject* target, PyObject* type,
+                            PyObject* value, PyObject* traceback_argument) {
+  PyObject* item = nullptr;
+  DelegatedThrow thrown = while_running(iterator, [&] {
+    return throw_into_delegated(target, type, value, traceback_argument, item);
+  });
+  switch (thrown) {
+    case DelegatedThrow::Yielded:
+      return item;
+    case DelegatedThrow::Returned:
+      return resume_after(iterator, target);
+    case DelegatedThrow::Raised:
+      return unwind(iterator);
+    case DelegatedThrow::Unasked:
+      return nullptr;
+    case DelegatedThrow::Missing:
+      break;
+  }
+  PyObject* traceback = traceback_argument == Py_None ? nullptr : traceback_argument;
+  if (const char* invalid = invalid_throw(type, value, traceback)) {
+    // Refused by the generator that waits on it: the walk's own stays as it
+    // was; one below it leaves the TypeError to unwind the frames above.
+    if (!iterator->walker.yield_from_in_root()) {
+      iterator->walker.clear();
+    }
+    PyErr_Format(PyExc_TypeError, invalid, Py_TYPE(type)->tp_name);
+    return nullptr;
+  }
+  OwnedRef held = OwnedRef::borrow(target);
+  set_thrown(iterator, type, value, traceback, /*frames_running=*/true);
+#if PY_VERSION_HEX >= 0x030C0000
+  // From 3.12 on the `yield from` (its CLEANUP_THROW) takes a StopIteration
+  // raised where it waits for its result: the walk goes on.
+  if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+    PyErr_Clear();
+    return resume_after(iterator, held.get());
+  }
+#endif
+  return unwind(iterator);
+}
+
 PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs < 1 || nargs > 3) {
     PyErr_Format(PyExc_TypeError, "throw expected %s, got %zd",
@@ -116,50 +288,54 @@ PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
   PyObject* type = args[0];
   PyObject* value = nargs > 1 ? args[1] : nullptr;
-  PyObject* traceback = nargs > 2 ? args[2] : nullptr;
-  if (traceback == Py_None) {
-    traceback = nullptr;
+  PyObject* traceback_argument = nargs > 2 ? args[2] : nullptr;
+  PyObject* traceback = traceback_argument == Py_None ? nullptr : traceback_argument;
+  bool exits = PyErr_GivenExceptionMatches(type, PyExc_GeneratorExit);
+  OwnedRef target =
+      OwnedRef::borrow(iterator->running ? nullptr : iterator->walker.yield_from_target());
+  if (target && !exits) {
+    return throw_into_target(iterator, target.get(), type, value, traceback_argument);
   }
   // Where torch's generator sits in a `yield from`, the throw goes to the
   // generator it waits on, the outer one marked as executing meanwhile; a
-  // GeneratorExit closes that one first, then is checked and raised here.
-  bool delegating = !iterator->running && iterator->walker.mirrors_yield_from(iterator->steps);
-  bool closes_first = delegating && PyErr_GivenExceptionMatches(type, PyExc_GeneratorExit);
-  if (closes_first && !iterator->walker.close_delegated_generator()) {
-    return nullptr;
+  // GeneratorExit closes that one first (an override's iterator: its
+  // close(), whose error unwinds the frames), then is checked and raised here.
+  bool delegating =
+      !iterator->running && (target || iterator->walker.mirrors_yield_from(iterator->steps));
+  bool closes_first = delegating && exits;
+  if (closes_first) {
+    if (!target) {
+      close_delegated_unraisable(iterator);  // (below a `for` loop: freed, it closes)
+    } else if (while_running(iterator, [&] { return close_delegated(target.get()); }) < 0) {
+      // A generator between ends with its GeneratorExit, closed; else the
+      // error unwinds the frames.
+      if (iterator->walker.yield_from_in_root() || !PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
+        return unwind(iterator);
+      }
+      PyErr_Clear();
+    }
+    // (One the walk's own generator waits on stays where it is: should the
+    // throw be refused, the walk's next step asks it again.)
+    if (!(target && iterator->walker.yield_from_in_root()) &&
+        !iterator->walker.close_delegated_generator()) {
+      return nullptr;
+    }
   }
   if (const char* invalid = invalid_throw(type, value, traceback)) {
     // A generator refuses before it raises anything into its frame, and is
     // left as it was; one suspended in a `yield from` is not: its inner
     // generator refuses, and the TypeError unwinds the outer frames.
     if (delegating && !closes_first) {
-      iterator->walker.clear();
+      end_closing_delegated(iterator);
     }
     PyErr_Format(PyExc_TypeError, invalid, Py_TYPE(type)->tp_name);
     return nullptr;
   }
-  // The exception is made first (a class's __init__ runs before the frame
-  // resumes), as gen_throw makes it: never chained to an exception the
-  // caller is handling (the frame raises it with its own exception state),
-  // an instance keeping its traceback.
-  PyObject* raised_type;
-  PyObject* raised;
-  PyObject* raised_traceback = nullptr;
-  if (PyExceptionInstance_Check(type)) {
-    raised_type = Py_NewRef(reinterpret_cast<PyObject*>(Py_TYPE(type)));
-    raised = Py_NewRef(type);
-    raised_traceback = traceback != nullptr ? Py_NewRef(traceback) : PyException_GetTraceback(type);
-  } else {
-    raised_type = Py_NewRef(type);
-    raised = Py_XNewRef(value);
-    raised_traceback = Py_XNewRef(traceback);
-    bool was_running = iterator->running;
-    iterator->running = was_running || (delegating && !closes_first);
-    PyErr_NormalizeException(&raised_type, &raised, &raised_traceback);
-    iterator->running = was_running;
-  }
-  if (traceback != nullptr && raised != nullptr) {
-    PyException_SetTraceback(raised, traceback);
+  set_thrown(iterator, type, value, traceback, delegating && !closes_first);
+  if (iterator->running) [[unlikely]] {
+    PyErr_Clear();  // (made, as gen_throw makes it, then refused)
+    PyErr_SetString(PyExc_ValueError, "pyparams iterator already executing");
+    return nullptr;
   }
   // A generator that has not finished raises the exception from its frame,
   // where PEP 479 turns a StopIteration into RuntimeError. From 3.12 on that
@@ -167,14 +343,13 @@ PyObject* walk_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   // never started raises the exception as it is.
   bool in_frame =
       !iterator->walker.finished() && (PY_VERSION_HEX < 0x030C0000 || iterator->steps > 0);
-  PyObject* closed = walk_close(self, nullptr);  // (may run code: the exception waits aside)
-  if (closed == nullptr) {
-    Py_XDECREF(raised_type);
-    Py_XDECREF(raised);
-    Py_XDECREF(raised_traceback);
-    return nullptr;
+  PyObject *raised_type, *raised, *raised_traceback;
+  PyErr_Fetch(&raised_type, &raised, &raised_traceback);  // (ending may run code)
+  if (closes_first && target) {
+    iterator->walker.clear();  // (closed already; the frames unwinding let go of it)
+  } else {
+    end_closing_delegated(iterator);
   }
-  Py_DECREF(closed);
   PyErr_Restore(raised_type, raised, raised_traceback);
   if (in_frame) {
     stop_iteration_to_runtime_error();
@@ -193,14 +368,16 @@ PyObject* walk_length_hint(PyObject* self, PyObject*) {
 
 PyMethodDef walk_methods[] = {
     {"close", walk_close, METH_NOARGS,
-     PyDoc_STR("close() -> None. End the walk, drop every reference.")},
+     PyDoc_STR("close() -> None. End the walk, drop every reference (closing an override's "
+               "iterator torch's generators would close).")},
     {"send", walk_send, METH_O,
-     PyDoc_STR("send(None) -> the next item, as next() (a value other than None is ignored once "
-               "started, as torch's generators ignore it).")},
+     PyDoc_STR("send(None) -> the next item, as next() (another value is ignored once started, as "
+               "torch's generators ignore it, or sent on where torch's `yield from` would).")},
     {"throw", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(walk_throw)),
      METH_FASTCALL,
      PyDoc_STR(
-         "throw(exc) -> ends the walk and raises exc, as a generator without a handler does.")},
+         "throw(exc) -> ends the walk and raises exc, as a generator without a handler does (or "
+         "hands exc to an override's iterator where torch's `yield from` would).")},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -219,6 +396,16 @@ int walk_clear(PyObject* self) {
   return 0;
 }
 
+// The cyclic GC finalizes a walk it frees, as it does torch's generators
+// (before clearing anything): an override's iterator a `yield from` waits on
+// is closed.
+void walk_finalize(PyObject* self) {
+  auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
+  if (!iterator->running && iterator->walker.closed_with_walk() != nullptr) {
+    end_closing_delegated(iterator);
+  }
+}
+
 void walk_dealloc(PyObject* self) {
   auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
   PyObject_GC_UnTrack(self);
@@ -226,6 +413,9 @@ void walk_dealloc(PyObject* self) {
   // get the dead reference, never the iterator).
   if (iterator->header.weak_references != nullptr) {
     PyObject_ClearWeakRefs(self);
+  }
+  if (iterator->walker.closed_with_walk() != nullptr) [[unlikely]] {
+    end_closing_delegated(iterator);  // (as a generator's finalizer: nothing reaches self)
   }
   iterator->walker.~Walker();
   Py_TYPE(self)->tp_free(self);
@@ -242,6 +432,7 @@ PyTypeObject walk_iterator_type_with(PyMethodDef* methods) {
   type.tp_dealloc = walk_dealloc;
   type.tp_traverse = walk_traverse;
   type.tp_clear = walk_clear;
+  type.tp_finalize = walk_finalize;
   type.tp_iter = PyObject_SelfIter;
   type.tp_iternext = walk_iternext;
   type.tp_methods = methods;

@@ -767,6 +767,7 @@ void Walker::clear() noexcept {
   live_.seen_modules.clear();
   dispatch_.pairs = false;
   dispatch_.as_returned = false;
+  dispatch_.yield_from = false;
   dispatch_.delegate.reset();
   live_.override_item.reset();
   last_pair_.reset();

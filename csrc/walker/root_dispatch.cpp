@@ -157,6 +157,7 @@ bool Walker::delegate(PyObject* callable, Dispatch level) {
   }
   phase_ = Phase::Delegated;
   dispatch_.pairs = level != Dispatch::Public;
+  dispatch_.yield_from = level == Dispatch::NamedMembers;  // named_X: `yield from gen`
   dispatch_.delegate = std::move(items);
   return true;
 }

@@ -129,6 +129,41 @@ class Walker {
     return steps >= (options_.kind == Kind::Modules ? 2 : 1);
   }
 
+  // PEP 380, where an override's iterator supplies the walk's items (a
+  // child's named_modules, the root's _named_members): torch consumes it with
+  // a `yield from`. The one torch's outermost generator reaches through
+  // `yield from`s alone (named_modules; named_parameters and named_buffers
+  // over an overriding _named_members), which send(), throw() and close()
+  // are handed to; else nullptr.
+  PyObject* yield_from_target() const {
+    if (options_.trainable_only || !options_.named) {
+      return nullptr;
+    }
+    if (phase_ == Phase::Delegated) {
+      return dispatch_.yield_from ? dispatch_.delegate.get() : nullptr;
+    }
+    return options_.kind == Kind::Modules ? closed_with_walk() : nullptr;
+  }
+  // The one whose close() torch's generators call when the walk is closed,
+  // thrown into or freed before its end (a `yield from` waits on it; an
+  // iterator a `for` loop reads is only let go of), or nullptr.
+  PyObject* closed_with_walk() const {
+    if (phase_ == Phase::Delegated) {
+      return dispatch_.yield_from ? dispatch_.delegate.get() : nullptr;
+    }
+    if (phase_ != Phase::Live || live_.stack.size() < 2) {
+      return nullptr;  // (an override at the root: its caller's loop is a `for`)
+    }
+    return live_.stack.back().overridden.get();
+  }
+  // Whether the generator that waits on yield_from_target() is the walk's own
+  // outermost one (the root's), not one of a module below it.
+  bool yield_from_in_root() const { return phase_ == Phase::Delegated || live_.stack.size() == 2; }
+  // The `yield from` waiting on `target` returned: the walk goes on after it
+  // (named_X over _named_members then ends). Nothing where `target` is no
+  // longer what the walk waits on (code run meanwhile moved it on).
+  void end_yield_from(PyObject* target);
+
   // torch's generator closing the one its `yield from` waits on (a thrown
   // GeneratorExit it then refuses): for named_modules the root's current
   // child's subtree is dropped and the walk goes on with its next child;
@@ -328,6 +363,9 @@ class Walker {
     // Delegated: `delegate` is still what the override returned, not yet
     // iterated (its iter() is asked at the first next(), as `list(m.X())` asks).
     bool as_returned = false;
+    // Delegated: torch's caller consumes `delegate` with `yield from` (an
+    // overriding _named_members under named_parameters, named_buffers).
+    bool yield_from = false;
   };
 
   // The live walk's state (live_walk.cpp): torch's generators, made explicit.

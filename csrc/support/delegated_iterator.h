@@ -1,0 +1,27 @@
+// What CPython's generators do to the iterator their `yield from` waits on
+// (PEP 380), for a walk that stands in for such a generator: its send(),
+// throw() and close() reach the iterator an override returned.
+#pragma once
+
+#include <Python.h>
+
+namespace pyparams {
+
+// gen_close_iter: a generator's close(), else the iterator's `close`
+// attribute where it has one (a failed look-up is reported as unraisable,
+// and then there is none). 0, or -1 with the error its close() raised.
+int close_delegated(PyObject* iterator);
+
+// The delegating generator's throw(typ[, value[, traceback]]) handed to
+// `iterator` (the arguments as the caller passed them; value and traceback
+// nullptr where not passed). Its result:
+//   Yielded:  `item` is what it yielded (a new reference): throw()'s result;
+//   Returned: it raised StopIteration, now cleared: the `yield from` ends;
+//   Raised:   the error it raised is set: the delegating frames raise it;
+//   Missing:  it has no `throw`: the delegating generator raises it itself;
+//   Unasked:  looking `throw` up raised (set): the generator is left as it was.
+enum class DelegatedThrow { Yielded, Returned, Raised, Missing, Unasked };
+DelegatedThrow throw_into_delegated(PyObject* iterator, PyObject* type, PyObject* value,
+                                    PyObject* traceback, PyObject*& item);
+
+}  // namespace pyparams
