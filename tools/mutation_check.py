@@ -201,6 +201,12 @@ MUTANTS = (
         "    return nullptr;\n  }",
     ),
     Mutant(
+        "delegated-iterator-not-closed-when-the-walk-fails",  # an error above its `yield from`
+        "csrc/walker/live_walk.cpp",
+        "  if (!std::exchange(delegated_raised_, false)) {\n    close_delegated_unraisable();\n  }",
+        "  delegated_raised_ = false;",
+    ),
+    Mutant(
         "requires-grad-native-for-own-getattribute",
         "csrc/walker/tensor_flags.cpp",
         "      type->tp_getattro == "

@@ -79,22 +79,10 @@ auto while_running(WalkIteratorObject* iterator, Call call) {
 // generators close that iterator as they are freed, and what its close()
 // raises is unraisable there.
 void close_delegated_unraisable(WalkIteratorObject* iterator) {
-  OwnedRef delegated = OwnedRef::borrow(iterator->walker.closed_with_walk());
-  if (delegated) {
-    PyObject *pending_type, *pending, *pending_traceback;
-    PyErr_Fetch(&pending_type, &pending, &pending_traceback);
-    if (while_running(iterator, [&] { return close_delegated(delegated.get()); }) < 0) {
-      // The generator that waits on it ends with what it raised, and its
-      // close() takes a GeneratorExit for done.
-      stop_iteration_to_runtime_error();
-      if (PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
-        PyErr_Clear();
-      } else {
-        PyErr_WriteUnraisable(delegated.get());
-      }
-    }
-    PyErr_Restore(pending_type, pending, pending_traceback);
-  }
+  while_running(iterator, [&] {
+    iterator->walker.close_delegated_unraisable();
+    return 0;
+  });
 }
 
 void end_closing_delegated(WalkIteratorObject* iterator) {

@@ -1,6 +1,7 @@
 #include "support/delegated_iterator.h"
 
 #include "support/owned_ref.h"
+#include "support/python_calls.h"
 
 namespace pyparams {
 namespace {
@@ -79,6 +80,21 @@ int close_delegated(PyObject* iterator) {
   }
   OwnedRef result = OwnedRef::steal(PyObject_CallNoArgs(close.get()));
   return result ? 0 : -1;
+}
+
+void close_delegated_as_freed(PyObject* iterator) {
+  OwnedRef held = OwnedRef::borrow(iterator);
+  PyObject *pending_type, *pending, *pending_traceback;
+  PyErr_Fetch(&pending_type, &pending, &pending_traceback);
+  if (close_delegated(iterator) < 0) {
+    stop_iteration_to_runtime_error();
+    if (PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
+      PyErr_Clear();
+    } else {
+      PyErr_WriteUnraisable(iterator);
+    }
+  }
+  PyErr_Restore(pending_type, pending, pending_traceback);
 }
 
 DelegatedThrow throw_into_delegated(PyObject* iterator, PyObject* type, PyObject* value,

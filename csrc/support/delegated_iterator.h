@@ -12,6 +12,12 @@ namespace pyparams {
 // and then there is none). 0, or -1 with the error its close() raised.
 int close_delegated(PyObject* iterator);
 
+// close_delegated() where torch's generators close the iterator as they are
+// freed (a finalizer): a GeneratorExit is taken for done (the generator that
+// waits on it ends with it), any other error reported as unraisable; an
+// error already set waits aside meanwhile.
+void close_delegated_as_freed(PyObject* iterator);
+
 // The delegating generator's throw(typ[, value[, traceback]]) handed to
 // `iterator` (the arguments as the caller passed them; value and traceback
 // nullptr where not passed). Its result:

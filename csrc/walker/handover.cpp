@@ -137,17 +137,6 @@ int Walker::go_live(std::size_t unfused_op) noexcept {
   return 2;
 }
 
-void Walker::end_yield_from(PyObject* target) {
-  if (target == nullptr || closed_with_walk() != target) {
-    return;
-  }
-  if (phase_ == Phase::Delegated) {
-    clear();
-  } else {
-    pop();
-  }
-}
-
 bool Walker::close_delegated_generator() {
   if (options_.kind != Kind::Modules) {
     clear();  // their one `yield from` ends with the generator it waited on

@@ -381,7 +381,8 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
 int Walker::next_overridden(ModuleFrame& frame, OwnedRef& module, OwnedRef& name) {
   OwnedRef item = OwnedRef::steal(next_counted(frame.overridden.get()));
   if (!item) {
-    return PyErr_Occurred() ? -1 : 0;
+    delegated_raised_ = PyErr_Occurred() != nullptr;
+    return delegated_raised_ ? -1 : 0;
   }
   // torch's named_modules passes the items on as they are (`yield from`); its
   // callers unpack them (`for name, module in ...`).
@@ -740,6 +741,9 @@ PyObject* Walker::fail() noexcept {
   // Releasing references may run arbitrary code; keep the error aside meanwhile.
   PyObject *type, *value, *traceback;
   PyErr_Fetch(&type, &value, &traceback);
+  if (!std::exchange(delegated_raised_, false)) {
+    close_delegated_unraisable();
+  }
   clear();
   PyErr_Restore(type, value, traceback);
   return nullptr;
@@ -780,6 +784,7 @@ void Walker::clear() noexcept {
   recorder_.counting = false;
   root_.reset();
   root_name_.reset();
+  delegated_raised_ = false;
   // Only start() takes references again. A clear() run by code that the drops
   // above ran (a __del__ closing this walk) found the same state: idempotent.
   settled_ = true;

@@ -177,7 +177,8 @@ PyObject* Walker::next_delegated() {
   for (;;) {
     OwnedRef item = OwnedRef::steal(next_counted(dispatch_.delegate.get()));
     if (!item) {
-      return PyErr_Occurred() ? fail() : (clear(), nullptr);
+      delegated_raised_ = PyErr_Occurred() != nullptr;
+      return delegated_raised_ ? fail() : (clear(), nullptr);
     }
     if (options_.named && !options_.trainable_only) {
       return item.release();  // the override's own items, as `m.named_X()` returns them

@@ -156,6 +156,9 @@ class Walker {
     }
     return live_.stack.back().overridden.get();
   }
+  // closed_with_walk()'s close(), as torch's generators call it when freed
+  // (support/delegated_iterator.h: close_delegated_as_freed). Runs user code.
+  void close_delegated_unraisable();
   // Whether the generator that waits on yield_from_target() is the walk's own
   // outermost one (the root's), not one of a module below it.
   bool yield_from_in_root() const { return phase_ == Phase::Delegated || live_.stack.size() == 2; }
@@ -468,6 +471,11 @@ class Walker {
   std::uint32_t deep_name_depth_ = 0;
   // Nothing held since the last clear() (or ever): clear() has no work.
   bool settled_ = true;
+  // The error the walk fails with came from the next() of an override's
+  // iterator: it unwinds the `yield from` waiting on it, which closes nothing.
+  // Any other error is raised above that `yield from` (a `for` loop's body),
+  // and torch's generators close the iterator as they are freed (fail()).
+  bool delegated_raised_ = false;
 };
 
 template <typename HoldsName, typename Label>
