@@ -3,7 +3,8 @@ consume it with ``yield from`` (a child's ``named_modules``; ``named_parameters`
 ``named_buffers`` over the root's ``_named_members``) or with a ``for`` loop (the root's
 ``named_modules`` under ``_named_members`` and ``modules``). ``send``, ``throw`` and
 ``close`` reach that iterator through the ``yield from``s, and a walk closed, thrown
-into or freed before its end closes it where a ``yield from`` waits on it. Every
+into, freed, or failing above it before its end closes it where a ``yield from`` waits on
+it. Every
 scenario runs against torch's own generators, the log (items, what the override's
 iterator was asked, what came out, what was reported as unraisable) compared."""
 
