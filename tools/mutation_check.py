@@ -190,9 +190,8 @@ MUTANTS = (
     Mutant(
         "yield-from-not-forwarded",  # throw()/send()/close() skip an override's iterator
         "csrc/walker/walker.h",
-        "      return dispatch_.yield_from ? dispatch_.delegate.get() : nullptr;\n    }\n"
-        "    return options_.kind == Kind::Modules ? closed_with_walk() : nullptr;",
-        "      return nullptr;\n    }\n    return nullptr;",
+        "    return all_yield_from ? closed_with_walk() : nullptr;",
+        "    return nullptr;",
     ),
     Mutant(
         "delegated-iterator-not-closed-with-the-walk",  # freed or closed: no close() on it

@@ -245,14 +245,13 @@ PyObject* throw_into_target(WalkIteratorObject* iterator, PyObject* target, PyOb
     PyErr_Format(PyExc_TypeError, invalid, Py_TYPE(type)->tp_name);
     return nullptr;
   }
-  OwnedRef held = OwnedRef::borrow(target);
   set_thrown(iterator, type, value, traceback, /*frames_running=*/true);
 #if PY_VERSION_HEX >= 0x030C0000
   // From 3.12 on the `yield from` (its CLEANUP_THROW) takes a StopIteration
   // raised where it waits for its result: the walk goes on.
   if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
     PyErr_Clear();
-    return resume_after(iterator, held.get());
+    return resume_after(iterator, target);  // (walk_throw holds it)
   }
 #endif
   return unwind(iterator);

@@ -2,22 +2,19 @@
 
 #include "support/owned_ref.h"
 #include "support/python_calls.h"
+#include "support/python_names.h"
 
 namespace pyparams {
 namespace {
 
 // `object.<name>`, or nothing (no error) where it has no such attribute.
 // -1 with an error set where the look-up raised something else.
-int optional_attribute(PyObject* object, const char* name, OwnedRef& found) {
-  OwnedRef attribute_name = OwnedRef::steal(PyUnicode_InternFromString(name));
-  if (!attribute_name) {
-    return -1;
-  }
+int optional_attribute(PyObject* object, PyObject* name, OwnedRef& found) {
   PyObject* attribute = nullptr;
 #if PY_VERSION_HEX >= 0x030D0000
-  int result = PyObject_GetOptionalAttr(object, attribute_name.get(), &attribute);
+  int result = PyObject_GetOptionalAttr(object, name, &attribute);
 #else
-  int result = _PyObject_LookupAttr(object, attribute_name.get(), &attribute);
+  int result = _PyObject_LookupAttr(object, name, &attribute);
 #endif
   found = OwnedRef::steal(attribute);
   return result;
@@ -72,7 +69,7 @@ PyObject* call_throw(PyObject* method, PyObject* type, PyObject* value, PyObject
 
 int close_delegated(PyObject* iterator) {
   OwnedRef close;
-  if (optional_attribute(iterator, "close", close) < 0) {
+  if (optional_attribute(iterator, names().close, close) < 0) {
     PyErr_WriteUnraisable(iterator);
   }
   if (!close) {
@@ -101,7 +98,7 @@ DelegatedThrow throw_into_delegated(PyObject* iterator, PyObject* type, PyObject
                                     PyObject* traceback, PyObject*& item) {
   item = nullptr;
   OwnedRef method;
-  if (optional_attribute(iterator, "throw", method) < 0) {
+  if (optional_attribute(iterator, names().throw_, method) < 0) {
     // (A generator's own throw is found without running any code.)
     return DelegatedThrow::Unasked;
   }

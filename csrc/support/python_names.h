@@ -23,6 +23,8 @@ namespace pyparams {
   X(detach_, "detach_")                            \
   X(requires_grad_, "requires_grad_")              \
   X(zero_, "zero_")                                \
+  X(close, "close")                                \
+  X(throw_, "throw")                               \
   X(empty, "")                                     \
   X(children_level, "children")                    \
   X(argument_kind, "kind")                         \

@@ -136,13 +136,9 @@ class Walker {
   // over an overriding _named_members), which send(), throw() and close()
   // are handed to; else nullptr.
   PyObject* yield_from_target() const {
-    if (options_.trainable_only || !options_.named) {
-      return nullptr;
-    }
-    if (phase_ == Phase::Delegated) {
-      return dispatch_.yield_from ? dispatch_.delegate.get() : nullptr;
-    }
-    return options_.kind == Kind::Modules ? closed_with_walk() : nullptr;
+    bool all_yield_from = options_.named && !options_.trainable_only &&
+        (phase_ == Phase::Delegated || options_.kind == Kind::Modules);
+    return all_yield_from ? closed_with_walk() : nullptr;
   }
   // The one whose close() torch's generators call when the walk is closed,
   // thrown into or freed before its end (a `yield from` waits on it; an
