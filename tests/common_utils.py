@@ -227,6 +227,14 @@ def torch_iterator(function: str, module: nn.Module, **kwargs: Any) -> Iterable:
     return TORCH[function](module, **kwargs)
 
 
+def walk_in_mode(mode: str, function: str, module: object, **kwargs: Any) -> Iterable:
+    """``pyparams.<function>`` in mode "pyparams", else torch's methods (patched when the
+    caller's context is)."""
+    if mode == "pyparams":
+        return getattr(pyparams, function)(module, **kwargs)
+    return torch_iterator(function, module, **kwargs)
+
+
 def reference(function: str, module: nn.Module, **kwargs: Any) -> list:
     """What torch yields for ``pyparams.<function>(module, **kwargs)``, as a list."""
     return list(torch_iterator(function, module, **kwargs))

@@ -22,7 +22,7 @@ import pytest
 from torch import nn
 
 import pyparams
-from common_utils import LAZY_FUNCTIONS, step, torch_iterator
+from common_utils import LAZY_FUNCTIONS, step, walk_in_mode
 
 VARIANTS = [("pyparams", 0), ("patched", 2)]  # (mode, walks before the one under test)
 
@@ -218,12 +218,6 @@ def _events_unordered(log: list) -> list:
     return [*steps, sorted(seen, key=repr)]
 
 
-def _walk(mode: str, function: str, root: nn.Module) -> Iterator:
-    if mode == "pyparams":
-        return getattr(pyparams, function)(root)
-    return torch_iterator(function, root)
-
-
 def _session(mode: str, walks: int, place: str, override: str, action: str) -> list:
     logs = []
     for function in LAZY_FUNCTIONS:
@@ -232,12 +226,12 @@ def _session(mode: str, walks: int, place: str, override: str, action: str) -> l
             root = _tree(place, override, log)
             pyparams.cache_clear()
             for _ in range(walks):
-                list(_walk(mode, function, root))
+                list(walk_in_mode(mode, function, root))
             log.clear()
             _MADE.clear()
             with _unraisable_logged(log), warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                walk = iter(_walk(mode, function, root))
+                walk = iter(walk_in_mode(mode, function, root))
                 for _ in range(steps):
                     kind, value = step(walk)
                     log.append((kind, _shown(value) if kind == "item" else type(value).__name__))
@@ -308,7 +302,7 @@ def _reentered(mode: str, action: str) -> list:
 
     child_type = type("Child", (nn.Sequential,), {"named_modules": named_modules})
     root = nn.Sequential(nn.Linear(1, 1), child_type(nn.Linear(1, 1)), nn.Linear(1, 1))
-    walks = [_walk(mode, "named_modules", root)]
+    walks = [walk_in_mode(mode, "named_modules", root)]
     log.extend(_shown(next(walks[0])) for _ in range(3))
     log.append(_outcome(ACTIONS[action], walks[0]))
     log.extend(_shown(item) for item in walks[0])

@@ -44,6 +44,7 @@ from common_utils import (
     step,
     subprocess_env,
     torch_iterator,
+    walk_in_mode,
 )
 
 TESTS = Path(__file__).resolve().parent
@@ -69,17 +70,10 @@ def _context(mode: str) -> contextlib.AbstractContextManager:
     return pyparams.patched() if mode == "patched" else contextlib.nullcontext()
 
 
-def _walk(mode: str, function: str, module: object, **kwargs: Any) -> Iterable:
-    """pyparams' function, or torch's methods (patched when the caller's context is)."""
-    if mode == "pyparams":
-        return getattr(pyparams, function)(module, **kwargs)
-    return torch_iterator(function, module, **kwargs)
-
-
 def _warm(mode: str, function: str, module: object, walks: int, **kwargs: Any) -> None:
     pyparams.cache_clear()
     for _ in range(walks):  # a walk that raises warms nothing, as it would in real use
-        outcome(lambda: _walk(mode, function, module, **kwargs))
+        outcome(lambda: walk_in_mode(mode, function, module, **kwargs))
 
 
 def _walks(
@@ -91,7 +85,7 @@ def _walks(
         root = factory()
         labels = _labels(root)
         _warm(mode, function, root, walks, **kwargs)
-        logs.append(_log(lambda: _walk(mode, function, root, **kwargs), labels))  # noqa: B023
+        logs.append(_log(lambda: walk_in_mode(mode, function, root, **kwargs), labels))  # noqa: B023
     return logs
 
 
@@ -239,7 +233,7 @@ def _freed_key(mode: str, walks: int, function: str) -> list:
         root._modules[_runtime("child_a")] = a
         labels, in_b = _labels(root), {id(v) for v in (b, b.w1, b.u1)}
         _warm(mode, function, root, walks)
-        walk, log = iter(_walk(mode, function, root)), []
+        walk, log = iter(walk_in_mode(mode, function, root)), []
         while True:  # up to the first item of b
             kind, item = step(walk)
             log.append(_entry(labels, kind, item))
@@ -344,7 +338,7 @@ def _collider_walks(mode: str, walks: int, name: str, inserted: str) -> list:
                     _warm(mode, function, root, walks)
                 collider.action = act
                 del mapping, entries, collider
-                logs.append(_log(lambda: _walk(mode, function, root), labels))  # noqa: B023
+                logs.append(_log(lambda: walk_in_mode(mode, function, root), labels))  # noqa: B023
     return logs
 
 
@@ -371,10 +365,10 @@ def _override_before_first_next(mode: str, walks: int, method: str) -> list:
         root, sentinel = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), nn.Linear(1, 1)
         labels = _labels(root) | {k: f"sentinel {v}" for k, v in _labels(sentinel).items()}
         _warm(mode, function, root, walks)
-        walk = _walk(mode, function, root)
+        walk = walk_in_mode(mode, function, root)
         setattr(root, method, _override(method, sentinel))
         logs.append(_log(walk, labels))
-        logs += [_log(_walk(mode, function, root), labels) for _ in range(3)]
+        logs += [_log(walk_in_mode(mode, function, root), labels) for _ in range(3)]
     return logs
 
 
@@ -404,8 +398,8 @@ def _zero_grad_after_override(mode: str, walks: int) -> list:
     params = list(nn.Module.parameters(root))
     for _ in range(walks):
         _zero(mode, root, params, True)
-        list(_walk(mode, "parameters", root))
-    walk = _walk(mode, "parameters", root)
+        list(walk_in_mode(mode, "parameters", root))
+    walk = walk_in_mode(mode, "parameters", root)
     root.parameters = lambda *args, **kwargs: iter(())
     list(walk)
     return [_zero(mode, root, params, flag) for flag in (True, False, True)]
@@ -435,7 +429,7 @@ def _swapped_while_recording(mode: str, function: str, target: int, at: int) -> 
     swap = functools.partial(setattr, swapped, "__class__", _hiding(type(swapped)))
     with _context(mode):
         _warm(mode, function, root, 1)  # the walk below records
-        walk, kept = iter(_walk(mode, function, root)), []
+        walk, kept = iter(walk_in_mode(mode, function, root)), []
         if at < 0:
             _Finalizer(swap)  # run by _Collecting.items(), in the walk
         threshold = gc.get_threshold()
@@ -448,7 +442,7 @@ def _swapped_while_recording(mode: str, function: str, target: int, at: int) -> 
         finally:
             gc.set_threshold(*threshold)
         gc.collect()
-        got = [_log(_walk(mode, function, root), labels) for _ in range(3)]
+        got = [_log(walk_in_mode(mode, function, root), labels) for _ in range(3)]
     return [[_log(torch_iterator(function, root), labels)] * 3, got]
 
 
@@ -483,7 +477,7 @@ def _left_behind(mode: str, walks: int, function: str, remove_duplicate: bool) -
     gone = [weakref.ref(root.c0), weakref.ref(root.c0.g)]
     log, alive = [], None
     _warm(mode, function, root, walks, remove_duplicate=remove_duplicate)
-    for item in _walk(mode, function, root, remove_duplicate=remove_duplicate):
+    for item in walk_in_mode(mode, function, root, remove_duplicate=remove_duplicate):
         log.append(_label(labels, item))
         if alive is None and id(_value(item)) in c1:  # c0 is behind the walk
             root._modules["c0"] = None
@@ -526,7 +520,7 @@ def _sibling_after_a_freed_subtree(
     del x, c
     _warm(mode, function, root, walks, remove_duplicate=remove_duplicate)
     log: list[object] = []
-    for item in _walk(mode, function, root, remove_duplicate=remove_duplicate):
+    for item in walk_in_mode(mode, function, root, remove_duplicate=remove_duplicate):
         log.append(_label(labels, item))
         if id(_value(item)) in cut:
             cut.clear()
@@ -563,7 +557,7 @@ def _key_on_a_shared_module(mode: str, walks: int, function: str) -> list:
     in_b = {id(v) for v in (root.b, *root.b._parameters.values(), *root.b._buffers.values())}
     _warm(mode, function, root, walks)
     log, planted = [], False
-    walk = iter(_walk(mode, function, root))
+    walk = iter(walk_in_mode(mode, function, root))
     while True:
         kind, value = step(walk)
         log.append(_entry(labels, kind, value))
@@ -612,7 +606,7 @@ def _trainable_under_mode(mode: str, walks: int, flip: bool) -> list:
         labels = _labels(root)
         _warm(mode, function, root, walks, **kwargs)
         with _RequiresGradMode(flip) as reads:
-            logs.append(_log(lambda: _walk(mode, function, root, **kwargs), labels))  # noqa: B023
+            logs.append(_log(lambda: walk_in_mode(mode, function, root, **kwargs), labels))  # noqa: B023
         logs.append(reads.reads)
     return logs
 
@@ -658,7 +652,7 @@ def _mutating_requires_grad(mode: str, walks: int, action: str) -> list:
         labels = _labels(root)
         _warm(mode, function, root, walks)
         mutating.action = functools.partial(REQUIRES_GRAD_ACTIONS[action], root)
-        logs.append(_log(_walk(mode, function, root), labels))
+        logs.append(_log(walk_in_mode(mode, function, root), labels))
     return logs
 
 
@@ -842,7 +836,7 @@ def _keyed_names(mode: str, walks: int, case: str) -> list:
         _TRACE.clear()
         _Mutating.action = action
         with _TracedReads():
-            logs.append(_log(lambda: _walk(mode, function, root), labels))  # noqa: B023
+            logs.append(_log(lambda: walk_in_mode(mode, function, root), labels))  # noqa: B023
         logs.append(list(_TRACE))
     return logs
 
@@ -892,7 +886,9 @@ def _duck_child(mode: str, walks: int, duck: bool, remove_duplicate: bool) -> li
         _warm(mode, function, root, walks, remove_duplicate=remove_duplicate)
         if duck:
             child.calls.clear()
-        walk = functools.partial(_walk, mode, function, root, remove_duplicate=remove_duplicate)
+        walk = functools.partial(
+            walk_in_mode, mode, function, root, remove_duplicate=remove_duplicate
+        )
         logs.append(_log(walk, labels))
         logs.append(getattr(child, "calls", None))
     return logs
@@ -994,7 +990,7 @@ def _stopped(mode: str, walks: int, where: str) -> list:
         _Stopping.armed = True
         log = []
         try:
-            iterator = iter(_walk(mode, function, root, **kwargs))
+            iterator = iter(walk_in_mode(mode, function, root, **kwargs))
             while (entry := step(iterator))[0] == "item":
                 log.append(_label(labels, entry[1]))
         except Exception as error:  # noqa: BLE001 - the exception is what is compared
@@ -1065,7 +1061,7 @@ def _thrown(mode: str, walks: int, arguments: str, steps: int) -> list:
         root = small_tied_model()
         labels = _labels(root)
         _warm(mode, function, root, walks)
-        walk = iter(_walk(mode, function, root))
+        walk = iter(walk_in_mode(mode, function, root))
         log = [_entry(labels, *step(walk)) for _ in range(steps)]
         thrown = (_reentering(walk, log),) if arguments == "reentering" else THROWS[arguments]
         with warnings.catch_warnings(record=True) as warned:
@@ -1115,7 +1111,7 @@ def _last_item_held(mode: str, walks: int, function: str, remove_duplicate: bool
     for name in ("w1", "w2", "w3"):
         members[_runtime(name)] = torch.ones(1) if "buffers" in function else _p()
     _warm(mode, function, root, walks, remove_duplicate=remove_duplicate)
-    walk = iter(_walk(mode, function, root, remove_duplicate=remove_duplicate))
+    walk = iter(walk_in_mode(mode, function, root, remove_duplicate=remove_duplicate))
     item = _value(next(walk))
     held = weakref.ref(item)
     members[next(k for k, v in members.items() if v is item)] = None  # taken out...
@@ -1158,7 +1154,7 @@ def _recurse_truth(mode: str, walks: int, value: bool) -> list:
         labels = _labels(root)
         _warm(mode, function, root, walks)
         truth = _Truth(value)
-        walk = iter(_walk(mode, function, root, recurse=truth))
+        walk = iter(walk_in_mode(mode, function, root, recurse=truth))
         calls = [truth.calls]  # at the call; then at the first next(); then at the end
         first = _entry(labels, *step(walk))
         calls.append(truth.calls)
@@ -1180,7 +1176,7 @@ def _remove_duplicate_truth(mode: str, walks: int, value: bool) -> list:
         labels = _labels(root)
         _warm(mode, function, root, walks)
         truth = _Truth(value)
-        walk = iter(_walk(mode, function, root, remove_duplicate=truth))
+        walk = iter(walk_in_mode(mode, function, root, remove_duplicate=truth))
         calls = [truth.calls]  # at the call; then at the end
         logs += [_log(walk, labels), [function, *calls, truth.calls]]
     return logs
@@ -1228,11 +1224,11 @@ def test_the_name_cache_keeps_no_prefix_alive(function: str, mode: str) -> None:
         before = refcounts([exact])
         for chosen in (prefix, exact):
             for _ in range(4):  # live, recording, replaying, replaying
-                list(_walk(mode, function, root, prefix=chosen))
-            walk = iter(_walk(mode, function, root, prefix=chosen))
+                list(walk_in_mode(mode, function, root, prefix=chosen))
+            walk = iter(walk_in_mode(mode, function, root, prefix=chosen))
             next(walk)  # abandoned mid-walk
             del walk
-        list(_walk(mode, function, root, prefix="other"))
+        list(walk_in_mode(mode, function, root, prefix="other"))
     del prefix, chosen
     gc.collect()
     assert freed() is None, "a str subclass prefix outlived the walks"
@@ -1284,7 +1280,7 @@ def child_gc_random(seeds: int) -> list[str]:
             function, kwargs = rng.choice(every_call())
             mode = rng.choice(MODES)
             with _context(mode):  # the finalizers run somewhere in this walk
-                walk, kept = iter(_walk(mode, function, root, **kwargs)), []
+                walk, kept = iter(walk_in_mode(mode, function, root, **kwargs)), []
                 while not kept or kept[-1][0] == "item":  # items kept: each step allocates
                     kept.append(step(walk))
             if kept[-1][0] == "raise" and not isinstance(kept[-1][1], RuntimeError):
@@ -1294,7 +1290,7 @@ def child_gc_random(seeds: int) -> list[str]:
             expected = outcome(functools.partial(reference, function, root, **kwargs))
             for _ in range(3):  # live, recording, replaying
                 with _context(mode):
-                    got = outcome(lambda: list(_walk(mode, function, root, **kwargs)))  # noqa: B023
+                    got = outcome(lambda: list(walk_in_mode(mode, function, root, **kwargs)))  # noqa: B023
                 if not _same_outcome(got, expected):
                     wrong.append(
                         f"seed {seed} turn {turn} {mode} {function}({kwargs}): "
