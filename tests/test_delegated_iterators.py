@@ -89,6 +89,25 @@ class _Iterator:
             raise GeneratorExit
 
 
+class _ThrowLookedUp(_Iterator):
+    """An iterator whose ``throw`` is a property that raises, or steps the walk first."""
+
+    walk: Any = None  # the walk under test, for the property that steps it
+
+    @property
+    def throw(self) -> Any:  # type: ignore[override]
+        self.log.append("throw looked up")
+        if self.behaviour == "throw look-up raises":
+            raise LookupError("no throw")
+        if self.behaviour == "throw look-up raises StopIteration":
+            raise StopIteration("no throw")
+        try:
+            self.log.append(("stepped", _shown(next(_ThrowLookedUp.walk))))
+        except (ValueError, StopIteration) as error:  # (the messages name each iterator)
+            self.log.append(("stepped", type(error).__name__))
+        return lambda *arguments: ("thrown", None)
+
+
 class _Plain:
     """An iterator with no generator methods at all."""
 
@@ -112,6 +131,8 @@ def _wrap(kind: str, inner: Iterator, log: list) -> Iterator:
         made = _passing_on(inner, log)
     elif kind == "plain":
         made = _Plain(inner)
+    elif kind in THROW_LOOK_UPS:
+        made = _ThrowLookedUp(inner, log, kind)
     else:
         made = _Iterator(inner, log, kind)
     _MADE.append(weakref.ref(made))
@@ -129,6 +150,14 @@ OVERRIDES = (
     "close raises GeneratorExit",
 )
 PLACES = ("a child's named_modules", "the root's _named_members", "the root's named_modules")
+# Where the `throw` look-up runs user code, and an override below a module torch's own
+# generator walks (its generator between the root's and the override's iterator).
+THROW_LOOK_UPS = (
+    "throw look-up raises",
+    "throw look-up raises StopIteration",
+    "throw look-up steps the walk",
+)
+GRANDCHILD = "a grandchild's named_modules"
 
 
 def _tree(place: str, override: str, log: list) -> nn.Module:
@@ -144,6 +173,11 @@ def _tree(place: str, override: str, log: list) -> nn.Module:
         child_type = type("Child", (nn.Sequential,), {"named_modules": named_modules})
         child = child_type(nn.Linear(1, 1), nn.Sequential(nn.Linear(1, 1)), nn.Linear(1, 1))
         return nn.Sequential(nn.Linear(1, 1), child, nn.Linear(1, 1))
+    if place == GRANDCHILD:
+        child_type = type("Child", (nn.Sequential,), {"named_modules": named_modules})
+        child = child_type(nn.Linear(1, 1), nn.Sequential(nn.Linear(1, 1)), nn.Linear(1, 1))
+        middle = nn.Sequential(nn.Linear(1, 1), child, nn.Linear(1, 1))
+        return nn.Sequential(nn.Linear(1, 1), middle, nn.Linear(1, 1))
     if place == "the root's _named_members":
         root_type = type("Root", (nn.Sequential,), {"_named_members": named_members})
     else:
@@ -231,13 +265,14 @@ def _session(mode: str, walks: int, place: str, override: str, action: str) -> l
             _MADE.clear()
             with _unraisable_logged(log), warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                walk = iter(walk_in_mode(mode, function, root))
+                walk = _ThrowLookedUp.walk = iter(walk_in_mode(mode, function, root))
                 for _ in range(steps):
                     kind, value = step(walk)
                     log.append((kind, _shown(value) if kind == "item" else type(value).__name__))
                 if action == "a member read raises":
                     _break_members(root)
                 if ACTIONS[action] is None:
+                    _ThrowLookedUp.walk = None
                     del walk
                     gc.collect()
                 else:
@@ -245,6 +280,7 @@ def _session(mode: str, walks: int, place: str, override: str, action: str) -> l
                     while (entry := step(walk))[0] == "item":
                         log.append(("after", _shown(entry[1])))
                     log.append(("end", entry[0], type(entry[1]).__name__))
+                    _ThrowLookedUp.walk = None
                     del walk, entry  # (torch's exception holds its generators' frames)
                     gc.collect()
             log.append(("left alive", sum(made() is not None for made in _MADE)))
@@ -270,6 +306,31 @@ def test_what_reaches_an_overrides_iterator_is_what_torch_hands_it(
     place: str, override: str, action: str, mode: str, walks: int
 ) -> None:
     _compare(mode, walks, place, override, action)
+
+
+@pytest.mark.parametrize(("mode", "walks"), VARIANTS)
+@pytest.mark.parametrize(
+    "action", ["throw ValueError", "throw StopIteration", "throw an invalid pair"]
+)
+@pytest.mark.parametrize("override", THROW_LOOK_UPS)
+@pytest.mark.parametrize("place", [GRANDCHILD, *PLACES[:2]])
+def test_a_throw_look_up_that_runs_code_meets_what_torch_meets(
+    place: str, override: str, action: str, mode: str, walks: int
+) -> None:
+    """_gen_throw looks the iterator's ``throw`` up with the generators above the one
+    that waits on it marked executing, not that one; a look-up that raises leaves that
+    generator untouched, and the one above drops it (closing the iterator) and raises
+    the error where it waits, a StopIteration ending its own ``yield from``."""
+    _compare(mode, walks, place, override, action)
+
+
+@pytest.mark.parametrize(("mode", "walks"), VARIANTS)
+@pytest.mark.parametrize("action", ["throw ValueError", "send", "close", "drop"])
+@pytest.mark.parametrize("override", ["generator", "throw raises", "close raises"])
+def test_an_override_below_torchs_own_generators_is_handed_what_torch_hands_it(
+    override: str, action: str, mode: str, walks: int
+) -> None:
+    _compare(mode, walks, GRANDCHILD, override, action)
 
 
 def _reentered(mode: str, action: str) -> list:

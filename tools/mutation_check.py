@@ -206,6 +206,12 @@ MUTANTS = (
         "  delegated_raised_ = false;",
     ),
     Mutant(
+        "delegating-generator-not-dropped",  # a `throw` look-up that raised, below the root
+        "csrc/walker/yield_from.cpp",
+        "    pop();\n    if (live_.stack.size() > 1) {\n      pop();\n    }\n",
+        "",
+    ),
+    Mutant(
         "requires-grad-native-for-own-getattribute",
         "csrc/walker/tensor_flags.cpp",
         "      type->tp_getattro == "

@@ -126,15 +126,22 @@ PyObject* walk_close(PyObject* self, PyObject*) {
   Py_RETURN_NONE;
 }
 
-// The `yield from` waiting on `target` ended (StopIteration): the walk goes
-// on after it, as the delegating generator does; at its end, StopIteration.
-PyObject* resume_after(WalkIteratorObject* iterator, PyObject* target) {
-  iterator->walker.end_yield_from(target);
+// A step of the walk where torch's generator resumes after a `yield from`
+// (the one that waited on the override's iterator, or one above it): the
+// walk's next item, or StopIteration at its end.
+PyObject* step_on(WalkIteratorObject* iterator) {
   PyObject* item = walk_iternext(reinterpret_cast<PyObject*>(iterator));
   if (item == nullptr && !PyErr_Occurred()) {
     PyErr_SetNone(PyExc_StopIteration);
   }
   return item;
+}
+
+// The `yield from` waiting on `target` ended (StopIteration): the walk goes
+// on after it, as the delegating generator does; at its end, StopIteration.
+PyObject* resume_after(WalkIteratorObject* iterator, PyObject* target) {
+  iterator->walker.end_yield_from(target);
+  return step_on(iterator);
 }
 
 PyObject* walk_send(PyObject* self, PyObject* value) {
@@ -212,6 +219,32 @@ void set_thrown(WalkIteratorObject* iterator, PyObject* type, PyObject* value, P
   PyErr_Restore(raised_type, raised, raised_traceback);
 }
 
+// _gen_throw could not look up the `throw` of `target` (the error is set):
+// the generator that waits on it returns the error untouched. Where that is
+// the root's, so does throw(), the walk left as it was; below it, the
+// generator above drops it (closing the iterator) and raises the error where
+// it waits, which unwinds the frames, or, a StopIteration, ends its own
+// `yield from`: the walk goes on after that module.
+PyObject* throw_unasked(WalkIteratorObject* iterator, PyObject* target, bool in_root) {
+  if (in_root) {
+    return nullptr;
+  }
+  PyObject *raised_type, *raised, *raised_traceback;
+  PyErr_Fetch(&raised_type, &raised, &raised_traceback);
+  while_running(iterator, [&] {
+    iterator->walker.drop_delegating_generator(target);
+    return 0;
+  });
+  if (PyErr_GivenExceptionMatches(raised_type, PyExc_StopIteration)) {
+    Py_XDECREF(raised_type);
+    Py_XDECREF(raised);
+    Py_XDECREF(raised_traceback);
+    return step_on(iterator);
+  }
+  PyErr_Restore(raised_type, raised, raised_traceback);
+  return unwind(iterator);
+}
+
 // throw() where torch's generator waits in a `yield from` on `target`, an
 // override's iterator, and the exception is no GeneratorExit: _gen_throw
 // hands it to the iterator's throw(), whose item is throw()'s result, whose
@@ -219,27 +252,35 @@ void set_thrown(WalkIteratorObject* iterator, PyObject* type, PyObject* value, P
 // the frames. An iterator without throw() has it raised where it waits.
 PyObject* throw_into_target(WalkIteratorObject* iterator, PyObject* target, PyObject* type,
                             PyObject* value, PyObject* traceback_argument) {
-  PyObject* item = nullptr;
-  DelegatedThrow thrown = while_running(iterator, [&] {
-    return throw_into_delegated(target, type, value, traceback_argument, item);
-  });
-  switch (thrown) {
-    case DelegatedThrow::Yielded:
-      return item;
-    case DelegatedThrow::Returned:
-      return resume_after(iterator, target);
-    case DelegatedThrow::Raised:
-      return unwind(iterator);
-    case DelegatedThrow::Unasked:
-      return nullptr;
-    case DelegatedThrow::Missing:
-      break;
+  // _gen_throw looks `throw` up before it marks executing the generator that
+  // waits on the iterator: only the ones above it are. (Where that is the
+  // walk's own, the look-up may step the walk: what follows re-reads it.)
+  bool in_root = iterator->walker.yield_from_in_root();
+  OwnedRef method;
+  int found = in_root ? find_throw(target, method)
+                      : while_running(iterator, [&] { return find_throw(target, method); });
+  if (found < 0) {
+    return throw_unasked(iterator, target, in_root);
+  }
+  if (found > 0) {
+    PyObject* item = nullptr;
+    DelegatedThrow thrown = while_running(iterator, [&] {
+      return throw_into_delegated(target, method.get(), type, value, traceback_argument, item);
+    });
+    switch (thrown) {
+      case DelegatedThrow::Yielded:
+        return item;
+      case DelegatedThrow::Returned:
+        return resume_after(iterator, target);
+      case DelegatedThrow::Raised:
+        return unwind(iterator);
+    }
   }
   PyObject* traceback = traceback_argument == Py_None ? nullptr : traceback_argument;
   if (const char* invalid = invalid_throw(type, value, traceback)) {
     // Refused by the generator that waits on it: the walk's own stays as it
     // was; one below it leaves the TypeError to unwind the frames above.
-    if (!iterator->walker.yield_from_in_root()) {
+    if (!in_root) {
       iterator->walker.clear();
     }
     PyErr_Format(PyExc_TypeError, invalid, Py_TYPE(type)->tp_name);

@@ -94,27 +94,23 @@ void close_delegated_as_freed(PyObject* iterator) {
   PyErr_Restore(pending_type, pending, pending_traceback);
 }
 
-DelegatedThrow throw_into_delegated(PyObject* iterator, PyObject* type, PyObject* value,
-                                    PyObject* traceback, PyObject*& item) {
-  item = nullptr;
-  OwnedRef method;
-  if (optional_attribute(iterator, names().throw_, method) < 0) {
-    // (A generator's own throw is found without running any code.)
-    return DelegatedThrow::Unasked;
-  }
-  if (!method) {
-    return DelegatedThrow::Missing;
-  }
+int find_throw(PyObject* iterator, OwnedRef& method) {
+  // (A generator's own throw is found without running any code.)
+  return optional_attribute(iterator, names().throw_, method);
+}
+
+DelegatedThrow throw_into_delegated(PyObject* iterator, PyObject* method, PyObject* type,
+                                    PyObject* value, PyObject* traceback, PyObject*& item) {
 #if PY_VERSION_HEX >= 0x030C0000
   if (PyGen_CheckExact(iterator) && value != nullptr) {
     OwnedRef single = OwnedRef::steal(as_one_exception(type, value, traceback));
-    item = single ? PyObject_CallOneArg(method.get(), single.get())
-                  : call_throw(method.get(), type, value, traceback);
+    item = single ? PyObject_CallOneArg(method, single.get())
+                  : call_throw(method, type, value, traceback);
   } else {
-    item = call_throw(method.get(), type, value, traceback);
+    item = call_throw(method, type, value, traceback);
   }
 #else
-  item = call_throw(method.get(), type, value, traceback);
+  item = call_throw(method, type, value, traceback);
 #endif
   if (item != nullptr) {
     return DelegatedThrow::Yielded;

@@ -5,6 +5,8 @@
 
 #include <Python.h>
 
+#include "support/owned_ref.h"
+
 namespace pyparams {
 
 // gen_close_iter: a generator's close(), else the iterator's `close`
@@ -18,16 +20,18 @@ int close_delegated(PyObject* iterator);
 // error already set waits aside meanwhile.
 void close_delegated_as_freed(PyObject* iterator);
 
+// The iterator's `throw`, looked up as _gen_throw looks it up: 1 with
+// `method` set, 0 where it has none, -1 with the look-up's error set.
+int find_throw(PyObject* iterator, OwnedRef& method);
+
 // The delegating generator's throw(typ[, value[, traceback]]) handed to
-// `iterator` (the arguments as the caller passed them; value and traceback
-// nullptr where not passed). Its result:
+// `iterator` through `method`, its `throw` (the arguments as the caller
+// passed them; value and traceback nullptr where not passed). Its result:
 //   Yielded:  `item` is what it yielded (a new reference): throw()'s result;
 //   Returned: it raised StopIteration, now cleared: the `yield from` ends;
-//   Raised:   the error it raised is set: the delegating frames raise it;
-//   Missing:  it has no `throw`: the delegating generator raises it itself;
-//   Unasked:  looking `throw` up raised (set): the generator is left as it was.
-enum class DelegatedThrow { Yielded, Returned, Raised, Missing, Unasked };
-DelegatedThrow throw_into_delegated(PyObject* iterator, PyObject* type, PyObject* value,
-                                    PyObject* traceback, PyObject*& item);
+//   Raised:   the error it raised is set: the delegating frames raise it.
+enum class DelegatedThrow { Yielded, Returned, Raised };
+DelegatedThrow throw_into_delegated(PyObject* iterator, PyObject* method, PyObject* type,
+                                    PyObject* value, PyObject* traceback, PyObject*& item);
 
 }  // namespace pyparams

@@ -162,6 +162,13 @@ class Walker {
   // (named_X over _named_members then ends). Nothing where `target` is no
   // longer what the walk waits on (code run meanwhile moved it on).
   void end_yield_from(PyObject* target);
+  // The generator that waits on `target` in a `yield from`, below the root's,
+  // dropped by the generator above it (its throw() could not look up the
+  // iterator's `throw`): the iterator is closed as that generator's finalizer
+  // closes it, and the walk then stands where the generator above waited on
+  // it. Runs user code; to be run marked executing. Nothing where `target`
+  // is not what such a generator waits on.
+  void drop_delegating_generator(PyObject* target);
 
   // torch's generator closing the one its `yield from` waits on (a thrown
   // GeneratorExit it then refuses): for named_modules the root's current

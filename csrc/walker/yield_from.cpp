@@ -22,4 +22,19 @@ void Walker::end_yield_from(PyObject* target) {
   }
 }
 
+void Walker::drop_delegating_generator(PyObject* target) {
+  if (target == nullptr || closed_with_walk() != target || yield_from_in_root()) {
+    return;
+  }
+  close_delegated_unraisable();
+  // The frames of the override's module and of the module whose generator
+  // waited on it (re-proven: its close() ran code).
+  if (closed_with_walk() == target) {
+    pop();
+    if (live_.stack.size() > 1) {
+      pop();
+    }
+  }
+}
+
 }  // namespace pyparams
