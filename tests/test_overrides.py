@@ -9,6 +9,7 @@ overrides received (arguments, and the memo's contents) in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import types
@@ -538,6 +539,40 @@ def test_send_and_throw_behave_like_torchs_generator(function: str) -> None:
             assert type(value_a) is type(value_e) and str(value_a) == str(value_e)
         else:
             assert len(value_a) == len(value_e) and all(map(_same, value_a, value_e))
+
+
+@pytest.mark.parametrize("function", ["parameters", "named_modules", "named_buffers"])
+@pytest.mark.parametrize("ending", ["close", "throw"])
+def test_a_walk_ended_before_its_first_step_is_no_longer_just_started(
+    function: str, ending: str
+) -> None:
+    """A value sent to a generator closed or thrown into before its first step meets
+    an exhausted generator (StopIteration), not the just-started one's TypeError."""
+    model = Block()
+
+    def session(iterator) -> list[tuple[str, Any]]:
+        if ending == "close":
+            iterator.close()
+        else:
+            with contextlib.suppress(KeyError):
+                iterator.throw(KeyError("boom"))
+        return [
+            step_outcome(lambda: iterator.send("value")),
+            step_outcome(lambda: iterator.send(None)),
+        ]
+
+    expected = session(getattr(model, function)())
+    assert expected == [("stop", None), ("stop", None)]
+    assert session(getattr(pyparams, function)(model)) == expected
+
+
+def step_outcome(call) -> tuple[str, Any]:
+    try:
+        return ("item", call())
+    except StopIteration:
+        return ("stop", None)
+    except Exception as error:  # noqa: BLE001 - the exception is what is compared
+        return ("raise", type(error).__name__)
 
 
 def test_prefix_that_is_no_str_raises_at_the_call() -> None:

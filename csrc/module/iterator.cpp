@@ -146,7 +146,9 @@ PyObject* resume_after(WalkIteratorObject* iterator, PyObject* target) {
 
 PyObject* walk_send(PyObject* self, PyObject* value) {
   auto* iterator = reinterpret_cast<WalkIteratorObject*>(self);
-  if (value != Py_None && iterator->steps == 0) {
+  // (A generator closed or thrown into before its first step is no longer
+  // just started: it ends with StopIteration, as an exhausted one does.)
+  if (value != Py_None && iterator->steps == 0 && !iterator->walker.finished()) {
     PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started generator");
     return nullptr;
   }
