@@ -8,7 +8,8 @@ pyparams iterator over the same root) and interleaves single steps of those
 pairs with mutations: add, remove or replace parameters, buffers and
 submodules, toggle ``requires_grad``, parametrize a module, delete the root, write
 other attributes (``training``), give a module a new ``__dict__``, swap its class for a
-subclass (overriding ``named_modules`` or not), set a ``named_modules`` attribute on it.
+subclass (overriding ``named_modules`` or not), set a ``named_modules`` attribute on it;
+and call ``send()``, ``throw()`` or ``close()`` on both iterators of a pair.
 
 After every step both sides must agree: the same item (names ``==``, objects
 ``is``), both exhausted, or the same exception class (``RuntimeError`` for a
@@ -64,6 +65,29 @@ PREFIXES = ("", "root", "x.y")
 # Torch needs a few generator frames per level; more than this many items after
 # pyparams flagged a cycle means torch is not going to hit RecursionError.
 DRAIN_LIMIT = 200_000
+
+
+# What a generator's caller may do between its steps besides next(): the same call on
+# both iterators of a pair, compared as a step is (PEP 380 hands it to an override's
+# generator where torch's `yield from` waits on it).
+GENERATOR_CALLS = {
+    "send None": lambda iterator: iterator.send(None),
+    "send a value": lambda iterator: iterator.send("sent"),
+    "throw ValueError": lambda iterator: iterator.throw(ValueError("thrown")),
+    "throw StopIteration": lambda iterator: iterator.throw(StopIteration),
+    "throw GeneratorExit": lambda iterator: iterator.throw(GeneratorExit),
+    "close": lambda iterator: iterator.close(),
+}
+
+
+def called(call, iterator) -> tuple[str, object]:
+    """``call(iterator)`` as ``step`` reports a step (close's None is its "item")."""
+    try:
+        return ("item", call(iterator))
+    except StopIteration:
+        return ("stop", None)
+    except BaseException as error:  # noqa: BLE001 - GeneratorExit is compared too
+        return ("raise", error)
 
 
 class Scale(nn.Module):
@@ -401,6 +425,19 @@ class WalkUnderMutation(RuleBasedStateMachine):
                 STATS[f"finished:{a[0]}"] += 1
                 del self.pairs[index]
                 return
+
+    @precondition(lambda self: self.pairs)
+    @rule(index=st.integers(0, 3), call=st.sampled_from(tuple(GENERATOR_CALLS)))
+    def call_pair(self, index, call) -> None:
+        """send(), throw() or close() on both iterators of a pair."""
+        index %= len(self.pairs)
+        _, ours, theirs, remove_duplicate = self.pairs[index]
+        with shallow_recursion():
+            a = called(GENERATOR_CALLS[call], ours)
+            b = called(GENERATOR_CALLS[call], theirs)
+        STATS[f"called:{call}"] += 1
+        if check_outcomes(a, b, theirs, remove_duplicate):
+            del self.pairs[index]
 
     @precondition(lambda self: self.pairs)
     @rule(index=st.integers(0, 3))
