@@ -107,6 +107,15 @@ def _walk_as_torch(self, memo=None, prefix="", remove_duplicate=True):
     yield from nn.Module.named_modules(self, memo, prefix, remove_duplicate)
 
 
+def _walk_as_listed(self, memo=None, prefix="", remove_duplicate=True):
+    """A ``named_modules`` override that returns a list's iterator over torch's walk: no
+    ``send``, ``throw`` or ``close`` of its own."""
+    return iter(list(nn.Module.named_modules(self, memo, prefix, remove_duplicate)))
+
+
+NAMED_MODULES_OVERRIDES = (None, _hide_children, _walk_as_torch, _walk_as_listed)
+
+
 @cache
 def swapped_class(base: type, override) -> type:
     """``base`` with ``named_modules`` overridden by ``override`` (None: a trivial subclass),
@@ -345,7 +354,7 @@ class WalkUnderMutation(RuleBasedStateMachine):
         module.__dict__ = dict(module.__dict__)
         self.mutated("swap_instance_dict")
 
-    @rule(m=st.integers(0, 99), override=st.sampled_from((None, _hide_children, _walk_as_torch)))
+    @rule(m=st.integers(0, 99), override=st.sampled_from(NAMED_MODULES_OVERRIDES))
     def swap_class(self, m, override) -> None:
         """Swaps a module's class for a subclass (trivial, or overriding ``named_modules``),
         or back to the class it was swapped from."""
@@ -392,15 +401,17 @@ class WalkUnderMutation(RuleBasedStateMachine):
         kwargs = call_kwargs(
             variant, prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate
         )
-        self.pairs.append(
-            (
-                variant,
-                getattr(pyparams, variant)(module, **kwargs),
-                torch_iterator(variant, module, **kwargs),
-                remove_duplicate,
-            )
-        )
-        STATS["iterators_opened"] += 1
+        # (An override that is no generator runs at the call: it may raise there.)
+        with shallow_recursion():
+            ours = called(lambda _: getattr(pyparams, variant)(module, **kwargs), None)
+            theirs = called(lambda _: torch_iterator(variant, module, **kwargs), None)
+        if ours[0] == "item" and theirs[0] == "item":
+            self.pairs.append((variant, ours[1], theirs[1], remove_duplicate))
+            STATS["iterators_opened"] += 1
+        else:
+            assert ours[0] == theirs[0] == "raise", (ours, theirs)
+            assert type(ours[1]) is type(theirs[1]), (ours[1], theirs[1])
+            STATS["raised_at_the_call"] += 1
 
     @precondition(lambda self: self.pairs)
     @rule(index=st.integers(0, 3), count=st.integers(1, 8))
