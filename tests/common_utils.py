@@ -362,6 +362,17 @@ def step(iterator: Iterator[object]) -> tuple[str, Any]:
         return ("raise", error)
 
 
+def called(call: Callable[[], object]) -> tuple[str, Any]:
+    """``call()`` reported as ``step`` reports a step (a ``send``, ``throw`` or ``close``;
+    close's None is its "item"), a ``GeneratorExit`` raised by it included."""
+    try:
+        return ("item", call())
+    except StopIteration:
+        return ("stop", None)
+    except BaseException as error:  # noqa: BLE001 - GeneratorExit is compared too
+        return ("raise", error)
+
+
 def lockstep_with_a_change(
     ours: Iterator[object],
     theirs: Iterator[object],

@@ -47,6 +47,7 @@ from common_utils import (
     FUZZ_LONG,
     LAZY_FUNCTIONS,
     call_kwargs,
+    called,
     fuzz_settings,
     outcome,
     reference,
@@ -78,16 +79,6 @@ GENERATOR_CALLS = {
     "throw GeneratorExit": lambda iterator: iterator.throw(GeneratorExit),
     "close": lambda iterator: iterator.close(),
 }
-
-
-def called(call, iterator) -> tuple[str, object]:
-    """``call(iterator)`` as ``step`` reports a step (close's None is its "item")."""
-    try:
-        return ("item", call(iterator))
-    except StopIteration:
-        return ("stop", None)
-    except BaseException as error:  # noqa: BLE001 - GeneratorExit is compared too
-        return ("raise", error)
 
 
 class Scale(nn.Module):
@@ -403,8 +394,8 @@ class WalkUnderMutation(RuleBasedStateMachine):
         )
         # (An override that is no generator runs at the call: it may raise there.)
         with shallow_recursion():
-            ours = called(lambda _: getattr(pyparams, variant)(module, **kwargs), None)
-            theirs = called(lambda _: torch_iterator(variant, module, **kwargs), None)
+            ours = called(lambda: getattr(pyparams, variant)(module, **kwargs))
+            theirs = called(lambda: torch_iterator(variant, module, **kwargs))
         if ours[0] == "item" and theirs[0] == "item":
             self.pairs.append((variant, ours[1], theirs[1], remove_duplicate))
             STATS["iterators_opened"] += 1
@@ -444,8 +435,8 @@ class WalkUnderMutation(RuleBasedStateMachine):
         index %= len(self.pairs)
         _, ours, theirs, remove_duplicate = self.pairs[index]
         with shallow_recursion():
-            a = called(GENERATOR_CALLS[call], ours)
-            b = called(GENERATOR_CALLS[call], theirs)
+            a = called(partial(GENERATOR_CALLS[call], ours))
+            b = called(partial(GENERATOR_CALLS[call], theirs))
         STATS[f"called:{call}"] += 1
         if check_outcomes(a, b, theirs, remove_duplicate):
             del self.pairs[index]

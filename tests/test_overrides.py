@@ -26,6 +26,7 @@ from common_utils import (
     FUNCTIONS,
     argument_combinations,
     assert_conforms,
+    called,
     every_call,
     outcome,
     reference,
@@ -557,22 +558,13 @@ def test_a_walk_ended_before_its_first_step_is_no_longer_just_started(
             with contextlib.suppress(KeyError):
                 iterator.throw(KeyError("boom"))
         return [
-            step_outcome(lambda: iterator.send("value")),
-            step_outcome(lambda: iterator.send(None)),
+            called(lambda: iterator.send("value")),
+            called(lambda: iterator.send(None)),
         ]
 
     expected = session(getattr(model, function)())
     assert expected == [("stop", None), ("stop", None)]
     assert session(getattr(pyparams, function)(model)) == expected
-
-
-def step_outcome(call) -> tuple[str, Any]:
-    try:
-        return ("item", call())
-    except StopIteration:
-        return ("stop", None)
-    except Exception as error:  # noqa: BLE001 - the exception is what is compared
-        return ("raise", type(error).__name__)
 
 
 def test_prefix_that_is_no_str_raises_at_the_call() -> None:

@@ -231,20 +231,18 @@ PyObject* throw_unasked(WalkIteratorObject* iterator, PyObject* target, bool in_
   if (in_root) {
     return nullptr;
   }
+  bool returned = PyErr_ExceptionMatches(PyExc_StopIteration);
+  if (returned) {
+    PyErr_Clear();  // (its value is the `yield from`'s result, which torch drops)
+  }
   PyObject *raised_type, *raised, *raised_traceback;
-  PyErr_Fetch(&raised_type, &raised, &raised_traceback);
+  PyErr_Fetch(&raised_type, &raised, &raised_traceback);  // (dropping runs code)
   while_running(iterator, [&] {
     iterator->walker.drop_delegating_generator(target);
     return 0;
   });
-  if (PyErr_GivenExceptionMatches(raised_type, PyExc_StopIteration)) {
-    Py_XDECREF(raised_type);
-    Py_XDECREF(raised);
-    Py_XDECREF(raised_traceback);
-    return step_on(iterator);
-  }
   PyErr_Restore(raised_type, raised, raised_traceback);
-  return unwind(iterator);
+  return returned ? step_on(iterator) : unwind(iterator);
 }
 
 // throw() where torch's generator waits in a `yield from` on `target`, an
