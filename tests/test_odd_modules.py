@@ -406,67 +406,74 @@ def test_dtensor_parameters(gloo_group):
 
 
 # ------------------------------------------------------------- __eq__ / __hash__
-class Unhashable(nn.Module):
+# torch's memo sets hash every module and member (even with remove_duplicate=False):
+# a class whose hash raises fails torch's walk, and pyparams' where torch's fails
+# (tests/test_memo_hashes.py runs many more such classes).
+class RaisingHashModule(nn.Module):
     def __init__(self):
         super().__init__()
         self.w = nn.Parameter(torch.ones(1))
 
     def __eq__(self, other):
-        raise RuntimeError("__eq__ must not be called")
+        raise RuntimeError("__eq__ refused")
 
     def __hash__(self):
-        raise RuntimeError("__hash__ must not be called")
+        raise RuntimeError("__hash__ refused")
 
 
-class UnhashableParameter(nn.Parameter):
+class RaisingHashParameter(nn.Parameter):
     def __eq__(self, other):
-        raise RuntimeError("__eq__ must not be called")
+        raise RuntimeError("__eq__ refused")
 
     def __hash__(self):
-        raise RuntimeError("__hash__ must not be called")
+        raise RuntimeError("__hash__ refused")
 
 
-def test_modules_whose_hash_and_eq_raise_use_identity():
-    shared = Unhashable()
+def _same_outcome_as_torch(m: nn.Module, function: str, **kwargs: object) -> None:
+    theirs = outcome(lambda: reference(function, m, **kwargs))
+    ours = outcome(lambda: list(getattr(pyparams, function)(m, **kwargs)))
+    if theirs[0] == "raise":
+        assert ours[0] == "raise", (function, kwargs, ours)
+        assert (type(ours[1]), str(ours[1])) == (type(theirs[1]), str(theirs[1]))
+    else:
+        assert ours[0] == "ok" and same_items(ours[1], theirs[1]), (function, kwargs)
+
+
+def test_modules_whose_hash_raises_fail_where_torch_fails():
+    shared = RaisingHashModule()
     m = nn.Sequential(shared, nn.Linear(1, 1), shared)
-    # torch's memo hashes every module (even with remove_duplicate=False) and fails...
-    with pytest.raises(RuntimeError, match="__hash__"):
+    with pytest.raises(RuntimeError, match="__hash__ refused"):
         reference("named_parameters", m)
-    # ...pyparams compares by identity and never calls them (documented behaviour):
-    ours = {dup: list(pyparams.named_parameters(m, remove_duplicate=dup)) for dup in (True, False)}
-    mods = {dup: list(pyparams.named_modules(m, remove_duplicate=dup)) for dup in (True, False)}
-    # The answer is what torch gives once hashing is identity again.
-    Unhashable.__hash__ = object.__hash__
-    Unhashable.__eq__ = object.__eq__
-    try:
-        for dup in (True, False):
-            assert same_items(ours[dup], reference("named_parameters", m, remove_duplicate=dup))
-            assert same_items(mods[dup], reference("named_modules", m, remove_duplicate=dup))
-    finally:
-        del Unhashable.__hash__, Unhashable.__eq__
+    for dup in (True, False):
+        for function in ("named_parameters", "named_modules", "parameters"):
+            _same_outcome_as_torch(m, function, remove_duplicate=dup)
+        # Only the root's members: torch's walk hashes no module.
+        _same_outcome_as_torch(shared, "named_parameters", recurse=False, remove_duplicate=dup)
 
 
-def test_parameters_whose_hash_and_eq_raise_use_identity():
-    p = UnhashableParameter(torch.ones(1))
+def test_parameters_whose_hash_raises_fail_where_torch_fails():
+    p = RaisingHashParameter(torch.ones(1))
     a, b = nn.Module(), nn.Module()
     a._parameters["p"] = p
     b._parameters["p"] = p
     m = nn.Sequential(a, b)
-    with pytest.raises(RuntimeError, match="__hash__"):
+    with pytest.raises(RuntimeError, match="__hash__ refused"):
         reference("parameters", m)
-    assert list(pyparams.named_parameters(m)) == [("0.p", p)]
-    assert [n for n, _ in pyparams.named_parameters(m, remove_duplicate=False)] == ["0.p", "1.p"]
-    assert pyparams.parameter_list(m, trainable=True) == [p]
+    for dup in (True, False):
+        _same_outcome_as_torch(m, "named_parameters", remove_duplicate=dup)
+    _same_outcome_as_torch(m, "parameter_list", trainable=True)
+    _same_outcome_as_torch(m, "named_buffers")  # no parameter read: nothing hashed
 
 
-def test_non_tensor_entries_are_deduplicated_by_identity():
-    """Raw values torch would compare with ``==``: pyparams keeps identity semantics."""
+def test_non_tensor_entries_are_deduplicated_by_equality_as_torch_does():
+    """Raw values torch's memo compares with ``==``: two equal floats are one."""
     m = nn.Module()
     one, other_one = 1.5, float("1.5")
     m._parameters.update({"a": one, "b": other_one, "c": one})
     assert other_one is not one
-    assert reference("parameters", m) == [1.5]  # torch: by equality
-    assert [v for v in pyparams.parameters(m)] == [one, other_one]  # pyparams: by identity
+    assert reference("parameters", m) == [1.5]
+    assert same_items(list(pyparams.parameters(m)), [one])
+    assert same_items(list(pyparams.parameters(m, remove_duplicate=False)), [one, other_one, one])
     with pytest.raises(AttributeError):
         pyparams.parameter_list(m, trainable=True)  # a float has no requires_grad
 

@@ -21,7 +21,10 @@ enum class ReplayOpKind : std::uint8_t {
   Yield,        // member entry `entry` (pinned when removing duplicates)
   YieldModule,  // the op's module (walks of modules)
   Duplicate,    // children entry `entry` was a duplicate: the replay checks it still is
-  Live,         // the record cannot vouch for what comes next: the walk goes live
+  // Member entry `entry` was a duplicate (first yielded by this walk): torch's
+  // `v in memo` hashes it again, so the replay checks its hash is still its id.
+  MemberDuplicate,
+  Live,  // the record cannot vouch for what comes next: the walk goes live
   End,
   // Fused: the ops that most often follow one another, run as one (fewer
   // dispatches). Each runs its parts in order; a failure names its part.
@@ -61,7 +64,8 @@ struct ReplayOp {
   ModuleRecord* module;
   // Enter*: the children entry the module was entered under (a named replay
   // builds its name from that key); Yield, MembersYield: the member entry
-  // yielded; Duplicate: the children entry; LeaveRun: its first module's
+  // yielded; Duplicate: the children entry; MemberDuplicate: the member
+  // entry; LeaveRun: its first module's
   // place in WalkRecord::leave_runs.
   std::uint32_t entry;
   std::uint32_t kind : 8;  // a ReplayOpKind (a whole byte: one load to dispatch on)

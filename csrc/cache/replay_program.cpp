@@ -182,7 +182,11 @@ bool ReplayTracer::next_member() {
   }
   std::uint32_t entry = module.first_member + position_.members_read;
   if (!record_.members[entry].yielded) {
-    ++position_.members_read;  // None, or a duplicate: read, not yielded
+    // None, or a duplicate: read, not yielded (a duplicate hashed again)
+    if (record_.members[entry].value != Py_None && !emit(Kind::MemberDuplicate, entry)) {
+      return false;
+    }
+    ++position_.members_read;
     return true;
   }
   if (!emit(Kind::Yield, entry)) {
@@ -383,7 +387,7 @@ void build_straight(const RawVector<TracedOp>& ops, WalkRecord& record) {
       case Kind::Live:
         straight.usable = false;
         break;
-      default:  // PinRoot, End: nothing read (unfused: no other kind)
+      default:  // PinRoot, End: nothing read; MemberDuplicate: its first occurrence is an item
         break;
     }
   }
@@ -408,6 +412,7 @@ ReplayOp link(const TracedOp& traced, WalkRecord& record) {
       break;
     case Kind::Yield:
     case Kind::Duplicate:
+    case Kind::MemberDuplicate:
       op.entry = traced.index;
       break;
     case Kind::LeaveRun:

@@ -11,6 +11,7 @@
 #include "support/address_table_check.h"
 #include "support/python_names.h"
 #include "walker/dispatch.h"
+#include "walker/memo_hash.h"
 #include "walker/module_attributes.h"
 #include "walker/tensor_flags.h"
 #include "walker/walker.h"
@@ -47,7 +48,7 @@ extern "C" [[gnu::used, gnu::visibility("hidden")]] const char pyparams_built_ag
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Native walker of torch.nn.Module trees (see the pyparams package for the API).";
-  if (!pyparams::init_names() || !pyparams::init_tensor_flags() ||
+  if (!pyparams::init_names() || !pyparams::init_tensor_flags() || !pyparams::init_memo_hash() ||
       !pyparams::init_module_attributes() || !pyparams::init_dispatch() ||
       !pyparams::init_walk_cache() || !pyparams::add_walk_iterator_type(m.ptr()) ||
       !pyparams::add_entry_points(m.ptr())) {

@@ -57,6 +57,15 @@ class PointerSet {
     });
   }
 
+  // Calls `visit(member)` for each member (no order). `visit` must leave the set as it is.
+  template <typename Visit>
+  void for_each_member(Visit visit) const {
+    table_.for_each([&visit](const void* member, NoValue) {
+      visit(static_cast<PyObject*>(const_cast<void*>(member)));
+      return 0;
+    });
+  }
+
   // Calls `visit(member, arg)` for each member; stops at the first nonzero result.
   int traverse(visitproc visit, void* arg) const {
     if (ownership_ != Ownership::Strong) {

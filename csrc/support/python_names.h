@@ -16,6 +16,7 @@ namespace pyparams {
   X(items, "items")                                \
   X(requires_grad, "requires_grad")                \
   X(getattribute, "__getattribute__")              \
+  X(hash, "__hash__")                              \
   X(torch_function, "__torch_function__")          \
   X(grad, "grad")                                  \
   X(training, "training")                          \

@@ -9,6 +9,7 @@
 #include "support/python_names.h"
 #include "walker/dispatch.h"
 #include "walker/dotted_names.h"
+#include "walker/memo_hash.h"
 #include "walker/module_attributes.h"
 #include "walker/script_module.h"
 #include "walker/tensor_flags.h"
@@ -247,7 +248,23 @@ int Walker::next_member(PyObject*& item) {
     if (value == Py_None) {
       continue;
     }
-    if (options_.remove_duplicate) {
+    // torch's `v in memo` runs a hash that is not the member's identity (or
+    // such a hash went in before): the walk's HashMemo answers, the entry
+    // held through that code.
+    OwnedRef hashed_value;
+    OwnedRef hashed_key;
+    if ((live_.hashed && live_.hashed->members_active) || !member_hash_is_identity(value))
+        [[unlikely]] {
+      hashed_value = OwnedRef::borrow(value);
+      hashed_key = OwnedRef::borrow(key);
+      int admitted = hashed_memo_admits(value, /*member=*/true);
+      if (admitted <= 0) {
+        if (admitted < 0) {
+          return -1;
+        }
+        continue;
+      }
+    } else if (options_.remove_duplicate) {
       int added = live_.seen_members.insert(value);
       if (added <= 0) {
         if (added < 0) {
@@ -313,7 +330,16 @@ int Walker::next_module(OwnedRef& module, OwnedRef& name) {
   if (!live_.root_entered) {
     live_.root_entered = true;
     recorder_.modules_entered = 1;
-    if (options_.remove_duplicate && live_.seen_modules.insert(root_.get()) < 0) {
+    // torch's named_modules asks `self not in memo` of the root too (a walk
+    // of the root's own members alone asks nothing). The memo is empty then:
+    // only the hash runs.
+    bool hashed = options_.recurse || options_.kind == Kind::Modules;
+    if (hashed && !module_hash_is_identity(root_.get())) [[unlikely]] {
+      OwnedRef root = OwnedRef::borrow(root_.get());
+      if (hashed_memo_admits(root.get(), /*member=*/false) < 0) {
+        return -1;
+      }
+    } else if (options_.remove_duplicate && live_.seen_modules.insert(root_.get()) < 0) {
       return -1;
     }
     module = OwnedRef::borrow(root_.get());
@@ -458,6 +484,13 @@ int Walker::descend(OwnedRef child, OwnedRef key, OwnedRef& module, OwnedRef& na
     if (options_.remove_duplicate && PySet_Add(live_.memo.get(), child.get()) < 0) {
       return -1;
     }
+  } else if ((live_.hashed && live_.hashed->modules_active) ||
+             !module_hash_is_identity(child.get())) [[unlikely]] {
+    int admitted = hashed_memo_admits(child.get(), /*member=*/false);
+    if (admitted <= 0) {
+      unrecord();
+      return admitted;
+    }
   } else if (options_.remove_duplicate) {
     int added = live_.seen_modules.insert(child.get());
     if (added <= 0) {
@@ -588,15 +621,87 @@ bool Walker::ensure_memo() {
   if (!memo) {
     return false;
   }
-  int copied = live_.seen_modules.traverse(
-      [](PyObject* member, void* set) { return PySet_Add(static_cast<PyObject*>(set), member); },
-      memo.get());
-  if (copied != 0) {
+  auto add = [](PyObject* member, void* set) {
+    return PySet_Add(static_cast<PyObject*>(set), member);
+  };
+  if (live_.seen_modules.traverse(add, memo.get()) != 0) {
+    return false;
+  }
+  // Those hashed by code of their own: hashed again (and, where a class
+  // changed its hash since, filed under the new one, which torch's set would not).
+  if (live_.hashed && live_.hashed->modules_active &&
+      live_.hashed->modules.traverse(add, memo.get()) != 0) {
     return false;
   }
   live_.memo = std::move(memo);
   live_.seen_modules.clear();
+  if (live_.hashed) {
+    live_.hashed->modules_active = false;
+    live_.hashed->modules.clear();
+  }
   return true;
+}
+
+// torch's `x in memo` and, removing duplicates, `memo.add(x)` where x or
+// something before it in that memo hashes by code of its own (memo_hash.h),
+// on the walk's HashMemo for members (`member`) or modules, made from the
+// identity set at its first use: 1 for an object to walk, 0 for a duplicate,
+// -1 with an error set. A hash and an `==` are code, which the caller holds
+// `object` through; a replay could not run it, so the record goes. Throws
+// std::bad_alloc.
+int Walker::hashed_memo_admits(PyObject* object, bool member) {
+  abandon_recording();
+  if (!live_.hashed) {
+    live_.hashed = std::make_unique<LiveWalk::HashedMemos>();
+  }
+  auto memo = [&]() -> HashMemo& {  // (re-read after code has run)
+    return member ? live_.hashed->members : live_.hashed->modules;
+  };
+  bool& active = member ? live_.hashed->members_active : live_.hashed->modules_active;
+  if (!active) {
+    // What the identity set holds, under the hash torch's memo gave each
+    // (its identity, proven when it went in): no code runs.
+    PointerSet& seen = member ? live_.seen_members : live_.seen_modules;
+    HashMemo* target = &memo();
+    auto copy = [member, target](PyObject* seen_object) {
+      target->add(seen_object,
+                  member ? tensor_identity_hash(seen_object) : object_identity_hash(seen_object));
+    };
+    seen.for_each_member(copy);
+    seen.clear();
+    active = true;
+  }
+  // torch hashes it for `in`, and again for `add`: code each time, unless
+  // its hash is its identity.
+  auto hash_of = [&]() -> Py_hash_t {
+    if (member ? member_hash_is_identity(object) : module_hash_is_identity(object)) {
+      return member ? tensor_identity_hash(object) : object_identity_hash(object);
+    }
+    return PyObject_Hash(object);
+  };
+  Py_hash_t hash = hash_of();
+  if (hash == -1) {
+    return -1;
+  }
+  int present = memo().contains(object, hash);
+  if (present != 0) {
+    return present < 0 ? -1 : 0;
+  }
+  if (!options_.remove_duplicate) {
+    return 1;
+  }
+  hash = hash_of();
+  if (hash == -1) {
+    return -1;
+  }
+  present = memo().contains(object, hash);  // (`add` probes as `in` did)
+  if (present < 0) {
+    return -1;
+  }
+  if (present == 0) {
+    memo().add(object, hash);
+  }
+  return 1;
 }
 
 bool Walker::start_members(PyObject* module, PyObject* name, bool generic_name) {
@@ -777,6 +882,8 @@ void Walker::clear() noexcept {
   last_pair_.reset();
   last_item_.reset();
   live_.memo.reset();
+  std::unique_ptr<LiveWalk::HashedMemos> hashed = std::move(live_.hashed);
+  hashed.reset();  // (out of the walk first: dropping what they hold may run code)
   unpin_all();
   replay_.record.reset();
   replay_.retired.reset();
@@ -811,6 +918,14 @@ int Walker::traverse(visitproc visit, void* arg) const {
   Py_VISIT(last_pair_.get());
   Py_VISIT(last_item_.get());
   Py_VISIT(live_.memo.get());
+  if (live_.hashed) {
+    if (int error = live_.hashed->members.traverse(visit, arg)) {
+      return error;
+    }
+    if (int error = live_.hashed->modules.traverse(visit, arg)) {
+      return error;
+    }
+  }
   if (int error = replay_.pins.traverse(visit, arg)) {
     return error;
   }

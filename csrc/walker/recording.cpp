@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "cache/replay_program.h"
+#include "walker/memo_hash.h"
 #include "walker/module_attributes.h"
 #include "walker/walker.h"
 
@@ -25,6 +26,12 @@ bool Walker::begin_cached_walk() {
   // A prefix that is a str subclass joins names with its own `+`: user code
   // in every step, which only the live walk holds references across.
   if (!cache_enabled() || (options_.named && !PyUnicode_CheckExact(root_name_.get()))) {
+    return true;
+  }
+  // torch's named_modules hashes the root before anything else: a hash of
+  // its own is code no replay runs (and the live walk records none).
+  if ((options_.recurse || options_.kind == Kind::Modules) && !module_hash_is_identity(root_.get()))
+      [[unlikely]] {
     return true;
   }
   replay_.record = find_record(root_.get(), record_slot_);

@@ -8,6 +8,7 @@
 #include "support/python_names.h"
 #include "walker/dispatch.h"
 #include "walker/dotted_names.h"
+#include "walker/memo_hash.h"
 #include "walker/module_attributes.h"
 #include "walker/tensor_flags.h"
 #include "walker/walker.h"
@@ -305,6 +306,7 @@ template <bool kNamed, bool kBatch>
   const ChangeStamp proven_at = record.proven_at;
   bool all_proven = unchanged_since(proven_at);
   PinBuffer::Cursor pins = replay_.pins.cursor();
+  MemberHashChecks hash_checks;  // (forgotten wherever code may run)
   // The module check, with its slow path: a written __dict__ is re-read
   // entry by entry (a lookup may run a key's __eq__: the pins are committed).
   auto module_unchanged = [&](ModuleRecord& recorded) __attribute__((always_inline)) {
@@ -313,6 +315,7 @@ template <bool kNamed, bool kBatch>
       return true;
     }
     replay_.pins.commit(pins);
+    hash_checks.forget();
     return read == ModuleRead::DictWritten && revalidate(recorded);
   };
   // A member dict's check, then (`hold`) its hold, as torch's `members` local
@@ -353,6 +356,7 @@ template <bool kNamed, bool kBatch>
     replay_.at = op + 1;
     replay_.pins.commit(pins);
     replay_.pins.keep();  // code may run from here on
+    hash_checks.forget();
     steps_since_signal_check_ = signal_steps;
     if (!room) {
       return 0;
@@ -505,12 +509,20 @@ template <bool kNamed, bool kBatch>
         if ((!kBatch && !options_.remove_duplicate) || !is_module(child)) {
           break;
         }
-        // Only where the lookup runs no user code; else the live walk asks.
-        if (!override_ruled_out_without_code(child, Method::NamedModules)) {
+        // Only where the lookup runs no user code, and torch's memo would find
+        // it by identity; else the live walk asks.
+        if (!module_hash_is_identity(child) ||
+            !override_ruled_out_without_code(child, Method::NamedModules)) {
           break;
         }
         continue;
       }
+      case ReplayOpKind::MemberDuplicate:
+        // (Yielded and pinned before, or held by its member dict, checked in this step.)
+        if (hash_checks(record.members[op->entry].value)) [[likely]] {
+          continue;
+        }
+        break;
       case ReplayOpKind::Live:
         break;
       case ReplayOpKind::End:
@@ -522,7 +534,9 @@ template <bool kNamed, bool kBatch>
       default:
         Py_UNREACHABLE();  // every kind is above: no range check before the jump
     }
-    if (yields) [[likely]] {  // member entry `entry`: the step's yield
+    // Member entry `entry`, the step's yield, unless torch's `v in memo` would
+    // run code hashing it (its class, or Tensor.__hash__, changed since).
+    if (yields && hash_checks(record.members[entry].value)) [[likely]] {
       PyObject* value = record.members[entry].value;
       if (kBatch) {  // unnamed, unfiltered, with dedup
         PinBuffer::pin<true>(pins, value, PinBuffer::kMember);
@@ -552,6 +566,9 @@ template <bool kNamed, bool kBatch>
       return yielded;
     }
     // A check failed (or the record stops vouching) at this part of this op.
+    if (yields) {
+      part = replay_op_parts(*op) - 1;  // the yield: its op's last part
+    }
     replay_.pins.commit(pins);
     replay_.pins.keep();  // the live walk runs code: lent references are taken first
     if (kBatch) {
@@ -611,7 +628,20 @@ bool Walker::replay_straight(ItemSink& sink) {
       return false;
     }
   }
+  // Members torch's memo hashes: by identity still (the Yield ops' check; a
+  // duplicate is its first occurrence, among the items, and no code runs
+  // between them here). A walk of modules read their classes above.
+  const bool members_kind = options_.kind != Kind::Modules;
+  PyObject** const first = sink.at;
+  MemberHashChecks hash_checks;
   for (PyObject* item : straight.items) {
+    if (members_kind && !hash_checks(item)) [[unlikely]] {
+      for (PyObject** taken = first; taken != sink.at; ++taken) {
+        Py_DECREF(*taken);  // (their dicts, checked above, hold them: no object goes)
+      }
+      sink.at = first;
+      return false;
+    }
     Py_INCREF(item);
     *sink.at++ = item;
   }

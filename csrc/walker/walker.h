@@ -5,11 +5,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
 #include "cache/pin_buffer.h"
 #include "cache/walk_cache.h"
+#include "support/hash_memo.h"
 #include "support/item_cursor.h"
 #include "support/owned_ref.h"
 #include "support/pointer_set.h"
@@ -256,6 +258,7 @@ class Walker {
   bool method_at(Dispatch level, Method& method) const;
   void pop();
   bool ensure_memo();
+  int hashed_memo_admits(PyObject* object, bool member);
   PyObject* frame_name(std::size_t depth);
   // The name torch builds for a child of the top frame reached under `key`
   // (its `+` may be user code). A new reference, or nullptr with an error set.
@@ -394,6 +397,16 @@ class Walker {
     // torch's `memo` set, made once a named_modules override must be handed
     // one; from then on it, not seen_modules, decides module duplicates.
     OwnedRef memo;
+    // torch's memos as they hash: made once something in one hashes by code
+    // of its own (memo_hash.h); from then on each, not seen_members or
+    // seen_modules, decides those duplicates (`memo`, once made, the modules').
+    struct HashedMemos {
+      HashMemo members;
+      HashMemo modules;
+      bool members_active = false;
+      bool modules_active = false;
+    };
+    std::unique_ptr<HashedMemos> hashed;
     // The item an overriding named_modules yielded for the module just returned.
     OwnedRef override_item;
     PointerSet seen_members{PointerSet::Ownership::Strong};
@@ -454,7 +467,6 @@ class Walker {
   Phase phase_ = Phase::Finished;
   OwnedRef root_;
   OwnedRef root_name_;
-  int record_slot_ = 0;  // which of the root's records this walk reads or writes
   RootDispatch dispatch_;
   LiveWalk live_;
   Recorder recorder_;
@@ -465,6 +477,7 @@ class Walker {
   // generator holds in its loop variable until the next one.
   OwnedRef last_item_;
   std::uint32_t steps_since_signal_check_ = 0;
+  int record_slot_ = 0;  // which of the root's records this walk reads or writes
   // The full name built last for a live frame (frame_name) or a replay's path
   // entry (replayed_module_name) that keeps its key alone, kept while that
   // frame or entry stands: the names below it start from it. One name, so a

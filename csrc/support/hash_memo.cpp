@@ -1,0 +1,61 @@
+#include "support/hash_memo.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "support/owned_ref.h"
+
+namespace pyparams {
+
+int HashMemo::contains(PyObject* object, Py_hash_t hash) {
+  // The indices first, in the order added (a set's probe meets entries of
+  // one hash in that order): an `==` runs code, and no iterator of ours is
+  // held across it.
+  auto [first, last] = by_hash_.equal_range(hash);
+  std::vector<std::size_t, PyMemAllocator<std::size_t>> candidates;
+  for (auto it = first; it != last; ++it) {
+    candidates.push_back(it->second);
+  }
+  std::sort(candidates.begin(), candidates.end());
+  for (std::size_t index : candidates) {
+    PyObject* entry = added_[index].object;
+    if (entry == object) {
+      return 1;
+    }
+    OwnedRef held = OwnedRef::borrow(entry);
+    OwnedRef equal = OwnedRef::steal(PyObject_RichCompare(held.get(), object, Py_EQ));
+    if (!equal) {
+      return -1;
+    }
+    int truth = PyObject_IsTrue(equal.get());
+    if (truth != 0) {
+      return truth;  // 1, or -1 with the error of its __bool__
+    }
+  }
+  return 0;
+}
+
+void HashMemo::add(PyObject* object, Py_hash_t hash) {
+  added_.reserve(added_.size() + 1);  // (throws before anything changed)
+  by_hash_.emplace(hash, added_.size());
+  Py_INCREF(object);
+  added_.push_back({object, hash});
+}
+
+int HashMemo::traverse(visitproc visit, void* arg) const {
+  for (const Entry& entry : added_) {
+    Py_VISIT(entry.object);
+  }
+  return 0;
+}
+
+void HashMemo::clear() noexcept {
+  by_hash_.clear();
+  auto added = std::move(added_);
+  added_.clear();
+  for (const Entry& entry : added) {
+    Py_DECREF(entry.object);
+  }
+}
+
+}  // namespace pyparams
