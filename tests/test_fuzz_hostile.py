@@ -7,8 +7,10 @@ tree's canonical list, both grown in step). Hostile objects are planted in both 
 place; when one's code runs it applies its planned mutation to its OWN tree and counts its
 calls. The kinds: a non-str key in a module's instance ``__dict__`` with the hash of a name
 torch looks up (its ``__eq__`` runs in that lookup); a ``Parameter`` whose ``requires_grad``
-is a property (read by trainable walks); a ``TorchFunctionMode`` active during steps (it
-counts calls, may flip requires_grad); finalizers in reference cycles, freed by the collector
+is a property (read by trainable walks); a ``Parameter``, or a module's class, whose
+``__hash__`` (its identity still) runs code where torch's duplicate-removing sets hash it;
+a ``TorchFunctionMode`` active during steps (it counts calls, may flip requires_grad);
+finalizers in reference cycles, freed by the collector
 (threshold 1) at the first allocation of a step. Where a collection runs depends on what each
 side allocates, so finalizers only make changes torch cannot see the moment of: an instance
 ``__dict__`` swapped for a copy, a member re-set to itself, a class swapped for a trivial
@@ -218,6 +220,26 @@ class HostileParameter(nn.Parameter):
         return self.__dict__["answer"]
 
 
+class HashingParameter(nn.Parameter):
+    """Hashes by identity, as torch's tensors do, and fires its trigger each time torch's
+    memo hashes it (``v in memo``, ``memo.add(v)``)."""
+
+    def __hash__(self) -> int:
+        self.__dict__["trigger"].fire()
+        return id(self)
+
+
+def _firing_hash(self: nn.Module) -> int:
+    vars(self)["hash_trigger"].fire()
+    return object.__hash__(self)
+
+
+@functools.cache
+def hashing(cls: type) -> type:
+    """A subclass of ``cls`` whose hash (object's) fires the instance's ``hash_trigger``."""
+    return type(f"Hashing{cls.__name__}", (cls,), {"__hash__": _firing_hash})
+
+
 class Finalizer:
     """Garbage in a reference cycle: its trigger fires when the collector frees it."""
 
@@ -402,29 +424,36 @@ class HostileWalks(RuleBasedStateMachine):
 
     @rule(
         m=st.integers(0, 99),
-        collider=st.booleans(),
+        kind=st.sampled_from(("collider", "parameter", "hashing parameter", "hashing module")),
         looked_up=st.sampled_from(LOOKED_UP),
         name=st.sampled_from(NAMES),
         runs=st.integers(1, 3),
         answer=st.booleans(),
         plan=PLANS,
     )
-    def plant(self, m, collider, looked_up, name, runs, answer, plan) -> None:
-        """A colliding key in a module's instance __dict__, or a hostile parameter."""
-        collider = collider and COLLIDERS_COUNT_ALIKE
+    def plant(self, m, kind, looked_up, name, runs, answer, plan) -> None:
+        """A colliding key in a module's instance __dict__, a hostile parameter, or a
+        parameter or module whose hash (its identity) runs code where torch's memo hashes."""
+        if kind == "collider" and not COLLIDERS_COUNT_ALIKE:
+            kind = "parameter"
         for side in self.sides:
-            mapping = vars(side.modules[m % len(side.modules)])
-            if collider:
+            module = side.modules[m % len(side.modules)]
+            mapping = vars(module)
+            if kind == "collider":
                 entries = list(mapping.items())
                 mapping.clear()
                 mapping[Collider(looked_up, Trigger(side, plan, runs))] = None  # probed first
                 mapping.update(entries)
+            elif kind == "hashing module":
+                mapping["hash_trigger"] = Trigger(side, plan, runs)
+                object.__setattr__(module, "__class__", hashing(type(module)))
             else:
-                p = HostileParameter(torch.zeros(1))
+                cls = HostileParameter if kind == "parameter" else HashingParameter
+                p = cls(torch.zeros(1))
                 p.__dict__.update(trigger=Trigger(side, plan, runs), answer=answer)
                 side.adopt(p)
                 mapping["_parameters"][name] = p
-        STATS[f"planted:{'collider' if collider else 'parameter'}"] += 1
+        STATS[f"planted:{kind}"] += 1
 
     @rule()
     def cache_clear(self) -> None:
