@@ -36,7 +36,9 @@ int HashMemo::contains(PyObject* object, Py_hash_t hash) {
 }
 
 void HashMemo::add(PyObject* object, Py_hash_t hash) {
-  added_.reserve(added_.size() + 1);  // (throws before anything changed)
+  if (added_.size() == added_.capacity()) {  // (throws before anything changed)
+    added_.reserve(added_.empty() ? 16 : 2 * added_.size());
+  }
   by_hash_.emplace(hash, added_.size());
   Py_INCREF(object);
   added_.push_back({object, hash});
