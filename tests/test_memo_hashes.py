@@ -254,7 +254,8 @@ def test_a_class_hashed_between_two_steps_of_a_replay(change: str) -> None:
             lockstep_with_a_change(
                 ours, theirs, at, CHANGES[change](tree), f"{change} {function}({kwargs})"
             )
-            assert pyparams.cache_info().hits > hits, "the walk did not start as a replay"
+            if pyparams.cache_info().enabled:
+                assert pyparams.cache_info().hits > hits, "the walk did not start as a replay"
 
 
 def test_a_class_given_a_hash_after_the_record() -> None:
