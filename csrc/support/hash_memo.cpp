@@ -7,6 +7,23 @@
 
 namespace pyparams {
 
+Py_hash_t hash_for_set(PyObject* object) {
+  Py_hash_t hash = PyObject_Hash(object);
+#if PY_VERSION_HEX >= 0x030E0000
+  if (hash == -1) {
+    // CPython 3.14's set_unhashable_type: an exact TypeError only.
+    PyObject* error = PyErr_GetRaisedException();
+    if (Py_IS_TYPE(error, reinterpret_cast<PyTypeObject*>(PyExc_TypeError))) {
+      PyErr_Format(PyExc_TypeError, "cannot use '%T' as a set element (%S)", object, error);
+      Py_DECREF(error);
+    } else {
+      PyErr_SetRaisedException(error);
+    }
+  }
+#endif
+  return hash;
+}
+
 int HashMemo::contains(PyObject* object, Py_hash_t hash) {
   // The indices first, in the order added (a set's probe meets entries of
   // one hash in that order): an `==` runs code, and no iterator of ours is

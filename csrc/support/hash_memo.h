@@ -49,6 +49,11 @@ class HashMemo {
       by_hash_;
 };
 
+// hash(object) as a set's `in` and `add` take it: -1 with the error a set
+// raises (from 3.14 on, a TypeError of the hash's own, say "unhashable type",
+// becomes the set's "cannot use 'T' as a set element (...)").
+Py_hash_t hash_for_set(PyObject* object);
+
 // The hash torch.Tensor.__hash__ gives, for a tensor proven to keep it
 // (memo_hash.h): `id(self)`, which CPython's slot keeps as it is when it fits
 // a Py_hash_t (any user-space address does). Computed: no call, no int made.

@@ -677,7 +677,7 @@ int Walker::hashed_memo_admits(PyObject* object, bool member) {
     if (member ? member_hash_is_identity(object) : module_hash_is_identity(object)) {
       return member ? tensor_identity_hash(object) : object_identity_hash(object);
     }
-    return PyObject_Hash(object);
+    return hash_for_set(object);
   };
   Py_hash_t hash = hash_of();
   if (hash == -1) {
