@@ -8,7 +8,8 @@ pyparams iterator over the same root) and interleaves single steps of those
 pairs with mutations: add, remove or replace parameters, buffers and
 submodules, toggle ``requires_grad``, parametrize a module, delete the root, write
 other attributes (``training``), give a module a new ``__dict__``, swap its class for a
-subclass (overriding ``named_modules`` or not), set a ``named_modules`` attribute on it;
+subclass (overriding ``named_modules`` or not, hashing alike or not), give a parameter a
+class that hashes alike, set a ``named_modules`` attribute on it;
 and call ``send()``, ``throw()`` or ``close()`` on both iterators of a pair.
 
 After every step both sides must agree: the same item (names ``==``, objects
@@ -107,14 +108,26 @@ def _walk_as_listed(self, memo=None, prefix="", remove_duplicate=True):
 NAMED_MODULES_OVERRIDES = (None, _hide_children, _walk_as_torch, _walk_as_listed)
 
 
+def _hash_alike(self) -> int:
+    return 7
+
+
+def _equal_if_hashed_alike(self, other: object) -> bool:
+    return "_hashed_by_fuzz" in type(other).__dict__
+
+
 @cache
-def swapped_class(base: type, override) -> type:
+def swapped_class(base: type, override, hashed: bool = False) -> type:
     """``base`` with ``named_modules`` overridden by ``override`` (None: a trivial subclass),
-    marked in its own ``__dict__`` (a parametrization's subclass of it is not one)."""
+    marked in its own ``__dict__`` (a parametrization's subclass of it is not one);
+    ``hashed``: its instances hash alike and equal every instance of any such class, so
+    torch's memo sets take them all for one."""
     body = {"_swapped_by_fuzz": True}
     if override is not None:
         body["named_modules"] = override
-    return type(f"Swapped{base.__name__}", (base,), body)
+    if hashed:
+        body.update(__hash__=_hash_alike, __eq__=_equal_if_hashed_alike, _hashed_by_fuzz=True)
+    return type(f"{'Hashed' if hashed else ''}Swapped{base.__name__}", (base,), body)
 
 
 @contextlib.contextmanager
@@ -345,15 +358,30 @@ class WalkUnderMutation(RuleBasedStateMachine):
         module.__dict__ = dict(module.__dict__)
         self.mutated("swap_instance_dict")
 
-    @rule(m=st.integers(0, 99), override=st.sampled_from(NAMED_MODULES_OVERRIDES))
-    def swap_class(self, m, override) -> None:
-        """Swaps a module's class for a subclass (trivial, or overriding ``named_modules``),
-        or back to the class it was swapped from."""
+    @rule(
+        m=st.integers(0, 99),
+        override=st.sampled_from(NAMED_MODULES_OVERRIDES),
+        hashed=st.booleans(),
+    )
+    def swap_class(self, m, override, hashed) -> None:
+        """Swaps a module's class for a subclass (trivial, overriding ``named_modules``,
+        hashing by class or both), or back to the class it was swapped from."""
         module = self.module_with_children(m)
         cls = type(module)
         swapped_back = "_swapped_by_fuzz" in cls.__dict__
-        module.__class__ = cls.__base__ if swapped_back else swapped_class(cls, override)
+        module.__class__ = cls.__base__ if swapped_back else swapped_class(cls, override, hashed)
         self.mutated("swap_class")
+
+    @rule(t=st.integers(0, 99))
+    def swap_parameter_class(self, t) -> None:
+        """Gives a parameter a class whose instances hash alike and equal one another
+        (torch's memo then keeps the first of them it meets), or takes it back."""
+        tensor = self.tensors[t % len(self.tensors)]
+        if isinstance(tensor, nn.Parameter):
+            cls = type(tensor)
+            swapped_back = "_swapped_by_fuzz" in cls.__dict__
+            tensor.__class__ = cls.__base__ if swapped_back else swapped_class(cls, None, True)
+            self.mutated("swap_parameter_class")
 
     @rule(m=st.integers(0, 99))
     def toggle_instance_override(self, m) -> None:
