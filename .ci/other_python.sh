@@ -84,7 +84,8 @@ fi
 suites="tests/test_walk_cache.py tests/test_conformance.py tests/test_safety.py \
   tests/test_fuzz_state_machine.py tests/test_odd_modules.py tests/test_threads.py \
   tests/test_huge_trees.py tests/test_hostile.py tests/test_fuzz_hostile.py \
-  tests/test_cache_state.py tests/test_deep_names.py tests/test_delegated_iterators.py"
+  tests/test_cache_state.py tests/test_deep_names.py tests/test_delegated_iterators.py \
+  tests/test_memo_hashes.py"
 start=$SECONDS
 "${in_root[@]}" make test PYTHON="$python" VENV="$venv" PYTEST_ARGS="$suites"
 echo "other-python: CPython $version suites passed in $((SECONDS - start)) s"

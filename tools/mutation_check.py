@@ -37,6 +37,7 @@ SUITES = (
     "tests/test_fuzz_state_machine.py",
     "tests/test_conformance.py",
     "tests/test_delegated_iterators.py",
+    "tests/test_memo_hashes.py",
 )
 ZERO_GRAD_SUITES = ("tests/test_zero_grad.py", "tests/test_patch.py")
 
@@ -320,6 +321,36 @@ MUTANTS = (
         "    if (var.is_leaf() || var.retains_grad()) [[likely]] {",
         "    if (true) [[likely]] {",
         suites=ZERO_GRAD_SUITES,
+    ),
+    Mutant(
+        "module-hash-taken-for-identity",  # a module class's own __hash__ never run
+        "csrc/walker/memo_hash.h",
+        "  return Py_TYPE(module)->tp_hash == PyBaseObject_Type.tp_hash;",
+        "  return true;",
+    ),
+    Mutant(
+        "member-hash-taken-for-identity",  # a parameter class's own __hash__ never run
+        "csrc/walker/memo_hash.cpp",
+        "  if (_PyType_Lookup(type, names().hash) != g_tensor_hash ||",
+        "  if (false ||",
+    ),
+    Mutant(
+        "replayed-yield-not-hash-checked",  # a member's class swapped between replay steps
+        "csrc/walker/replay.cpp",
+        "if (yields && hash_checks(record.members[entry].value)) [[likely]] {",
+        "if (yields) [[likely]] {",
+    ),
+    Mutant(
+        "skipped-duplicate-member-not-hash-checked",  # a tied parameter's class swapped
+        "csrc/walker/replay.cpp",
+        "        if (hash_checks(record.members[op->entry].value)) [[likely]] {",
+        "        if (true) {",
+    ),
+    Mutant(
+        "identity-entries-rehashed",  # torch's set keeps each under the hash it went in with
+        "csrc/walker/live_walk.cpp",
+        "member ? tensor_identity_hash(seen_object) : object_identity_hash(seen_object)",
+        "PyObject_Hash(seen_object)",
     ),
 )
 
