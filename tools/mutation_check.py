@@ -349,8 +349,8 @@ MUTANTS = (
     Mutant(
         "identity-entries-rehashed",  # torch's set keeps each under the hash it went in with
         "csrc/walker/live_walk.cpp",
-        "member ? tensor_identity_hash(seen_object) : object_identity_hash(seen_object)",
-        "PyObject_Hash(seen_object)",
+        "target->add(seen_object, identity_hash(seen_object));",
+        "target->add(seen_object, PyObject_Hash(seen_object));",
     ),
 )
 

@@ -35,7 +35,7 @@ int HashMemo::contains(PyObject* object, Py_hash_t hash) {
   }
   std::sort(candidates.begin(), candidates.end());
   for (std::size_t index : candidates) {
-    PyObject* entry = added_[index].object;
+    PyObject* entry = added_[index];
     if (entry == object) {
       return 1;
     }
@@ -58,12 +58,12 @@ void HashMemo::add(PyObject* object, Py_hash_t hash) {
   }
   by_hash_.emplace(hash, added_.size());
   Py_INCREF(object);
-  added_.push_back({object, hash});
+  added_.push_back(object);
 }
 
 int HashMemo::traverse(visitproc visit, void* arg) const {
-  for (const Entry& entry : added_) {
-    Py_VISIT(entry.object);
+  for (PyObject* object : added_) {
+    Py_VISIT(object);
   }
   return 0;
 }
@@ -72,8 +72,8 @@ void HashMemo::clear() noexcept {
   by_hash_.clear();
   auto added = std::move(added_);
   added_.clear();
-  for (const Entry& entry : added) {
-    Py_DECREF(entry.object);
+  for (PyObject* object : added) {
+    Py_DECREF(object);
   }
 }
 

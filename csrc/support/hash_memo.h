@@ -38,11 +38,7 @@ class HashMemo {
   void clear() noexcept;
 
  private:
-  struct Entry {
-    PyObject* object;
-    Py_hash_t hash;
-  };
-  std::vector<Entry, PyMemAllocator<Entry>> added_;  // in order; owns the references
+  std::vector<PyObject*, PyMemAllocator<PyObject*>> added_;  // in order; owns the references
   // Hash -> indices into added_, in order.
   std::unordered_multimap<Py_hash_t, std::size_t, std::hash<Py_hash_t>, std::equal_to<Py_hash_t>,
                           PyMemAllocator<std::pair<const Py_hash_t, std::size_t>>>

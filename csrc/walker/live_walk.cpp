@@ -657,17 +657,17 @@ int Walker::hashed_memo_admits(PyObject* object, bool member) {
   auto memo = [&]() -> HashMemo& {  // (re-read after code has run)
     return member ? live_.hashed->members : live_.hashed->modules;
   };
+  // The hash torch's memo gives an object proven to hash by identity: no code runs.
+  auto identity_hash = [member](PyObject* proven) {
+    return member ? tensor_identity_hash(proven) : object_identity_hash(proven);
+  };
   bool& active = member ? live_.hashed->members_active : live_.hashed->modules_active;
   if (!active) {
-    // What the identity set holds, under the hash torch's memo gave each
-    // (its identity, proven when it went in): no code runs.
+    // What the identity set holds, under the hash it went in with (proven then).
     PointerSet& seen = member ? live_.seen_members : live_.seen_modules;
     HashMemo* target = &memo();
-    auto copy = [member, target](PyObject* seen_object) {
-      target->add(seen_object,
-                  member ? tensor_identity_hash(seen_object) : object_identity_hash(seen_object));
-    };
-    seen.for_each_member(copy);
+    seen.for_each_member(
+        [&](PyObject* seen_object) { target->add(seen_object, identity_hash(seen_object)); });
     seen.clear();
     active = true;
   }
@@ -675,7 +675,7 @@ int Walker::hashed_memo_admits(PyObject* object, bool member) {
   // its hash is its identity.
   auto hash_of = [&]() -> Py_hash_t {
     if (member ? member_hash_is_identity(object) : module_hash_is_identity(object)) {
-      return member ? tensor_identity_hash(object) : object_identity_hash(object);
+      return identity_hash(object);
     }
     return hash_for_set(object);
   };
